@@ -1,0 +1,177 @@
+# mirai for C: libmirai and its tools.
+#
+#   make                    build the library, tools and examples in build/
+#   make check              every test layer (unit, integration, CLI, fuzz
+#                           smoke, sanitizers, valgrind)
+#   make bench              the mirai-bench workloads w1-w4
+#   make install PREFIX=/usr/local DESTDIR=
+#   make SANITIZE=address,undefined   a sanitizer build in build-san/
+#
+# CI=true (or WERROR=1) turns warnings into errors.
+
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+MANDIR  ?= $(PREFIX)/share/man
+DESTDIR ?=
+
+CC      ?= cc
+AR      ?= ar
+
+VERSION := $(shell sed -n 's/^\#define MIRAI_VERSION_STRING "\(.*\)"/\1/p' include/mirai.h)
+MAJOR   := $(shell sed -n 's/^\#define MIRAI_VERSION_MAJOR \([0-9]*\)/\1/p' include/mirai.h)
+
+ifneq ($(SANITIZE),)
+BUILD   ?= build-san
+SANFLAGS = -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+else
+BUILD   ?= build
+SANFLAGS =
+endif
+
+# Debian ships no nng.pc: fall back to plain -lnng.
+NNG_LIBS := $(shell pkg-config --libs nng 2>/dev/null || echo -lnng)
+DEP_LIBS := $(NNG_LIBS) -lssh -lhwloc -lpthread -ldl
+
+WARN    = -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes \
+          -Wmissing-prototypes -Wno-unused-parameter
+ifneq ($(filter true 1 yes,$(CI) $(WERROR)),)
+WARN   += -Werror
+endif
+OPT    ?= -O2 -g
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) $(SANFLAGS) -MMD -MP \
+          -Iinclude $(CFLAGS)
+LDFLAGS_ALL = $(SANFLAGS) $(LDFLAGS)
+
+LIB_SRC := $(sort $(wildcard lib/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+SONAME  := libmirai.so.$(MAJOR)
+SO      := $(BUILD)/lib/libmirai.so.$(VERSION)
+AR_LIB  := $(BUILD)/lib/libmirai.a
+
+TOOLS   := mirai-server mirai-bench
+TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
+CLI_OBJ := $(BUILD)/obj/cmd/cli.o
+
+EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
+EXAMPLE_BIN := $(EXAMPLES:%=$(BUILD)/examples/%)
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+INTEG_SRC := $(wildcard tests/integration/it_*.c)
+INTEG_BIN := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
+PLUGIN_SRC := $(wildcard tests/plugins/*.c)
+PLUGIN_SO := $(PLUGIN_SRC:tests/plugins/%.c=$(BUILD)/tests/%.so)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%)
+
+RPATH   = -Wl,-rpath,'$$ORIGIN/../lib'
+
+.PHONY: all lib tools examples tests check check-fast check-san check-valgrind \
+        bench install uninstall clean fuzz demo
+
+all: lib tools examples $(BUILD)/lib/pkgconfig/mirai.pc
+
+lib: $(SO) $(AR_LIB)
+tools: $(TOOL_BIN)
+examples: $(EXAMPLE_BIN)
+tests: all $(UNIT_BIN) $(INTEG_BIN) $(PLUGIN_SO) $(FUZZ_BIN)
+
+$(BUILD)/obj/lib/%.o: lib/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -DMIRAI_BUILDING -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -fPIC -c $< -o $@
+
+$(SO): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(LDFLAGS_ALL) \
+	    -o $@ $(LIB_OBJ) $(DEP_LIBS)
+	ln -sf libmirai.so.$(VERSION) $(BUILD)/lib/$(SONAME)
+	ln -sf $(SONAME) $(BUILD)/lib/libmirai.so
+
+$(AR_LIB): $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@
+	$(AR) rcs $@ $(LIB_OBJ)
+
+$(BUILD)/lib/pkgconfig/mirai.pc: mirai.pc.in include/mirai.h
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    -e 's|@LIBS_PRIVATE@|$(DEP_LIBS)|' $< > $@
+
+$(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CLI_OBJ) $(SO)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLI_OBJ) -L$(BUILD)/lib -lmirai \
+	    $(NNG_LIBS) -lpthread -lm $(RPATH)
+
+$(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(SO)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< -L$(BUILD)/lib -lmirai -lpthread $(RPATH)
+
+# Unit tests see the library's internals: they link its objects directly.
+$(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ -lcmocka $(DEP_LIBS)
+
+# Integration tests use only the public API, like any client.
+$(BUILD)/tests/it_%: $(BUILD)/obj/tests/integration/it_%.o \
+    $(BUILD)/obj/tests/integration/harness.o $(SO)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/obj/tests/integration/harness.o \
+	    -L$(BUILD)/lib -lmirai -lcmocka -lpthread $(RPATH)
+
+$(BUILD)/tests/%.so: tests/plugins/%.c $(SO)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -fPIC -shared -o $@ $< -L$(BUILD)/lib -lmirai $(RPATH)
+
+# Fuzz targets: built with the standalone driver here; `make fuzz` uses
+# libFuzzer when clang is there.
+$(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o \
+    $(BUILD)/obj/tests/fuzz/driver.o $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS)
+
+check: tests
+	BUILD=$(BUILD) tests/run-tests.sh all
+
+# The quick layers only (unit, integration, CLI, fuzz smoke).
+check-fast: tests
+	BUILD=$(BUILD) tests/run-tests.sh fast
+
+bench: all
+	$(BUILD)/bin/mirai-bench w1
+	$(BUILD)/bin/mirai-bench w2
+	$(BUILD)/bin/mirai-bench w3
+	$(BUILD)/bin/mirai-bench w3 --no-dispatcher
+	$(BUILD)/bin/mirai-bench w4
+
+demo: all
+	$(BUILD)/examples/hello
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
+	    $(DESTDIR)$(INCDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 755 $(TOOL_BIN) $(DESTDIR)$(BINDIR)/
+	install -m 755 $(SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libmirai.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libmirai.so
+	install -m 644 $(AR_LIB) $(DESTDIR)$(LIBDIR)/
+	install -m 644 include/mirai.h $(DESTDIR)$(INCDIR)/
+	install -m 644 $(BUILD)/lib/pkgconfig/mirai.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
+
+uninstall:
+	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%)
+	rm -f $(DESTDIR)$(LIBDIR)/libmirai.so* $(DESTDIR)$(LIBDIR)/libmirai.a
+	rm -f $(DESTDIR)$(LIBDIR)/pkgconfig/mirai.pc $(DESTDIR)$(INCDIR)/mirai.h
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1)))
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

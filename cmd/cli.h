@@ -1,0 +1,54 @@
+/*
+ * cli.h: one option table per tool gives both the parsing and --help.
+ * Shared by the tools only; the library knows nothing of it.
+ */
+#ifndef MIRAI_CLI_H
+#define MIRAI_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum cli_type {
+	CLI_FLAG,     /* int, set to 1 */
+	CLI_STR,      /* const char * */
+	CLI_LIST,     /* cli_list: repeatable string */
+	CLI_INT,      /* long long, a plain integer */
+	CLI_SIZE,     /* size_t, bytes with optional k/M/G suffix */
+	CLI_MS,       /* int64_t milliseconds, with optional ms/s/m/h suffix */
+};
+
+typedef struct cli_list {
+	const char **items;
+	size_t n, cap;
+} cli_list;
+
+typedef struct cli_opt {
+	const char *name;  /* long name without "--" */
+	char short_name;   /* 0 if none */
+	enum cli_type type;
+	void *target;
+	const char *arg;   /* name of the argument in --help */
+	const char *help;
+} cli_opt;
+
+typedef struct cli_tool {
+	const char *name;
+	const char *usage;    /* after the tool name */
+	const char *summary;  /* one paragraph */
+	const char *epilog;   /* exit codes, environment; may be NULL */
+	const cli_opt *opts;  /* ends with a {NULL} entry */
+	int stop_at_operand;  /* the first operand starts a command */
+} cli_tool;
+
+/*
+ * Parse argv by the table.  Options and operands may mix (unless
+ * stop_at_operand); "--" ends the options.  --help and --version are handled here (print and
+ * exit 0).  Operands are left in argv[*first..argc).  On error prints a
+ * message and returns 2 (the usage exit code); 0 on success.
+ */
+int cli_parse(const cli_tool *tool, int argc, char **argv, int *first);
+void cli_help(const cli_tool *tool);
+/* Parse a duration ("250", "250ms", "2s", "5m", "1h") into ms; -1 if bad. */
+int64_t cli_parse_ms(const char *s);
+
+#endif /* MIRAI_CLI_H */

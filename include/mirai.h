@@ -1,0 +1,568 @@
+/*
+ * mirai.h: the whole public API of libmirai.
+ *
+ * libmirai runs tasks (a function name plus a payload of bytes) on persistent
+ * server processes.  A client submits tasks to a compute profile; each
+ * profile has its own servers (local processes, or remote ones that dial in),
+ * with or without a dispatcher in between.  A submitted task is a mirai: a
+ * handle that always resolves, to a result or to an error value.
+ *
+ * Conventions:
+ *  - Functions return 0 on success or a MIRAI_E* error value.
+ *  - Output parameters are written only on success.
+ *  - Every *_destroy / *_free function accepts NULL.
+ *  - Ownership of every buffer is stated above the function.
+ *  - Options structs have an initializer macro; 0 always means "default".
+ *    New fields are only ever added at the end.
+ *  - The library never prints; see mirai_log_set().
+ */
+#ifndef MIRAI_H
+#define MIRAI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The one version source: the Makefile takes the soname from here. */
+#define MIRAI_VERSION_MAJOR 0
+#define MIRAI_VERSION_MINOR 1
+#define MIRAI_VERSION_PATCH 0
+#define MIRAI_VERSION_STRING "0.1.0"
+
+#if defined(MIRAI_BUILDING)
+#define MIRAI_API __attribute__((visibility("default")))
+#else
+#define MIRAI_API
+#endif
+
+#if defined(__GNUC__)
+#define MIRAI_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define MIRAI_PRINTF(f, a)
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * X(NAME, value, description).  Values 1-31 are NNG's own numbers for the
+ * same meaning, so that users of NNG and of the R package recognise them:
+ * a timed-out task resolves with 5, a closed profile with 7, a lost server
+ * with 19 and a cancelled task with 20.  mirai's own errors start at 100.
+ */
+#define MIRAI_ERRORS(X)                                                     \
+	X(OK, 0, "success")                                                 \
+	X(EINTR, 1, "interrupted")                                          \
+	X(ENOMEM, 2, "out of memory")                                       \
+	X(EINVAL, 3, "invalid argument")                                    \
+	X(EBUSY, 4, "resource busy")                                        \
+	X(ETIMEDOUT, 5, "timed out")                                        \
+	X(ECONNREFUSED, 6, "connection refused")                            \
+	X(ECLOSED, 7, "closed")                                             \
+	X(EAGAIN, 8, "try again")                                           \
+	X(ENOTSUP, 9, "not supported")                                      \
+	X(EADDRINUSE, 10, "address in use")                                 \
+	X(ESTATE, 11, "incorrect state")                                    \
+	X(ENOENT, 12, "not found")                                          \
+	X(EPROTO, 13, "protocol error")                                     \
+	X(EUNREACHABLE, 14, "destination unreachable")                      \
+	X(EADDRINVAL, 15, "invalid address")                                \
+	X(EPERM, 16, "permission denied")                                   \
+	X(EMSGSIZE, 17, "message too large")                                \
+	X(ECONNABORTED, 18, "connection aborted")                           \
+	X(ECONNRESET, 19, "connection reset")                               \
+	X(ECANCELED, 20, "canceled")                                        \
+	X(ENOFILES, 21, "out of files")                                     \
+	X(ENOSPC, 22, "out of space")                                       \
+	X(EEXIST, 23, "already exists")                                     \
+	X(ECRYPTO, 26, "cryptographic error")                               \
+	X(EPEERAUTH, 27, "peer could not be authenticated")                 \
+	X(ETASK, 100, "task failed")                                        \
+	X(ENOFUNC, 101, "no such function on the server")                   \
+	X(EHOOK, 102, "serialization hook mismatch")                        \
+	X(ESET, 103, "compute profile already set: reset it first")         \
+	X(EVERSION, 104, "protocol version mismatch")                       \
+	X(ESPAWN, 105, "could not start a process")                         \
+	X(EPARSE, 106, "parse error")                                       \
+	X(ESSH, 107, "ssh error")                                           \
+	X(ETOPO, 108, "topology or binding error")                          \
+	X(EINTERNAL, 1000, "internal error")
+
+enum mirai_error {
+#define MIRAI_X_ENUM(name, value, text) MIRAI_##name = value,
+	MIRAI_ERRORS(MIRAI_X_ENUM)
+#undef MIRAI_X_ENUM
+};
+
+/* A static description of err; never NULL, also for unknown values. */
+MIRAI_API const char *mirai_strerror(int err);
+
+/* The symbolic name of err ("ETIMEDOUT"), or "UNKNOWN". */
+MIRAI_API const char *mirai_errname(int err);
+
+/*
+ * A text buffer that functions with more to say than a number fill in
+ * ("hosts:12: slots must be a positive integer").  Always optional: pass
+ * NULL when the number is enough.  On success the text is left unchanged.
+ */
+typedef struct mirai_errmsg {
+	char text[512];
+} mirai_errmsg;
+
+/* ------------------------------------------------------------------ */
+/* Logging                                                              */
+/* ------------------------------------------------------------------ */
+
+enum mirai_log_level {
+	MIRAI_LOG_ERROR = 1,
+	MIRAI_LOG_WARN  = 2,
+	MIRAI_LOG_INFO  = 3,
+	MIRAI_LOG_DEBUG = 4,
+};
+
+/*
+ * A log handler receives one complete line (no newline) with its level and
+ * a stable tag naming the module ("client", "server", "dispatcher", ...).
+ * It may be called from any library thread and must not call back into
+ * libmirai.
+ */
+typedef void (*mirai_log_fn)(int level, const char *tag, const char *msg,
+    void *arg);
+
+/*
+ * Install fn as the log handler for messages at level <= max_level.  NULL
+ * (the default) discards everything.  Not meant to be called while other
+ * threads use the library.
+ */
+MIRAI_API void mirai_log_set(mirai_log_fn fn, void *arg, int max_level);
+
+/*
+ * A ready-made handler writing "PROGRAM[pid]: LEVEL: tag: msg" lines to
+ * stderr; arg is the program name (const char *) or NULL.
+ */
+MIRAI_API void mirai_log_stderr(int level, const char *tag, const char *msg,
+    void *arg);
+
+/* ------------------------------------------------------------------ */
+/* Serialization hook                                                   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A serialization hook converts payloads to and from the bytes that travel:
+ * encode runs on the client for each task payload and on the server for each
+ * result; decode runs on the server for each task payload and on the client
+ * for each result.  It must be the same on the client and on every server of
+ * the profile; the name identifies it (put a version in the name when the
+ * encoding changes).  A task meeting a server with another hook, or none,
+ * resolves with MIRAI_EHOOK instead of being decoded wrongly.
+ *
+ * Both functions write a buffer they allocated to *out, which the library
+ * releases with release (or free() when release is NULL).  They return 0 or
+ * an error value.
+ */
+typedef struct mirai_hook {
+	const char *name;
+	int (*encode)(void *arg, const void *in, size_t len, void **out,
+	    size_t *out_len);
+	int (*decode)(void *arg, const void *in, size_t len, void **out,
+	    size_t *out_len);
+	void (*release)(void *arg, void *buf);
+	void *arg;
+} mirai_hook;
+
+/* ------------------------------------------------------------------ */
+/* Servers                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Why a server stopped: also the exit code of mirai-server. */
+enum mirai_server_exit {
+	MIRAI_EXIT_CLOSED   = 0, /* connection ended, or told to exit */
+	MIRAI_EXIT_ERROR    = 1, /* could not start, dial, or run */
+	MIRAI_EXIT_USAGE    = 2, /* bad command line (tools only) */
+	MIRAI_EXIT_IDLE     = 3, /* idle time reached */
+	MIRAI_EXIT_WALLTIME = 4, /* wall time reached */
+	MIRAI_EXIT_MAXTASKS = 5, /* maximum number of tasks completed */
+};
+
+/*
+ * Options of a server; also used by mirai_daemons() for the local servers it
+ * starts.  Durations are milliseconds; 0 means no limit.
+ */
+typedef struct mirai_server_opts {
+	/* Exit after this long without a task. */
+	int64_t idle_ms;
+	/* Exit, between tasks, once this long has passed since the start. */
+	int64_t walltime_ms;
+	/* Exit after completing this many tasks. */
+	uint64_t max_tasks;
+	/* 1: keep the server's stdout and stderr; 0: send them to /dev/null
+	 * (the server's own log lines still reach the original stderr). */
+	int output;
+	/* 1: fail at once when the first dial fails; 0: keep retrying until
+	 * the first connection is made. */
+	int dial_once;
+	/* Largest message accepted or sent, in bytes; 0: 256 MiB.  Client and
+	 * servers should agree; a larger task or result is an error value. */
+	size_t max_msg;
+	/* Plugins to load: shared objects with mirai_plugin_init(). */
+	const char *const *plugins;
+	size_t nplugins;
+	/* mirai-server executable for local servers; NULL: $MIRAI_SERVER, then
+	 * the mirai-server installed beside libmirai, then $PATH. */
+	const char *server_path;
+} mirai_server_opts;
+
+#define MIRAI_SERVER_OPTS_INIT {0, 0, 0, 0, 0, 0, NULL, 0, NULL}
+
+typedef struct mirai_server mirai_server;
+typedef struct mirai_task   mirai_task;
+
+/*
+ * A server function.  It reads its input with mirai_task_data() and writes
+ * its result with mirai_task_reply() or mirai_task_reply_buf().  Return 0 on
+ * success; anything else fails the task (MIRAI_ETASK) with the message set by
+ * mirai_task_fail(), or a generic one.  It runs on the server's task thread,
+ * one task at a time; long functions should poll mirai_task_cancelled().
+ */
+typedef int (*mirai_fn)(mirai_task *task, void *arg);
+
+/*
+ * Create a server with the built-in functions (mirai.echo, mirai.sleep,
+ * mirai.exec, mirai.info) registered.  opts may be NULL for defaults.
+ */
+MIRAI_API int mirai_server_create(mirai_server **out,
+    const mirai_server_opts *opts);
+MIRAI_API void mirai_server_destroy(mirai_server *srv);
+
+/* Register fn under name (copied); replaces an earlier one of that name. */
+MIRAI_API int mirai_server_register(mirai_server *srv, const char *name,
+    mirai_fn fn, void *arg);
+
+/* Use hook (copied; the functions and arg must outlive the server). */
+MIRAI_API int mirai_server_set_hook(mirai_server *srv, const mirai_hook *hook);
+
+/*
+ * Load a plugin: a shared object exporting
+ *     int mirai_plugin_init(mirai_server *srv);
+ * which registers its functions (and hook) and returns 0.  The object stays
+ * loaded until the server is destroyed.  err, if not NULL, says what failed.
+ */
+#define MIRAI_PLUGIN_INIT "mirai_plugin_init"
+typedef int (*mirai_plugin_init_fn)(mirai_server *srv);
+MIRAI_API int mirai_server_load_plugin(mirai_server *srv, const char *path,
+    mirai_errmsg *err);
+
+/*
+ * Dial url (tcp://, ws://, ipc://) and execute tasks until the connection
+ * ends or a limit in the options is reached.  Returns the reason as a
+ * mirai_server_exit value (MIRAI_EXIT_ERROR with err filled on failure).
+ * When the connection drops mid-task the task is finished first.
+ */
+MIRAI_API int mirai_server_run(mirai_server *srv, const char *url,
+    mirai_errmsg *err);
+
+/* Ask a running server (from another thread or a signal-safe context is not
+ * allowed: use a normal thread) to stop after its current task. */
+MIRAI_API void mirai_server_stop(mirai_server *srv);
+
+/*
+ * Task accessors, valid only inside the function running the task.
+ * The input buffer belongs to the task and lives until the function returns.
+ */
+MIRAI_API const void *mirai_task_data(const mirai_task *task, size_t *len);
+MIRAI_API const char *mirai_task_function(const mirai_task *task);
+MIRAI_API uint64_t mirai_task_id(const mirai_task *task);
+
+/* Set the result to a copy of data[0..len).  Replaces an earlier reply. */
+MIRAI_API int mirai_task_reply(mirai_task *task, const void *data,
+    size_t len);
+
+/*
+ * Reserve len bytes for the result and return them for the function to fill
+ * (no copy).  The buffer belongs to the task; NULL when out of memory.
+ */
+MIRAI_API void *mirai_task_reply_buf(mirai_task *task, size_t len);
+
+/*
+ * Reserve len bytes for the result in the memory of the input, for
+ * functions that transform their input in place: the first min(len, input
+ * length) bytes hold the input, and the input must not be read through
+ * mirai_task_data() afterwards.  No copy is made when the input came in a
+ * message of its own (large inputs); otherwise this is mirai_task_reply_buf()
+ * with the input copied in.  The buffer belongs to the task; NULL when out of
+ * memory.
+ */
+MIRAI_API void *mirai_task_reply_inplace(mirai_task *task, size_t len);
+
+/* Fail the task with a message; returns MIRAI_ETASK for `return`. */
+MIRAI_API int mirai_task_fail(mirai_task *task, const char *fmt, ...)
+    MIRAI_PRINTF(2, 3);
+
+/* Nonzero once the client cancelled the task or it timed out. */
+MIRAI_API int mirai_task_cancelled(const mirai_task *task);
+
+/* ------------------------------------------------------------------ */
+/* Daemons: compute profiles                                             */
+/* ------------------------------------------------------------------ */
+
+enum mirai_dispatcher_mode {
+	MIRAI_DISPATCHER_DEFAULT = 0, /* currently: off */
+	MIRAI_DISPATCHER_OFF     = 1, /* tasks go out at once, evenly */
+};
+
+/*
+ * Settings of one compute profile (the reference's daemons()).
+ *
+ *  - n > 0, url NULL: start n local servers connected over loopback.
+ *  - url set, dispatcher off: listen on url ("tcp://127.0.0.1:0" resolves
+ *    the port); servers started by hand dial in, come and go.  n must be 0.
+ */
+typedef struct mirai_daemons_opts {
+	/* Profile name; NULL: "default". */
+	const char *profile;
+	/* Number of local servers to start. */
+	int n;
+	/* Client URL to listen on for servers to dial into. */
+	const char *url;
+	/* One of enum mirai_dispatcher_mode. */
+	int dispatcher;
+	/* Serialization hook (copied; functions and arg must outlive the
+	 * profile), or NULL. */
+	const mirai_hook *hook;
+	/* Options passed to the local servers this profile starts. */
+	mirai_server_opts server;
+} mirai_daemons_opts;
+
+#define MIRAI_DAEMONS_OPTS_INIT {NULL, 0, NULL, 0, NULL, MIRAI_SERVER_OPTS_INIT}
+
+/*
+ * Set daemons for opts->profile.  Fails with MIRAI_ESET when the profile is
+ * already set (reset it first).  err, if not NULL, explains any failure.
+ */
+MIRAI_API int mirai_daemons(const mirai_daemons_opts *opts,
+    mirai_errmsg *err);
+
+/*
+ * Reset a profile (NULL: "default"): every server it started or that dialed
+ * in is told to exit, pending mirais resolve with MIRAI_ECLOSED, and the
+ * profile returns to one-shot server processes.  Resetting an unset profile
+ * is not an error.
+ */
+MIRAI_API int mirai_reset(const char *profile);
+
+/* Reset every profile and stop the library's threads (optional, at exit). */
+MIRAI_API void mirai_shutdown(void);
+
+/* One connected server, as the status sees it. */
+typedef struct mirai_status_row {
+	const char *url;      /* URL the server dialed */
+	int online;           /* 1 while connected */
+	uint64_t instance;    /* connections seen at this URL */
+	uint64_t assigned;    /* tasks given to this instance */
+	uint64_t complete;    /* tasks it completed */
+	int pid;              /* server process id, 0 if unknown */
+	const char *host;     /* server host name, "" if unknown */
+} mirai_status_row;
+
+typedef struct mirai_status {
+	const char *profile;
+	int set;              /* 1 if daemons are set */
+	int dispatcher;       /* 1 if a dispatcher is used */
+	int connections;      /* active connections at the client */
+	int daemons;          /* local servers started (n) */
+	const char *url;      /* URL the client listens on ("" if none) */
+	uint64_t queued;      /* tasks waiting to be sent */
+	uint64_t running;     /* tasks sent, not yet resolved */
+	uint64_t completed;   /* tasks resolved by a result */
+	size_t nrows;
+	mirai_status_row *rows;
+} mirai_status;
+
+/*
+ * Status of a profile (NULL: "default").  *out is allocated by the library
+ * and released with mirai_status_free().
+ */
+MIRAI_API int mirai_status_get(const char *profile, mirai_status **out);
+MIRAI_API void mirai_status_free(mirai_status *st);
+
+/*
+ * Render st as one line of JSON into *out, a NUL-terminated string the
+ * caller releases with free().
+ */
+MIRAI_API int mirai_status_json(const mirai_status *st, char **out);
+
+/* ------------------------------------------------------------------ */
+/* Tasks: mirai handles                                                 */
+/* ------------------------------------------------------------------ */
+
+typedef struct mirai mirai;
+
+/*
+ * Called once when m resolves, from a library thread: it must not block
+ * (no mirai_wait); it may submit new tasks.  m stays valid until freed.
+ */
+typedef void (*mirai_done_fn)(mirai *m, void *arg);
+
+typedef struct mirai_call_opts {
+	/* Profile name; NULL: "default". */
+	const char *profile;
+	/* Resolve with MIRAI_ETIMEDOUT after this long; 0: never. */
+	int64_t timeout_ms;
+	/* Optional completion callback and its argument. */
+	mirai_done_fn done;
+	void *done_arg;
+} mirai_call_opts;
+
+#define MIRAI_CALL_OPTS_INIT {NULL, 0, NULL, NULL}
+
+/*
+ * Submit fn(data[0..len)) and write its handle to *out.  The data is copied
+ * before the call returns.  opts may be NULL.  The handle must be released
+ * with mirai_free().  Thread-safe.
+ */
+MIRAI_API int mirai_call(const mirai_call_opts *opts, const char *fn,
+    const void *data, size_t len, mirai **out);
+
+/* Block until m resolves; returns its error value (0 for a result). */
+MIRAI_API int mirai_wait(mirai *m);
+
+/* As mirai_wait(), giving up after timeout_ms with MIRAI_ETIMEDOUT (the
+ * mirai itself stays pending). */
+MIRAI_API int mirai_wait_for(mirai *m, int64_t timeout_ms);
+
+/* Wait until all of ms[0..n) resolve, or timeout_ms passes (< 0: no
+ * limit).  Returns 0 or MIRAI_ETIMEDOUT. */
+MIRAI_API int mirai_wait_all(mirai *const *ms, size_t n, int64_t timeout_ms);
+
+/* Wait until one of ms[0..n) resolves (timeout_ms < 0: no limit); its index
+ * goes to *index.  Returns 0 or MIRAI_ETIMEDOUT. */
+MIRAI_API int mirai_wait_any(mirai *const *ms, size_t n, int64_t timeout_ms,
+    size_t *index);
+
+/* 1 if m is resolved, else 0. */
+MIRAI_API int mirai_resolved(const mirai *m);
+
+/* Error value of a resolved mirai (0: the task returned a result);
+ * MIRAI_EBUSY while pending. */
+MIRAI_API int mirai_error(const mirai *m);
+
+/*
+ * The result bytes of a resolved mirai.  The buffer belongs to m and lives
+ * until mirai_free(m).  NULL with *len 0 when pending or failed.
+ */
+MIRAI_API const void *mirai_data(const mirai *m, size_t *len);
+
+/*
+ * The error message of a failed mirai: the server's message for a task
+ * error, else the description of the error value.  Belongs to m; "" when
+ * the mirai is pending or succeeded.
+ */
+MIRAI_API const char *mirai_errortext(const mirai *m);
+
+/* The task id (unique per profile). */
+MIRAI_API uint64_t mirai_id(const mirai *m);
+
+/*
+ * Release a handle.  An unresolved task still runs; its result is dropped.
+ */
+MIRAI_API void mirai_free(mirai *m);
+
+/* ------------------------------------------------------------------ */
+/* Results of the built-in function mirai.exec                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * mirai.exec runs its payload with `sh -c` and returns the exit status (the
+ * exit code, or 128 + signal number), stdout and stderr.  This decodes its
+ * result; the pointers point into data.
+ */
+typedef struct mirai_exec_result {
+	int status;
+	const char *out;
+	size_t out_len;
+	const char *err;
+	size_t err_len;
+} mirai_exec_result;
+
+MIRAI_API int mirai_exec_parse(const void *data, size_t len,
+    mirai_exec_result *res);
+
+/* ------------------------------------------------------------------ */
+/* Host lists (hostfiles and batch schedulers)                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct mirai_host {
+	const char *user;     /* "" when the file names none (user@host) */
+	const char *name;     /* host name or address */
+	int slots;            /* >= 1 */
+	int max_slots;        /* 0: no maximum given */
+	int line;             /* line of the file it was first seen on; 0 */
+} mirai_host;
+
+typedef struct mirai_hostlist {
+	mirai_host *hosts;    /* in order of first appearance */
+	size_t n;
+	size_t total_slots;
+	int format;           /* enum mirai_hosts_format actually parsed */
+} mirai_hostlist;
+
+enum mirai_hosts_format {
+	MIRAI_HOSTS_AUTO     = 0, /* recognise the format from the content */
+	MIRAI_HOSTS_OPENMPI  = 1, /* host [slots=N] [max_slots=M], user@host */
+	MIRAI_HOSTS_MPICH    = 2, /* host[:N] */
+	MIRAI_HOSTS_NODEFILE = 3, /* one host per line, repeats add slots */
+	MIRAI_HOSTS_SGE      = 4, /* host nslots queue range */
+	MIRAI_HOSTS_LSF      = 5, /* hostA 4 hostB 2 (LSB_MCPU_HOSTS) */
+	MIRAI_HOSTS_SLURM    = 6, /* tux[0-5,12],login1 (SLURM_JOB_NODELIST) */
+};
+
+/* "openmpi", "mpich", ... ; NULL for an unknown value. */
+MIRAI_API const char *mirai_hosts_format_name(int format);
+/* The format named by name, or -1. */
+MIRAI_API int mirai_hosts_format_parse(const char *name);
+
+/*
+ * Parse text[0..len) in format (MIRAI_HOSTS_AUTO: recognised from the
+ * content).  A host named again adds its slots to the first entry.  source
+ * names the text in error messages ("hosts:12: slots must be a positive
+ * integer").  *out is allocated and released with mirai_hostlist_free().
+ * Returns 0, MIRAI_EPARSE (err says file and line), MIRAI_EINVAL or
+ * MIRAI_ENOMEM.
+ */
+MIRAI_API int mirai_hosts_parse(const char *text, size_t len, int format,
+    const char *source, mirai_hostlist **out, mirai_errmsg *err);
+
+/* Read and parse the file at path (MIRAI_ENOENT if it cannot be read). */
+MIRAI_API int mirai_hosts_load(const char *path, int format,
+    mirai_hostlist **out, mirai_errmsg *err);
+
+/*
+ * A Slurm node list in its compressed form (tux[0-5,12,020-025],login1)
+ * with the tasks per node (2(x3),1; NULL or "" means one slot each).
+ */
+MIRAI_API int mirai_hosts_slurm(const char *nodelist,
+    const char *tasks_per_node, mirai_hostlist **out, mirai_errmsg *err);
+
+/*
+ * The hosts of the batch job this process runs in, from the scheduler's
+ * environment: Slurm (SLURM_JOB_NODELIST, SLURM_TASKS_PER_NODE), PBS/Torque
+ * (PBS_NODEFILE), SGE (PE_HOSTFILE), LSF (LSB_MCPU_HOSTS).  MIRAI_ENOENT
+ * when not inside a batch job.
+ */
+MIRAI_API int mirai_hosts_from_env(mirai_hostlist **out, mirai_errmsg *err);
+
+/* A command-line list: "a,b:2,user@c:4" (MPICH style, comma separated). */
+MIRAI_API int mirai_hosts_from_arg(const char *spec, mirai_hostlist **out,
+    mirai_errmsg *err);
+
+MIRAI_API void mirai_hostlist_free(mirai_hostlist *list);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MIRAI_H */

@@ -1,0 +1,1992 @@
+/*
+ * client.c: compute profiles, daemons, and the mirai handles of submitted
+ * tasks.
+ *
+ * A profile listens with PAIR1 sockets (see struct sock); servers dial in
+ * and announce themselves with HELLO.  Without a dispatcher, a task goes at
+ * once to the online server with the fewest unfinished tasks (round robin
+ * among equals) and waits in that server's queue until the link may take
+ * it.
+ *
+ * Flow control: PAIR1 in polyamorous mode silently drops a message when the
+ * pipe's queue (2 messages) is full, so at most WINDOW messages per server
+ * are unacknowledged.  The last one a window allows asks for an immediate
+ * acknowledgement; every message from a server carries the sequence number
+ * of the last message it received.  Whatever queues up while the window is
+ * full goes out packed into the next message (adaptive batching).
+ *
+ * Closing: in NNG 1.5.2 a started tcp pipe closed while its peer is sending
+ * can hang the close (and NNG's reaper) for good.  So the client never
+ * closes a started pipe: it tells the server EXIT, sends it nothing more,
+ * and the server closes.  Refusing a pipe in ADD_PRE, before NNG receives
+ * on it, is safe.
+ *
+ * Locking: one mutex per profile guards its servers, queues and task table.
+ * Results are claimed under it and published outside it (hook decoding,
+ * waking waiters, completion callbacks), so user code never runs locked.
+ * NNG pipe callbacks only record and defer; the work happens on the
+ * service thread (service.c).
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#include <nng/protocol/pair1/pair.h>
+
+#define TAG "client"
+#define WINDOW 2
+/* How long a reset waits for the local servers to exit. */
+#define RESET_WAIT_MS 2000
+/* How long a reset waits for servers to close their links. */
+#define EXIT_WAIT_MS 1000
+/* How long mirai_daemons() waits for its local servers to connect. */
+#define LOCAL_START_MS 10000
+
+enum { KIND_ONESHOT = 1, KIND_DIRECT = 2 };
+enum { AT_NONE = 0, AT_QUEUE, AT_INFLIGHT };
+
+typedef struct profile profile;
+typedef struct peer peer;
+
+/*
+ * One listening socket of a profile.  A user-given URL that any number of
+ * servers dial is a polyamorous socket; each local server gets a
+ * monogamous socket of its own on a loopback port, which saves the two
+ * thread hops polyamorous sends take (about 20 us a round trip here).
+ */
+typedef struct sock {
+	profile *prof;
+	nng_socket s;
+	nng_aio *rx;
+	int poly;
+	char *url;
+} sock;
+
+struct mirai {
+	uint64_t id;
+	profile *prof;
+	peer *peer;              /* queued at or in flight to */
+	struct mirai *hnext;     /* task table chain */
+	struct mirai *prev, *next; /* in flight list of its peer */
+	struct mirai *rnext;     /* list of claimed mirais */
+	mirai__out *out;         /* encoded TASK frame while queued */
+	mirai__timer timer;
+	mirai_done_fn done;
+	void *done_arg;
+	uint32_t seq;            /* message it went out in */
+	uint8_t where;
+	uint8_t claimed;
+	atomic_int state;        /* 1 once resolved and published */
+	atomic_int refs;
+	int status;
+	const void *res;
+	size_t res_len;
+	nng_msg *res_msg;        /* owns res when kept from the message */
+	void *res_own;           /* owns res when copied or decoded */
+	int res_hook;            /* res_own came from the hook: release it so */
+	char *errtext;
+	struct wnode *waiters;
+};
+
+struct peer {
+	profile *prof;
+	sock *sk;
+	nng_pipe pipe;
+	uint32_t pipe_id;
+	nng_aio *tx;
+	int online;              /* HELLO received */
+	int dead;
+	int leaving;             /* BYE received */
+	int exit_sent;           /* told to exit: send it nothing more */
+	int sending;
+	uint32_t seq_sent, seq_acked;
+	mirai__outq queue;
+	mirai *inflight_head, *inflight_tail;
+	size_t nqueue, ninflight;
+	int has_budget;
+	uint64_t budget;
+	uint64_t assigned, complete;
+	int kind;
+	int pid;
+	uint64_t hook;
+	char host[64];
+};
+
+typedef struct child {
+	struct child *next;
+	pid_t pid;
+	int hello;
+} child;
+
+struct profile {
+	char *name;
+	atomic_int refs;
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	int kind;
+	int closing;
+	int no_servers;          /* every local server exited */
+	const char *no_servers_why;
+	int user_url;            /* servers dial in from elsewhere */
+	int daemons;
+	sock **socks;
+	size_t nsocks;
+	char *url;               /* the user's URL, resolved; "" if none */
+	mirai_hook hook;
+	char *hook_name;
+	uint64_t hook_fp;
+	mirai_server_opts sopts;
+	char **plugins;
+	char *server_path;
+	size_t max_msg;
+	peer **peers;
+	size_t npeers, cappeers, rr;
+	int live_pipes;          /* pipes added and not yet removed */
+	mirai__outq unassigned;
+	mirai **table;           /* task table: id -> mirai */
+	size_t tcap, tcount;
+	uint64_t next_id;
+	uint64_t completed;
+	child *children;
+	int alive;               /* local child processes not yet reaped */
+	char last_failure[128];  /* why the last local server failed to start */
+	profile *reg_next;
+};
+
+/* Registry entry of a profile name: its daemons (if set) and its one-shot
+ * profile (created on first use). */
+typedef struct pname {
+	struct pname *next;
+	char *name;
+	profile *set;
+	profile *oneshot;
+} pname;
+
+static pthread_mutex_t reg_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pname *reg_head;
+
+/* ---- waiting ---------------------------------------------------------- */
+
+typedef struct waiter {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	int fired;
+} waiter;
+
+typedef struct wnode {
+	struct wnode *next;
+	waiter *w;
+} wnode;
+
+#define NSTRIPES 64
+static pthread_mutex_t stripes[NSTRIPES];
+static pthread_once_t stripes_once = PTHREAD_ONCE_INIT;
+
+static void
+stripes_init(void)
+{
+	for (int i = 0; i < NSTRIPES; i++) {
+		pthread_mutex_init(&stripes[i], NULL);
+	}
+}
+
+static pthread_mutex_t *
+stripe(const mirai *m)
+{
+	return &stripes[((uintptr_t) m >> 6) % NSTRIPES];
+}
+
+/* ---- reference counts -------------------------------------------------- */
+
+static void
+profile_ref(profile *p)
+{
+	atomic_fetch_add(&p->refs, 1);
+}
+
+static void
+profile_free(profile *p)
+{
+	for (size_t i = 0; i < p->npeers; i++) {
+		nng_aio_free(p->peers[i]->tx);
+		mirai__outq_clear(&p->peers[i]->queue);
+		free(p->peers[i]);
+	}
+	free(p->peers);
+	mirai__outq_clear(&p->unassigned);
+	while (p->children != NULL) {
+		child *c    = p->children;
+		p->children = c->next;
+		free(c);
+	}
+	for (size_t i = 0; i < p->sopts.nplugins; i++) {
+		free(p->plugins[i]);
+	}
+	free(p->plugins);
+	free(p->server_path);
+	for (size_t i = 0; i < p->nsocks; i++) {
+		free(p->socks[i]->url);
+		free(p->socks[i]);
+	}
+	free(p->socks);
+	free(p->table);
+	free(p->hook_name);
+	free(p->url);
+	free(p->name);
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->mtx);
+	free(p);
+}
+
+/* The socket is closed before the last reference can go (reset, shutdown),
+ * so this never runs NNG calls that could wait for a callback. */
+static void
+profile_unref(profile *p)
+{
+	if (p != NULL && atomic_fetch_sub(&p->refs, 1) == 1) {
+		profile_free(p);
+	}
+}
+
+static void
+mirai_unref(mirai *m)
+{
+	if (atomic_fetch_sub(&m->refs, 1) != 1) {
+		return;
+	}
+	if (m->res_msg != NULL) {
+		nng_msg_free(m->res_msg);
+	}
+	if (m->res_own != NULL) {
+		if (m->res_hook && m->prof->hook.release != NULL) {
+			m->prof->hook.release(m->prof->hook.arg, m->res_own);
+		} else {
+			free(m->res_own);
+		}
+	}
+	mirai__out_free(m->out);
+	free(m->errtext);
+	profile_unref(m->prof);
+	free(m);
+}
+
+/* ---- task table ------------------------------------------------------- */
+
+static int
+table_insert(profile *p, mirai *m)
+{
+	if (p->tcount >= p->tcap) {
+		size_t cap = p->tcap == 0 ? 1024 : p->tcap * 2;
+		mirai **t  = calloc(cap, sizeof *t);
+		if (t == NULL) {
+			return MIRAI_ENOMEM;
+		}
+		for (size_t i = 0; i < p->tcap; i++) {
+			mirai *e = p->table[i];
+			while (e != NULL) {
+				mirai *n     = e->hnext;
+				size_t b     = e->id & (cap - 1);
+				e->hnext     = t[b];
+				t[b]         = e;
+				e            = n;
+			}
+		}
+		free(p->table);
+		p->table = t;
+		p->tcap  = cap;
+	}
+	m->hnext                         = p->table[m->id & (p->tcap - 1)];
+	p->table[m->id & (p->tcap - 1)] = m;
+	p->tcount++;
+	return 0;
+}
+
+static mirai *
+table_find(profile *p, uint64_t id)
+{
+	mirai *m;
+
+	if (p->tcap == 0) {
+		return NULL;
+	}
+	for (m = p->table[id & (p->tcap - 1)]; m != NULL && m->id != id;
+	     m = m->hnext) {
+	}
+	return m;
+}
+
+static void
+table_remove(profile *p, mirai *m)
+{
+	mirai **pp = &p->table[m->id & (p->tcap - 1)];
+
+	while (*pp != NULL && *pp != m) {
+		pp = &(*pp)->hnext;
+	}
+	if (*pp == m) {
+		*pp = m->hnext;
+		p->tcount--;
+	}
+	m->hnext = NULL;
+}
+
+/* ---- in-flight lists ---------------------------------------------------- */
+
+static void
+inflight_push(peer *pk, mirai *m)
+{
+	m->next = NULL;
+	m->prev = pk->inflight_tail;
+	if (pk->inflight_tail != NULL) {
+		pk->inflight_tail->next = m;
+	} else {
+		pk->inflight_head = m;
+	}
+	pk->inflight_tail = m;
+	pk->ninflight++;
+	m->where = AT_INFLIGHT;
+}
+
+static void
+inflight_remove(peer *pk, mirai *m)
+{
+	if (m->prev != NULL) {
+		m->prev->next = m->next;
+	} else {
+		pk->inflight_head = m->next;
+	}
+	if (m->next != NULL) {
+		m->next->prev = m->prev;
+	} else {
+		pk->inflight_tail = m->prev;
+	}
+	m->next = m->prev = NULL;
+	pk->ninflight--;
+	m->where = AT_NONE;
+}
+
+/* ---- claiming and publishing results ----------------------------------- */
+
+/*
+ * Take m out of every structure and record its outcome; the caller
+ * publishes the list after unlocking.  Called locked.
+ */
+static void
+claim(profile *p, mirai *m, int status, mirai **list)
+{
+	if (m->claimed) {
+		return;
+	}
+	m->claimed = 1;
+	if (m->where == AT_QUEUE) {
+		if (m->peer != NULL) {
+			mirai__outq_remove(&m->peer->queue, m->out);
+			m->peer->nqueue--;
+		} else {
+			mirai__outq_remove(&p->unassigned, m->out);
+		}
+		mirai__out_free(m->out);
+		m->out = NULL;
+	} else if (m->where == AT_INFLIGHT) {
+		inflight_remove(m->peer, m);
+	}
+	m->where = AT_NONE;
+	table_remove(p, m);
+	if (m->timer.heap_idx != 0 && mirai__timer_cancel(&m->timer)) {
+		/* The timer's reference; the runtime's keeps m alive. */
+		atomic_fetch_sub(&m->refs, 1);
+	}
+	m->status = status;
+	m->rnext  = *list;
+	*list     = m;
+}
+
+static void
+set_errtext(mirai *m, const char *fmt, ...) MIRAI_PRINTF(2, 3);
+
+static void
+set_errtext(mirai *m, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	free(m->errtext);
+	m->errtext = mirai__strdup(buf);
+}
+
+static void
+publish_one(mirai *m)
+{
+	profile *p = m->prof;
+	pthread_mutex_t *s;
+
+	if (m->status == 0 && p->hook_fp != 0) {
+		void *out  = NULL;
+		size_t len = 0;
+		int rv = p->hook.decode(p->hook.arg, m->res, m->res_len, &out, &len);
+		if (m->res_msg != NULL) {
+			nng_msg_free(m->res_msg);
+			m->res_msg = NULL;
+		}
+		free(m->res_own);
+		m->res_own = NULL;
+		m->res     = NULL;
+		m->res_len = 0;
+		if (rv != 0) {
+			m->status = MIRAI_EHOOK;
+			set_errtext(m,
+			    "serialization hook '%s' failed to decode the result: "
+			    "%s",
+			    p->hook_name, mirai_strerror(rv));
+		} else {
+			m->res      = out;
+			m->res_len  = len;
+			m->res_own  = out;
+			m->res_hook = 1;
+		}
+	}
+	s = stripe(m);
+	pthread_mutex_lock(s);
+	atomic_store(&m->state, 1);
+	for (wnode *n = m->waiters; n != NULL; n = n->next) {
+		pthread_mutex_lock(&n->w->mtx);
+		n->w->fired = 1;
+		pthread_cond_signal(&n->w->cv);
+		pthread_mutex_unlock(&n->w->mtx);
+	}
+	m->waiters = NULL;
+	pthread_mutex_unlock(s);
+	if (m->done != NULL) {
+		m->done(m, m->done_arg);
+	}
+	mirai_unref(m);
+}
+
+static void
+publish(mirai *list)
+{
+	/* The list is newest first; publish in claim order. */
+	mirai *rev = NULL;
+
+	while (list != NULL) {
+		mirai *n  = list->rnext;
+		list->rnext = rev;
+		rev       = list;
+		list      = n;
+	}
+	while (rev != NULL) {
+		mirai *n = rev->rnext;
+		publish_one(rev);
+		rev = n;
+	}
+}
+
+/* ---- sending ---------------------------------------------------------- */
+
+typedef struct pack_ctx {
+	peer *pk;
+	uint32_t seq;
+} pack_ctx;
+
+static void
+on_packed(void *arg, mirai__out *o)
+{
+	pack_ctx *c = arg;
+	mirai *m    = o->owner;
+
+	if (m != NULL) {
+		m->out = NULL;
+		m->seq = c->seq;
+		c->pk->nqueue--;
+		inflight_push(c->pk, m);
+	}
+}
+
+/* Send the next message to pk if its window allows.  Called locked. */
+static void
+try_send(profile *p, peer *pk)
+{
+	mirai__msghdr h = {0};
+	pack_ctx c;
+	nng_msg *msg;
+
+	/* A monogamous socket holds a message until the pipe takes it, so
+	 * only polyamorous links need the window. */
+	if (pk->sending || pk->dead || pk->queue.head == NULL ||
+	    (pk->sk->poly &&
+		(uint32_t) (pk->seq_sent - pk->seq_acked) >= WINDOW)) {
+		return;
+	}
+	c.pk  = pk;
+	c.seq = h.seq = pk->seq_sent + 1;
+	if (pk->sk->poly && (uint32_t) (h.seq - pk->seq_acked) >= WINDOW) {
+		h.flags |= MIRAI__M_ACKREQ;
+	}
+	if (mirai__outq_pack(&pk->queue, &h, &msg, on_packed, &c) != 0) {
+		MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
+		return;
+	}
+	pk->seq_sent = h.seq;
+	pk->sending  = 1;
+	if (pk->sk->poly) {
+		nng_msg_set_pipe(msg, pk->pipe);
+	}
+	nng_aio_set_msg(pk->tx, msg);
+	nng_send_aio(pk->sk->s, pk->tx);
+}
+
+static void
+on_tx(void *arg)
+{
+	peer *pk   = arg;
+	profile *p = pk->prof;
+	int rv     = nng_aio_result(pk->tx);
+
+	pthread_mutex_lock(&p->mtx);
+	pk->sending = 0;
+	if (rv != 0) {
+		/* The tasks it carried are in flight; losing the server
+		 * resolves them. */
+		nng_msg_free(nng_aio_get_msg(pk->tx));
+		nng_aio_set_msg(pk->tx, NULL);
+	} else {
+		try_send(p, pk);
+	}
+	pthread_mutex_unlock(&p->mtx);
+}
+
+static void
+send_ctrl(profile *p, peer *pk, uint8_t type, uint64_t v)
+{
+	mirai__out *o;
+
+	if (pk->exit_sent || (o = mirai__out_new(MIRAI__U64_FRAME_LEN)) == NULL) {
+		return;
+	}
+	mirai__u64_frame_encode(mirai__out_frame(o), type, v);
+	/* Control frames overtake queued tasks. */
+	mirai__outq_push_front(&pk->queue, o);
+	try_send(p, pk);
+}
+
+/* Tell pk to exit: the last frame it gets from us.  Called locked. */
+static void
+send_exit(profile *p, peer *pk)
+{
+	mirai__out *o;
+
+	if (pk->exit_sent || pk->dead) {
+		return;
+	}
+	if ((o = mirai__out_new(MIRAI__FRAME_HDR_LEN)) == NULL) {
+		return; /* it will see the link drop instead */
+	}
+	mirai__frame_hdr_encode(mirai__out_frame(o), MIRAI__F_EXIT, 0);
+	mirai__outq_push(&pk->queue, o);
+	pk->exit_sent = 1;
+	try_send(p, pk);
+}
+
+/* ---- assignment ------------------------------------------------------- */
+
+static int
+usable(const peer *pk)
+{
+	return pk->online && !pk->dead && !pk->leaving && !pk->exit_sent &&
+	    (!pk->has_budget || pk->budget > 0);
+}
+
+/* The usable peer with the least unfinished work, round robin among
+ * equals.  Called locked. */
+static peer *
+pick_peer(profile *p)
+{
+	peer *best  = NULL;
+	size_t load = SIZE_MAX, at = 0;
+
+	for (size_t k = 0; k < p->npeers; k++) {
+		size_t i = (p->rr + k) % p->npeers;
+		peer *pk = p->peers[i];
+		if (usable(pk) && pk->nqueue + pk->ninflight < load) {
+			best = pk;
+			load = pk->nqueue + pk->ninflight;
+			at   = i;
+		}
+	}
+	if (best != NULL) {
+		p->rr = at + 1;
+	}
+	return best;
+}
+
+static void
+assign_to(peer *pk, mirai *m)
+{
+	m->peer  = pk;
+	m->where = AT_QUEUE;
+	mirai__outq_push(&pk->queue, m->out);
+	pk->nqueue++;
+	pk->assigned++;
+	if (pk->has_budget) {
+		pk->budget--;
+	}
+}
+
+/* Give unassigned tasks to usable peers, and fail them when no server can
+ * come any more.  Called locked. */
+static void
+dispatch(profile *p, mirai **list)
+{
+	mirai__out *o;
+	peer *pk;
+
+	if (p->no_servers) {
+		while ((o = p->unassigned.head) != NULL) {
+			mirai *m = o->owner;
+			claim(p, m, MIRAI_ECLOSED, list);
+			set_errtext(m, "%s", p->no_servers_why);
+		}
+		return;
+	}
+	while ((o = p->unassigned.head) != NULL && (pk = pick_peer(p)) != NULL) {
+		mirai__outq_pop(&p->unassigned);
+		assign_to(pk, o->owner);
+	}
+	for (size_t i = 0; i < p->npeers; i++) {
+		try_send(p, p->peers[i]);
+	}
+}
+
+/* ---- receiving -------------------------------------------------------- */
+
+static peer *
+find_peer(profile *p, uint32_t pipe_id)
+{
+	for (size_t i = 0; i < p->npeers; i++) {
+		if (p->peers[i]->pipe_id == pipe_id) {
+			return p->peers[i];
+		}
+	}
+	return NULL;
+}
+
+static void
+on_hello(profile *p, peer *pk, const mirai__frame *f)
+{
+	mirai__hello_view h;
+
+	if (mirai__hello_decode(f, &h) != 0 || h.proto != MIRAI__PROTO) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "profile '%s': a peer sent a bad HELLO; telling it to exit",
+		    p->name);
+		send_exit(p, pk);
+		return;
+	}
+	pk->online     = 1;
+	pk->kind       = (int) h.kind;
+	pk->pid        = (int) h.pid;
+	pk->hook       = h.hook;
+	pk->has_budget = h.max_tasks > 0;
+	pk->budget     = h.max_tasks;
+	snprintf(pk->host, sizeof pk->host, "%.*s", (int) h.host_len, h.host);
+	for (child *c = p->children; c != NULL; c = c->next) {
+		if (c->pid == pk->pid) {
+			c->hello = 1;
+			pthread_cond_broadcast(&p->cv);
+		}
+	}
+	if (h.hook != p->hook_fp) {
+		char theirs[128];
+		snprintf(theirs, sizeof theirs, "'%.*s'", (int) h.hook_name_len,
+		    h.hook_name);
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "profile '%s': server %s:%d uses serialization hook %s "
+		    "but the profile uses %s%s%s: its tasks will fail with "
+		    "EHOOK",
+		    p->name, pk->host, pk->pid,
+		    h.hook_name_len ? theirs : "none", p->hook_name ? "'" : "",
+		    p->hook_name ? p->hook_name : "none", p->hook_name ? "'" : "");
+	}
+	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "profile '%s': server %s:%d online",
+	    p->name, pk->host, pk->pid);
+}
+
+static void
+on_result(profile *p, peer *pk, const mirai__frame *f, nng_msg **keep,
+    mirai **list)
+{
+	mirai__result_view r;
+	mirai *m;
+
+	if (mirai__result_decode(f, &r) != 0) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "rejected a garbled result");
+		return;
+	}
+	m = table_find(p, r.id);
+	if (m == NULL || m->peer != pk || m->where != AT_INFLIGHT) {
+		/* Cancelled or timed out already: nobody waits for it. */
+		return;
+	}
+	pk->complete++;
+	p->completed++;
+	if (r.status == 0 && r.hook != p->hook_fp) {
+		claim(p, m, MIRAI_EHOOK, list);
+		set_errtext(m,
+		    "serialization hook mismatch: server %s:%d encoded the result "
+		    "with another hook",
+		    pk->host, pk->pid);
+		return;
+	}
+	if (r.status != 0) {
+		claim(p, m, (int) r.status, list);
+		set_errtext(m, "%.*s", (int) (r.len > 900 ? 900 : r.len),
+		    (const char *) r.data);
+		return;
+	}
+	if (*keep != NULL) {
+		m->res_msg = *keep;
+		*keep      = NULL;
+		m->res     = r.data;
+	} else if (r.len > 0) {
+		if ((m->res_own = malloc(r.len)) == NULL) {
+			claim(p, m, MIRAI_ENOMEM, list);
+			return;
+		}
+		memcpy(m->res_own, r.data, r.len);
+		m->res = m->res_own;
+	}
+	m->res_len = r.len;
+	claim(p, m, 0, list);
+}
+
+static void
+on_bounce(profile *p, peer *pk, const mirai__frame *f)
+{
+	mirai__frame inner;
+	mirai__task_view t;
+	mirai__out *o;
+	mirai *m;
+
+	inner.type = MIRAI__F_TASK;
+	inner.body = f->body + MIRAI__FRAME_HDR_LEN;
+	inner.len  = f->len >= MIRAI__FRAME_HDR_LEN
+	     ? f->len - MIRAI__FRAME_HDR_LEN : 0;
+	if (f->len < MIRAI__FRAME_HDR_LEN || mirai__task_decode(&inner, &t) != 0) {
+		return;
+	}
+	m = table_find(p, t.id);
+	if (m == NULL || m->peer != pk || m->where != AT_INFLIGHT) {
+		return;
+	}
+	if ((o = mirai__out_new(f->len)) == NULL) {
+		return; /* it stays in flight; losing the server resolves it */
+	}
+	memcpy(mirai__out_frame(o), f->body, f->len);
+	o->owner = m;
+	inflight_remove(pk, m);
+	m->out   = o;
+	m->peer  = NULL;
+	m->where = AT_QUEUE;
+	/* Unstarted work goes back to the head of the line. */
+	mirai__outq_push_front(&p->unassigned, o);
+}
+
+static void
+requeue_peer_queue(profile *p, peer *pk)
+{
+	mirai__out *o;
+
+	/* From the tail, so the order at the head of the line is kept. */
+	while ((o = pk->queue.tail) != NULL) {
+		mirai__outq_remove(&pk->queue, o);
+		if (o->owner == NULL) {
+			mirai__out_free(o);
+			continue;
+		}
+		((mirai *) o->owner)->peer = NULL;
+		pk->nqueue--;
+		mirai__outq_push_front(&p->unassigned, o);
+	}
+}
+
+static void
+handle_msg(profile *p, nng_msg *msg)
+{
+	mirai__reader r;
+	mirai__msghdr h;
+	mirai__frame f;
+	nng_msg *keep = NULL;
+	mirai *list   = NULL;
+	uint32_t pid  = nng_pipe_id(nng_msg_get_pipe(msg));
+	peer *pk;
+	int rv;
+
+	rv = mirai__msg_open(&r, nng_msg_body(msg), nng_msg_len(msg), &h);
+	pthread_mutex_lock(&p->mtx);
+	pk = find_peer(p, pid);
+	/* A peer already marked lost may still have messages on their way:
+	 * its results are good until peer_lost() removes it. */
+	if (pk == NULL || p->closing) {
+		pthread_mutex_unlock(&p->mtx);
+		nng_msg_free(msg);
+		return;
+	}
+	if (rv != 0) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "profile '%s': rejected a message from %s:%d: %s",
+		    p->name, pk->host[0] ? pk->host : "?", pk->pid,
+		    mirai_strerror(rv));
+		pthread_mutex_unlock(&p->mtx);
+		nng_msg_free(msg);
+		return;
+	}
+	if (h.nframes == 1) {
+		keep = msg;
+	}
+	if ((int32_t) (h.ack - pk->seq_acked) > 0 &&
+	    (int32_t) (h.ack - pk->seq_sent) <= 0) {
+		pk->seq_acked = h.ack;
+	}
+	while ((rv = mirai__msg_next(&r, &f)) == 1) {
+		uint32_t why;
+
+		if (!pk->online && f.type != MIRAI__F_HELLO) {
+			continue;
+		}
+		switch (f.type) {
+		case MIRAI__F_HELLO:
+			if (!pk->online) {
+				on_hello(p, pk, &f);
+			}
+			break;
+		case MIRAI__F_RESULT:
+			on_result(p, pk, &f, &keep, &list);
+			break;
+		case MIRAI__F_BOUNCE:
+			on_bounce(p, pk, &f);
+			break;
+		case MIRAI__F_BYE:
+			if (mirai__u32_frame_decode(&f, &why) == 0) {
+				MIRAI__LOG(MIRAI_LOG_INFO, TAG,
+				    "profile '%s': server %s:%d is leaving "
+				    "(exit code %u)",
+				    p->name, pk->host, pk->pid, why);
+			}
+			pk->leaving = 1;
+			requeue_peer_queue(p, pk);
+			break;
+		default:
+			break;
+		}
+	}
+	if (rv < 0) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "profile '%s': garbled frame from %s:%d ignored", p->name,
+		    pk->host, pk->pid);
+	}
+	if (pk->leaving && pk->ninflight == 0 && pk->nqueue == 0) {
+		/* Every result is in: let it go. */
+		send_exit(p, pk);
+	}
+	dispatch(p, &list);
+	try_send(p, pk);
+	pthread_mutex_unlock(&p->mtx);
+	/* A single frame may have taken the message; otherwise it is ours. */
+	if (h.nframes != 1 || keep != NULL) {
+		nng_msg_free(msg);
+	}
+	publish(list);
+}
+
+static void
+on_rx(void *arg)
+{
+	sock *sk = arg;
+	int rv   = nng_aio_result(sk->rx);
+
+	if (rv == 0) {
+		nng_msg *msg = nng_aio_get_msg(sk->rx);
+		nng_aio_set_msg(sk->rx, NULL);
+		handle_msg(sk->prof, msg);
+	} else if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+		return;
+	}
+	nng_recv_aio(sk->s, sk->rx);
+}
+
+/* ---- links coming and going ------------------------------------------- */
+
+static void
+peer_lost(void *arg)
+{
+	peer *pk   = arg;
+	profile *p = pk->prof;
+	mirai *list = NULL;
+	size_t lost = 0;
+
+	pthread_mutex_lock(&p->mtx);
+	for (size_t i = 0; i < p->npeers; i++) {
+		if (p->peers[i] == pk) {
+			p->peers[i] = p->peers[--p->npeers];
+			break;
+		}
+	}
+	requeue_peer_queue(p, pk);
+	while (pk->inflight_head != NULL) {
+		mirai *m = pk->inflight_head;
+		claim(p, m, MIRAI_ECONNRESET, &list);
+		set_errtext(m,
+		    "connection to server %s:%d was lost while it held the task",
+		    pk->host[0] ? pk->host : "?", pk->pid);
+		lost++;
+	}
+	if (!p->closing && pk->online) {
+		MIRAI__LOG(lost > 0 ? MIRAI_LOG_WARN : MIRAI_LOG_INFO, TAG,
+		    "profile '%s': server %s:%d disconnected%s (tasks lost: %zu)",
+		    p->name, pk->host, pk->pid, pk->leaving ? " after BYE" : "",
+		    lost);
+	}
+	if (!p->closing) {
+		dispatch(p, &list);
+	}
+	pthread_mutex_unlock(&p->mtx);
+	publish(list);
+	nng_aio_free(pk->tx);
+	mirai__outq_clear(&pk->queue);
+	free(pk);
+	profile_unref(p);
+}
+
+static void
+on_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+	sock *sk   = arg;
+	profile *p = sk->prof;
+	peer *pk;
+
+	pthread_mutex_lock(&p->mtx);
+	/* ADD_PRE: NNG starts receiving on the pipe before ADD_POST, so the
+	 * peer must exist by then or its HELLO would find nobody. */
+	if (ev == NNG_PIPE_EV_ADD_PRE) {
+		p->live_pipes++;
+		if (p->closing) {
+			nng_pipe_close(pipe);
+		} else if ((pk = calloc(1, sizeof *pk)) == NULL ||
+		    nng_aio_alloc(&pk->tx, on_tx, pk) != 0 ||
+		    (p->npeers == p->cappeers &&
+			!(p->peers = realloc(p->peers,
+			      (p->cappeers = p->cappeers ? 2 * p->cappeers : 8) *
+				  sizeof *p->peers)))) {
+			MIRAI__LOG(MIRAI_LOG_ERROR, TAG,
+			    "out of memory: refusing a server");
+			if (pk != NULL) {
+				nng_aio_free(pk->tx);
+			}
+			free(pk);
+			nng_pipe_close(pipe);
+		} else {
+			pk->prof              = p;
+			pk->sk                = sk;
+			pk->pipe              = pipe;
+			pk->pipe_id           = nng_pipe_id(pipe);
+			p->peers[p->npeers++] = pk;
+		}
+	} else if (ev == NNG_PIPE_EV_REM_POST) {
+		p->live_pipes--;
+		pthread_cond_broadcast(&p->cv);
+		pk = find_peer(p, nng_pipe_id(pipe));
+		if (pk != NULL && !pk->dead) {
+			pk->dead = 1;
+			profile_ref(p);
+			if (mirai__defer(peer_lost, pk) != 0) {
+				profile_unref(p);
+				MIRAI__LOG(MIRAI_LOG_ERROR, TAG,
+				    "out of memory handling a lost server");
+			}
+		}
+	}
+	pthread_mutex_unlock(&p->mtx);
+}
+
+static void
+on_child_exit(pid_t pid, int status, void *arg)
+{
+	profile *p  = arg;
+	mirai *list = NULL;
+	int hello   = 0;
+	char how[64];
+
+	if (status == -1) {
+		snprintf(how, sizeof how, "an unknown status");
+	} else if (WIFEXITED(status)) {
+		snprintf(how, sizeof how, "exit code %d", WEXITSTATUS(status));
+	} else if (WIFSIGNALED(status)) {
+		snprintf(how, sizeof how, "signal %d", WTERMSIG(status));
+	} else {
+		snprintf(how, sizeof how, "status %d", status);
+	}
+	pthread_mutex_lock(&p->mtx);
+	for (child **cp = &p->children; *cp != NULL; cp = &(*cp)->next) {
+		if ((*cp)->pid == pid) {
+			child *c = *cp;
+			hello    = c->hello;
+			*cp      = c->next;
+			free(c);
+			break;
+		}
+	}
+	p->alive--;
+	if (!p->closing) {
+		if (!hello && p->kind == KIND_ONESHOT &&
+		    p->unassigned.head != NULL) {
+			mirai *m = p->unassigned.head->owner;
+			claim(p, m, MIRAI_ESPAWN, &list);
+			set_errtext(m,
+			    "one-shot server (pid %d) ended with %s before "
+			    "connecting",
+			    (int) pid, how);
+		} else if (!hello) {
+			snprintf(p->last_failure, sizeof p->last_failure,
+			    "local server pid %d ended with %s before connecting",
+			    (int) pid, how);
+			MIRAI__LOG(MIRAI_LOG_WARN, TAG, "profile '%s': %s",
+			    p->name, p->last_failure);
+		} else if (status != -1 && (!WIFEXITED(status) ||
+		    (WEXITSTATUS(status) != 0 && WEXITSTATUS(status) < 3))) {
+			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+			    "profile '%s': local server pid %d ended with %s",
+			    p->name, (int) pid, how);
+		}
+		if (p->kind == KIND_DIRECT && !p->user_url && p->alive == 0) {
+			p->no_servers     = 1;
+			p->no_servers_why = "every local server of the profile has "
+					    "exited; reset it and set daemons "
+					    "again";
+			dispatch(p, &list);
+		}
+	}
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mtx);
+	publish(list);
+	profile_unref(p);
+}
+
+/* Start a local server dialing url.  Called unlocked. */
+static int
+start_local(profile *p, const char *url, int one_shot, mirai_errmsg *err)
+{
+	child *c;
+	pid_t pid;
+	int rv;
+
+	if ((c = calloc(1, sizeof *c)) == NULL) {
+		return MIRAI_ENOMEM;
+	}
+	if ((rv = mirai__spawn_server(&p->sopts, url, one_shot, &pid, err)) != 0) {
+		free(c);
+		return rv;
+	}
+	c->pid = pid;
+	pthread_mutex_lock(&p->mtx);
+	c->next     = p->children;
+	p->children = c;
+	p->alive++;
+	pthread_mutex_unlock(&p->mtx);
+	profile_ref(p);
+	if ((rv = mirai__watch_child(pid, on_child_exit, p)) != 0) {
+		/* Cannot watch it: do not leave it running unwatched. */
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		on_child_exit(pid, 0, p);
+		return mirai__fail(err, rv, "cannot watch a server process");
+	}
+	return 0;
+}
+
+/* ---- profiles --------------------------------------------------------- */
+
+static int
+copy_opts(profile *p, const mirai_server_opts *o, const mirai_hook *hook)
+{
+	p->sopts         = *o;
+	p->sopts.plugins = NULL;
+	p->max_msg       = o->max_msg ? o->max_msg : MIRAI__DEFAULT_MAX_MSG;
+	if (o->nplugins > 0) {
+		if ((p->plugins = calloc(o->nplugins, sizeof *p->plugins)) == NULL) {
+			p->sopts.nplugins = 0;
+			return MIRAI_ENOMEM;
+		}
+		for (size_t i = 0; i < o->nplugins; i++) {
+			if ((p->plugins[i] = mirai__strdup(o->plugins[i])) == NULL) {
+				return MIRAI_ENOMEM;
+			}
+		}
+		p->sopts.plugins = (const char *const *) p->plugins;
+	}
+	if (o->server_path != NULL &&
+	    (p->server_path = mirai__strdup(o->server_path)) == NULL) {
+		return MIRAI_ENOMEM;
+	}
+	p->sopts.server_path = p->server_path;
+	if (hook != NULL) {
+		if ((p->hook_name = mirai__strdup(hook->name)) == NULL) {
+			return MIRAI_ENOMEM;
+		}
+		p->hook      = *hook;
+		p->hook.name = p->hook_name;
+		p->hook_fp   = mirai__hash64(p->hook_name);
+	}
+	return 0;
+}
+
+static profile *
+profile_new(const char *name, int kind)
+{
+	profile *p = calloc(1, sizeof *p);
+
+	if (p == NULL || (p->name = mirai__strdup(name)) == NULL) {
+		free(p);
+		return NULL;
+	}
+	atomic_init(&p->refs, 1);
+	pthread_mutex_init(&p->mtx, NULL);
+	mirai__cond_init(&p->cv);
+	p->kind    = kind;
+	p->max_msg = MIRAI__DEFAULT_MAX_MSG;
+	return p;
+}
+
+/* Open a socket listening on url and add it to p; *out (may be NULL) gets
+ * it.  Called unlocked, before the socket can matter to anyone else. */
+static int
+profile_listen(profile *p, const char *url, int poly, sock **out,
+    mirai_errmsg *err)
+{
+	nng_listener l;
+	sock **socks, *sk;
+	int rv;
+
+	if ((socks = realloc(p->socks, (p->nsocks + 1) * sizeof *socks)) == NULL) {
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	p->socks = socks;
+	if ((sk = calloc(1, sizeof *sk)) == NULL) {
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	sk->prof = p;
+	sk->poly = poly;
+	rv = poly ? nng_pair1_open_poly(&sk->s) : nng_pair1_open(&sk->s);
+	if (rv != 0 || (rv = mirai__sock_setup(sk->s, p->max_msg)) != 0 ||
+	    (rv = nng_aio_alloc(&sk->rx, on_rx, sk)) != 0) {
+		if (rv != 0 && sk->s.id != 0) {
+			nng_close(sk->s);
+		}
+		free(sk);
+		return mirai__fail(err, mirai__nng_err(rv),
+		    "cannot open a socket: %s", nng_strerror(rv));
+	}
+	nng_pipe_notify(sk->s, NNG_PIPE_EV_ADD_PRE, on_pipe, sk);
+	nng_pipe_notify(sk->s, NNG_PIPE_EV_REM_POST, on_pipe, sk);
+	if ((rv = nng_listen(sk->s, url, &l, 0)) != 0 ||
+	    (rv = mirai__listener_url(l, url, &sk->url)) != 0) {
+		nng_close(sk->s);
+		nng_aio_free(sk->rx);
+		free(sk);
+		return mirai__fail(err, mirai__nng_err(rv),
+		    "cannot listen on %s: %s", url,
+		    rv < 100 ? nng_strerror(rv) : mirai_strerror(rv));
+	}
+	p->socks[p->nsocks++] = sk;
+	nng_recv_aio(sk->s, sk->rx);
+	if (out != NULL) {
+		*out = sk;
+	}
+	return 0;
+}
+
+/* Close p's socket and resolve everything pending with MIRAI_ECLOSED. */
+static void
+profile_close(profile *p)
+{
+	mirai *list = NULL;
+	int64_t deadline;
+
+	pthread_mutex_lock(&p->mtx);
+	p->closing = 1;
+	while (p->unassigned.head != NULL) {
+		claim(p, p->unassigned.head->owner, MIRAI_ECLOSED, &list);
+	}
+	for (size_t i = 0; i < p->npeers; i++) {
+		peer *pk = p->peers[i];
+		while (pk->queue.head != NULL) {
+			mirai__out *o = pk->queue.head;
+			if (o->owner != NULL) {
+				claim(p, o->owner, MIRAI_ECLOSED, &list);
+			} else {
+				mirai__outq_remove(&pk->queue, o);
+				mirai__out_free(o);
+			}
+		}
+		while (pk->inflight_head != NULL) {
+			claim(p, pk->inflight_head, MIRAI_ECLOSED, &list);
+		}
+		send_exit(p, pk);
+	}
+	/* Idle servers close at once; a busy one finishes its task first,
+	 * and is not waited for long. */
+	deadline = mirai__now_ms() + EXIT_WAIT_MS;
+	while (p->live_pipes > 0 && mirai__now_ms() < deadline) {
+		mirai__cond_wait_until(&p->cv, &p->mtx, deadline);
+	}
+	pthread_mutex_unlock(&p->mtx);
+	publish(list);
+	for (size_t i = 0; i < p->nsocks; i++) {
+		nng_close(p->socks[i]->s);
+		nng_aio_free(p->socks[i]->rx);
+		p->socks[i]->rx = NULL;
+	}
+	deadline = mirai__now_ms() + RESET_WAIT_MS;
+	pthread_mutex_lock(&p->mtx);
+	while (p->alive > 0 && mirai__now_ms() < deadline) {
+		mirai__cond_wait_until(&p->cv, &p->mtx, deadline);
+	}
+	if (p->alive > 0) {
+		MIRAI__LOG(MIRAI_LOG_INFO, TAG,
+		    "profile '%s': %d local servers still finishing a task",
+		    p->name, p->alive);
+	}
+	pthread_mutex_unlock(&p->mtx);
+}
+
+static pname *
+pname_find(const char *name)
+{
+	for (pname *n = reg_head; n != NULL; n = n->next) {
+		if (strcmp(n->name, name) == 0) {
+			return n;
+		}
+	}
+	return NULL;
+}
+
+static pname *
+pname_get(const char *name)
+{
+	pname *n = pname_find(name);
+
+	if (n == NULL && (n = calloc(1, sizeof *n)) != NULL) {
+		if ((n->name = mirai__strdup(name)) == NULL) {
+			free(n);
+			return NULL;
+		}
+		n->next  = reg_head;
+		reg_head = n;
+	}
+	return n;
+}
+
+/* The profile tasks for name go to, with a reference. */
+static int
+profile_for_call(const char *name, profile **out)
+{
+	mirai_errmsg err;
+	pname *n;
+	profile *p;
+	int rv = 0;
+
+	pthread_mutex_lock(&reg_mtx);
+	if ((n = pname_get(name)) == NULL) {
+		pthread_mutex_unlock(&reg_mtx);
+		return MIRAI_ENOMEM;
+	}
+	if ((p = n->set) == NULL) {
+		if (n->oneshot == NULL) {
+			if ((p = profile_new(name, KIND_ONESHOT)) == NULL) {
+				pthread_mutex_unlock(&reg_mtx);
+				return MIRAI_ENOMEM;
+			}
+			if ((rv = profile_listen(p, "tcp://127.0.0.1:0", 1, NULL, &err)) != 0) {
+				MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "%s", err.text);
+				profile_unref(p);
+				pthread_mutex_unlock(&reg_mtx);
+				return rv;
+			}
+			n->oneshot = p;
+		}
+		p = n->oneshot;
+	}
+	profile_ref(p);
+	pthread_mutex_unlock(&reg_mtx);
+	*out = p;
+	return 0;
+}
+
+/* Wait until every local server said HELLO or died, so the first tasks
+ * spread over all of them.  Fails only when none came up. */
+static int
+wait_local(profile *p, mirai_errmsg *err)
+{
+	int64_t deadline = mirai__now_ms() + LOCAL_START_MS;
+	int waiting, rv = 0;
+
+	pthread_mutex_lock(&p->mtx);
+	for (;;) {
+		waiting = 0;
+		for (child *c = p->children; c != NULL; c = c->next) {
+			waiting += !c->hello;
+		}
+		if (waiting == 0 || mirai__now_ms() >= deadline) {
+			break;
+		}
+		mirai__cond_wait_until(&p->cv, &p->mtx, deadline);
+	}
+	if (p->alive == 0) {
+		rv = mirai__fail(err, MIRAI_ESPAWN,
+		    "no local server came up: %s", p->last_failure);
+	} else if (waiting > 0) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "profile '%s': %d local servers not connected after %d ms",
+		    p->name, waiting, LOCAL_START_MS);
+	}
+	pthread_mutex_unlock(&p->mtx);
+	return rv;
+}
+
+int
+mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
+{
+	const char *name;
+	profile *p;
+	pname *n;
+	int rv;
+
+	if (o == NULL) {
+		return mirai__fail(err, MIRAI_EINVAL, "no settings given");
+	}
+	name = o->profile != NULL ? o->profile : "default";
+	if (*name == '\0') {
+		return mirai__fail(err, MIRAI_EINVAL, "empty profile name");
+	}
+	if (o->dispatcher != MIRAI_DISPATCHER_DEFAULT &&
+	    o->dispatcher != MIRAI_DISPATCHER_OFF) {
+		return mirai__fail(err, MIRAI_EINVAL, "unknown dispatcher mode %d",
+		    o->dispatcher);
+	}
+	if (o->n < 0 || (o->url == NULL && o->n == 0)) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "give n > 0 local servers, or a URL for servers to dial "
+		    "into (use mirai_reset to go back to one-shot servers)");
+	}
+	if (o->url != NULL && o->n > 0) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "without a dispatcher the client listens on one URL and "
+		    "servers dial in themselves: n must be 0 with a URL");
+	}
+	if (o->hook != NULL &&
+	    (o->hook->name == NULL || *o->hook->name == '\0' ||
+		o->hook->encode == NULL || o->hook->decode == NULL)) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "a serialization hook needs a name, encode and decode");
+	}
+	if (o->server.idle_ms < 0 || o->server.walltime_ms < 0 ||
+	    o->server.max_msg > (size_t) UINT32_MAX - 65536) {
+		return mirai__fail(err, MIRAI_EINVAL, "invalid server options");
+	}
+
+	pthread_mutex_lock(&reg_mtx);
+	if ((n = pname_get(name)) == NULL) {
+		pthread_mutex_unlock(&reg_mtx);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	if (n->set != NULL) {
+		pthread_mutex_unlock(&reg_mtx);
+		return mirai__fail(err, MIRAI_ESET,
+		    "compute profile '%s' is already set: reset it with "
+		    "mirai_reset() before changing its settings",
+		    name);
+	}
+	if ((p = profile_new(name, KIND_DIRECT)) == NULL ||
+	    copy_opts(p, &o->server, o->hook) != 0) {
+		pthread_mutex_unlock(&reg_mtx);
+		profile_unref(p);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	p->user_url = o->url != NULL;
+	p->daemons  = o->n;
+	if (o->url != NULL) {
+		sock *sk;
+		if ((rv = profile_listen(p, o->url, 1, &sk, err)) != 0 ||
+		    (p->url = mirai__strdup(sk->url)) == NULL) {
+			pthread_mutex_unlock(&reg_mtx);
+			profile_close(p);
+			profile_unref(p);
+			return rv != 0 ? rv : MIRAI_ENOMEM;
+		}
+	}
+	for (int i = 0; i < o->n; i++) {
+		if ((rv = profile_listen(p, "tcp://127.0.0.1:0", 0, NULL, err)) != 0) {
+			pthread_mutex_unlock(&reg_mtx);
+			profile_close(p);
+			profile_unref(p);
+			return rv;
+		}
+	}
+	n->set = p;
+	pthread_mutex_unlock(&reg_mtx);
+
+	for (int i = 0; i < o->n; i++) {
+		if ((rv = start_local(p, p->socks[i]->url, 0, err)) != 0) {
+			mirai_reset(name);
+			return rv;
+		}
+	}
+	if (o->n > 0 && (rv = wait_local(p, err)) != 0) {
+		mirai_reset(name);
+		return rv;
+	}
+	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "profile '%s': %s%s, %d local servers",
+	    name, p->url ? "listening at " : "", p->url ? p->url : "", o->n);
+	return 0;
+}
+
+int
+mirai_reset(const char *name)
+{
+	profile *p = NULL;
+	pname *n;
+
+	if (name == NULL) {
+		name = "default";
+	}
+	pthread_mutex_lock(&reg_mtx);
+	if ((n = pname_find(name)) != NULL) {
+		p      = n->set;
+		n->set = NULL;
+	}
+	pthread_mutex_unlock(&reg_mtx);
+	if (p != NULL) {
+		profile_close(p);
+		profile_unref(p);
+	}
+	return 0;
+}
+
+void
+mirai_shutdown(void)
+{
+	pname *n;
+
+	pthread_mutex_lock(&reg_mtx);
+	n        = reg_head;
+	reg_head = NULL;
+	pthread_mutex_unlock(&reg_mtx);
+	while (n != NULL) {
+		pname *next = n->next;
+		if (n->set != NULL) {
+			profile_close(n->set);
+			profile_unref(n->set);
+		}
+		if (n->oneshot != NULL) {
+			profile_close(n->oneshot);
+			profile_unref(n->oneshot);
+		}
+		free(n->name);
+		free(n);
+		n = next;
+	}
+	mirai__svc_stop();
+}
+
+/* ---- submitting ------------------------------------------------------- */
+
+static void
+on_timeout(void *arg)
+{
+	mirai *m    = arg;
+	profile *p  = m->prof;
+	mirai *list = NULL;
+
+	pthread_mutex_lock(&p->mtx);
+	if (!m->claimed) {
+		peer *pk     = m->peer;
+		int inflight = m->where == AT_INFLIGHT;
+		claim(p, m, MIRAI_ETIMEDOUT, &list);
+		if (inflight && pk != NULL && !pk->dead) {
+			/* Stop the work too: the server sends no result we
+			 * would want, but stays busy until the function ends. */
+			send_ctrl(p, pk, MIRAI__F_CANCEL, m->id);
+		}
+	}
+	pthread_mutex_unlock(&p->mtx);
+	publish(list);
+	mirai_unref(m);
+}
+
+static int
+valid_fn(const char *fn)
+{
+	size_t n;
+
+	return fn != NULL && (n = strlen(fn)) > 0 && n <= 0xffff;
+}
+
+int
+mirai_call(const mirai_call_opts *opts, const char *fn, const void *data,
+    size_t len, mirai **out)
+{
+	static const mirai_call_opts def = MIRAI_CALL_OPTS_INIT;
+	static atomic_uint_fast64_t next_id = 1;
+	mirai__task_view t = {0};
+	void *enc          = NULL;
+	mirai *list        = NULL;
+	mirai_errmsg err;
+	profile *p;
+	mirai *m;
+	int rv;
+
+	if (opts == NULL) {
+		opts = &def;
+	}
+	if (out == NULL || !valid_fn(fn) || (data == NULL && len > 0) ||
+	    opts->timeout_ms < 0) {
+		return MIRAI_EINVAL;
+	}
+	pthread_once(&stripes_once, stripes_init);
+	if ((rv = profile_for_call(opts->profile ? opts->profile : "default", &p)) != 0) {
+		return rv;
+	}
+	if (p->hook_fp != 0) {
+		size_t enc_len = 0;
+		if ((rv = p->hook.encode(p->hook.arg, data, len, &enc, &enc_len)) != 0) {
+			profile_unref(p);
+			return MIRAI_EHOOK;
+		}
+		data = enc;
+		len  = enc_len;
+	}
+	t.fn     = fn;
+	t.fn_len = (uint16_t) strlen(fn);
+	t.data   = data;
+	t.len    = len;
+	t.hook   = p->hook_fp;
+	t.timeout_ms = opts->timeout_ms > UINT32_MAX ? UINT32_MAX
+						     : (uint32_t) opts->timeout_ms;
+	if (mirai__task_size(t.fn_len, len) > p->max_msg) {
+		rv = MIRAI_EMSGSIZE;
+		goto fail;
+	}
+	if ((m = calloc(1, sizeof *m)) == NULL) {
+		rv = MIRAI_ENOMEM;
+		goto fail;
+	}
+	/* Ids are unique across profiles, which makes logs unambiguous. */
+	t.id = m->id = atomic_fetch_add(&next_id, 1);
+	if ((m->out = mirai__out_new(mirai__task_size(t.fn_len, len))) == NULL) {
+		free(m);
+		rv = MIRAI_ENOMEM;
+		goto fail;
+	}
+	mirai__task_encode(mirai__out_frame(m->out), &t);
+	if (enc != NULL) {
+		if (p->hook.release != NULL) {
+			p->hook.release(p->hook.arg, enc);
+		} else {
+			free(enc);
+		}
+		enc = NULL;
+	}
+	m->out->owner = m;
+	m->prof       = p; /* takes over our reference */
+	m->done       = opts->done;
+	m->done_arg   = opts->done_arg;
+	m->timer.fn   = on_timeout;
+	m->timer.arg  = m;
+	atomic_init(&m->refs, 2); /* the caller's and the runtime's */
+	atomic_init(&m->state, 0);
+
+	if (p->kind == KIND_ONESHOT &&
+	    (rv = start_local(p, p->socks[0]->url, 1, &err)) != 0) {
+		MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "%s", err.text);
+		mirai__out_free(m->out);
+		free(m);
+		goto fail;
+	}
+	pthread_mutex_lock(&p->mtx);
+	if (p->closing || (rv = table_insert(p, m)) != 0) {
+		pthread_mutex_unlock(&p->mtx);
+		mirai__out_free(m->out);
+		free(m);
+		rv = rv != 0 ? rv : MIRAI_ECLOSED;
+		goto fail;
+	}
+	if (opts->timeout_ms > 0) {
+		atomic_fetch_add(&m->refs, 1);
+		if (mirai__timer_arm(&m->timer, mirai__now_ms() + opts->timeout_ms) != 0) {
+			atomic_fetch_sub(&m->refs, 1);
+		}
+	}
+	m->where = AT_QUEUE;
+	mirai__outq_push(&p->unassigned, m->out);
+	dispatch(p, &list);
+	pthread_mutex_unlock(&p->mtx);
+	publish(list);
+	*out = m;
+	return 0;
+
+fail:
+	if (enc != NULL) {
+		if (p->hook.release != NULL) {
+			p->hook.release(p->hook.arg, enc);
+		} else {
+			free(enc);
+		}
+	}
+	profile_unref(p);
+	return rv;
+}
+
+/* ---- waiting and reading ---------------------------------------------- */
+
+/* Whether the wait is over; hit gets the first resolved index. */
+static int
+wait_done(mirai *const *ms, size_t n, int any, size_t *hit)
+{
+	size_t done = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (atomic_load(&ms[i]->state)) {
+			if (*hit == SIZE_MAX) {
+				*hit = i;
+			}
+			if (any) {
+				return 1;
+			}
+			done++;
+		}
+	}
+	return done == n;
+}
+
+/* Wait for one (any) or all of ms.  Waiting for all of many mirais goes
+ * through mirai_wait_all, one at a time, to stay linear. */
+static int
+wait_many(mirai *const *ms, size_t n, int64_t timeout_ms, int any,
+    size_t *index)
+{
+	wnode local[16];
+	wnode *nodes = n <= 16 ? local : malloc(n * sizeof *nodes);
+	int64_t deadline = timeout_ms < 0 ? -1 : mirai__now_ms() + timeout_ms;
+	size_t hit       = SIZE_MAX;
+	waiter w;
+	int rv = 0;
+
+	if (nodes == NULL) {
+		return MIRAI_ENOMEM;
+	}
+	pthread_mutex_init(&w.mtx, NULL);
+	mirai__cond_init(&w.cv);
+	w.fired = 0;
+	for (size_t i = 0; i < n; i++) {
+		pthread_mutex_t *s = stripe(ms[i]);
+		nodes[i].w         = &w;
+		pthread_mutex_lock(s);
+		nodes[i].next  = ms[i]->waiters;
+		ms[i]->waiters = &nodes[i];
+		pthread_mutex_unlock(s);
+	}
+	pthread_mutex_lock(&w.mtx);
+	for (;;) {
+		if (wait_done(ms, n, any, &hit)) {
+			break;
+		}
+		if (w.fired) {
+			w.fired = 0;
+			continue;
+		}
+		if (mirai__cond_wait_until(&w.cv, &w.mtx, deadline) != 0 &&
+		    !w.fired) {
+			if (!wait_done(ms, n, any, &hit)) {
+				rv = MIRAI_ETIMEDOUT;
+			}
+			break;
+		}
+	}
+	pthread_mutex_unlock(&w.mtx);
+	/* Unhook from the mirais that are still pending (publishing clears
+	 * the list of a resolved one). */
+	for (size_t i = 0; i < n; i++) {
+		pthread_mutex_t *s = stripe(ms[i]);
+		pthread_mutex_lock(s);
+		for (wnode **pp = &ms[i]->waiters; *pp != NULL; pp = &(*pp)->next) {
+			if (*pp == &nodes[i]) {
+				*pp = nodes[i].next;
+				break;
+			}
+		}
+		pthread_mutex_unlock(s);
+	}
+	pthread_cond_destroy(&w.cv);
+	pthread_mutex_destroy(&w.mtx);
+	if (nodes != local) {
+		free(nodes);
+	}
+	if (rv == 0 && index != NULL) {
+		*index = hit;
+	}
+	return rv;
+}
+
+int
+mirai_wait_for(mirai *m, int64_t timeout_ms)
+{
+	int rv;
+
+	if (m == NULL) {
+		return MIRAI_EINVAL;
+	}
+	if (!atomic_load(&m->state) &&
+	    (rv = wait_many(&m, 1, timeout_ms, 0, NULL)) != 0) {
+		return rv;
+	}
+	return m->status;
+}
+
+int
+mirai_wait(mirai *m)
+{
+	return mirai_wait_for(m, -1);
+}
+
+int
+mirai_wait_all(mirai *const *ms, size_t n, int64_t timeout_ms)
+{
+	if (ms == NULL && n > 0) {
+		return MIRAI_EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (ms[i] == NULL) {
+			return MIRAI_EINVAL;
+		}
+	}
+	int64_t deadline = timeout_ms < 0 ? -1 : mirai__now_ms() + timeout_ms;
+	for (size_t i = 0; i < n; i++) {
+		int64_t left = -1;
+		if (atomic_load(&ms[i]->state)) {
+			continue;
+		}
+		if (deadline >= 0 && (left = deadline - mirai__now_ms()) < 0) {
+			left = 0;
+		}
+		if (wait_many(&ms[i], 1, left, 0, NULL) != 0) {
+			return MIRAI_ETIMEDOUT;
+		}
+	}
+	return 0;
+}
+
+int
+mirai_wait_any(mirai *const *ms, size_t n, int64_t timeout_ms, size_t *index)
+{
+	if (ms == NULL || n == 0) {
+		return MIRAI_EINVAL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (ms[i] == NULL) {
+			return MIRAI_EINVAL;
+		}
+	}
+	return wait_many(ms, n, timeout_ms, 1, index);
+}
+
+int
+mirai_resolved(const mirai *m)
+{
+	return m != NULL && atomic_load(&((mirai *) m)->state) != 0;
+}
+
+int
+mirai_error(const mirai *m)
+{
+	if (m == NULL) {
+		return MIRAI_EINVAL;
+	}
+	return mirai_resolved(m) ? m->status : MIRAI_EBUSY;
+}
+
+const void *
+mirai_data(const mirai *m, size_t *len)
+{
+	if (m == NULL || !mirai_resolved(m) || m->status != 0) {
+		if (len != NULL) {
+			*len = 0;
+		}
+		return NULL;
+	}
+	if (len != NULL) {
+		*len = m->res_len;
+	}
+	return m->res != NULL ? m->res : "";
+}
+
+const char *
+mirai_errortext(const mirai *m)
+{
+	if (m == NULL || !mirai_resolved(m) || m->status == 0) {
+		return "";
+	}
+	return m->errtext != NULL ? m->errtext : mirai_strerror(m->status);
+}
+
+uint64_t
+mirai_id(const mirai *m)
+{
+	return m != NULL ? m->id : 0;
+}
+
+void
+mirai_free(mirai *m)
+{
+	if (m != NULL) {
+		mirai_unref(m);
+	}
+}
+
+/* ---- status ----------------------------------------------------------- */
+
+int
+mirai_status_get(const char *name, mirai_status **out)
+{
+	mirai_status *st;
+	profile *p = NULL;
+	pname *n;
+	size_t strings = 0, rows = 0;
+	const char *url;
+	char *sp;
+
+	if (out == NULL) {
+		return MIRAI_EINVAL;
+	}
+	if (name == NULL) {
+		name = "default";
+	}
+	pthread_mutex_lock(&reg_mtx);
+	if ((n = pname_find(name)) != NULL && (p = n->set) != NULL) {
+		profile_ref(p);
+	}
+	pthread_mutex_unlock(&reg_mtx);
+	if (p != NULL) {
+		pthread_mutex_lock(&p->mtx);
+	}
+	/* One allocation: the struct, the rows, then the strings. */
+	url     = p != NULL && p->url != NULL ? p->url : "";
+	strings = strlen(name) + 1 + strlen(url) + 1;
+	if (p != NULL) {
+		for (size_t i = 0; i < p->npeers; i++) {
+			if (p->peers[i]->online) {
+				rows++;
+				strings += strlen(p->peers[i]->host) + 1 +
+				    strlen(p->peers[i]->sk->url) + 1;
+			}
+		}
+	}
+	st = calloc(1, sizeof *st + rows * sizeof *st->rows + strings);
+	if (st == NULL) {
+		if (p != NULL) {
+			pthread_mutex_unlock(&p->mtx);
+			profile_unref(p);
+		}
+		return MIRAI_ENOMEM;
+	}
+	st->rows    = (mirai_status_row *) (st + 1);
+	sp          = (char *) (st->rows + rows);
+	st->profile = strcpy(sp, name);
+	sp += strlen(name) + 1;
+	st->url = strcpy(sp, url);
+	sp += strlen(url) + 1;
+	if (p != NULL) {
+		st->set     = 1;
+		st->daemons = p->daemons;
+		st->queued  = p->unassigned.count;
+		for (size_t i = 0; i < p->npeers; i++) {
+			peer *pk = p->peers[i];
+			mirai_status_row *r;
+			if (!pk->online) {
+				continue;
+			}
+			st->connections++;
+			st->queued += pk->nqueue;
+			st->running += pk->ninflight;
+			r      = &st->rows[st->nrows++];
+			r->url = strcpy(sp, pk->sk->url);
+			sp += strlen(pk->sk->url) + 1;
+			r->host = strcpy(sp, pk->host);
+			sp += strlen(pk->host) + 1;
+			r->online   = 1;
+			r->instance = 1;
+			r->assigned = pk->assigned;
+			r->complete = pk->complete;
+			r->pid      = pk->pid;
+		}
+		st->completed = p->completed;
+		pthread_mutex_unlock(&p->mtx);
+		profile_unref(p);
+	}
+	*out = st;
+	return 0;
+}
+
+void
+mirai_status_free(mirai_status *st)
+{
+	free(st);
+}
+
+int
+mirai_status_json(const mirai_status *st, char **out)
+{
+	mirai__sb sb = {0};
+
+	if (st == NULL || out == NULL) {
+		return MIRAI_EINVAL;
+	}
+	mirai__sb_printf(&sb, "{\"profile\":");
+	mirai__sb_json_str(&sb, st->profile);
+	mirai__sb_printf(&sb,
+	    ",\"set\":%s,\"dispatcher\":%s,\"connections\":%d,\"daemons\":%d,"
+	    "\"url\":",
+	    st->set ? "true" : "false", st->dispatcher ? "true" : "false",
+	    st->connections, st->daemons);
+	mirai__sb_json_str(&sb, st->url);
+	mirai__sb_printf(&sb,
+	    ",\"queued\":%" PRIu64 ",\"running\":%" PRIu64
+	    ",\"completed\":%" PRIu64 ",\"servers\":[",
+	    st->queued, st->running, st->completed);
+	for (size_t i = 0; i < st->nrows; i++) {
+		const mirai_status_row *r = &st->rows[i];
+		mirai__sb_printf(&sb, "%s{\"url\":", i > 0 ? "," : "");
+		mirai__sb_json_str(&sb, r->url);
+		mirai__sb_printf(&sb,
+		    ",\"online\":%d,\"instance\":%" PRIu64 ",\"assigned\":%" PRIu64
+		    ",\"complete\":%" PRIu64 ",\"pid\":%d,\"host\":",
+		    r->online, r->instance, r->assigned, r->complete, r->pid);
+		mirai__sb_json_str(&sb, r->host);
+		mirai__sb_printf(&sb, "}");
+	}
+	mirai__sb_printf(&sb, "]}");
+	if (sb.failed) {
+		free(sb.buf);
+		return MIRAI_ENOMEM;
+	}
+	*out = sb.buf;
+	return 0;
+}

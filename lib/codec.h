@@ -1,0 +1,193 @@
+/*
+ * codec.h: the wire format shared by client, dispatcher and server.
+ *
+ * A message is a 16-byte header followed by frames:
+ *
+ *   header  u32 magic "MRAI" | u8 version | u8 flags | u16 nframes
+ *           u32 seq (sender's message number) | u32 ack (highest peer seq
+ *           received)
+ *   frame   u8 type | u8 flags | u16 reserved | u32 body length | body
+ *
+ * All integers are little-endian.  Strings are u16 length + bytes, no NUL.
+ * Decoding never trusts a length: every one is checked against what is left
+ * of the message, and a bad frame is an error value, never a crash.
+ */
+#ifndef MIRAI_CODEC_H
+#define MIRAI_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MIRAI__MAGIC 0x4941524du /* bytes 'M' 'R' 'A' 'I' */
+#define MIRAI__PROTO 1
+#define MIRAI__HDR_LEN 16
+#define MIRAI__FRAME_HDR_LEN 8
+
+/* Message flags. */
+#define MIRAI__M_ACKREQ 0x01 /* receiver: acknowledge this message now */
+
+enum mirai__ftype {
+	MIRAI__F_HELLO  = 1,  /* server -> client: who I am */
+	MIRAI__F_TASK   = 2,  /* client -> server */
+	MIRAI__F_RESULT = 3,  /* server -> client */
+	MIRAI__F_CANCEL = 4,  /* client -> server: cancel task id */
+	MIRAI__F_EXIT   = 5,  /* client -> server: exit after current task */
+	MIRAI__F_BYE    = 6,  /* server -> client: I am leaving (reason) */
+	MIRAI__F_BOUNCE = 7,  /* server -> client: a task returned unstarted */
+	MIRAI__F_PING   = 8,
+	MIRAI__F_PONG   = 9,
+	MIRAI__F_MAX    = 9,
+};
+
+/* Kinds of peer announced in HELLO. */
+enum mirai__kind {
+	MIRAI__KIND_SERVER     = 1,
+	MIRAI__KIND_DISPATCHER = 2,
+};
+
+typedef struct mirai__msghdr {
+	uint8_t version;
+	uint8_t flags;
+	uint16_t nframes;
+	uint32_t seq;
+	uint32_t ack;
+} mirai__msghdr;
+
+typedef struct mirai__frame {
+	uint8_t type;
+	uint8_t flags;
+	const uint8_t *body; /* points into the message */
+	uint32_t len;
+} mirai__frame;
+
+typedef struct mirai__reader {
+	const uint8_t *p;
+	size_t left;
+	uint16_t remaining; /* frames still announced by the header */
+} mirai__reader;
+
+typedef struct mirai__task_view {
+	uint64_t id;
+	uint32_t timeout_ms;
+	uint32_t flags;
+	uint64_t hook;
+	const char *fn; /* not NUL-terminated */
+	uint16_t fn_len;
+	const uint8_t *data;
+	size_t len;
+} mirai__task_view;
+
+typedef struct mirai__result_view {
+	uint64_t id;
+	uint32_t status;     /* 0 or a mirai error value */
+	uint32_t flags;
+	uint64_t hook;
+	const uint8_t *data; /* result bytes, or the error message */
+	size_t len;
+} mirai__result_view;
+
+typedef struct mirai__hello_view {
+	uint32_t proto;
+	uint32_t kind;
+	uint32_t pid;
+	uint32_t flags;
+	uint64_t hook;
+	uint64_t max_tasks;   /* tasks it will still accept; 0: no limit */
+	const char *host;
+	uint16_t host_len;
+	const char *version;
+	uint16_t version_len;
+	const char *binding;
+	uint16_t binding_len;
+	const char *hook_name;
+	uint16_t hook_name_len;
+} mirai__hello_view;
+
+/* Fixed part of a TASK body before the function name. */
+#define MIRAI__TASK_FIXED 26
+/* Fixed part of a RESULT body before the payload. */
+#define MIRAI__RESULT_FIXED 24
+
+/* Header. */
+void mirai__hdr_encode(uint8_t *dst, const mirai__msghdr *h);
+int mirai__msg_open(mirai__reader *r, const void *buf, size_t len,
+    mirai__msghdr *h);
+/* Next frame: 1 and *f filled, 0 at the end, or a negative error value. */
+int mirai__msg_next(mirai__reader *r, mirai__frame *f);
+
+/* Frames.  *_size gives the whole frame length including its header;
+ * *_encode writes exactly that many bytes to dst. */
+size_t mirai__task_size(size_t fn_len, size_t len);
+void mirai__task_encode(uint8_t *dst, const mirai__task_view *t);
+int mirai__task_decode(const mirai__frame *f, mirai__task_view *t);
+
+size_t mirai__result_size(size_t len);
+void mirai__result_encode(uint8_t *dst, const mirai__result_view *r);
+int mirai__result_decode(const mirai__frame *f, mirai__result_view *r);
+
+size_t mirai__hello_size(const mirai__hello_view *h);
+void mirai__hello_encode(uint8_t *dst, const mirai__hello_view *h);
+int mirai__hello_decode(const mirai__frame *f, mirai__hello_view *h);
+
+/* Frames carrying one u64 (CANCEL id, PING/PONG token), one u32 (BYE
+ * reason), nothing (EXIT), or another whole frame (BOUNCE). */
+#define MIRAI__U64_FRAME_LEN (MIRAI__FRAME_HDR_LEN + 8)
+#define MIRAI__U32_FRAME_LEN (MIRAI__FRAME_HDR_LEN + 4)
+void mirai__u64_frame_encode(uint8_t *dst, uint8_t type, uint64_t v);
+void mirai__u32_frame_encode(uint8_t *dst, uint8_t type, uint32_t v);
+int mirai__u64_frame_decode(const mirai__frame *f, uint64_t *v);
+int mirai__u32_frame_decode(const mirai__frame *f, uint32_t *v);
+void mirai__frame_hdr_encode(uint8_t *dst, uint8_t type, uint32_t len);
+
+/* Little-endian helpers. */
+static inline void
+mirai__put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t) v;
+	p[1] = (uint8_t) (v >> 8);
+}
+
+static inline void
+mirai__put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t) v;
+	p[1] = (uint8_t) (v >> 8);
+	p[2] = (uint8_t) (v >> 16);
+	p[3] = (uint8_t) (v >> 24);
+}
+
+static inline void
+mirai__put64(uint8_t *p, uint64_t v)
+{
+	mirai__put32(p, (uint32_t) v);
+	mirai__put32(p + 4, (uint32_t) (v >> 32));
+}
+
+static inline uint16_t
+mirai__get16(const uint8_t *p)
+{
+	return (uint16_t) (p[0] | (p[1] << 8));
+}
+
+static inline uint32_t
+mirai__get32(const uint8_t *p)
+{
+	return (uint32_t) p[0] | ((uint32_t) p[1] << 8) |
+	    ((uint32_t) p[2] << 16) | ((uint32_t) p[3] << 24);
+}
+
+static inline uint64_t
+mirai__get64(const uint8_t *p)
+{
+	return (uint64_t) mirai__get32(p) | ((uint64_t) mirai__get32(p + 4) << 32);
+}
+
+/* FNV-1a 64 of a NUL-terminated string; never 0 (0 means "no hook"). */
+uint64_t mirai__hash64(const char *s);
+
+/* The mirai.exec result layout: i32 status | u32 n | out | u32 n | err. */
+size_t mirai__exec_size(size_t out_len, size_t err_len);
+void mirai__exec_encode(uint8_t *dst, int status, const void *out,
+    size_t out_len, const void *err, size_t err_len);
+
+#endif /* MIRAI_CODEC_H */

@@ -1,0 +1,173 @@
+/*
+ * internal.h: names shared between the library's modules (mirai__ tier).
+ * Nothing here is exported from libmirai.so.
+ */
+#ifndef MIRAI_INTERNAL_H
+#define MIRAI_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <nng/nng.h>
+
+#include "codec.h"
+#include "mirai.h"
+
+/* ---- log.c -------------------------------------------------------- */
+
+extern int mirai__log_level;
+void mirai__log(int level, const char *tag, const char *fmt, ...)
+    MIRAI_PRINTF(3, 4);
+/* The descriptor mirai_log_stderr() writes to (a server that discards its
+ * output keeps a copy of the original stderr here). */
+void mirai__log_set_fd(int fd);
+
+#define MIRAI__LOG(lvl, tag, ...)                                    \
+	do {                                                          \
+		if ((lvl) <= mirai__log_level) {                      \
+			mirai__log((lvl), (tag), __VA_ARGS__);        \
+		}                                                     \
+	} while (0)
+
+/* Fill err (if not NULL) and return rv. */
+int mirai__fail(mirai_errmsg *err, int rv, const char *fmt, ...)
+    MIRAI_PRINTF(3, 4);
+
+/* ---- util.c ------------------------------------------------------- */
+
+int64_t mirai__now_ms(void);  /* monotonic */
+int64_t mirai__now_ns(void);  /* monotonic */
+void mirai__cond_init(pthread_cond_t *cv); /* monotonic clock */
+/* Wait on cv until deadline_ms (monotonic; < 0: no deadline).
+ * Returns 0, or ETIMEDOUT (the errno value) when the deadline passed. */
+int mirai__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mtx,
+    int64_t deadline_ms);
+char *mirai__strdup(const char *s);
+void mirai__hostname(char *buf, size_t len);
+/* Map an NNG error number onto ours (they share 1..31). */
+int mirai__nng_err(int nng_rv);
+
+/* A growable string. */
+typedef struct mirai__sb {
+	char *buf;
+	size_t len, cap;
+	int failed; /* out of memory at some point */
+} mirai__sb;
+void mirai__sb_printf(mirai__sb *sb, const char *fmt, ...) MIRAI_PRINTF(2, 3);
+void mirai__sb_json_str(mirai__sb *sb, const char *s); /* quoted, escaped */
+
+/* ---- link.c: outgoing frames and NNG plumbing ----------------------- */
+
+/* Frames at least this big travel in a message of their own, built in
+ * place so their payload is copied once. */
+#define MIRAI__BIG_FRAME (64u * 1024u)
+/* Small frames are packed into messages of at most this many bytes. */
+#define MIRAI__PACK_CAP (1024u * 1024u)
+#define MIRAI__DEFAULT_MAX_MSG ((size_t) 256 * 1024 * 1024)
+
+/*
+ * One encoded frame waiting to be sent.  A small frame's bytes follow the
+ * struct; a big frame lives in msg, after MIRAI__HDR_LEN bytes kept free for
+ * the message header.  owner is the client's mirai for a TASK frame.
+ */
+typedef struct mirai__out {
+	struct mirai__out *next, *prev;
+	void *owner;
+	nng_msg *msg;
+	size_t len;
+	uint8_t data[];
+} mirai__out;
+
+typedef struct mirai__outq {
+	mirai__out *head, *tail;
+	size_t count;
+} mirai__outq;
+
+/* A frame of len bytes; write it at mirai__out_frame(). NULL: no memory. */
+mirai__out *mirai__out_new(size_t len);
+uint8_t *mirai__out_frame(mirai__out *o);
+void mirai__out_free(mirai__out *o);
+void mirai__outq_push(mirai__outq *q, mirai__out *o);
+void mirai__outq_push_front(mirai__outq *q, mirai__out *o);
+mirai__out *mirai__outq_pop(mirai__outq *q);
+void mirai__outq_remove(mirai__outq *q, mirai__out *o);
+void mirai__outq_clear(mirai__outq *q);
+
+/*
+ * Take frames from the head of q (one big frame, or small ones up to
+ * MIRAI__PACK_CAP) and return them as one message with header h (nframes is
+ * filled in).  each(ctx, out) runs for every frame taken, before it is freed.
+ * An empty q gives a header-only message.  Returns 0 or MIRAI_ENOMEM (q is
+ * then unchanged).
+ */
+int mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
+    void (*each)(void *ctx, mirai__out *o), void *ctx);
+
+/* Set the options every mirai socket has (message size limit). */
+int mirai__sock_setup(nng_socket s, size_t max_msg);
+
+/*
+ * The URL peers should dial to reach listener l that was started from url:
+ * port 0 becomes the bound port, and a wildcard host ("tcp://:0",
+ * "ws://[*]:5555/x" style) becomes this machine's host name.  *out is malloc'd.
+ */
+int mirai__listener_url(nng_listener l, const char *url, char **out);
+
+/* ---- service.c: the library's one background thread ---------------- */
+
+typedef struct mirai__timer {
+	int64_t deadline;  /* monotonic ms */
+	size_t heap_idx;   /* 1-based position in the heap; 0: not armed */
+	void (*fn)(void *arg);
+	void *arg;
+} mirai__timer;
+
+int mirai__svc_start(void);
+void mirai__svc_stop(void);
+/* Arm t (fn and arg set by the caller) to fire at deadline; re-arming an
+ * armed timer moves it.  fn runs on the service thread, unlocked. */
+int mirai__timer_arm(mirai__timer *t, int64_t deadline);
+/* Disarm; returns 1 if it was armed (so fn will not run), else 0. */
+int mirai__timer_cancel(mirai__timer *t);
+/* Run fn(arg) soon on the service thread. */
+int mirai__defer(void (*fn)(void *arg), void *arg);
+/* Reap pid when it exits and then call fn(pid, wait status, arg); the
+ * status is -1 when unknown (reaped by someone else, or at shutdown). */
+int mirai__watch_child(pid_t pid, void (*fn)(pid_t, int, void *), void *arg);
+
+/* ---- spawn.c ------------------------------------------------------ */
+
+/* Start a mirai-server dialing url with the options o (one_shot: a single
+ * task).  The child gets its own process group. */
+int mirai__spawn_server(const mirai_server_opts *o, const char *url,
+    int one_shot, pid_t *pid, mirai_errmsg *err);
+/* posix_spawn argv[0] (searching PATH when it has no '/') with stdin from
+ * /dev/null, signals reset, its own process group, and the KEY=VALUE
+ * strings of extra_env (may be NULL) added to the environment.  fd_out and
+ * fd_err (-1: inherit) become its stdout and stderr.  Returns an errno. */
+int mirai__spawn(const char *const *argv, const char *const *extra_env,
+    int fd_out, int fd_err, pid_t *pid);
+
+/* ---- server.c / builtin.c ----------------------------------------- */
+
+int mirai__builtin_register(mirai_server *srv);
+/* For mirai.exec: the process group to kill when the task is cancelled
+ * (0: none).  Returns nonzero if the task was already cancelled. */
+int mirai__task_set_pgid(mirai_task *task, pid_t pgid);
+/* For mirai.sleep: wait until deadline (monotonic ms) or cancellation;
+ * returns nonzero if cancelled. */
+int mirai__task_sleep_until(mirai_task *task, int64_t deadline_ms);
+size_t mirai__task_max_msg(const mirai_task *task);
+const char *mirai__server_binding(mirai_server *srv);
+void mirai__server_functions_json(mirai_server *srv, mirai__sb *sb);
+
+/* ---- topo.c ------------------------------------------------------- */
+
+/* Describe the CPUs this process is bound to ("0-3" or "0,2"); "" if
+ * unknown. */
+void mirai__topo_binding(char *buf, size_t len);
+
+#endif /* MIRAI_INTERNAL_H */
