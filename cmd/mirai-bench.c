@@ -157,7 +157,7 @@ floor_latency(size_t size, int n, double *lat)
 	floor_spawn(&fp, url);
 	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 10000);
 	wait_pipes(s, 1);
-	for (int i = -200; i < n; i++) {
+	for (int i = -100; i < n; i++) {
 		nng_msg *m;
 		double t0 = now_s();
 		nng_msg_alloc(&m, size);
@@ -390,6 +390,126 @@ warm_up(int n)
 	run_batch("mirai.echo", "x", 1, 20L * n);
 }
 
+static double
+w3_run(int daemons, int disp, long long ntasks)
+{
+	mirai **ms = malloc((size_t) (ntasks + 1) * sizeof *ms);
+	double t0, span;
+	int rv;
+
+	set_daemons(daemons, disp);
+	warm_up(daemons);
+	t0 = now_s();
+	if ((rv = mirai_call(NULL, "mirai.sleep", "2000", 4, &ms[0])) != 0) {
+		die("submit", rv);
+	}
+	for (long long i = 1; i <= ntasks; i++) {
+		if ((rv = mirai_call(NULL, "mirai.sleep", "20", 2, &ms[i])) != 0) {
+			die("submit", rv);
+		}
+	}
+	mirai_wait_all(ms, (size_t) ntasks + 1, -1);
+	span = now_s() - t0;
+	for (long long i = 0; i <= ntasks; i++) {
+		if (mirai_error(ms[i]) != 0) {
+			die("w3 task", mirai_error(ms[i]));
+		}
+		mirai_free(ms[i]);
+	}
+	free(ms);
+	mirai_reset(NULL);
+	return span;
+}
+
+/* Resident memory of a process in bytes (VmRSS), 0 if unknown. */
+static double
+rss(int pid)
+{
+	char path[64], line[256];
+	double kb = 0;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/status", pid);
+	if ((f = fopen(path, "r")) == NULL) {
+		return 0;
+	}
+	while (fgets(line, sizeof line, f) != NULL) {
+		if (strncmp(line, "VmRSS:", 6) == 0) {
+			kb = atof(line + 6);
+		}
+	}
+	fclose(f);
+	return kb * 1024.0;
+}
+
+/* w6: queue ntasks at once; memory of client and dispatcher per task
+ * beyond the payload, measured right after submitting (nearly all are
+ * still queued), then all must complete. */
+static void
+w6_run(int daemons, int disp, const char *dname, long long ntasks,
+    size_t size, double p50f)
+{
+	mirai **ms = malloc((size_t) ntasks * sizeof *ms);
+	char *payload = malloc(size);
+	mirai_status *st;
+	double c0, c1, d0 = 0, d1 = 0, t0, t1, t2, per, cper, dper;
+	int dpid = 0, rv;
+	long long done;
+
+	memset(payload, 'x', size);
+	set_daemons(daemons, disp);
+	warm_up(daemons);
+	if (mirai_status_get(NULL, &st) == 0) {
+		dpid = st->dispatcher_pid;
+		mirai_status_free(st);
+	}
+	c0 = rss(getpid());
+	d0 = dpid > 0 ? rss(dpid) : 0;
+	t0 = now_s();
+	for (long long i = 0; i < ntasks; i++) {
+		if ((rv = mirai_call(NULL, "mirai.echo", payload, size, &ms[i])) != 0) {
+			die("submit", rv);
+		}
+	}
+	t1 = now_s();
+	/* Give the dispatcher the tasks still on their way to it. */
+	usleep(500000);
+	c1 = rss(getpid());
+	d1 = dpid > 0 ? rss(dpid) : 0;
+	if (mirai_status_get(NULL, &st) == 0) {
+		done = (long long) st->completed;
+		mirai_status_free(st);
+	} else {
+		done = 0;
+	}
+	for (long long i = 0; i < ntasks; i++) {
+		if ((rv = mirai_wait(ms[i])) != 0) {
+			die("w6 task", rv);
+		}
+		mirai_free(ms[i]);
+	}
+	t2 = now_s();
+	mirai_reset(NULL);
+	/* Memory held for the tasks not yet done when measured. */
+	cper = (c1 - c0) / (double) (ntasks - done);
+	dper = (d1 - d0) / (double) (ntasks - done);
+	per  = cper + dper - (double) size;
+	printf("mirai: %lld tasks submitted in %.2f s, all done in %.2f s; "
+	       "client %.0f + dispatcher %.0f bytes per queued task, %.0f "
+	       "beyond the %zu-byte payload\n",
+	    ntasks, t1 - t0, t2 - t0, cper, dper, per, size);
+	printf("{\"workload\":\"w6\",\"transport\":\"tcp\",\"daemons\":%d,"
+	       "\"dispatcher\":%s,\"tasks\":%lld,\"size\":%zu,"
+	       "\"client_bytes_per_task\":%.1f,"
+	       "\"dispatcher_bytes_per_task\":%.1f,"
+	       "\"bytes_per_task_beyond_payload\":%.1f,\"tasks_per_s\":%.1f,"
+	       "\"floor_p50_us\":%.1f,\"ratio_budget\":%.3f}\n",
+	    daemons, dname, ntasks, size, cper, dper, per,
+	    (double) ntasks / (t2 - t0), p50f, per / 256.0);
+	free(ms);
+	free(payload);
+}
+
 static int
 cmp_double(const void *a, const void *b)
 {
@@ -421,39 +541,55 @@ floor_p50(size_t size, double *p99)
 	return p50;
 }
 
+static double
+median(double *v, int n)
+{
+	qsort(v, (size_t) n, sizeof *v, cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+#define MAXROUNDS 16
+
 int
 main(int argc, char **argv)
 {
-	long long daemons = 0, ntasks = 0;
+	long long daemons = 0, ntasks = 0, rounds = 0;
 	size_t size       = 0;
 	int dispatcher = 0, no_dispatcher = 0;
 	const char *floor_url = NULL;
 	const cli_opt opts[] = {
 	    {"daemons", 'n', CLI_INT, &daemons, "N",
 		"local servers (default: 2; w2: 1)"},
-	    {"dispatcher", 0, CLI_FLAG, &dispatcher, NULL, "use a dispatcher"},
+	    {"dispatcher", 0, CLI_FLAG, &dispatcher, NULL,
+		"use a dispatcher (the default)"},
 	    {"no-dispatcher", 0, CLI_FLAG, &no_dispatcher, NULL,
 		"send tasks straight to the servers"},
 	    {"tasks", 't', CLI_INT, &ntasks, "N",
-		"number of tasks (w1 100000, w2 10000, w3 100, w4 500)"},
+		"number of tasks (w1 100000, w2 10000, w3 100, w4 500, w6 1M)"},
 	    {"size", 's', CLI_SIZE, &size, "BYTES",
-		"payload size (w1-w3 64, w4 1M)"},
+		"payload size (w4 1M, else 64)"},
+	    {"rounds", 'r', CLI_INT, &rounds, "R",
+		"alternate floor and mirai R times (default 3; w3, w6: 1)"},
 	    {"floor-server", 0, CLI_STR, &floor_url, "URL",
 		"(internal) run a raw NNG echo server for the floor"},
 	    {NULL, 0, 0, NULL, NULL, NULL},
 	};
 	const cli_tool tool = {"mirai-bench", "[OPTIONS] WORKLOAD",
 	    "Measure a workload on local servers, and in the same run its floor:\n"
-	    "the same traffic over raw NNG request/reply on the same transport.\n"
+	    "the same traffic over raw NNG request/reply on the same transport,\n"
+	    "alternating floor and mirai in rounds so that drift hits both.\n"
 	    "WORKLOAD: w1 (many small tasks at once), w2 (sequential round\n"
 	    "trips), w3 (one 2 s task then many 20 ms tasks), w4 (1 MiB in and\n"
-	    "out).  The last line is one JSON object with the figures, the\n"
-	    "floors and their ratios.",
+	    "out), w6 (a million tasks queued at once: memory per task).\n"
+	    "The last line is one JSON object with the figures, the floors and\n"
+	    "their ratios.  MIRAI_BENCH_PROCESS=1 runs the dispatcher as a\n"
+	    "separate process instead of a thread.",
 	    "Exit status: 0 done, 1 a measurement failed, 2 bad command line.",
 	    opts, 0};
 	const char *w;
 	char *payload;
-	int first, disp;
+	const char *dname;
+	int first, disp, R;
 	double p50f, p99f;
 
 	if (cli_parse(&tool, argc, argv, &first) != 0) {
@@ -468,7 +604,8 @@ main(int argc, char **argv)
 	}
 	w = argv[first];
 	if (strcmp(w, "w1") != 0 && strcmp(w, "w2") != 0 &&
-	    strcmp(w, "w3") != 0 && strcmp(w, "w4") != 0) {
+	    strcmp(w, "w3") != 0 && strcmp(w, "w4") != 0 &&
+	    strcmp(w, "w6") != 0) {
 		fprintf(stderr, "mirai-bench: unknown workload '%s'\n", w);
 		return 2;
 	}
@@ -476,11 +613,15 @@ main(int argc, char **argv)
 		fprintf(stderr, "mirai-bench: --dispatcher or --no-dispatcher\n");
 		return 2;
 	}
-	if (dispatcher) {
-		fprintf(stderr, "mirai-bench: the dispatcher is not built yet\n");
-		return 2;
-	}
-	disp = MIRAI_DISPATCHER_OFF;
+	disp = no_dispatcher ? MIRAI_DISPATCHER_OFF
+	    : getenv("MIRAI_BENCH_PROCESS") ? MIRAI_DISPATCHER_PROCESS
+					    : MIRAI_DISPATCHER_DEFAULT;
+	dispatcher = !no_dispatcher;
+	/* "dispatcher" stays a boolean; the mode is a key of its own. */
+	dname = !dispatcher ? "false,\"dispatcher_mode\":\"off\""
+	    : disp == MIRAI_DISPATCHER_PROCESS
+	    ? "true,\"dispatcher_mode\":\"process\""
+	    : "true,\"dispatcher_mode\":\"thread\"";
 	if (daemons <= 0) {
 		daemons = strcmp(w, "w2") == 0 ? 1 : 2;
 	}
@@ -492,11 +633,20 @@ main(int argc, char **argv)
 		ntasks = strcmp(w, "w1") == 0 ? 100000
 		    : strcmp(w, "w2") == 0    ? 10000
 		    : strcmp(w, "w3") == 0    ? 100
+		    : strcmp(w, "w6") == 0    ? 1000000
 					      : 500;
 	}
 	if (size == 0) {
 		size = strcmp(w, "w4") == 0 ? (size_t) 1 << 20 : 64;
 	}
+	if (rounds <= 0) {
+		rounds = strcmp(w, "w3") == 0 || strcmp(w, "w6") == 0 ? 1 : 3;
+	}
+	if (rounds > MAXROUNDS) {
+		fprintf(stderr, "mirai-bench: at most %d rounds\n", MAXROUNDS);
+		return 2;
+	}
+	R = (int) rounds;
 	signal(SIGPIPE, SIG_IGN);
 	if ((payload = malloc(size)) == NULL) {
 		die("payload", MIRAI_ENOMEM);
@@ -504,114 +654,130 @@ main(int argc, char **argv)
 	memset(payload, 'x', size);
 
 	printf("mirai-bench %s: %lld daemons, dispatcher %s, %lld tasks of %zu "
-	       "bytes, transport tcp loopback\n",
-	    w, daemons, dispatcher ? "on" : "off", ntasks, size);
-	fflush(stdout);
-	p50f = floor_p50(size > 65536 ? 64 : size, &p99f);
-	printf("floor: raw NNG req/rep round trip p50 %.1f us, p99 %.1f us\n",
-	    p50f, p99f);
+	       "bytes, %d rounds, transport tcp loopback\n",
+	    w, daemons, dispatcher ? (disp == MIRAI_DISPATCHER_PROCESS
+					     ? "process" : "thread")
+				   : "off",
+	    ntasks, size, R);
 	fflush(stdout);
 
 	if (strcmp(w, "w1") == 0 || strcmp(w, "w4") == 0) {
-		double ft  = floor_throughput((int) daemons, ntasks, size);
-		double fi  = floor_idle((int) daemons, ntasks, size);
-		double sec, tps, mbps = 0, fmb = 0, fimb = 0;
-		printf("floor: %d raw NNG servers, many in flight: %.0f tasks/s; "
-		       "one in flight each: %.0f tasks/s\n",
-		    (int) daemons, ft, fi);
-		fflush(stdout);
+		double ft[MAXROUNDS], fi[MAXROUNDS], mt[MAXROUNDS], fl[MAXROUNDS];
+		double tps, ftm, fim, mbps = 0, fmb = 0, fimb = 0;
 		set_daemons((int) daemons, disp);
 		warm_up((int) daemons);
-		sec = run_batch("mirai.echo", payload, size, ntasks);
-		tps = (double) ntasks / sec;
+		for (int r = 0; r < R; r++) {
+			fl[r] = floor_p50(64, NULL);
+			ft[r] = floor_throughput((int) daemons, ntasks, size);
+			fi[r] = floor_idle((int) daemons, ntasks, size);
+			mt[r] = (double) ntasks /
+			    run_batch("mirai.echo", payload, size, ntasks);
+			printf("round %d: floor %.0f tasks/s, idle floor %.0f "
+			       "tasks/s, mirai %.0f tasks/s\n",
+			    r + 1, ft[r], fi[r], mt[r]);
+			fflush(stdout);
+		}
 		mirai_reset(NULL);
-		printf("mirai: %.0f tasks/s (%.3f s)\n", tps, sec);
+		tps  = median(mt, R);
+		ftm  = median(ft, R);
+		fim  = median(fi, R);
+		p50f = median(fl, R);
 		if (strcmp(w, "w4") == 0) {
 			double per = 2.0 * (double) size / 1e6;
 			mbps = tps * per;
-			fmb  = ft * per;
-			fimb = fi * per;
-			printf("mirai: %.0f MB/s in+out; floor %.0f MB/s, idle "
-			       "floor %.0f MB/s\n",
+			fmb  = ftm * per;
+			fimb = fim * per;
+			printf("median: mirai %.0f MB/s in+out; floor %.0f MB/s, "
+			       "idle floor %.0f MB/s\n",
 			    mbps, fmb, fimb);
 			printf("{\"workload\":\"w4\",\"transport\":\"tcp\","
 			       "\"daemons\":%lld,\"dispatcher\":%s,\"tasks\":%lld,"
-			       "\"size\":%zu,\"MBps\":%.1f,\"floor_MBps\":%.1f,"
-			       "\"floor_idle_MBps\":%.1f,\"tasks_per_s\":%.1f,"
-			       "\"floor_tasks_per_s\":%.1f,"
+			       "\"size\":%zu,\"rounds\":%d,\"MBps\":%.1f,"
+			       "\"floor_MBps\":%.1f,\"floor_idle_MBps\":%.1f,"
+			       "\"tasks_per_s\":%.1f,\"floor_tasks_per_s\":%.1f,"
 			       "\"floor_idle_tasks_per_s\":%.1f,\"floor_p50_us\":%.1f,"
 			       "\"ratio_floor\":%.3f,\"ratio_floor_idle\":%.3f}\n",
-			    daemons, dispatcher ? "true" : "false", ntasks, size,
-			    mbps, fmb, fimb, tps, ft, fi, p50f, mbps / fmb,
-			    mbps / fimb);
+			    daemons, dname, ntasks, size, R, mbps, fmb, fimb, tps,
+			    ftm, fim, p50f, mbps / fmb, mbps / fimb);
 		} else {
+			printf("median: mirai %.0f tasks/s; floor %.0f, idle floor "
+			       "%.0f\n",
+			    tps, ftm, fim);
 			printf("{\"workload\":\"w1\",\"transport\":\"tcp\","
 			       "\"daemons\":%lld,\"dispatcher\":%s,\"tasks\":%lld,"
-			       "\"size\":%zu,\"tasks_per_s\":%.1f,"
+			       "\"size\":%zu,\"rounds\":%d,\"tasks_per_s\":%.1f,"
 			       "\"floor_tasks_per_s\":%.1f,"
 			       "\"floor_idle_tasks_per_s\":%.1f,\"floor_p50_us\":%.1f,"
 			       "\"ratio_floor\":%.3f,\"ratio_floor_idle\":%.3f}\n",
-			    daemons, dispatcher ? "true" : "false", ntasks, size,
-			    tps, ft, fi, p50f, tps / ft, tps / fi);
+			    daemons, dname, ntasks, size, R, tps, ftm, fim, p50f,
+			    tps / ftm, tps / fim);
 		}
 	} else if (strcmp(w, "w2") == 0) {
-		double *lat = malloc((size_t) ntasks * sizeof *lat);
+		double *lat   = malloc((size_t) ntasks * sizeof *lat);
+		double *flat  = malloc((size_t) ntasks * sizeof *flat);
+		long long at  = 0;
 		double p50, p99;
 		set_daemons((int) daemons, disp);
 		warm_up((int) daemons);
-		for (long long i = 0; i < ntasks; i++) {
-			mirai *m;
-			double t0 = now_s();
-			int rv    = mirai_call(NULL, "mirai.echo", payload, size, &m);
-			if (rv != 0 || (rv = mirai_wait(m)) != 0) {
-				die("round trip", rv);
+		for (int r = 0; r < R; r++) {
+			/* Rounds split the round trips; the floor does as many. */
+			long long per = ntasks / R + (r < ntasks % R);
+			floor_latency(size, (int) per, flat + at);
+			for (long long i = 0; i < per; i++) {
+				mirai *m;
+				double t0 = now_s();
+				int rv = mirai_call(NULL, "mirai.echo", payload, size, &m);
+				if (rv != 0 || (rv = mirai_wait(m)) != 0) {
+					die("round trip", rv);
+				}
+				lat[at + i] = (now_s() - t0) * 1e6;
+				mirai_free(m);
 			}
-			lat[i] = (now_s() - t0) * 1e6;
-			mirai_free(m);
+			at += per;
 		}
 		mirai_reset(NULL);
 		qsort(lat, (size_t) ntasks, sizeof *lat, cmp_double);
-		p50 = pct(lat, (int) ntasks, 50);
-		p99 = pct(lat, (int) ntasks, 99);
+		qsort(flat, (size_t) ntasks, sizeof *flat, cmp_double);
+		p50  = pct(lat, (int) ntasks, 50);
+		p99  = pct(lat, (int) ntasks, 99);
+		p50f = pct(flat, (int) ntasks, 50);
+		p99f = pct(flat, (int) ntasks, 99);
 		free(lat);
-		printf("mirai: round trip p50 %.1f us, p99 %.1f us\n", p50, p99);
+		free(flat);
+		printf("mirai: round trip p50 %.1f us, p99 %.1f us; floor p50 "
+		       "%.1f us, p99 %.1f us\n",
+		    p50, p99, p50f, p99f);
 		printf("{\"workload\":\"w2\",\"transport\":\"tcp\",\"daemons\":%lld,"
-		       "\"dispatcher\":%s,\"tasks\":%lld,\"size\":%zu,"
+		       "\"dispatcher\":%s,\"tasks\":%lld,\"size\":%zu,\"rounds\":%d,"
 		       "\"p50_us\":%.1f,\"p99_us\":%.1f,\"floor_p50_us\":%.1f,"
 		       "\"floor_p99_us\":%.1f,\"ratio_p50\":%.3f}\n",
-		    daemons, dispatcher ? "true" : "false", ntasks, size, p50, p99,
-		    p50f, p99f, p50 / p50f);
-	} else {
-		mirai **ms = malloc((size_t) (ntasks + 1) * sizeof *ms);
-		double t0, span, optimal;
-		int rv;
-		set_daemons((int) daemons, disp);
-		warm_up((int) daemons);
-		t0 = now_s();
-		if ((rv = mirai_call(NULL, "mirai.sleep", "2000", 4, &ms[0])) != 0) {
-			die("submit", rv);
-		}
-		for (long long i = 1; i <= ntasks; i++) {
-			if ((rv = mirai_call(NULL, "mirai.sleep", "20", 2, &ms[i])) != 0) {
-				die("submit", rv);
-			}
-		}
-		mirai_wait_all(ms, (size_t) ntasks + 1, -1);
-		span = now_s() - t0;
-		for (long long i = 0; i <= ntasks; i++) {
-			mirai_free(ms[i]);
-		}
-		free(ms);
-		mirai_reset(NULL);
+		    daemons, dname, ntasks, size, R, p50, p99, p50f, p99f,
+		    p50 / p50f);
+	} else if (strcmp(w, "w3") == 0) {
+		double span, other = 0, optimal;
+		p50f = floor_p50(64, &p99f);
+		span = w3_run((int) daemons, disp, ntasks);
 		/* One server sleeps 2 s while the others share the short tasks. */
 		optimal = fmax(2.0, (2.0 + 0.02 * (double) ntasks) / (double) daemons);
 		printf("mirai: makespan %.3f s (optimal %.3f s)\n", span, optimal);
+		if (dispatcher) {
+			/* The same without a dispatcher, to show what it buys. */
+			other = w3_run((int) daemons, MIRAI_DISPATCHER_OFF, ntasks);
+			printf("mirai without dispatcher: makespan %.3f s\n", other);
+		}
 		printf("{\"workload\":\"w3\",\"transport\":\"tcp\",\"daemons\":%lld,"
 		       "\"dispatcher\":%s,\"tasks\":%lld,\"makespan_s\":%.3f,"
 		       "\"optimal_s\":%.3f,\"floor_p50_us\":%.1f,"
-		       "\"ratio_optimal\":%.3f}\n",
-		    daemons, dispatcher ? "true" : "false", ntasks + 1, span,
-		    optimal, p50f, span / optimal);
+		       "\"ratio_optimal\":%.3f",
+		    daemons, dname, ntasks + 1, span, optimal, p50f,
+		    span / optimal);
+		if (dispatcher) {
+			printf(",\"makespan_no_dispatcher_s\":%.3f", other);
+		}
+		printf("}\n");
+	} else {
+		p50f = floor_p50(64, &p99f);
+		w6_run((int) daemons, disp, dname, ntasks, size, p50f);
 	}
 	free(payload);
 	mirai_shutdown();

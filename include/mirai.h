@@ -310,16 +310,30 @@ MIRAI_API int mirai_task_cancelled(const mirai_task *task);
 /* ------------------------------------------------------------------ */
 
 enum mirai_dispatcher_mode {
-	MIRAI_DISPATCHER_DEFAULT = 0, /* currently: off */
+	MIRAI_DISPATCHER_DEFAULT = 0, /* on: a thread of the client */
 	MIRAI_DISPATCHER_OFF     = 1, /* tasks go out at once, evenly */
+	MIRAI_DISPATCHER_THREAD  = 2, /* the dispatcher runs on a thread of the
+	                                 client, linked in memory */
+	MIRAI_DISPATCHER_PROCESS = 3, /* a mirai-dispatcher process */
 };
 
 /*
  * Settings of one compute profile (the reference's daemons()).
  *
- *  - n > 0, url NULL: start n local servers connected over loopback.
- *  - url set, dispatcher off: listen on url ("tcp://127.0.0.1:0" resolves
- *    the port); servers started by hand dial in, come and go.  n must be 0.
+ * With a dispatcher (the default) the client starts a mirai-dispatcher
+ * process; it keeps the FIFO queue and gives a task only to a server that
+ * is online and idle.  Each server slot has a URL of its own:
+ *  - n > 0, no url: n local servers, each on a loopback port of its own.
+ *  - url "ws://host:P" and n: n paths on port P, each with a random token
+ *    and the slot number ("ws://host:P/<token>/3"); port 0 is resolved.
+ *  - url "tcp://host:P" and n: ports P .. P+n-1 (P = 0: any free ports).
+ *  - urls: one slot per URL, as given.
+ * Servers started by hand dial those URLs (see mirai_status_get).
+ *
+ * Without a dispatcher:
+ *  - n > 0, no url: n local servers connected over loopback.
+ *  - url: listen on url ("tcp://127.0.0.1:0" resolves the port); servers
+ *    started by hand dial in, come and go.  n must be 0.
  */
 typedef struct mirai_daemons_opts {
 	/* Profile name; NULL: "default". */
@@ -335,9 +349,26 @@ typedef struct mirai_daemons_opts {
 	const mirai_hook *hook;
 	/* Options passed to the local servers this profile starts. */
 	mirai_server_opts server;
+	/* Dispatcher: explicit server URLs, one slot each (n may be 0). */
+	const char *const *urls;
+	size_t nurls;
+	/* Dispatcher: ws paths without the random token ("ws://host:P/3"),
+	 * for users who want predictable URLs. */
+	int no_token;
+	/* How many times a task whose server died goes back to the head of
+	 * the queue before it resolves with MIRAI_ECONNRESET; 0: never. */
+	int retries;
+	/* Cap on the bytes of submitted, unfinished tasks of the profile:
+	 * mirai_call() blocks past it, mirai_try_call() returns MIRAI_EAGAIN.
+	 * 0: 1 GiB. */
+	size_t max_queue;
+	/* mirai-dispatcher executable; NULL: $MIRAI_DISPATCHER, then the one
+	 * installed beside libmirai, then $PATH. */
+	const char *dispatcher_path;
 } mirai_daemons_opts;
 
-#define MIRAI_DAEMONS_OPTS_INIT {NULL, 0, NULL, 0, NULL, MIRAI_SERVER_OPTS_INIT}
+#define MIRAI_DAEMONS_OPTS_INIT                                              \
+	{NULL, 0, NULL, 0, NULL, MIRAI_SERVER_OPTS_INIT, NULL, 0, 0, 0, 0, NULL}
 
 /*
  * Set daemons for opts->profile.  Fails with MIRAI_ESET when the profile is
@@ -357,29 +388,38 @@ MIRAI_API int mirai_reset(const char *profile);
 /* Reset every profile and stop the library's threads (optional, at exit). */
 MIRAI_API void mirai_shutdown(void);
 
-/* One connected server, as the status sees it. */
+/*
+ * One row of the status: with a dispatcher, one server URL (the status
+ * matrix); without, one connected server.
+ */
 typedef struct mirai_status_row {
 	const char *url;      /* URL the server dialed */
-	int online;           /* 1 while connected */
-	uint64_t instance;    /* connections seen at this URL */
+	int online;           /* 1 while a server is connected */
+	uint64_t instance;    /* connections seen at this URL (saisei resets) */
 	uint64_t assigned;    /* tasks given to this instance */
 	uint64_t complete;    /* tasks it completed */
 	int pid;              /* server process id, 0 if unknown */
 	const char *host;     /* server host name, "" if unknown */
+	uint64_t retries;     /* tasks requeued because a server here died */
 } mirai_status_row;
 
 typedef struct mirai_status {
 	const char *profile;
 	int set;              /* 1 if daemons are set */
 	int dispatcher;       /* 1 if a dispatcher is used */
-	int connections;      /* active connections at the client */
+	int connections;      /* active connections at the client (1 with a
+	                         dispatcher) */
 	int daemons;          /* local servers started (n) */
 	const char *url;      /* URL the client listens on ("" if none) */
-	uint64_t queued;      /* tasks waiting to be sent */
-	uint64_t running;     /* tasks sent, not yet resolved */
+	uint64_t queued;      /* tasks waiting for a server */
+	uint64_t running;     /* tasks at a server, not yet resolved */
 	uint64_t completed;   /* tasks resolved by a result */
 	size_t nrows;
 	mirai_status_row *rows;
+	uint64_t retried;     /* tasks requeued after their server died */
+	int error;            /* with a dispatcher: 0, or the error value of
+	                         asking it (rows are then empty) */
+	int dispatcher_pid;   /* with a dispatcher: its process id */
 } mirai_status;
 
 /*
@@ -394,6 +434,17 @@ MIRAI_API void mirai_status_free(mirai_status *st);
  * caller releases with free().
  */
 MIRAI_API int mirai_status_json(const mirai_status *st, char **out);
+
+/*
+ * Regenerate the URL of dispatcher slot i (from 0) of a profile with a
+ * fresh random token; its instance count starts again from 0.  A server
+ * still connected there makes this fail with MIRAI_EBUSY unless force is
+ * set: then it is cut off and its running task resolves with MIRAI_ECLOSED.
+ * A URL without a path (tcp) cannot be regenerated: MIRAI_ENOTSUP.  On
+ * success *new_url (if not NULL) gets the new URL, released with free().
+ */
+MIRAI_API int mirai_saisei(const char *profile, size_t i, int force,
+    char **new_url, mirai_errmsg *err);
 
 /* ------------------------------------------------------------------ */
 /* Tasks: mirai handles                                                 */
@@ -415,9 +466,12 @@ typedef struct mirai_call_opts {
 	/* Optional completion callback and its argument. */
 	mirai_done_fn done;
 	void *done_arg;
+	/* Retries when the server dies mid-task: 0: the profile's setting;
+	 * < 0: none; > 0: that many (at most 255). */
+	int retries;
 } mirai_call_opts;
 
-#define MIRAI_CALL_OPTS_INIT {NULL, 0, NULL, NULL}
+#define MIRAI_CALL_OPTS_INIT {NULL, 0, NULL, NULL, 0}
 
 /*
  * Submit fn(data[0..len)) and write its handle to *out.  The data is copied
@@ -426,6 +480,23 @@ typedef struct mirai_call_opts {
  */
 MIRAI_API int mirai_call(const mirai_call_opts *opts, const char *fn,
     const void *data, size_t len, mirai **out);
+
+/*
+ * As mirai_call(), but when the profile's queue cap (max_queue) is reached
+ * return MIRAI_EAGAIN at once instead of waiting for room.  mirai_call()
+ * itself never blocks in a completion callback: it returns MIRAI_EAGAIN
+ * there too.
+ */
+MIRAI_API int mirai_try_call(const mirai_call_opts *opts, const char *fn,
+    const void *data, size_t len, mirai **out);
+
+/*
+ * Cancel m: a task still queued is removed and never runs; a running one
+ * is stopped (mirai.exec kills its process group; a C function sees
+ * mirai_task_cancelled()).  m resolves with MIRAI_ECANCELED at once.
+ * Returns MIRAI_ESTATE if m was already resolved.
+ */
+MIRAI_API int mirai_cancel(mirai *m);
 
 /* Block until m resolves; returns its error value (0 for a result). */
 MIRAI_API int mirai_wait(mirai *m);
@@ -472,6 +543,59 @@ MIRAI_API uint64_t mirai_id(const mirai *m);
 MIRAI_API void mirai_free(mirai *m);
 
 /* ------------------------------------------------------------------ */
+/* The dispatcher (what mirai-dispatcher runs)                          */
+/* ------------------------------------------------------------------ */
+
+typedef struct mirai_dispatcher mirai_dispatcher;
+
+typedef struct mirai_dispatcher_opts {
+	/* The client to serve: dial this URL (a client's dispatcher link, or
+	 * a client URL in direct mode, where the dispatcher acts as one big
+	 * server).  Required by mirai_dispatcher_run(). */
+	const char *client_url;
+	/* Server slots: a base URL with n (see mirai_daemons_opts), explicit
+	 * urls, or neither: n loopback tcp ports. */
+	const char *url;
+	const char *const *urls;
+	size_t nurls;
+	int n;
+	/* ws paths without the random token. */
+	int no_token;
+	/* Start one local mirai-server per slot (with the options below). */
+	int local;
+	mirai_server_opts server;
+	/* Retries of a task whose server died, when the task says none. */
+	int retries;
+} mirai_dispatcher_opts;
+
+#define MIRAI_DISPATCHER_OPTS_INIT                                           \
+	{NULL, NULL, NULL, 0, 0, 0, 0, MIRAI_SERVER_OPTS_INIT, 0}
+
+/*
+ * Create a dispatcher: bind every slot's URL (port 0 resolved) and start
+ * the local servers if asked.  err, if not NULL, explains a failure.
+ */
+MIRAI_API int mirai_dispatcher_create(mirai_dispatcher **out,
+    const mirai_dispatcher_opts *opts, mirai_errmsg *err);
+
+/* Number of slots, and the URL of slot i (owned by the dispatcher; valid
+ * until the next saisei of that slot). */
+MIRAI_API size_t mirai_dispatcher_slots(const mirai_dispatcher *d);
+MIRAI_API const char *mirai_dispatcher_url(const mirai_dispatcher *d,
+    size_t i);
+
+/*
+ * Dial the client and dispatch until the client goes away, tells the
+ * dispatcher to exit, or mirai_dispatcher_stop() is called; then tell every
+ * server to exit.  Returns 0, or an error value with err filled.
+ */
+MIRAI_API int mirai_dispatcher_run(mirai_dispatcher *d, mirai_errmsg *err);
+
+/* Make mirai_dispatcher_run() return (from another thread). */
+MIRAI_API void mirai_dispatcher_stop(mirai_dispatcher *d);
+MIRAI_API void mirai_dispatcher_destroy(mirai_dispatcher *d);
+
+/* ------------------------------------------------------------------ */
 /* Results of the built-in function mirai.exec                          */
 /* ------------------------------------------------------------------ */
 
@@ -500,7 +624,9 @@ typedef struct mirai_host {
 	const char *name;     /* host name or address */
 	int slots;            /* >= 1 */
 	int max_slots;        /* 0: no maximum given */
-	int line;             /* line of the file it was first seen on; 0 */
+	int line;             /* line of the file it was first seen on; 0 when
+	                         the source has no lines (environment
+	                         variables, command-line lists) */
 } mirai_host;
 
 typedef struct mirai_hostlist {
@@ -529,7 +655,8 @@ MIRAI_API int mirai_hosts_format_parse(const char *name);
  * Parse text[0..len) in format (MIRAI_HOSTS_AUTO: recognised from the
  * content).  A host named again adds its slots to the first entry.  source
  * names the text in error messages ("hosts:12: slots must be a positive
- * integer").  *out is allocated and released with mirai_hostlist_free().
+ * integer"); NULL means "hosts".  Limits: lines of 4096 bytes, 1 to
+ * 1,000,000 slots a host, 1,000,000 host names, names of 255 characters.  *out is allocated and released with mirai_hostlist_free().
  * Returns 0, MIRAI_EPARSE (err says file and line), MIRAI_EINVAL or
  * MIRAI_ENOMEM.
  */
@@ -543,19 +670,22 @@ MIRAI_API int mirai_hosts_load(const char *path, int format,
 /*
  * A Slurm node list in its compressed form (tux[0-5,12,020-025],login1)
  * with the tasks per node (2(x3),1; NULL or "" means one slot each).
+ * Messages name SLURM_JOB_NODELIST and SLURM_TASKS_PER_NODE.
  */
 MIRAI_API int mirai_hosts_slurm(const char *nodelist,
     const char *tasks_per_node, mirai_hostlist **out, mirai_errmsg *err);
 
 /*
  * The hosts of the batch job this process runs in, from the scheduler's
- * environment: Slurm (SLURM_JOB_NODELIST, SLURM_TASKS_PER_NODE), PBS/Torque
- * (PBS_NODEFILE), SGE (PE_HOSTFILE), LSF (LSB_MCPU_HOSTS).  MIRAI_ENOENT
- * when not inside a batch job.
+ * environment, tried in this order: Slurm (SLURM_JOB_NODELIST or
+ * SLURM_NODELIST, with SLURM_TASKS_PER_NODE or SLURM_JOB_CPUS_PER_NODE),
+ * PBS/Torque (PBS_NODEFILE), SGE (PE_HOSTFILE), LSF (LSB_MCPU_HOSTS).  Empty
+ * variables count as unset.  MIRAI_ENOENT when not inside a batch job.
  */
 MIRAI_API int mirai_hosts_from_env(mirai_hostlist **out, mirai_errmsg *err);
 
-/* A command-line list: "a,b:2,user@c:4" (MPICH style, comma separated). */
+/* A command-line list: "a,b:2,user@c:4" (MPICH style, comma separated);
+ * the list's format is MIRAI_HOSTS_MPICH. */
 MIRAI_API int mirai_hosts_from_arg(const char *spec, mirai_hostlist **out,
     mirai_errmsg *err);
 

@@ -46,6 +46,8 @@
 #define RESET_WAIT_MS 2000
 /* How long a reset waits for servers to close their links. */
 #define EXIT_WAIT_MS 1000
+/* How long a control request waits for the dispatcher's reply. */
+#define REQUEST_MS 5000
 /* How long mirai_daemons() waits for its local servers to connect. */
 #define LOCAL_START_MS 10000
 
@@ -86,6 +88,7 @@ struct mirai {
 	atomic_int state;        /* 1 once resolved and published */
 	atomic_int refs;
 	int status;
+	uint32_t bytes;          /* counted against the profile's queue cap */
 	const void *res;
 	size_t res_len;
 	nng_msg *res_msg;        /* owns res when kept from the message */
@@ -105,6 +108,7 @@ struct peer {
 	int dead;
 	int leaving;             /* BYE received */
 	int exit_sent;           /* told to exit: send it nothing more */
+	int gone;                /* answered GONE: it sends nothing more */
 	int sending;
 	uint32_t seq_sent, seq_acked;
 	mirai__outq queue;
@@ -123,7 +127,18 @@ typedef struct child {
 	struct child *next;
 	pid_t pid;
 	int hello;
+	int dispatcher;          /* the profile's mirai-dispatcher */
 } child;
+
+/* A control request to the dispatcher, waiting for its reply. */
+typedef struct creq {
+	struct creq *next;
+	uint64_t id;
+	int done;
+	int status;
+	uint8_t *data;
+	size_t len;
+} creq;
 
 struct profile {
 	char *name;
@@ -149,6 +164,16 @@ struct profile {
 	peer **peers;
 	size_t npeers, cappeers, rr;
 	int live_pipes;          /* pipes added and not yet removed */
+	int dispatcher;          /* tasks go to one mirai-dispatcher */
+	mirai_dispatcher *disp;  /* the dispatcher on a thread of ours */
+	pthread_t disp_thread;
+	int disp_running;
+	int retries;             /* default retries of a task */
+	size_t max_queue;        /* cap on queued_bytes */
+	size_t queued_bytes;     /* bytes of submitted, unresolved tasks */
+	int room_waiters;        /* threads waiting for queued_bytes to drop */
+	uint64_t next_req;
+	creq *reqs;
 	mirai__outq unassigned;
 	mirai **table;           /* task table: id -> mirai */
 	size_t tcap, tcount;
@@ -156,7 +181,9 @@ struct profile {
 	uint64_t completed;
 	child *children;
 	int alive;               /* local child processes not yet reaped */
-	char last_failure[128];  /* why the last local server failed to start */
+	char last_failure[600];  /* why the last local server failed to start */
+	int dead_spawns;         /* one-shot servers that died unconnected and
+	                            have not failed a task yet */
 	profile *reg_next;
 };
 
@@ -184,6 +211,10 @@ typedef struct wnode {
 	struct wnode *next;
 	waiter *w;
 } wnode;
+
+/* Set while a completion callback runs: mirai_call() must not block
+ * there, as the thread is the one that frees room. */
+static _Thread_local int in_callback;
 
 #define NSTRIPES 64
 static pthread_mutex_t stripes[NSTRIPES];
@@ -399,6 +430,10 @@ claim(profile *p, mirai *m, int status, mirai **list)
 	}
 	m->where = AT_NONE;
 	table_remove(p, m);
+	p->queued_bytes -= m->bytes;
+	if (p->room_waiters > 0) {
+		pthread_cond_broadcast(&p->cv);
+	}
 	if (m->timer.heap_idx != 0 && mirai__timer_cancel(&m->timer)) {
 		/* The timer's reference; the runtime's keeps m alive. */
 		atomic_fetch_sub(&m->refs, 1);
@@ -467,7 +502,9 @@ publish_one(mirai *m)
 	m->waiters = NULL;
 	pthread_mutex_unlock(s);
 	if (m->done != NULL) {
+		in_callback++;
 		m->done(m, m->done_arg);
+		in_callback--;
 	}
 	mirai_unref(m);
 }
@@ -512,37 +549,39 @@ on_packed(void *arg, mirai__out *o)
 	}
 }
 
-/* Send the next message to pk if its window allows.  Called locked. */
+/* Send what pk's queue holds, as far as its window allows.  Called
+ * locked. */
 static void
 try_send(profile *p, peer *pk)
 {
-	mirai__msghdr h = {0};
+	mirai__msghdr h;
 	pack_ctx c;
 	nng_msg *msg;
 
 	/* A monogamous socket holds a message until the pipe takes it, so
 	 * only polyamorous links need the window. */
-	if (pk->sending || pk->dead || pk->queue.head == NULL ||
-	    (pk->sk->poly &&
-		(uint32_t) (pk->seq_sent - pk->seq_acked) >= WINDOW)) {
-		return;
+	while (!pk->sending && !pk->dead && pk->queue.head != NULL &&
+	    (!pk->sk->poly ||
+		(uint32_t) (pk->seq_sent - pk->seq_acked) < WINDOW)) {
+		memset(&h, 0, sizeof h);
+		c.pk  = pk;
+		c.seq = h.seq = pk->seq_sent + 1;
+		if (pk->sk->poly &&
+		    (uint32_t) (h.seq - pk->seq_acked) >= WINDOW) {
+			h.flags |= MIRAI__M_ACKREQ;
+		}
+		if (mirai__outq_pack(&pk->queue, &h, &msg, on_packed, &c) != 0) {
+			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
+			return;
+		}
+		pk->seq_sent = h.seq;
+		if (pk->sk->poly) {
+			nng_msg_set_pipe(msg, pk->pipe);
+		}
+		if (!mirai__send(pk->sk->s, pk->tx, msg)) {
+			pk->sending = 1;
+		}
 	}
-	c.pk  = pk;
-	c.seq = h.seq = pk->seq_sent + 1;
-	if (pk->sk->poly && (uint32_t) (h.seq - pk->seq_acked) >= WINDOW) {
-		h.flags |= MIRAI__M_ACKREQ;
-	}
-	if (mirai__outq_pack(&pk->queue, &h, &msg, on_packed, &c) != 0) {
-		MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
-		return;
-	}
-	pk->seq_sent = h.seq;
-	pk->sending  = 1;
-	if (pk->sk->poly) {
-		nng_msg_set_pipe(msg, pk->pipe);
-	}
-	nng_aio_set_msg(pk->tx, msg);
-	nng_send_aio(pk->sk->s, pk->tx);
 }
 
 static void
@@ -579,19 +618,20 @@ send_ctrl(profile *p, peer *pk, uint8_t type, uint64_t v)
 	try_send(p, pk);
 }
 
-/* Tell pk to exit: the last frame it gets from us.  Called locked. */
+/* Tell pk to exit (cancelling its running task with MIRAI__EXIT_CANCEL):
+ * the last frame it gets from us; it answers GONE.  Called locked. */
 static void
-send_exit(profile *p, peer *pk)
+send_exit(profile *p, peer *pk, uint32_t flags)
 {
 	mirai__out *o;
 
 	if (pk->exit_sent || pk->dead) {
 		return;
 	}
-	if ((o = mirai__out_new(MIRAI__FRAME_HDR_LEN)) == NULL) {
+	if ((o = mirai__out_new(MIRAI__U32_FRAME_LEN)) == NULL) {
 		return; /* it will see the link drop instead */
 	}
-	mirai__frame_hdr_encode(mirai__out_frame(o), MIRAI__F_EXIT, 0);
+	mirai__u32_frame_encode(mirai__out_frame(o), MIRAI__F_EXIT, flags);
 	mirai__outq_push(&pk->queue, o);
 	pk->exit_sent = 1;
 	try_send(p, pk);
@@ -650,6 +690,12 @@ dispatch(profile *p, mirai **list)
 	mirai__out *o;
 	peer *pk;
 
+	while (p->dead_spawns > 0 && (o = p->unassigned.head) != NULL) {
+		mirai *m = o->owner;
+		claim(p, m, MIRAI_ESPAWN, list);
+		set_errtext(m, "%s", p->last_failure);
+		p->dead_spawns--;
+	}
 	if (p->no_servers) {
 		while ((o = p->unassigned.head) != NULL) {
 			mirai *m = o->owner;
@@ -689,7 +735,7 @@ on_hello(profile *p, peer *pk, const mirai__frame *f)
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
 		    "profile '%s': a peer sent a bad HELLO; telling it to exit",
 		    p->name);
-		send_exit(p, pk);
+		send_exit(p, pk, 0);
 		return;
 	}
 	pk->online     = 1;
@@ -702,9 +748,10 @@ on_hello(profile *p, peer *pk, const mirai__frame *f)
 	for (child *c = p->children; c != NULL; c = c->next) {
 		if (c->pid == pk->pid) {
 			c->hello = 1;
-			pthread_cond_broadcast(&p->cv);
 		}
 	}
+	/* mirai_daemons() may be waiting for this one. */
+	pthread_cond_broadcast(&p->cv);
 	if (h.hook != p->hook_fp) {
 		char theirs[128];
 		snprintf(theirs, sizeof theirs, "'%.*s'", (int) h.hook_name_len,
@@ -802,6 +849,30 @@ on_bounce(profile *p, peer *pk, const mirai__frame *f)
 }
 
 static void
+on_reply(profile *p, const mirai__frame *f)
+{
+	mirai__rep_view rep;
+
+	if (mirai__rep_decode(f, &rep) != 0) {
+		return;
+	}
+	for (creq *r = p->reqs; r != NULL; r = r->next) {
+		if (r->id == rep.req && !r->done) {
+			r->status = (int) rep.status;
+			r->len    = rep.len;
+			if ((r->data = malloc(rep.len + 1)) == NULL) {
+				r->status = MIRAI_ENOMEM;
+			} else {
+				memcpy(r->data, rep.data, rep.len);
+				r->data[rep.len] = '\0';
+			}
+			r->done = 1;
+			pthread_cond_broadcast(&p->cv);
+		}
+	}
+}
+
+static void
 requeue_peer_queue(profile *p, peer *pk)
 {
 	mirai__out *o;
@@ -835,8 +906,20 @@ handle_msg(profile *p, nng_msg *msg)
 	pthread_mutex_lock(&p->mtx);
 	pk = find_peer(p, pid);
 	/* A peer already marked lost may still have messages on their way:
-	 * its results are good until peer_lost() removes it. */
-	if (pk == NULL || p->closing) {
+	 * its results are good until peer_lost() removes it.  While closing
+	 * only GONE matters. */
+	if (pk == NULL || (p->closing && rv != 0)) {
+		pthread_mutex_unlock(&p->mtx);
+		nng_msg_free(msg);
+		return;
+	}
+	if (p->closing) {
+		while (mirai__msg_next(&r, &f) == 1) {
+			if (f.type == MIRAI__F_GONE) {
+				pk->gone = 1;
+				pthread_cond_broadcast(&p->cv);
+			}
+		}
 		pthread_mutex_unlock(&p->mtx);
 		nng_msg_free(msg);
 		return;
@@ -860,7 +943,8 @@ handle_msg(profile *p, nng_msg *msg)
 	while ((rv = mirai__msg_next(&r, &f)) == 1) {
 		uint32_t why;
 
-		if (!pk->online && f.type != MIRAI__F_HELLO) {
+		if (!pk->online && f.type != MIRAI__F_HELLO &&
+		    f.type != MIRAI__F_GONE) {
 			continue;
 		}
 		switch (f.type) {
@@ -874,6 +958,13 @@ handle_msg(profile *p, nng_msg *msg)
 			break;
 		case MIRAI__F_BOUNCE:
 			on_bounce(p, pk, &f);
+			break;
+		case MIRAI__F_GONE:
+			pk->gone = 1;
+			pthread_cond_broadcast(&p->cv);
+			break;
+		case MIRAI__F_REP:
+			on_reply(p, &f);
 			break;
 		case MIRAI__F_BYE:
 			if (mirai__u32_frame_decode(&f, &why) == 0) {
@@ -896,7 +987,7 @@ handle_msg(profile *p, nng_msg *msg)
 	}
 	if (pk->leaving && pk->ninflight == 0 && pk->nqueue == 0) {
 		/* Every result is in: let it go. */
-		send_exit(p, pk);
+		send_exit(p, pk, 0);
 	}
 	dispatch(p, &list);
 	try_send(p, pk);
@@ -946,9 +1037,19 @@ peer_lost(void *arg)
 		mirai *m = pk->inflight_head;
 		claim(p, m, MIRAI_ECONNRESET, &list);
 		set_errtext(m,
-		    "connection to server %s:%d was lost while it held the task",
+		    "connection to %s %s:%d was lost while it held the task",
+		    pk->kind == MIRAI__KIND_DISPATCHER ? "the dispatcher" : "server",
 		    pk->host[0] ? pk->host : "?", pk->pid);
 		lost++;
+	}
+	if (pk->kind == MIRAI__KIND_DISPATCHER) {
+		for (creq *r = p->reqs; r != NULL; r = r->next) {
+			if (!r->done) {
+				r->done   = 1;
+				r->status = MIRAI_ECONNRESET;
+			}
+		}
+		pthread_cond_broadcast(&p->cv);
 	}
 	if (!p->closing && pk->online) {
 		MIRAI__LOG(lost > 0 ? MIRAI_LOG_WARN : MIRAI_LOG_INFO, TAG,
@@ -1023,7 +1124,7 @@ on_child_exit(pid_t pid, int status, void *arg)
 {
 	profile *p  = arg;
 	mirai *list = NULL;
-	int hello   = 0;
+	int hello   = 0, is_disp = 0;
 	char how[64];
 
 	if (status == -1) {
@@ -1038,24 +1139,35 @@ on_child_exit(pid_t pid, int status, void *arg)
 	pthread_mutex_lock(&p->mtx);
 	for (child **cp = &p->children; *cp != NULL; cp = &(*cp)->next) {
 		if ((*cp)->pid == pid) {
-			child *c = *cp;
-			hello    = c->hello;
-			*cp      = c->next;
+			child *c   = *cp;
+			hello      = c->hello;
+			is_disp    = c->dispatcher;
+			*cp        = c->next;
 			free(c);
 			break;
 		}
 	}
 	p->alive--;
-	if (!p->closing) {
-		if (!hello && p->kind == KIND_ONESHOT &&
-		    p->unassigned.head != NULL) {
-			mirai *m = p->unassigned.head->owner;
-			claim(p, m, MIRAI_ESPAWN, &list);
-			set_errtext(m,
-			    "one-shot server (pid %d) ended with %s before "
-			    "connecting",
-			    (int) pid, how);
-		} else if (!hello) {
+	if (!p->closing && !hello && p->kind == KIND_ONESHOT) {
+		/* Its task may not be queued yet: dispatch() fails one task
+		 * for each server that died unconnected, whichever comes
+		 * first. */
+		snprintf(p->last_failure, sizeof p->last_failure,
+		    "one-shot server (pid %d) ended with %s before connecting",
+		    (int) pid, how);
+		p->dead_spawns++;
+		dispatch(p, &list);
+	} else if (!p->closing && is_disp) {
+		snprintf(p->last_failure, sizeof p->last_failure,
+		    "the dispatcher (pid %d) ended with %s", (int) pid, how);
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "profile '%s': %s", p->name,
+		    p->last_failure);
+		p->no_servers     = 1;
+		p->no_servers_why = "the dispatcher of the profile has exited; "
+				    "reset it and set daemons again";
+		dispatch(p, &list);
+	} else if (!p->closing) {
+		if (!hello) {
 			snprintf(p->last_failure, sizeof p->last_failure,
 			    "local server pid %d ended with %s before connecting",
 			    (int) pid, how);
@@ -1067,7 +1179,8 @@ on_child_exit(pid_t pid, int status, void *arg)
 			    "profile '%s': local server pid %d ended with %s",
 			    p->name, (int) pid, how);
 		}
-		if (p->kind == KIND_DIRECT && !p->user_url && p->alive == 0) {
+		if (p->kind == KIND_DIRECT && !p->user_url && !p->dispatcher &&
+		    p->alive == 0) {
 			p->no_servers     = 1;
 			p->no_servers_why = "every local server of the profile has "
 					    "exited; reset it and set daemons "
@@ -1081,22 +1194,20 @@ on_child_exit(pid_t pid, int status, void *arg)
 	profile_unref(p);
 }
 
-/* Start a local server dialing url.  Called unlocked. */
+/* Watch child pid of p (a server, or the dispatcher).  Called unlocked. */
 static int
-start_local(profile *p, const char *url, int one_shot, mirai_errmsg *err)
+watch(profile *p, pid_t pid, int is_dispatcher, mirai_errmsg *err)
 {
 	child *c;
-	pid_t pid;
 	int rv;
 
 	if ((c = calloc(1, sizeof *c)) == NULL) {
-		return MIRAI_ENOMEM;
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
-	if ((rv = mirai__spawn_server(&p->sopts, url, one_shot, &pid, err)) != 0) {
-		free(c);
-		return rv;
-	}
-	c->pid = pid;
+	c->pid        = pid;
+	c->dispatcher = is_dispatcher;
 	pthread_mutex_lock(&p->mtx);
 	c->next     = p->children;
 	p->children = c;
@@ -1108,9 +1219,22 @@ start_local(profile *p, const char *url, int one_shot, mirai_errmsg *err)
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		on_child_exit(pid, 0, p);
-		return mirai__fail(err, rv, "cannot watch a server process");
+		return mirai__fail(err, rv, "cannot watch a child process");
 	}
 	return 0;
+}
+
+/* Start a local server dialing url.  Called unlocked. */
+static int
+start_local(profile *p, const char *url, int one_shot, mirai_errmsg *err)
+{
+	pid_t pid;
+	int rv;
+
+	if ((rv = mirai__spawn_server(&p->sopts, url, one_shot, &pid, err)) != 0) {
+		return rv;
+	}
+	return watch(p, pid, 0, err);
 }
 
 /* ---- profiles --------------------------------------------------------- */
@@ -1214,6 +1338,18 @@ profile_listen(profile *p, const char *url, int poly, sock **out,
 	return 0;
 }
 
+/* Whether every peer is silent: gone, or its link already down. */
+static int
+all_quiet(profile *p)
+{
+	for (size_t i = 0; i < p->npeers; i++) {
+		if (!p->peers[i]->gone && !p->peers[i]->dead) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
 /* Close p's socket and resolve everything pending with MIRAI_ECLOSED. */
 static void
 profile_close(profile *p)
@@ -1240,12 +1376,13 @@ profile_close(profile *p)
 		while (pk->inflight_head != NULL) {
 			claim(p, pk->inflight_head, MIRAI_ECLOSED, &list);
 		}
-		send_exit(p, pk);
+		/* Nobody waits for their results: stop the work too. */
+		send_exit(p, pk, MIRAI__EXIT_CANCEL);
 	}
-	/* Idle servers close at once; a busy one finishes its task first,
-	 * and is not waited for long. */
+	/* Peers answer GONE at once, even mid-task; after that closing their
+	 * links is safe.  Bounded, for peers that are frozen. */
 	deadline = mirai__now_ms() + EXIT_WAIT_MS;
-	while (p->live_pipes > 0 && mirai__now_ms() < deadline) {
+	while (!all_quiet(p) && mirai__now_ms() < deadline) {
 		mirai__cond_wait_until(&p->cv, &p->mtx, deadline);
 	}
 	pthread_mutex_unlock(&p->mtx);
@@ -1254,6 +1391,13 @@ profile_close(profile *p)
 		nng_close(p->socks[i]->s);
 		nng_aio_free(p->socks[i]->rx);
 		p->socks[i]->rx = NULL;
+	}
+	if (p->disp_running) {
+		/* Its link is closed: the thread returns. */
+		pthread_join(p->disp_thread, NULL);
+		mirai_dispatcher_destroy(p->disp);
+		p->disp         = NULL;
+		p->disp_running = 0;
 	}
 	deadline = mirai__now_ms() + RESET_WAIT_MS;
 	pthread_mutex_lock(&p->mtx);
@@ -1362,13 +1506,261 @@ wait_local(profile *p, mirai_errmsg *err)
 	return rv;
 }
 
+/* The peer that is the profile's dispatcher, if online.  Called locked. */
+static peer *
+dispatcher_peer(profile *p)
+{
+	for (size_t i = 0; i < p->npeers; i++) {
+		peer *pk = p->peers[i];
+		if (pk->online && !pk->dead && pk->kind == MIRAI__KIND_DISPATCHER) {
+			return pk;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Ask the dispatcher (op, a, b) and wait up to timeout_ms for the reply,
+ * which fills r.  Returns 0 or an error value (then r->data may hold the
+ * dispatcher's message).  Called unlocked.
+ */
+static int
+request(profile *p, uint32_t op, uint32_t a, uint32_t b, creq *r,
+    int64_t timeout_ms)
+{
+	int64_t deadline = mirai__now_ms() + timeout_ms;
+	mirai__req_view q = {.op = op, .a = a, .b = b};
+	mirai__out *o;
+	peer *pk;
+	int rv;
+
+	memset(r, 0, sizeof *r);
+	pthread_mutex_lock(&p->mtx);
+	if (p->closing || (pk = dispatcher_peer(p)) == NULL || pk->exit_sent) {
+		pthread_mutex_unlock(&p->mtx);
+		return MIRAI_ECLOSED;
+	}
+	if ((o = mirai__out_new(MIRAI__REQ_LEN)) == NULL) {
+		pthread_mutex_unlock(&p->mtx);
+		return MIRAI_ENOMEM;
+	}
+	r->id = q.req = ++p->next_req;
+	mirai__req_encode(mirai__out_frame(o), &q);
+	r->next = p->reqs;
+	p->reqs = r;
+	mirai__outq_push_front(&pk->queue, o);
+	try_send(p, pk);
+	while (!r->done && mirai__now_ms() < deadline) {
+		mirai__cond_wait_until(&p->cv, &p->mtx, deadline);
+	}
+	for (creq **pp = &p->reqs; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	}
+	rv = r->done ? r->status : MIRAI_ETIMEDOUT;
+	pthread_mutex_unlock(&p->mtx);
+	return rv;
+}
+
+/* Wait until the dispatcher said HELLO, or its process ended.  Called
+ * unlocked. */
+static int
+wait_dispatcher(profile *p, mirai_errmsg *err)
+{
+	int64_t deadline = mirai__now_ms() + LOCAL_START_MS + 5000;
+	int rv           = 0;
+
+	pthread_mutex_lock(&p->mtx);
+	while (dispatcher_peer(p) == NULL && !p->no_servers &&
+	    mirai__now_ms() < deadline) {
+		mirai__cond_wait_until(&p->cv, &p->mtx, deadline);
+	}
+	if (dispatcher_peer(p) == NULL) {
+		rv = mirai__fail(err, MIRAI_ESPAWN,
+		    "the dispatcher did not come up: %s",
+		    p->last_failure[0] ? p->last_failure : "no answer in time");
+	}
+	pthread_mutex_unlock(&p->mtx);
+	return rv;
+}
+
+/* Start the profile's mirai-dispatcher, dialing its link at url. */
+static int
+start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *url,
+    mirai_errmsg *err)
+{
+	const char **argv;
+	char nbuf[5][32], path[4096];
+	char *joined = NULL;
+	const char *exe;
+	size_t n = 0, cap = 40 + 2 * o->server.nplugins;
+	pid_t pid;
+	int rv;
+
+	exe = mirai__find_tool(o->dispatcher_path, "MIRAI_DISPATCHER",
+	    "mirai-dispatcher", path, sizeof path);
+	if (!mirai__can_exec(exe)) {
+		return mirai__fail(err, MIRAI_ESPAWN,
+		    "cannot start %s: not an executable file (set "
+		    "MIRAI_DISPATCHER or dispatcher_path)",
+		    exe);
+	}
+	if ((argv = calloc(cap, sizeof *argv)) == NULL) {
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	argv[n++] = exe;
+	argv[n++] = "--client";
+	argv[n++] = url;
+	snprintf(nbuf[0], sizeof nbuf[0], "%d", o->n);
+	if (o->nurls > 0) {
+		size_t len = 1;
+		for (size_t i = 0; i < o->nurls; i++) {
+			len += strlen(o->urls[i]) + 1;
+		}
+		if ((joined = calloc(1, len)) == NULL) {
+			free(argv);
+			return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+		}
+		for (size_t i = 0; i < o->nurls; i++) {
+			strcat(joined, i > 0 ? "," : "");
+			strcat(joined, o->urls[i]);
+		}
+		argv[n++] = "--urls";
+		argv[n++] = joined;
+	} else if (o->url != NULL) {
+		argv[n++] = "--url";
+		argv[n++] = o->url;
+		argv[n++] = "-n";
+		argv[n++] = nbuf[0];
+	} else {
+		argv[n++] = "--local";
+		argv[n++] = "-n";
+		argv[n++] = nbuf[0];
+		if (p->sopts.idle_ms > 0) {
+			snprintf(nbuf[1], sizeof nbuf[1], "%lld",
+			    (long long) p->sopts.idle_ms);
+			argv[n++] = "--idle";
+			argv[n++] = nbuf[1];
+		}
+		if (p->sopts.walltime_ms > 0) {
+			snprintf(nbuf[2], sizeof nbuf[2], "%lld",
+			    (long long) p->sopts.walltime_ms);
+			argv[n++] = "--walltime";
+			argv[n++] = nbuf[2];
+		}
+		if (p->sopts.max_tasks > 0) {
+			snprintf(nbuf[3], sizeof nbuf[3], "%llu",
+			    (unsigned long long) p->sopts.max_tasks);
+			argv[n++] = "--max-tasks";
+			argv[n++] = nbuf[3];
+		}
+		if (p->sopts.output) {
+			argv[n++] = "--output";
+		}
+		if (p->sopts.server_path != NULL) {
+			argv[n++] = "--server";
+			argv[n++] = p->sopts.server_path;
+		}
+		for (size_t i = 0; i < p->sopts.nplugins; i++) {
+			argv[n++] = "--plugin";
+			argv[n++] = p->sopts.plugins[i];
+		}
+	}
+	if (o->server.max_msg > 0) {
+		snprintf(nbuf[4], sizeof nbuf[4], "%zu", o->server.max_msg);
+		argv[n++] = "--max-msg";
+		argv[n++] = nbuf[4];
+	}
+	if (o->no_token) {
+		argv[n++] = "--no-token";
+	}
+	if (o->retries > 0) {
+		static char rbuf[16];
+		snprintf(rbuf, sizeof rbuf, "%d", o->retries);
+		argv[n++] = "--retries";
+		argv[n++] = rbuf;
+	}
+	argv[n] = NULL;
+	rv      = mirai__spawn(argv, NULL, -1, -1, &pid);
+	free(joined);
+	free(argv);
+	if (rv != 0) {
+		return mirai__fail(err, MIRAI_ESPAWN, "cannot start %s: %s", exe,
+		    strerror(rv));
+	}
+	if ((rv = watch(p, pid, 1, err)) != 0) {
+		return rv;
+	}
+	return wait_dispatcher(p, err);
+}
+
+static void *
+dispatcher_thread(void *arg)
+{
+	profile *p = arg;
+	mirai_errmsg err = {{0}};
+	mirai *list = NULL;
+	int rv;
+
+	rv = mirai_dispatcher_run(p->disp, &err);
+	pthread_mutex_lock(&p->mtx);
+	if (rv != 0 || !p->closing) {
+		snprintf(p->last_failure, sizeof p->last_failure,
+		    "the dispatcher stopped: %s",
+		    rv != 0 ? err.text : "it lost its link");
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "profile '%s': %s", p->name,
+		    p->last_failure);
+		p->no_servers     = 1;
+		p->no_servers_why = "the dispatcher of the profile has stopped; "
+				    "reset it and set daemons again";
+		dispatch(p, &list);
+	}
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mtx);
+	publish(list);
+	return NULL;
+}
+
+/* Start the dispatcher engine on a thread of this process, linked to the
+ * profile over inproc url: the same code as mirai-dispatcher, without the
+ * process hop (about half the latency of a round trip through it). */
+static int
+start_dispatcher_thread(profile *p, const mirai_daemons_opts *o,
+    const char *url, mirai_errmsg *err)
+{
+	mirai_dispatcher_opts d = MIRAI_DISPATCHER_OPTS_INIT;
+	int rv;
+
+	d.client_url = url;
+	d.url        = o->url;
+	d.urls       = o->urls;
+	d.nurls      = o->nurls;
+	d.n          = o->n;
+	d.no_token   = o->no_token;
+	d.local      = o->url == NULL && o->nurls == 0;
+	d.server     = p->sopts;
+	d.retries    = o->retries;
+	if ((rv = mirai_dispatcher_create(&p->disp, &d, err)) != 0) {
+		return rv;
+	}
+	if (pthread_create(&p->disp_thread, NULL, dispatcher_thread, p) != 0) {
+		mirai_dispatcher_destroy(p->disp);
+		p->disp = NULL;
+		return mirai__fail(err, MIRAI_ENOMEM, "cannot start a thread");
+	}
+	p->disp_running = 1;
+	return wait_dispatcher(p, err);
+}
+
 int
 mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 {
 	const char *name;
 	profile *p;
 	pname *n;
-	int rv;
+	int rv, disp;
 
 	if (o == NULL) {
 		return mirai__fail(err, MIRAI_EINVAL, "no settings given");
@@ -1378,19 +1770,45 @@ mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 		return mirai__fail(err, MIRAI_EINVAL, "empty profile name");
 	}
 	if (o->dispatcher != MIRAI_DISPATCHER_DEFAULT &&
-	    o->dispatcher != MIRAI_DISPATCHER_OFF) {
+	    o->dispatcher != MIRAI_DISPATCHER_OFF &&
+	    o->dispatcher != MIRAI_DISPATCHER_THREAD &&
+	    o->dispatcher != MIRAI_DISPATCHER_PROCESS) {
 		return mirai__fail(err, MIRAI_EINVAL, "unknown dispatcher mode %d",
 		    o->dispatcher);
 	}
-	if (o->n < 0 || (o->url == NULL && o->n == 0)) {
+	disp = o->dispatcher != MIRAI_DISPATCHER_OFF;
+	if (o->n < 0 || o->retries < 0 || o->retries > 255) {
 		return mirai__fail(err, MIRAI_EINVAL,
-		    "give n > 0 local servers, or a URL for servers to dial "
-		    "into (use mirai_reset to go back to one-shot servers)");
+		    "n must not be negative and retries must be 0-255");
 	}
-	if (o->url != NULL && o->n > 0) {
-		return mirai__fail(err, MIRAI_EINVAL,
-		    "without a dispatcher the client listens on one URL and "
-		    "servers dial in themselves: n must be 0 with a URL");
+	if (disp) {
+		if (o->nurls > 0 && o->url != NULL) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "give a base URL or a list of URLs, not both");
+		}
+		if (o->nurls == 0 && o->n == 0) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "give n > 0 (local servers, or server URLs with a "
+			    "base URL) or a list of URLs (use mirai_reset to go "
+			    "back to one-shot servers)");
+		}
+	} else {
+		if (o->nurls > 0) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "a list of server URLs needs a dispatcher");
+		}
+		if (o->url == NULL && o->n == 0) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "give n > 0 local servers, or a URL for servers to "
+			    "dial into (use mirai_reset to go back to one-shot "
+			    "servers)");
+		}
+		if (o->url != NULL && o->n > 0) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "without a dispatcher the client listens on one URL "
+			    "and servers dial in themselves: n must be 0 with a "
+			    "URL");
+		}
 	}
 	if (o->hook != NULL &&
 	    (o->hook->name == NULL || *o->hook->name == '\0' ||
@@ -1421,41 +1839,69 @@ mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 		profile_unref(p);
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
-	p->user_url = o->url != NULL;
-	p->daemons  = o->n;
-	if (o->url != NULL) {
+	p->user_url   = o->url != NULL || o->nurls > 0;
+	p->daemons    = o->url == NULL && o->nurls == 0 ? o->n : 0;
+	p->dispatcher = disp;
+	p->retries    = o->retries;
+	p->max_queue  = o->max_queue > 0 ? o->max_queue : (size_t) 1 << 30;
+	if (disp || o->url != NULL) {
+		/* One link: the dispatcher's (in memory for a thread, loopback
+		 * for a process), or the user's URL. */
+		static atomic_uint inproc_seq;
+		char inproc[64];
 		sock *sk;
-		if ((rv = profile_listen(p, o->url, 1, &sk, err)) != 0 ||
-		    (p->url = mirai__strdup(sk->url)) == NULL) {
+		const char *lurl = o->url;
+		if (disp && o->dispatcher == MIRAI_DISPATCHER_PROCESS) {
+			lurl = "tcp://127.0.0.1:0";
+		} else if (disp) {
+			snprintf(inproc, sizeof inproc, "inproc://mirai-dispatcher-%ld-%u",
+			    (long) getpid(), atomic_fetch_add(&inproc_seq, 1));
+			lurl = inproc;
+		}
+		if ((rv = profile_listen(p, lurl, !disp, &sk, err)) != 0 ||
+		    (!disp && (p->url = mirai__strdup(sk->url)) == NULL)) {
 			pthread_mutex_unlock(&reg_mtx);
 			profile_close(p);
 			profile_unref(p);
 			return rv != 0 ? rv : MIRAI_ENOMEM;
 		}
-	}
-	for (int i = 0; i < o->n; i++) {
-		if ((rv = profile_listen(p, "tcp://127.0.0.1:0", 0, NULL, err)) != 0) {
-			pthread_mutex_unlock(&reg_mtx);
-			profile_close(p);
-			profile_unref(p);
-			return rv;
+	} else {
+		for (int i = 0; i < o->n; i++) {
+			if ((rv = profile_listen(p, "tcp://127.0.0.1:0", 0, NULL,
+				 err)) != 0) {
+				pthread_mutex_unlock(&reg_mtx);
+				profile_close(p);
+				profile_unref(p);
+				return rv;
+			}
 		}
 	}
 	n->set = p;
 	pthread_mutex_unlock(&reg_mtx);
 
-	for (int i = 0; i < o->n; i++) {
-		if ((rv = start_local(p, p->socks[i]->url, 0, err)) != 0) {
+	if (disp) {
+		rv = o->dispatcher == MIRAI_DISPATCHER_PROCESS
+		    ? start_dispatcher(p, o, p->socks[0]->url, err)
+		    : start_dispatcher_thread(p, o, p->socks[0]->url, err);
+		if (rv != 0) {
+			mirai_reset(name);
+			return rv;
+		}
+	} else if (o->url == NULL) {
+		for (int i = 0; i < o->n; i++) {
+			if ((rv = start_local(p, p->socks[i]->url, 0, err)) != 0) {
+				mirai_reset(name);
+				return rv;
+			}
+		}
+		if ((rv = wait_local(p, err)) != 0) {
 			mirai_reset(name);
 			return rv;
 		}
 	}
-	if (o->n > 0 && (rv = wait_local(p, err)) != 0) {
-		mirai_reset(name);
-		return rv;
-	}
-	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "profile '%s': %s%s, %d local servers",
-	    name, p->url ? "listening at " : "", p->url ? p->url : "", o->n);
+	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "profile '%s' set: %s%s%s", name,
+	    disp ? "dispatcher" : "direct", p->url ? ", listening at " : "",
+	    p->url ? p->url : "");
 	return 0;
 }
 
@@ -1540,19 +1986,54 @@ valid_fn(const char *fn)
 	return fn != NULL && (n = strlen(fn)) > 0 && n <= 0xffff;
 }
 
-int
-mirai_call(const mirai_call_opts *opts, const char *fn, const void *data,
-    size_t len, mirai **out)
+/* Reserve bytes of the profile's queue cap, waiting for room unless
+ * nowait.  A task larger than the cap goes alone.  Called locked. */
+static int
+reserve(profile *p, size_t bytes, int nowait)
+{
+	while (!p->closing && p->queued_bytes > 0 &&
+	    p->queued_bytes + bytes > p->max_queue) {
+		if (nowait) {
+			return MIRAI_EAGAIN;
+		}
+		p->room_waiters++;
+		pthread_cond_wait(&p->cv, &p->mtx);
+		p->room_waiters--;
+	}
+	if (p->closing) {
+		return MIRAI_ECLOSED;
+	}
+	p->queued_bytes += bytes;
+	return 0;
+}
+
+static void
+release_hook_buf(profile *p, void *buf)
+{
+	if (buf == NULL) {
+		return;
+	}
+	if (p->hook.release != NULL) {
+		p->hook.release(p->hook.arg, buf);
+	} else {
+		free(buf);
+	}
+}
+
+static int
+submit(const mirai_call_opts *opts, const char *fn, const void *data,
+    size_t len, mirai **out, int nowait)
 {
 	static const mirai_call_opts def = MIRAI_CALL_OPTS_INIT;
 	static atomic_uint_fast64_t next_id = 1;
 	mirai__task_view t = {0};
 	void *enc          = NULL;
 	mirai *list        = NULL;
+	mirai *m           = NULL;
 	mirai_errmsg err;
+	size_t size;
 	profile *p;
-	mirai *m;
-	int rv;
+	int rv, retries;
 
 	if (opts == NULL) {
 		opts = &def;
@@ -1567,46 +2048,47 @@ mirai_call(const mirai_call_opts *opts, const char *fn, const void *data,
 	}
 	if (p->hook_fp != 0) {
 		size_t enc_len = 0;
-		if ((rv = p->hook.encode(p->hook.arg, data, len, &enc, &enc_len)) != 0) {
+		if (p->hook.encode(p->hook.arg, data, len, &enc, &enc_len) != 0) {
 			profile_unref(p);
 			return MIRAI_EHOOK;
 		}
 		data = enc;
 		len  = enc_len;
 	}
-	t.fn     = fn;
-	t.fn_len = (uint16_t) strlen(fn);
-	t.data   = data;
-	t.len    = len;
-	t.hook   = p->hook_fp;
+	retries = opts->retries > 0 ? opts->retries : opts->retries < 0 ? 0
+									: p->retries;
+	t.fn         = fn;
+	t.fn_len     = (uint16_t) strlen(fn);
+	t.data       = data;
+	t.len        = len;
+	t.hook       = p->hook_fp;
+	t.flags      = 0x100u | (uint32_t) (retries > 255 ? 255 : retries);
 	t.timeout_ms = opts->timeout_ms > UINT32_MAX ? UINT32_MAX
 						     : (uint32_t) opts->timeout_ms;
-	if (mirai__task_size(t.fn_len, len) > p->max_msg) {
+	size = mirai__task_size(t.fn_len, len);
+	if (size > p->max_msg) {
 		rv = MIRAI_EMSGSIZE;
 		goto fail;
 	}
-	if ((m = calloc(1, sizeof *m)) == NULL) {
-		rv = MIRAI_ENOMEM;
+	/* Room first: nothing is started for a task that cannot be taken. */
+	pthread_mutex_lock(&p->mtx);
+	rv = reserve(p, size, nowait || in_callback > 0);
+	pthread_mutex_unlock(&p->mtx);
+	if (rv != 0) {
 		goto fail;
+	}
+	if ((m = calloc(1, sizeof *m)) == NULL ||
+	    (m->out = mirai__out_new(size)) == NULL) {
+		rv = MIRAI_ENOMEM;
+		goto unreserve;
 	}
 	/* Ids are unique across profiles, which makes logs unambiguous. */
 	t.id = m->id = atomic_fetch_add(&next_id, 1);
-	if ((m->out = mirai__out_new(mirai__task_size(t.fn_len, len))) == NULL) {
-		free(m);
-		rv = MIRAI_ENOMEM;
-		goto fail;
-	}
 	mirai__task_encode(mirai__out_frame(m->out), &t);
-	if (enc != NULL) {
-		if (p->hook.release != NULL) {
-			p->hook.release(p->hook.arg, enc);
-		} else {
-			free(enc);
-		}
-		enc = NULL;
-	}
+	release_hook_buf(p, enc);
+	enc           = NULL;
 	m->out->owner = m;
-	m->prof       = p; /* takes over our reference */
+	m->bytes      = (uint32_t) size;
 	m->done       = opts->done;
 	m->done_arg   = opts->done_arg;
 	m->timer.fn   = on_timeout;
@@ -1617,18 +2099,15 @@ mirai_call(const mirai_call_opts *opts, const char *fn, const void *data,
 	if (p->kind == KIND_ONESHOT &&
 	    (rv = start_local(p, p->socks[0]->url, 1, &err)) != 0) {
 		MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "%s", err.text);
-		mirai__out_free(m->out);
-		free(m);
-		goto fail;
+		goto unreserve;
 	}
 	pthread_mutex_lock(&p->mtx);
 	if (p->closing || (rv = table_insert(p, m)) != 0) {
 		pthread_mutex_unlock(&p->mtx);
-		mirai__out_free(m->out);
-		free(m);
 		rv = rv != 0 ? rv : MIRAI_ECLOSED;
-		goto fail;
+		goto unreserve;
 	}
+	m->prof = p; /* takes over our reference */
 	if (opts->timeout_ms > 0) {
 		atomic_fetch_add(&m->refs, 1);
 		if (mirai__timer_arm(&m->timer, mirai__now_ms() + opts->timeout_ms) != 0) {
@@ -1643,14 +2122,106 @@ mirai_call(const mirai_call_opts *opts, const char *fn, const void *data,
 	*out = m;
 	return 0;
 
+unreserve:
+	pthread_mutex_lock(&p->mtx);
+	p->queued_bytes -= size;
+	if (p->room_waiters > 0) {
+		pthread_cond_broadcast(&p->cv);
+	}
+	pthread_mutex_unlock(&p->mtx);
+	if (m != NULL) {
+		mirai__out_free(m->out);
+		free(m);
+	}
 fail:
-	if (enc != NULL) {
-		if (p->hook.release != NULL) {
-			p->hook.release(p->hook.arg, enc);
-		} else {
-			free(enc);
+	release_hook_buf(p, enc);
+	profile_unref(p);
+	return rv;
+}
+
+int
+mirai_call(const mirai_call_opts *opts, const char *fn, const void *data,
+    size_t len, mirai **out)
+{
+	return submit(opts, fn, data, len, out, 0);
+}
+
+int
+mirai_try_call(const mirai_call_opts *opts, const char *fn, const void *data,
+    size_t len, mirai **out)
+{
+	return submit(opts, fn, data, len, out, 1);
+}
+
+int
+mirai_cancel(mirai *m)
+{
+	profile *p;
+	mirai *list = NULL;
+	int rv      = 0;
+
+	if (m == NULL) {
+		return MIRAI_EINVAL;
+	}
+	p = m->prof;
+	pthread_mutex_lock(&p->mtx);
+	if (m->claimed) {
+		rv = MIRAI_ESTATE;
+	} else {
+		peer *pk     = m->peer;
+		int inflight = m->where == AT_INFLIGHT;
+		/* Queued here: removed, never sent.  Sent: the server (or
+		 * the dispatcher's queue) drops or stops it. */
+		claim(p, m, MIRAI_ECANCELED, &list);
+		set_errtext(m, "cancelled");
+		if (inflight && pk != NULL && !pk->dead) {
+			send_ctrl(p, pk, MIRAI__F_CANCEL, m->id);
 		}
 	}
+	pthread_mutex_unlock(&p->mtx);
+	publish(list);
+	return rv;
+}
+
+int
+mirai_saisei(const char *name, size_t i, int force, char **new_url,
+    mirai_errmsg *err)
+{
+	profile *p = NULL;
+	pname *n;
+	creq r;
+	int rv;
+
+	if (name == NULL) {
+		name = "default";
+	}
+	if (i > UINT32_MAX) {
+		return mirai__fail(err, MIRAI_EINVAL, "no slot %zu", i);
+	}
+	pthread_mutex_lock(&reg_mtx);
+	if ((n = pname_find(name)) != NULL && (p = n->set) != NULL) {
+		profile_ref(p);
+	}
+	pthread_mutex_unlock(&reg_mtx);
+	if (p == NULL || !p->dispatcher) {
+		if (p != NULL) {
+			profile_unref(p);
+		}
+		return mirai__fail(err, MIRAI_ESTATE,
+		    "profile '%s' has no dispatcher: saisei regenerates a "
+		    "dispatcher's server URL",
+		    name);
+	}
+	rv = request(p, MIRAI__OP_SAISEI, (uint32_t) i, force != 0, &r,
+	    REQUEST_MS);
+	if (rv == 0 && new_url != NULL) {
+		*new_url = (char *) r.data;
+		r.data   = NULL;
+	} else if (rv != 0) {
+		mirai__fail(err, rv, "%s",
+		    r.data != NULL ? (char *) r.data : mirai_strerror(rv));
+	}
+	free(r.data);
 	profile_unref(p);
 	return rv;
 }
@@ -1863,6 +2434,115 @@ mirai_free(mirai *m)
 
 /* ---- status ----------------------------------------------------------- */
 
+typedef struct trow {
+	char url[512];
+	char host[64];
+	int online, pid;
+	uint64_t instance, assigned, complete, retries;
+} trow;
+
+/* The status matrix, asked of the dispatcher.  Consumes the reference to
+ * p.  A dispatcher that does not answer gives a status with error set. */
+static int
+status_dispatcher(profile *p, const char *name, mirai_status **out)
+{
+	uint64_t queued = 0, running = 0, completed = 0, retried = 0;
+	mirai__rbuf rb;
+	mirai_status *st;
+	trow *rows = NULL;
+	uint32_t nrows = 0;
+	size_t strings;
+	creq r;
+	char *sp;
+	int rv, connected;
+
+	rv = request(p, MIRAI__OP_STATUS, 0, 0, &r, REQUEST_MS);
+	if (rv == 0) {
+		rb.p      = r.data;
+		rb.end    = r.data + r.len;
+		rb.failed = 0;
+		queued    = mirai__r_u64(&rb);
+		running   = mirai__r_u64(&rb);
+		completed = mirai__r_u64(&rb);
+		retried   = mirai__r_u64(&rb);
+		nrows     = mirai__r_u32(&rb);
+		/* Each row takes at least 42 bytes: a bogus count fails here
+		 * instead of allocating. */
+		if (rb.failed || nrows > r.len / 42 ||
+		    (nrows > 0 && (rows = calloc(nrows, sizeof *rows)) == NULL)) {
+			rv    = rb.failed || nrows > r.len / 42 ? MIRAI_EPROTO
+							   : MIRAI_ENOMEM;
+			nrows = 0;
+		}
+		for (uint32_t i = 0; i < nrows; i++) {
+			mirai__r_str(&rb, rows[i].url, sizeof rows[i].url);
+			rows[i].online   = mirai__r_u8(&rb);
+			rows[i].instance = mirai__r_u64(&rb);
+			rows[i].assigned = mirai__r_u64(&rb);
+			rows[i].complete = mirai__r_u64(&rb);
+			rows[i].retries  = mirai__r_u64(&rb);
+			rows[i].pid      = (int) mirai__r_u32(&rb);
+			mirai__r_str(&rb, rows[i].host, sizeof rows[i].host);
+		}
+		if (rb.failed) {
+			rv    = MIRAI_EPROTO;
+			nrows = 0;
+		}
+	}
+	free(r.data);
+	strings = strlen(name) + 2;
+	for (uint32_t i = 0; i < nrows; i++) {
+		strings += strlen(rows[i].url) + strlen(rows[i].host) + 2;
+	}
+	st = calloc(1, sizeof *st + nrows * sizeof *st->rows + strings);
+	if (st == NULL) {
+		free(rows);
+		profile_unref(p);
+		return MIRAI_ENOMEM;
+	}
+	st->rows    = (mirai_status_row *) (st + 1);
+	sp          = (char *) (st->rows + nrows);
+	st->profile = strcpy(sp, name);
+	sp += strlen(name) + 1;
+	st->url = strcpy(sp, "");
+	sp += 1;
+	for (uint32_t i = 0; i < nrows; i++) {
+		mirai_status_row *row = &st->rows[i];
+		row->url              = strcpy(sp, rows[i].url);
+		sp += strlen(rows[i].url) + 1;
+		row->host = strcpy(sp, rows[i].host);
+		sp += strlen(rows[i].host) + 1;
+		row->online   = rows[i].online;
+		row->instance = rows[i].instance;
+		row->assigned = rows[i].assigned;
+		row->complete = rows[i].complete;
+		row->retries  = rows[i].retries;
+		row->pid      = rows[i].pid;
+	}
+	free(rows);
+	pthread_mutex_lock(&p->mtx);
+	connected       = dispatcher_peer(p) != NULL;
+	st->dispatcher_pid = connected ? dispatcher_peer(p)->pid : 0;
+	st->set         = 1;
+	st->dispatcher  = 1;
+	st->connections = connected;
+	st->daemons     = p->daemons;
+	st->nrows       = nrows;
+	/* Tasks still here count as queued too. */
+	st->queued      = queued + p->unassigned.count;
+	for (size_t i = 0; i < p->npeers; i++) {
+		st->queued += p->peers[i]->nqueue;
+	}
+	st->running   = running;
+	st->completed = completed;
+	st->retried   = retried;
+	st->error     = rv;
+	pthread_mutex_unlock(&p->mtx);
+	profile_unref(p);
+	*out = st;
+	return 0;
+}
+
 int
 mirai_status_get(const char *name, mirai_status **out)
 {
@@ -1884,6 +2564,9 @@ mirai_status_get(const char *name, mirai_status **out)
 		profile_ref(p);
 	}
 	pthread_mutex_unlock(&reg_mtx);
+	if (p != NULL && p->dispatcher) {
+		return status_dispatcher(p, name, out);
+	}
 	if (p != NULL) {
 		pthread_mutex_lock(&p->mtx);
 	}
@@ -1969,16 +2652,20 @@ mirai_status_json(const mirai_status *st, char **out)
 	mirai__sb_json_str(&sb, st->url);
 	mirai__sb_printf(&sb,
 	    ",\"queued\":%" PRIu64 ",\"running\":%" PRIu64
-	    ",\"completed\":%" PRIu64 ",\"servers\":[",
-	    st->queued, st->running, st->completed);
+	    ",\"completed\":%" PRIu64 ",\"retried\":%" PRIu64
+	    ",\"error\":%d,\"dispatcher_pid\":%d,\"servers\":[",
+	    st->queued, st->running, st->completed, st->retried, st->error,
+	    st->dispatcher_pid);
 	for (size_t i = 0; i < st->nrows; i++) {
 		const mirai_status_row *r = &st->rows[i];
 		mirai__sb_printf(&sb, "%s{\"url\":", i > 0 ? "," : "");
 		mirai__sb_json_str(&sb, r->url);
 		mirai__sb_printf(&sb,
 		    ",\"online\":%d,\"instance\":%" PRIu64 ",\"assigned\":%" PRIu64
-		    ",\"complete\":%" PRIu64 ",\"pid\":%d,\"host\":",
-		    r->online, r->instance, r->assigned, r->complete, r->pid);
+		    ",\"complete\":%" PRIu64 ",\"retries\":%" PRIu64
+		    ",\"pid\":%d,\"host\":",
+		    r->online, r->instance, r->assigned, r->complete, r->retries,
+		    r->pid);
 		mirai__sb_json_str(&sb, r->host);
 		mirai__sb_printf(&sb, "}");
 	}

@@ -1,12 +1,14 @@
 /*
  * codec.c: encoding and decoding of the wire format (see codec.h).
  *
- * Pure functions over byte buffers: no I/O, no allocation, no global state.
+ * Pure functions over byte buffers: no I/O, no global state; only the
+ * growable mirai__wbuf allocates.
  * Encoders trust their caller (sizes come from the matching *_size
  * function); decoders trust nothing.
  */
 #include "codec.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "mirai.h"
@@ -285,6 +287,185 @@ mirai__u32_frame_decode(const mirai__frame *f, uint32_t *v)
 	}
 	*v = mirai__get32(f->body);
 	return 0;
+}
+
+void
+mirai__req_encode(uint8_t *dst, const mirai__req_view *r)
+{
+	mirai__frame_hdr_encode(dst, MIRAI__F_REQ, 20);
+	dst += MIRAI__FRAME_HDR_LEN;
+	mirai__put64(dst, r->req);
+	mirai__put32(dst + 8, r->op);
+	mirai__put32(dst + 12, r->a);
+	mirai__put32(dst + 16, r->b);
+}
+
+int
+mirai__req_decode(const mirai__frame *f, mirai__req_view *r)
+{
+	if (f->type != MIRAI__F_REQ || f->len != 20) {
+		return MIRAI_EPROTO;
+	}
+	r->req = mirai__get64(f->body);
+	r->op  = mirai__get32(f->body + 8);
+	r->a   = mirai__get32(f->body + 12);
+	r->b   = mirai__get32(f->body + 16);
+	return 0;
+}
+
+size_t
+mirai__rep_size(size_t len)
+{
+	return MIRAI__FRAME_HDR_LEN + MIRAI__REP_FIXED + len;
+}
+
+void
+mirai__rep_encode(uint8_t *dst, const mirai__rep_view *r)
+{
+	mirai__frame_hdr_encode(
+	    dst, MIRAI__F_REP, (uint32_t) (MIRAI__REP_FIXED + r->len));
+	dst += MIRAI__FRAME_HDR_LEN;
+	mirai__put64(dst, r->req);
+	mirai__put32(dst + 8, r->status);
+	if (r->len > 0) {
+		memcpy(dst + MIRAI__REP_FIXED, r->data, r->len);
+	}
+}
+
+int
+mirai__rep_decode(const mirai__frame *f, mirai__rep_view *r)
+{
+	if (f->type != MIRAI__F_REP || f->len < MIRAI__REP_FIXED) {
+		return MIRAI_EPROTO;
+	}
+	r->req    = mirai__get64(f->body);
+	r->status = mirai__get32(f->body + 8);
+	r->data   = f->body + MIRAI__REP_FIXED;
+	r->len    = f->len - MIRAI__REP_FIXED;
+	return 0;
+}
+
+static uint8_t *
+w_room(mirai__wbuf *w, size_t n)
+{
+	if (w->failed) {
+		return NULL;
+	}
+	if (w->len + n > w->cap) {
+		size_t cap = w->cap == 0 ? 256 : w->cap;
+		uint8_t *p;
+		while (cap < w->len + n) {
+			cap *= 2;
+		}
+		if ((p = realloc(w->p, cap)) == NULL) {
+			w->failed = 1;
+			return NULL;
+		}
+		w->p   = p;
+		w->cap = cap;
+	}
+	w->len += n;
+	return w->p + w->len - n;
+}
+
+void
+mirai__w_u8(mirai__wbuf *w, uint8_t v)
+{
+	uint8_t *p = w_room(w, 1);
+
+	if (p != NULL) {
+		*p = v;
+	}
+}
+
+void
+mirai__w_u32(mirai__wbuf *w, uint32_t v)
+{
+	uint8_t *p = w_room(w, 4);
+
+	if (p != NULL) {
+		mirai__put32(p, v);
+	}
+}
+
+void
+mirai__w_u64(mirai__wbuf *w, uint64_t v)
+{
+	uint8_t *p = w_room(w, 8);
+
+	if (p != NULL) {
+		mirai__put64(p, v);
+	}
+}
+
+void
+mirai__w_str(mirai__wbuf *w, const char *s)
+{
+	size_t n   = s != NULL ? strlen(s) : 0;
+	uint8_t *p;
+
+	if (n > 0xffff) {
+		n = 0xffff;
+	}
+	if ((p = w_room(w, 2 + n)) != NULL) {
+		mirai__put16(p, (uint16_t) n);
+		if (n > 0) {
+			memcpy(p + 2, s, n);
+		}
+	}
+}
+
+static const uint8_t *
+r_take(mirai__rbuf *r, size_t n)
+{
+	const uint8_t *p = r->p;
+
+	if (r->failed || (size_t) (r->end - r->p) < n) {
+		r->failed = 1;
+		return NULL;
+	}
+	r->p += n;
+	return p;
+}
+
+uint8_t
+mirai__r_u8(mirai__rbuf *r)
+{
+	const uint8_t *p = r_take(r, 1);
+
+	return p != NULL ? *p : 0;
+}
+
+uint32_t
+mirai__r_u32(mirai__rbuf *r)
+{
+	const uint8_t *p = r_take(r, 4);
+
+	return p != NULL ? mirai__get32(p) : 0;
+}
+
+uint64_t
+mirai__r_u64(mirai__rbuf *r)
+{
+	const uint8_t *p = r_take(r, 8);
+
+	return p != NULL ? mirai__get64(p) : 0;
+}
+
+void
+mirai__r_str(mirai__rbuf *r, char *buf, size_t cap)
+{
+	const uint8_t *p = r_take(r, 2);
+	uint16_t n       = p != NULL ? mirai__get16(p) : 0;
+	size_t keep;
+
+	buf[0] = '\0';
+	if (p == NULL || (p = r_take(r, n)) == NULL) {
+		return;
+	}
+	keep = n < cap - 1 ? n : cap - 1;
+	memcpy(buf, p, keep);
+	buf[keep] = '\0';
 }
 
 uint64_t

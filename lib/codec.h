@@ -31,13 +31,29 @@ enum mirai__ftype {
 	MIRAI__F_TASK   = 2,  /* client -> server */
 	MIRAI__F_RESULT = 3,  /* server -> client */
 	MIRAI__F_CANCEL = 4,  /* client -> server: cancel task id */
-	MIRAI__F_EXIT   = 5,  /* client -> server: exit after current task */
+	MIRAI__F_EXIT   = 5,  /* client -> server: exit (u32 flags, optional) */
 	MIRAI__F_BYE    = 6,  /* server -> client: I am leaving (reason) */
 	MIRAI__F_BOUNCE = 7,  /* server -> client: a task returned unstarted */
 	MIRAI__F_PING   = 8,
 	MIRAI__F_PONG   = 9,
-	MIRAI__F_MAX    = 9,
+	MIRAI__F_REQ    = 10, /* client -> dispatcher: a control request */
+	MIRAI__F_REP    = 11, /* dispatcher -> client: its reply */
+	MIRAI__F_GONE   = 12, /* answer to EXIT: nothing more comes from me */
+	MIRAI__F_MAX    = 12,
 };
+
+/* Control requests (REQ frames). */
+enum mirai__op {
+	MIRAI__OP_STATUS = 1, /* reply: the status payload below */
+	MIRAI__OP_SAISEI = 2, /* a: slot, b: force; reply: the new URL */
+};
+
+/* EXIT flags: cancel the running task instead of finishing it. */
+#define MIRAI__EXIT_CANCEL 0x1u
+
+/* TASK flags: the low byte is the number of retries left; 0x100 says the
+ * client set it (else the dispatcher's default applies). */
+#define MIRAI__TF_RETRIES 0xffu
 
 /* Kinds of peer announced in HELLO. */
 enum mirai__kind {
@@ -103,6 +119,23 @@ typedef struct mirai__hello_view {
 	uint16_t hook_name_len;
 } mirai__hello_view;
 
+/* A control request and its reply. */
+typedef struct mirai__req_view {
+	uint64_t req;
+	uint32_t op;
+	uint32_t a, b;
+} mirai__req_view;
+
+typedef struct mirai__rep_view {
+	uint64_t req;
+	uint32_t status; /* 0, or an error value with a message as data */
+	const uint8_t *data;
+	size_t len;
+} mirai__rep_view;
+
+#define MIRAI__REQ_LEN (MIRAI__FRAME_HDR_LEN + 20)
+#define MIRAI__REP_FIXED 12
+
 /* Fixed part of a TASK body before the function name. */
 #define MIRAI__TASK_FIXED 26
 /* Fixed part of a RESULT body before the payload. */
@@ -138,6 +171,39 @@ void mirai__u32_frame_encode(uint8_t *dst, uint8_t type, uint32_t v);
 int mirai__u64_frame_decode(const mirai__frame *f, uint64_t *v);
 int mirai__u32_frame_decode(const mirai__frame *f, uint32_t *v);
 void mirai__frame_hdr_encode(uint8_t *dst, uint8_t type, uint32_t len);
+
+void mirai__req_encode(uint8_t *dst, const mirai__req_view *r);
+int mirai__req_decode(const mirai__frame *f, mirai__req_view *r);
+size_t mirai__rep_size(size_t len);
+void mirai__rep_encode(uint8_t *dst, const mirai__rep_view *r);
+int mirai__rep_decode(const mirai__frame *f, mirai__rep_view *r);
+
+/*
+ * A growable buffer for variable payloads (the status matrix), and a
+ * bounds-checked reader for them.  Readers set failed instead of reading
+ * past the end; the caller checks it once at the end.
+ */
+typedef struct mirai__wbuf {
+	uint8_t *p;
+	size_t len, cap;
+	int failed;
+} mirai__wbuf;
+
+void mirai__w_u8(mirai__wbuf *w, uint8_t v);
+void mirai__w_u32(mirai__wbuf *w, uint32_t v);
+void mirai__w_u64(mirai__wbuf *w, uint64_t v);
+void mirai__w_str(mirai__wbuf *w, const char *s);
+
+typedef struct mirai__rbuf {
+	const uint8_t *p, *end;
+	int failed;
+} mirai__rbuf;
+
+uint8_t mirai__r_u8(mirai__rbuf *r);
+uint32_t mirai__r_u32(mirai__rbuf *r);
+uint64_t mirai__r_u64(mirai__rbuf *r);
+/* A string, copied NUL-terminated into buf (truncated to cap-1). */
+void mirai__r_str(mirai__rbuf *r, char *buf, size_t cap);
 
 /* Little-endian helpers. */
 static inline void

@@ -64,7 +64,8 @@ void mirai__sb_json_str(mirai__sb *sb, const char *s); /* quoted, escaped */
 /* Frames at least this big travel in a message of their own, built in
  * place so their payload is copied once. */
 #define MIRAI__BIG_FRAME (64u * 1024u)
-/* Small frames are packed into messages of at most this many bytes. */
+/* Small frames are packed into messages of at most this many bytes of
+ * frames (plus the 16-byte header). */
 #define MIRAI__PACK_CAP (1024u * 1024u)
 #define MIRAI__DEFAULT_MAX_MSG ((size_t) 256 * 1024 * 1024)
 
@@ -106,6 +107,13 @@ void mirai__outq_clear(mirai__outq *q);
 int mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
     void (*each)(void *ctx, mirai__out *o), void *ctx);
 
+/*
+ * Send msg on s: at once when the socket takes it without waiting (returns
+ * 1), else through aio, whose callback runs once it is taken (returns 0;
+ * the caller marks its link busy until then).
+ */
+int mirai__send(nng_socket s, nng_aio *aio, nng_msg *msg);
+
 /* Set the options every mirai socket has (message size limit). */
 int mirai__sock_setup(nng_socket s, size_t max_msg);
 
@@ -139,6 +147,13 @@ int mirai__defer(void (*fn)(void *arg), void *arg);
 int mirai__watch_child(pid_t pid, void (*fn)(pid_t, int, void *), void *arg);
 
 /* ---- spawn.c ------------------------------------------------------ */
+
+/* The executable to run for tool name: given, else $env, else the one
+ * beside libmirai (LIBDIR/../bin/name), else name (found on $PATH). */
+const char *mirai__find_tool(const char *given, const char *env,
+    const char *name, char *buf, size_t len);
+/* Whether prog can be started (a path, or a name on $PATH). */
+int mirai__can_exec(const char *prog);
 
 /* Start a mirai-server dialing url with the options o (one_shot: a single
  * task).  The child gets its own process group. */

@@ -132,14 +132,15 @@ mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
 	uint8_t *p;
 
 	if (q->head != NULL && q->head->msg != NULL) {
-		o        = mirai__outq_pop(q);
-		msg      = o->msg;
-		o->msg   = NULL;
+		o          = mirai__outq_pop(q);
+		msg        = o->msg;
 		h->nframes = 1;
 		mirai__hdr_encode(nng_msg_body(msg), h);
+		/* The callback may still read the frame: it lives in msg. */
 		if (each != NULL) {
 			each(ctx, o);
 		}
+		o->msg = NULL;
 		mirai__out_free(o);
 		*msgp = msg;
 		return 0;
@@ -169,6 +170,18 @@ mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
 		mirai__out_free(o);
 	}
 	*msgp = msg;
+	return 0;
+}
+
+int
+mirai__send(nng_socket s, nng_aio *aio, nng_msg *msg)
+{
+	/* Taken at once: no completion callback, so no thread hop. */
+	if (nng_sendmsg(s, msg, NNG_FLAG_NONBLOCK) == 0) {
+		return 1;
+	}
+	nng_aio_set_msg(aio, msg);
+	nng_send_aio(s, aio);
 	return 0;
 }
 

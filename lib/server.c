@@ -96,6 +96,7 @@ struct mirai_server {
 	int exit_req;
 	int stop_req;
 	int leaving;
+	int mute;         /* GONE sent: nothing more may go out */
 	uint64_t completed;
 	int64_t t_start;
 	int64_t t_last;
@@ -308,21 +309,21 @@ kick_send(mirai_server *srv)
 	nng_msg *msg;
 
 	/* Before the link is up, pair1 holds the message until it is. */
-	if (srv->sending || srv->conn_lost ||
-	    (srv->outq.head == NULL && !srv->ack_pending)) {
-		return;
+	while (!srv->sending && !srv->conn_lost &&
+	    (srv->outq.head != NULL || srv->ack_pending)) {
+		memset(&h, 0, sizeof h);
+		h.seq = ++srv->seq_sent;
+		h.ack = srv->recv_seq;
+		if (mirai__outq_pack(&srv->outq, &h, &msg, NULL, NULL) != 0) {
+			srv->seq_sent--;
+			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
+			return;
+		}
+		srv->ack_pending = 0;
+		if (!mirai__send(srv->sock, srv->tx, msg)) {
+			srv->sending = 1;
+		}
 	}
-	h.seq = ++srv->seq_sent;
-	h.ack = srv->recv_seq;
-	if (mirai__outq_pack(&srv->outq, &h, &msg, NULL, NULL) != 0) {
-		srv->seq_sent--;
-		MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
-		return;
-	}
-	srv->ack_pending = 0;
-	srv->sending     = 1;
-	nng_aio_set_msg(srv->tx, msg);
-	nng_send_aio(srv->sock, srv->tx);
 }
 
 static void
@@ -350,6 +351,10 @@ on_tx(void *arg)
 static void
 queue_out(mirai_server *srv, mirai__out *o)
 {
+	if (srv->mute) {
+		mirai__out_free(o);
+		return;
+	}
 	mirai__outq_push(&srv->outq, o);
 	kick_send(srv);
 }
@@ -536,7 +541,26 @@ handle_msg(mirai_server *srv, nng_msg *msg)
 			}
 			break;
 		case MIRAI__F_EXIT:
+			/* Answer at once, even while a task runs, and say
+			 * nothing after: the client may then close safely. */
+			if (!srv->mute) {
+				mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN);
+				if (o != NULL) {
+					mirai__frame_hdr_encode(mirai__out_frame(o),
+					    MIRAI__F_GONE, 0);
+					queue_out(srv, o);
+				}
+				srv->mute = 1;
+			}
 			srv->exit_req = 1;
+			if (f.len == 4 &&
+			    (mirai__get32(f.body) & MIRAI__EXIT_CANCEL) &&
+			    srv->current != NULL) {
+				atomic_store(&srv->current->cancelled, 1);
+				if (srv->current->pgid > 0) {
+					kill(-srv->current->pgid, SIGKILL);
+				}
+			}
 			pthread_cond_broadcast(&srv->cv);
 			break;
 		case MIRAI__F_PING:

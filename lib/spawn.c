@@ -107,15 +107,15 @@ is_exec(const char *path)
 	    access(path, X_OK) == 0;
 }
 
-/* The mirai-server beside this library: LIBDIR/../bin/mirai-server, which
- * holds both in the build tree and in an installed PREFIX. */
+/* A tool beside this library: LIBDIR/../bin/NAME, which holds both in the
+ * build tree and in an installed PREFIX. */
 static int
-beside_library(char *buf, size_t len)
+beside_library(const char *name, char *buf, size_t len)
 {
 	Dl_info info;
 	char *slash;
 
-	if (dladdr((void *) &mirai__spawn_server, &info) == 0 ||
+	if (dladdr((void *) &mirai__find_tool, &info) == 0 ||
 	    info.dli_fname == NULL) {
 		return 0;
 	}
@@ -124,18 +124,19 @@ beside_library(char *buf, size_t len)
 		return 0;
 	}
 	*slash = '\0';
-	if (strlen(buf) + sizeof "/../bin/mirai-server" > len) {
+	if (strlen(buf) + strlen(name) + sizeof "/../bin/" > len) {
 		return 0;
 	}
-	strcat(buf, "/../bin/mirai-server");
+	strcat(buf, "/../bin/");
+	strcat(buf, name);
 	return is_exec(buf);
 }
 
 /* Whether prog can be started: a path to an executable, or a name found
  * on $PATH.  Checked first so that the error is clear even where
  * posix_spawn cannot report a failed exec. */
-static int
-can_exec(const char *prog)
+int
+mirai__can_exec(const char *prog)
 {
 	const char *path = getenv("PATH");
 	char buf[4096];
@@ -155,28 +156,39 @@ can_exec(const char *prog)
 	return 0;
 }
 
+const char *
+mirai__find_tool(const char *given, const char *env, const char *name,
+    char *buf, size_t len)
+{
+	const char *exe = given;
+
+	if (exe == NULL) {
+		exe = getenv(env);
+	}
+	if (exe == NULL || *exe == '\0') {
+		exe = beside_library(name, buf, len) ? buf : name;
+	}
+	return exe;
+}
+
 int
 mirai__spawn_server(const mirai_server_opts *o, const char *url,
     int one_shot, pid_t *pid, mirai_errmsg *err)
 {
 	char path[4096];
-	const char *exe = o->server_path;
+	const char *exe;
 	const char *argv[32 + 2 * 64];
 	char nums[5][32];
 	char *env[2] = {NULL, NULL};
 	size_t n = 0;
 	int rv;
 
-	if (exe == NULL) {
-		exe = getenv("MIRAI_SERVER");
-	}
-	if (exe == NULL || *exe == '\0') {
-		exe = beside_library(path, sizeof path) ? path : "mirai-server";
-	}
+	exe = mirai__find_tool(o->server_path, "MIRAI_SERVER", "mirai-server",
+	    path, sizeof path);
 	if (o->nplugins > 64) {
 		return mirai__fail(err, MIRAI_EINVAL, "at most 64 plugins");
 	}
-	if (!can_exec(exe)) {
+	if (!mirai__can_exec(exe)) {
 		return mirai__fail(err, MIRAI_ESPAWN,
 		    "cannot start %s: not an executable file (set "
 		    "MIRAI_SERVER or the server path)",

@@ -14,17 +14,20 @@
 
 static const char *self;
 
-/* Client mode: n local servers, print their pids, optionally start a task
- * that writes a file after a while, then wait to be killed. */
+/* Client mode: n local servers (mode: off, thread or process), print
+ * their pids (and the dispatcher's), optionally start a task that writes
+ * a file after a while, then wait to be killed. */
 static int
-client_main(int n, const char *marker)
+client_main(int n, const char *marker, const char *mode)
 {
 	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
 	mirai_status *st;
 	mirai *m = NULL;
 
 	d.n          = n;
-	d.dispatcher = MIRAI_DISPATCHER_OFF;
+	d.dispatcher = strcmp(mode, "process") == 0 ? MIRAI_DISPATCHER_PROCESS
+	    : strcmp(mode, "thread") == 0         ? MIRAI_DISPATCHER_THREAD
+						  : MIRAI_DISPATCHER_OFF;
 	if (mirai_daemons(&d, NULL) != 0 || mirai_status_get(NULL, &st) != 0) {
 		return 1;
 	}
@@ -38,6 +41,9 @@ client_main(int n, const char *marker)
 	}
 	for (size_t i = 0; i < st->nrows; i++) {
 		printf("%d\n", st->rows[i].pid);
+	}
+	if (st->dispatcher_pid > 0 && st->dispatcher_pid != (int) getpid()) {
+		printf("%d\n", st->dispatcher_pid);
 	}
 	printf("ready\n");
 	fflush(stdout);
@@ -67,16 +73,15 @@ read_pids(int fd, int *pids, int max)
 }
 
 static void
-test_kill9_client(void **state)
+kill9_client(const char *mode, int want)
 {
-	const char *argv[] = {self, "--client", "3", NULL};
+	const char *argv[] = {self, "--client", "3", "-", mode, NULL};
 	int pids[8], fd, n;
 	pid_t c;
 
-	(void) state;
 	c = h_spawn(argv, &fd);
 	n = read_pids(fd, pids, 8);
-	assert_int_equal(n, 3);
+	assert_int_equal(n, want);
 	h_kill(c);
 	for (int i = 0; i < n; i++) {
 		assert_true(pids[i] > 0);
@@ -85,10 +90,63 @@ test_kill9_client(void **state)
 }
 
 static void
+test_kill9_client(void **state)
+{
+	(void) state;
+	kill9_client("off", 3);
+	kill9_client("thread", 3);
+	/* The three servers and the dispatcher process. */
+	kill9_client("process", 4);
+}
+
+/* kill -9 of the dispatcher process: every pending task resolves with 19
+ * promptly, new tasks fail clearly, and the servers exit. */
+static void
+test_kill9_dispatcher(void **state)
+{
+	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
+	enum { N = 6 };
+	mirai *ms[N], *m;
+	mirai_status *st;
+	int disp, spid[2];
+	int64_t t0;
+
+	(void) state;
+	d.n          = 2;
+	d.dispatcher = MIRAI_DISPATCHER_PROCESS;
+	assert_int_equal(mirai_daemons(&d, NULL), 0);
+	assert_int_equal(mirai_status_get(NULL, &st), 0);
+	disp    = st->dispatcher_pid;
+	spid[0] = st->rows[0].pid;
+	spid[1] = st->rows[1].pid;
+	mirai_status_free(st);
+	assert_true(disp > 0 && disp != (int) getpid());
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(mirai_call(NULL, "mirai.sleep", "1000", 4, &ms[i]), 0);
+	}
+	usleep(200000);
+	t0 = h_now_ms();
+	kill(disp, SIGKILL);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(mirai_wait_for(ms[i], 3000), MIRAI_ECONNRESET);
+		mirai_free(ms[i]);
+	}
+	assert_true(h_now_ms() - t0 < 3000);
+	assert_true(h_gone(disp, 5000));
+	assert_true(h_gone(spid[0], 5000));
+	assert_true(h_gone(spid[1], 5000));
+	assert_int_equal(mirai_call(NULL, "mirai.echo", "x", 1, &m), 0);
+	assert_int_equal(mirai_wait_for(m, 3000), MIRAI_ECLOSED);
+	assert_non_null(strstr(mirai_errortext(m), "dispatcher"));
+	mirai_free(m);
+	mirai_reset(NULL);
+}
+
+static void
 test_task_finishes_first(void **state)
 {
 	char marker[512];
-	const char *argv[] = {self, "--client", "1", marker, NULL};
+	const char *argv[] = {self, "--client", "1", marker, "off", NULL};
 	struct stat sb;
 	int pids[2], fd, n;
 	pid_t c;
@@ -113,11 +171,14 @@ main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_kill9_client),
 	    cmocka_unit_test(test_task_finishes_first),
+	    cmocka_unit_test(test_kill9_dispatcher),
 	};
 
 	self = argv[0];
-	if (argc >= 3 && strcmp(argv[1], "--client") == 0) {
-		return client_main(atoi(argv[2]), argc > 3 ? argv[3] : NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (argc >= 5 && strcmp(argv[1], "--client") == 0) {
+		return client_main(atoi(argv[2]),
+		    strcmp(argv[3], "-") != 0 ? argv[3] : NULL, argv[4]);
 	}
 	h_init();
 	return cmocka_run_group_tests(tests, NULL, NULL);

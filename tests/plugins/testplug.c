@@ -2,6 +2,7 @@
  * testplug: a plugin with functions the integration tests need.
  */
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -43,6 +44,21 @@ cancelwait(mirai_task *task, void *arg)
 	return mirai_task_fail(task, "never cancelled");
 }
 
+/* Sleeps for the milliseconds in its input and ignores cancellation, like
+ * a C function that never checks: the server stays busy throughout. */
+static int
+busy(mirai_task *task, void *arg)
+{
+	size_t len;
+	const char *in = mirai_task_data(task, &len);
+	char buf[32];
+
+	(void) arg;
+	snprintf(buf, sizeof buf, "%.*s", (int) (len < 31 ? len : 31), in);
+	usleep((useconds_t) atoi(buf) * 1000);
+	return mirai_task_reply(task, in, len);
+}
+
 static int
 crash(mirai_task *task, void *arg)
 {
@@ -70,6 +86,7 @@ mirai_plugin_init(mirai_server *srv)
 	    (rv = mirai_server_register(srv, "test.cancelwait", cancelwait,
 		 NULL)) != 0 ||
 	    (rv = mirai_server_register(srv, "test.crash", crash, NULL)) != 0 ||
+	    (rv = mirai_server_register(srv, "test.busy", busy, NULL)) != 0 ||
 	    (rv = mirai_server_register(srv, "test.fail", fail, NULL)) != 0) {
 		return rv;
 	}

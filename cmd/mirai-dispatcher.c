@@ -1,0 +1,199 @@
+/*
+ * mirai-dispatcher: keep the FIFO queue between one client and its server
+ * slots, giving a task only to a server that is online and idle.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mirai.h>
+
+#include "cli.h"
+
+static const char epilog[] =
+    "Server URLs: with --url ws://HOST:PORT and -n N, N paths on one port,\n"
+    "each with a random 128-bit token and the slot number\n"
+    "(ws://HOST:PORT/<token>/3); with --url tcp://HOST:PORT, ports PORT ..\n"
+    "PORT+N-1; with --urls, the URLs as given; with neither, N loopback\n"
+    "ports.  Port 0 is resolved.  --print-urls shows what servers dial.\n"
+    "\n"
+    "The client URL may also come from MIRAI_CLIENT_URL.\n"
+    "\n"
+    "Exit status: 0 the client went away or told the dispatcher to exit,\n"
+    "1 error, 2 bad command line.";
+
+/* SIGINT and SIGTERM are blocked in every thread and taken here, where
+ * stopping the dispatcher is an ordinary call. */
+static void *
+signal_thread(void *arg)
+{
+	sigset_t set;
+	int sig;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (sigwait(&set, &sig) == 0) {
+		mirai_dispatcher_stop(arg);
+	}
+	return NULL;
+}
+
+/* Split a comma-separated list in place. */
+static const char **
+split(char *s, size_t *n)
+{
+	size_t cap = 8;
+	const char **v = malloc(cap * sizeof *v);
+
+	*n = 0;
+	for (char *tok = strtok(s, ","); tok != NULL && v != NULL;
+	     tok = strtok(NULL, ",")) {
+		if (*n == cap) {
+			const char **w = realloc(v, (cap *= 2) * sizeof *v);
+			if (w == NULL) {
+				free(v);
+				return NULL;
+			}
+			v = w;
+		}
+		v[(*n)++] = tok;
+	}
+	return v;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *client = NULL, *url = NULL, *urls = NULL, *server = NULL;
+	long long n = 0, retries = 0, max_tasks = 0;
+	int64_t idle = 0, walltime = 0;
+	size_t max_msg = 0;
+	int no_token = 0, local = 0, output = 0, print = 0, verbose = 0,
+	    quiet = 0;
+	cli_list plugins = {0};
+	const cli_opt opts[] = {
+	    {"client", 'c', CLI_STR, &client, "URL",
+		"dial the client here (default $MIRAI_CLIENT_URL)"},
+	    {"url", 'u', CLI_STR, &url, "URL",
+		"base URL for the server slots (ws:// or tcp://)"},
+	    {"n", 'n', CLI_INT, &n, "N", "number of server slots"},
+	    {"urls", 0, CLI_STR, &urls, "U1,U2,..", "server URLs, one slot each"},
+	    {"no-token", 0, CLI_FLAG, &no_token, NULL,
+		"ws paths without the random token"},
+	    {"retries", 'r', CLI_INT, &retries, "K",
+		"requeue a task whose server died, at most K times"},
+	    {"local", 'l', CLI_FLAG, &local, NULL,
+		"start a local mirai-server for every slot"},
+	    {"server", 0, CLI_STR, &server, "PATH",
+		"mirai-server to start with --local"},
+	    {"plugin", 'p', CLI_LIST, &plugins, "LIB.so",
+		"plugin for the local servers (repeatable)"},
+	    {"idle", 0, CLI_MS, &idle, "TIME", "local servers: idle time"},
+	    {"walltime", 0, CLI_MS, &walltime, "TIME", "local servers: wall time"},
+	    {"max-tasks", 0, CLI_INT, &max_tasks, "N", "local servers: max tasks"},
+	    {"output", 0, CLI_FLAG, &output, NULL,
+		"local servers keep task output"},
+	    {"max-msg", 0, CLI_SIZE, &max_msg, "BYTES",
+		"largest message (default 256M)"},
+	    {"print-urls", 0, CLI_FLAG, &print, NULL,
+		"print the slot URLs (they hold tokens)"},
+	    {"verbose", 'v', CLI_FLAG, &verbose, NULL, "log servers coming and going"},
+	    {"quiet", 'q', CLI_FLAG, &quiet, NULL, "log errors only"},
+	    {NULL, 0, 0, NULL, NULL, NULL},
+	};
+	const cli_tool tool = {"mirai-dispatcher", "[OPTIONS]",
+	    "Queue tasks for one mirai client and hand each to a server that is\n"
+	    "online and idle, first in first out.",
+	    epilog, opts, 0};
+	mirai_dispatcher_opts o = MIRAI_DISPATCHER_OPTS_INIT;
+	mirai_dispatcher *d;
+	mirai_errmsg err = {{0}};
+	const char **list = NULL;
+	char *urls_copy   = NULL;
+	int first, rv;
+
+	sigset_t sigs;
+	pthread_t sigthr;
+
+	/* Before any thread exists, so that all of them inherit the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	if (cli_parse(&tool, argc, argv, &first) != 0) {
+		return 2;
+	}
+	if (first < argc) {
+		fprintf(stderr, "mirai-dispatcher: unexpected '%s' (see --help)\n",
+		    argv[first]);
+		return 2;
+	}
+	if (client == NULL) {
+		client = getenv("MIRAI_CLIENT_URL");
+	}
+	if (client == NULL || *client == '\0') {
+		fprintf(stderr, "mirai-dispatcher: no client URL: give --client "
+				"(see --help)\n");
+		return 2;
+	}
+	if (retries < 0 || retries > 255 || n < 0 || max_tasks < 0) {
+		fprintf(stderr, "mirai-dispatcher: -n, --retries (0-255) and "
+				"--max-tasks must not be negative\n");
+		return 2;
+	}
+	if (urls != NULL) {
+		if ((urls_copy = strdup(urls)) == NULL ||
+		    (list = split(urls_copy, &o.nurls)) == NULL) {
+			fprintf(stderr, "mirai-dispatcher: out of memory\n");
+			return 1;
+		}
+		o.urls = list;
+	}
+	mirai_log_set(mirai_log_stderr, "mirai-dispatcher",
+	    quiet ? MIRAI_LOG_ERROR : verbose ? MIRAI_LOG_INFO : MIRAI_LOG_WARN);
+	signal(SIGPIPE, SIG_IGN);
+
+	o.client_url         = client;
+	o.url                = url;
+	o.n                  = (int) n;
+	o.no_token           = no_token;
+	o.local              = local;
+	o.retries            = (int) retries;
+	o.server.idle_ms     = idle;
+	o.server.walltime_ms = walltime;
+	o.server.max_tasks   = (uint64_t) max_tasks;
+	o.server.output      = output;
+	o.server.max_msg     = max_msg;
+	o.server.plugins     = plugins.items;
+	o.server.nplugins    = plugins.n;
+	o.server.server_path = server;
+	rv = mirai_dispatcher_create(&d, &o, &err);
+	free(list);
+	free(plugins.items);
+	if (rv != 0) {
+		fprintf(stderr, "mirai-dispatcher: %s\n", err.text);
+		free(urls_copy);
+		return 1;
+	}
+	if (print) {
+		for (size_t i = 0; i < mirai_dispatcher_slots(d); i++) {
+			printf("%s\n", mirai_dispatcher_url(d, i));
+		}
+		fflush(stdout);
+	}
+	int sigthr_ok = pthread_create(&sigthr, NULL, signal_thread, d) == 0;
+	rv = mirai_dispatcher_run(d, &err);
+	if (sigthr_ok) {
+		pthread_cancel(sigthr);
+		pthread_join(sigthr, NULL);
+	}
+	if (rv != 0) {
+		fprintf(stderr, "mirai-dispatcher: %s\n", err.text);
+	}
+	mirai_dispatcher_destroy(d);
+	free(urls_copy);
+	return rv != 0 ? 1 : 0;
+}

@@ -1,0 +1,1611 @@
+/*
+ * dispatcher.c: the dispatcher.  It sits between one client and a set of
+ * server slots, keeps the FIFO queue of tasks and gives a task only to a
+ * server that is online and idle.
+ *
+ * Links: upstream, the dispatcher dials the client like a server does and
+ * introduces itself as a dispatcher.  Downstream, every slot listens on a
+ * URL of its own with a monogamous PAIR1 socket: a send waits for the pipe
+ * instead of being dropped, NNG itself refuses a second pipe, and the
+ * dispatcher addresses each server directly.  ws slots share one port.
+ *
+ * Scheduling is event driven: a task arrives, a server says HELLO, or a
+ * result comes back, and dispatch() pairs the head of the queue with the
+ * server that has been idle longest.  On a result the server gets its next
+ * task before the result is forwarded, so the server waits for nothing but
+ * the round trip.  Everything runs in NNG callbacks under one mutex; the
+ * caller of mirai_dispatcher_run() only waits for the end.
+ *
+ * Closing follows the rule of client.c: a started pipe is closed only once
+ * the peer has gone quiet (EXIT sent, or the link already down), because
+ * NNG 1.5.2 can hang closing a pipe that is receiving.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#include <nng/protocol/pair1/pair.h>
+
+#define TAG "dispatcher"
+/* Grace before closing a slot cut off by saisei(force). */
+#define CUTOFF_GRACE_MS 500
+/* How long to wait for servers to close at the end. */
+#define EXIT_WAIT_MS 1000
+/* How long to wait for local servers before dialing the client. */
+#define LOCAL_START_MS 10000
+
+typedef struct slot slot;
+typedef struct dsock dsock;
+
+/* A queued or running task: its TASK frame as it came. */
+typedef struct dtask {
+	struct dtask *next, *prev; /* FIFO while queued */
+	struct dtask *hnext;       /* id table */
+	uint64_t id;
+	slot *at;                  /* running there, or NULL */
+	nng_msg *msg;              /* a big task keeps its message */
+	uint32_t len;              /* frame length */
+	uint8_t retries;
+	uint8_t queued;
+	uint8_t frame[];           /* a small task's frame */
+} dtask;
+
+/* One listening socket of a slot; saisei replaces it with a new one. */
+struct dsock {
+	slot *sl;
+	mirai_dispatcher *d;
+	nng_socket s;
+	nng_aio *rx;
+	nng_aio *tx;
+	mirai__outq q;
+	int sending;
+	int has_pipe;
+	uint32_t pipe_id;
+	int retired;
+	uint32_t seq;
+};
+
+struct slot {
+	mirai_dispatcher *d;
+	size_t idx;
+	dsock *cur;
+	char *url;         /* what servers dial */
+	char *base;        /* scheme://host:port for regenerating paths */
+	int has_path;
+	int online;        /* HELLO received on the current pipe */
+	int leaving;       /* BYE received */
+	int exit_sent;
+	int gone;          /* GONE received: it sends nothing more */
+	dtask *busy;
+	uint64_t instance, assigned, complete, retries;
+	int pid;
+	char host[64];
+	slot *idle_next;
+	int idle;
+};
+
+struct mirai_dispatcher {
+	mirai_dispatcher_opts opts;
+	char **strings;    /* copies of the option strings */
+	size_t nstrings;
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	slot *slots;
+	size_t nslots;
+	int no_token;
+
+	/* upstream */
+	nng_socket up;
+	nng_aio *up_rx;
+	nng_aio *up_tx;
+	mirai__outq up_q;
+	int up_sending;
+	uint32_t up_seq;
+	uint32_t up_recv_seq;
+	int up_connected;
+	int up_lost;
+	int exit_req;
+	uint32_t exit_flags;
+	int stop_req;
+	int closing;
+	int up_mute;       /* GONE sent to the client */
+
+	/* queue */
+	dtask *head, *tail;
+	size_t qlen;
+	dtask **table;
+	size_t tcap, tcount;
+	slot *idle_head, *idle_tail;
+	uint64_t completed, retried;
+
+	int alive;         /* local servers not yet reaped */
+	int live_pipes;    /* slot pipes not yet removed */
+	int pending;       /* deferred jobs holding a reference */
+	char last_failure[128];
+};
+
+/* ---- the task table --------------------------------------------------- */
+
+static int
+table_put(mirai_dispatcher *d, dtask *t)
+{
+	if (d->tcount >= d->tcap) {
+		size_t cap = d->tcap == 0 ? 1024 : d->tcap * 2;
+		dtask **tb = calloc(cap, sizeof *tb);
+		if (tb == NULL) {
+			return MIRAI_ENOMEM;
+		}
+		for (size_t i = 0; i < d->tcap; i++) {
+			for (dtask *e = d->table[i], *n; e != NULL; e = n) {
+				n        = e->hnext;
+				e->hnext = tb[e->id & (cap - 1)];
+				tb[e->id & (cap - 1)] = e;
+			}
+		}
+		free(d->table);
+		d->table = tb;
+		d->tcap  = cap;
+	}
+	t->hnext                        = d->table[t->id & (d->tcap - 1)];
+	d->table[t->id & (d->tcap - 1)] = t;
+	d->tcount++;
+	return 0;
+}
+
+static dtask *
+table_get(mirai_dispatcher *d, uint64_t id)
+{
+	dtask *t;
+
+	if (d->tcap == 0) {
+		return NULL;
+	}
+	for (t = d->table[id & (d->tcap - 1)]; t != NULL && t->id != id;
+	     t = t->hnext) {
+	}
+	return t;
+}
+
+static void
+table_del(mirai_dispatcher *d, dtask *t)
+{
+	dtask **pp = &d->table[t->id & (d->tcap - 1)];
+
+	while (*pp != NULL && *pp != t) {
+		pp = &(*pp)->hnext;
+	}
+	if (*pp == t) {
+		*pp = t->hnext;
+		d->tcount--;
+	}
+}
+
+static void
+dtask_free(mirai_dispatcher *d, dtask *t)
+{
+	table_del(d, t);
+	if (t->msg != NULL) {
+		nng_msg_free(t->msg);
+	}
+	free(t);
+}
+
+/* ---- the FIFO and the idle list ----------------------------------------- */
+
+static void
+q_push(mirai_dispatcher *d, dtask *t, int front)
+{
+	t->queued = 1;
+	if (front) {
+		t->prev = NULL;
+		t->next = d->head;
+		if (d->head != NULL) {
+			d->head->prev = t;
+		} else {
+			d->tail = t;
+		}
+		d->head = t;
+	} else {
+		t->next = NULL;
+		t->prev = d->tail;
+		if (d->tail != NULL) {
+			d->tail->next = t;
+		} else {
+			d->head = t;
+		}
+		d->tail = t;
+	}
+	d->qlen++;
+}
+
+static void
+q_remove(mirai_dispatcher *d, dtask *t)
+{
+	if (t->prev != NULL) {
+		t->prev->next = t->next;
+	} else {
+		d->head = t->next;
+	}
+	if (t->next != NULL) {
+		t->next->prev = t->prev;
+	} else {
+		d->tail = t->prev;
+	}
+	t->next = t->prev = NULL;
+	t->queued         = 0;
+	d->qlen--;
+}
+
+static void
+idle_push(mirai_dispatcher *d, slot *sl)
+{
+	if (sl->idle || !sl->online || sl->leaving || sl->exit_sent) {
+		return;
+	}
+	sl->idle      = 1;
+	sl->idle_next = NULL;
+	if (d->idle_tail != NULL) {
+		d->idle_tail->idle_next = sl;
+	} else {
+		d->idle_head = sl;
+	}
+	d->idle_tail = sl;
+}
+
+static void
+idle_remove(mirai_dispatcher *d, slot *sl)
+{
+	slot **pp = &d->idle_head, *prev = NULL;
+
+	if (!sl->idle) {
+		return;
+	}
+	while (*pp != NULL && *pp != sl) {
+		prev = *pp;
+		pp   = &(*pp)->idle_next;
+	}
+	if (*pp == sl) {
+		*pp = sl->idle_next;
+		if (d->idle_tail == sl) {
+			d->idle_tail = prev;
+		}
+	}
+	sl->idle      = 0;
+	sl->idle_next = NULL;
+}
+
+/* ---- sending ---------------------------------------------------------- */
+
+static void
+slot_send(mirai_dispatcher *d, dsock *ds)
+{
+	mirai__msghdr h = {0};
+	nng_msg *msg;
+
+	(void) d;
+	while (!ds->sending && ds->q.head != NULL) {
+		memset(&h, 0, sizeof h);
+		h.seq = ++ds->seq;
+		if (mirai__outq_pack(&ds->q, &h, &msg, NULL, NULL) != 0) {
+			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
+			return;
+		}
+		if (!mirai__send(ds->s, ds->tx, msg)) {
+			ds->sending = 1;
+		}
+	}
+}
+
+static void
+up_send(mirai_dispatcher *d)
+{
+	mirai__msghdr h = {0};
+	nng_msg *msg;
+
+	while (!d->up_sending && d->up_q.head != NULL && !d->up_lost) {
+		memset(&h, 0, sizeof h);
+		h.seq = ++d->up_seq;
+		h.ack = d->up_recv_seq;
+		if (mirai__outq_pack(&d->up_q, &h, &msg, NULL, NULL) != 0) {
+			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
+			return;
+		}
+		if (!mirai__send(d->up, d->up_tx, msg)) {
+			d->up_sending = 1;
+		}
+	}
+}
+
+static void
+up_queue(mirai_dispatcher *d, mirai__out *o)
+{
+	if (d->up_mute) {
+		mirai__out_free(o);
+		return;
+	}
+	mirai__outq_push(&d->up_q, o);
+	up_send(d);
+}
+
+/* An error RESULT for the client. */
+static void
+up_error(mirai_dispatcher *d, uint64_t id, int status, const char *text)
+{
+	size_t len           = strlen(text);
+	mirai__result_view r = {.id = id, .status = (uint32_t) status,
+	    .data = (const uint8_t *) text, .len = len};
+	mirai__out *o        = mirai__out_new(mirai__result_size(len));
+
+	if (o == NULL) {
+		MIRAI__LOG(MIRAI_LOG_ERROR, TAG,
+		    "out of memory: the client will not hear of task %" PRIu64,
+		    id);
+		return;
+	}
+	mirai__result_encode(mirai__out_frame(o), &r);
+	up_queue(d, o);
+}
+
+static void
+slot_ctrl(mirai_dispatcher *d, slot *sl, uint8_t type, uint64_t v, int u64)
+{
+	mirai__out *o = mirai__out_new(u64 ? MIRAI__U64_FRAME_LEN
+					   : MIRAI__FRAME_HDR_LEN);
+
+	if (o == NULL || sl->cur == NULL) {
+		mirai__out_free(o);
+		return;
+	}
+	if (u64) {
+		mirai__u64_frame_encode(mirai__out_frame(o), type, v);
+	} else {
+		mirai__frame_hdr_encode(mirai__out_frame(o), type, 0);
+	}
+	mirai__outq_push_front(&sl->cur->q, o);
+	slot_send(d, sl->cur);
+}
+
+/* Tell the server of sl to exit, cancelling its task or letting it
+ * finish; it answers GONE. */
+static void
+slot_exit(mirai_dispatcher *d, slot *sl, uint32_t flags)
+{
+	mirai__out *o;
+
+	if (sl->exit_sent || sl->cur == NULL || !sl->cur->has_pipe) {
+		return;
+	}
+	sl->exit_sent = 1;
+	idle_remove(d, sl);
+	if ((o = mirai__out_new(MIRAI__U32_FRAME_LEN)) != NULL) {
+		mirai__u32_frame_encode(mirai__out_frame(o), MIRAI__F_EXIT, flags);
+		mirai__outq_push_front(&sl->cur->q, o);
+		slot_send(d, sl->cur);
+	}
+}
+
+/* Send task t to slot sl.  A task that may be retried keeps its frame. */
+static int
+send_task(mirai_dispatcher *d, slot *sl, dtask *t)
+{
+	mirai__out *o;
+
+	if (t->msg != NULL) {
+		if ((o = malloc(sizeof *o)) == NULL) {
+			return MIRAI_ENOMEM;
+		}
+		memset(o, 0, sizeof *o);
+		o->len = t->len;
+		if (t->retries == 0) {
+			o->msg = t->msg;
+			t->msg = NULL;
+			/* (its frame is not needed again) */
+		} else if (nng_msg_dup(&o->msg, t->msg) != 0) {
+			free(o);
+			return MIRAI_ENOMEM;
+		}
+	} else {
+		if ((o = mirai__out_new(t->len)) == NULL) {
+			return MIRAI_ENOMEM;
+		}
+		memcpy(mirai__out_frame(o), t->frame, t->len);
+	}
+	mirai__outq_push(&sl->cur->q, o);
+	slot_send(d, sl->cur);
+	return 0;
+}
+
+/* Pair queued tasks with idle servers.  Called locked. */
+static void
+dispatch(mirai_dispatcher *d)
+{
+	while (d->head != NULL && d->idle_head != NULL && !d->closing) {
+		slot *sl = d->idle_head;
+		dtask *t = d->head;
+
+		idle_remove(d, sl);
+		q_remove(d, t);
+		if (send_task(d, sl, t) != 0) {
+			/* Out of memory: put both back and wait for an event. */
+			q_push(d, t, 1);
+			idle_push(d, sl);
+			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory dispatching");
+			return;
+		}
+		t->at    = sl;
+		sl->busy = t;
+		sl->assigned++;
+	}
+}
+
+/* ---- slots: receiving ---------------------------------------------------- */
+
+/* The busy task of sl is done; forward the frame at f (a RESULT) to the
+ * client, taking msg when the frame is all of it and big. */
+static void
+finish_busy(mirai_dispatcher *d, slot *sl, const mirai__frame *f,
+    nng_msg **keep)
+{
+	dtask *t    = sl->busy;
+	size_t flen = MIRAI__FRAME_HDR_LEN + (size_t) f->len;
+	mirai__out *o;
+
+	sl->busy = NULL;
+	t->at    = NULL;
+	sl->complete++;
+	d->completed++;
+	dtask_free(d, t);
+	/* The server's next task first, then the result. */
+	if (!sl->leaving) {
+		idle_push(d, sl);
+	}
+	dispatch(d);
+	if (*keep != NULL && flen >= MIRAI__BIG_FRAME) {
+		/* Forward the message itself: its header is rewritten when
+		 * it goes up. */
+		if ((o = malloc(sizeof *o)) != NULL) {
+			memset(o, 0, sizeof *o);
+			o->msg = *keep;
+			o->len = flen;
+			*keep  = NULL;
+			up_queue(d, o);
+			return;
+		}
+	}
+	if ((o = mirai__out_new(flen)) == NULL) {
+		MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory forwarding a result");
+		return;
+	}
+	memcpy(mirai__out_frame(o), f->body - MIRAI__FRAME_HDR_LEN, flen);
+	up_queue(d, o);
+}
+
+static void
+slot_hello(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
+{
+	mirai__hello_view h;
+
+	if (mirai__hello_decode(f, &h) != 0 || h.proto != MIRAI__PROTO) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "slot %zu: a peer sent a bad HELLO; telling it to exit",
+		    sl->idx);
+		slot_exit(d, sl, 0);
+		return;
+	}
+	sl->online   = 1;
+	sl->leaving  = 0;
+	sl->gone     = 0;
+	sl->instance++;
+	sl->assigned = sl->complete = 0;
+	sl->pid      = (int) h.pid;
+	snprintf(sl->host, sizeof sl->host, "%.*s", (int) h.host_len, h.host);
+	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "slot %zu: server %s:%d online (%s)",
+	    sl->idx, sl->host, sl->pid, sl->url);
+	pthread_cond_broadcast(&d->cv);
+	idle_push(d, sl);
+	dispatch(d);
+}
+
+static void
+slot_msg(dsock *ds, nng_msg *msg)
+{
+	mirai_dispatcher *d = ds->d;
+	slot *sl            = ds->sl;
+	mirai__reader r;
+	mirai__msghdr h;
+	mirai__frame f;
+	nng_msg *keep = NULL;
+	int rv;
+
+	rv = mirai__msg_open(&r, nng_msg_body(msg), nng_msg_len(msg), &h);
+	pthread_mutex_lock(&d->mtx);
+	if (rv != 0 || ds->retired || ds != sl->cur) {
+		if (rv != 0) {
+			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+			    "slot %zu: rejected a message: %s", sl->idx,
+			    mirai_strerror(rv));
+		}
+		pthread_mutex_unlock(&d->mtx);
+		nng_msg_free(msg);
+		return;
+	}
+	if (h.nframes == 1) {
+		keep = msg;
+	}
+	while ((rv = mirai__msg_next(&r, &f)) == 1) {
+		mirai__result_view res;
+		mirai__frame inner;
+		mirai__task_view tv;
+		uint32_t why;
+
+		if (!sl->online && f.type != MIRAI__F_HELLO &&
+		    f.type != MIRAI__F_GONE) {
+			continue;
+		}
+		switch (f.type) {
+		case MIRAI__F_HELLO:
+			if (!sl->online) {
+				slot_hello(d, sl, &f);
+			}
+			break;
+		case MIRAI__F_GONE:
+			sl->gone = 1;
+			pthread_cond_broadcast(&d->cv);
+			break;
+		case MIRAI__F_RESULT:
+			if (mirai__result_decode(&f, &res) == 0 &&
+			    sl->busy != NULL && sl->busy->id == res.id) {
+				finish_busy(d, sl, &f, &keep);
+			}
+			break;
+		case MIRAI__F_BOUNCE:
+			/* A leaving server gave its task back unstarted. */
+			inner.type = MIRAI__F_TASK;
+			inner.body = f.body + MIRAI__FRAME_HDR_LEN;
+			inner.len  = f.len >= MIRAI__FRAME_HDR_LEN
+			     ? f.len - MIRAI__FRAME_HDR_LEN : 0;
+			if (f.len >= MIRAI__FRAME_HDR_LEN &&
+			    mirai__task_decode(&inner, &tv) == 0 &&
+			    sl->busy != NULL && sl->busy->id == tv.id) {
+				dtask *t = sl->busy;
+				sl->busy = NULL;
+				t->at    = NULL;
+				/* A task sent without a copy gets its frame
+				 * back from the bounce. */
+				if (t->msg == NULL && t->len >= MIRAI__BIG_FRAME &&
+				    nng_msg_alloc(&t->msg, MIRAI__HDR_LEN + t->len) == 0) {
+					memcpy((uint8_t *) nng_msg_body(t->msg) +
+						MIRAI__HDR_LEN,
+					    inner.body - MIRAI__FRAME_HDR_LEN, t->len);
+				}
+				if (t->msg == NULL && t->len >= MIRAI__BIG_FRAME) {
+					up_error(d, t->id, MIRAI_ENOMEM,
+					    "dispatcher out of memory");
+					dtask_free(d, t);
+				} else {
+					q_push(d, t, 1);
+				}
+			}
+			break;
+		case MIRAI__F_BYE:
+			if (mirai__u32_frame_decode(&f, &why) == 0) {
+				MIRAI__LOG(MIRAI_LOG_INFO, TAG,
+				    "slot %zu: server %s:%d is leaving (exit code "
+				    "%u)",
+				    sl->idx, sl->host, sl->pid, why);
+			}
+			sl->leaving = 1;
+			idle_remove(d, sl);
+			break;
+		default:
+			break;
+		}
+	}
+	if (sl->leaving && sl->busy == NULL) {
+		/* Everything it had is back: let it go. */
+		slot_exit(d, sl, 0);
+	}
+	dispatch(d);
+	pthread_mutex_unlock(&d->mtx);
+	if (h.nframes != 1 || keep != NULL) {
+		nng_msg_free(msg);
+	}
+}
+
+static void
+slot_rx(void *arg)
+{
+	dsock *ds = arg;
+	int rv    = nng_aio_result(ds->rx);
+
+	if (rv == 0) {
+		nng_msg *msg = nng_aio_get_msg(ds->rx);
+		nng_aio_set_msg(ds->rx, NULL);
+		slot_msg(ds, msg);
+	} else if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+		return;
+	}
+	nng_recv_aio(ds->s, ds->rx);
+}
+
+static void
+slot_tx(void *arg)
+{
+	dsock *ds           = arg;
+	mirai_dispatcher *d = ds->d;
+	int rv              = nng_aio_result(ds->tx);
+
+	pthread_mutex_lock(&d->mtx);
+	ds->sending = 0;
+	if (rv != 0) {
+		nng_msg_free(nng_aio_get_msg(ds->tx));
+		nng_aio_set_msg(ds->tx, NULL);
+	} else {
+		slot_send(d, ds);
+	}
+	pthread_mutex_unlock(&d->mtx);
+}
+
+/* The server of a slot is gone (deferred from the pipe callback, which
+ * must not send).  Its task is retried or reported. */
+typedef struct lost_job {
+	mirai_dispatcher *d;
+	dtask *t;
+	size_t slot;
+	char who[160];
+} lost_job;
+
+static void
+slot_lost_job(void *arg)
+{
+	lost_job *j         = arg;
+	mirai_dispatcher *d = j->d;
+	dtask *t            = j->t;
+
+	pthread_mutex_lock(&d->mtx);
+	if (t != NULL && !d->closing) {
+		if (t->retries > 0) {
+			/* Back to the head of the line. */
+			t->retries--;
+			d->retried++;
+			d->slots[j->slot].retries++;
+			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+			    "slot %zu: server %s lost mid-task; task %" PRIu64
+			    " requeued (%d retries left)",
+			    j->slot, j->who, t->id, t->retries);
+			q_push(d, t, 1);
+		} else {
+			char text[256];
+			snprintf(text, sizeof text,
+			    "server %s at slot %zu was lost while running the "
+			    "task",
+			    j->who, j->slot);
+			MIRAI__LOG(MIRAI_LOG_WARN, TAG, "slot %zu: %s", j->slot,
+			    text);
+			up_error(d, t->id, MIRAI_ECONNRESET, text);
+			dtask_free(d, t);
+		}
+	} else if (t != NULL) {
+		dtask_free(d, t);
+	}
+	dispatch(d);
+	d->pending--;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mtx);
+	free(j);
+}
+
+static void
+slot_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+	dsock *ds           = arg;
+	mirai_dispatcher *d = ds->d;
+	slot *sl            = ds->sl;
+
+	pthread_mutex_lock(&d->mtx);
+	if (ev == NNG_PIPE_EV_ADD_PRE) {
+		if (ds->has_pipe || ds->retired || d->closing) {
+			/* One server per URL; closing before NNG receives on
+			 * the pipe is safe. */
+			if (!ds->retired && !d->closing) {
+				MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+				    "slot %zu: refused a second server at %s "
+				    "(one is connected)",
+				    sl->idx, sl->url);
+			}
+			nng_pipe_close(pipe);
+		} else {
+			ds->has_pipe = 1;
+			ds->pipe_id  = (uint32_t) nng_pipe_id(pipe);
+			d->live_pipes++;
+		}
+	} else if (ev == NNG_PIPE_EV_REM_POST && ds->has_pipe &&
+	    ds->pipe_id == (uint32_t) nng_pipe_id(pipe)) {
+		ds->has_pipe = 0;
+		d->live_pipes--;
+		mirai__outq_clear(&ds->q);
+		if (ds == sl->cur) {
+			lost_job *j = calloc(1, sizeof *j);
+			if (sl->online) {
+				MIRAI__LOG(MIRAI_LOG_INFO, TAG,
+				    "slot %zu: server %s:%d disconnected", sl->idx,
+				    sl->host, sl->pid);
+			}
+			idle_remove(d, sl);
+			if (j != NULL) {
+				j->d    = d;
+				j->t    = sl->busy;
+				j->slot = sl->idx;
+				snprintf(j->who, sizeof j->who, "%s:%d",
+				    sl->host[0] ? sl->host : "?", sl->pid);
+				if (sl->busy != NULL) {
+					sl->busy->at = NULL;
+				}
+				sl->busy = NULL;
+				d->pending++;
+				if (mirai__defer(slot_lost_job, j) != 0) {
+					d->pending--;
+					free(j);
+				}
+			}
+			sl->online    = 0;
+			sl->leaving   = 0;
+			sl->exit_sent = 0;
+			sl->gone      = 0;
+		}
+		pthread_cond_broadcast(&d->cv);
+	}
+	pthread_mutex_unlock(&d->mtx);
+}
+
+/* ---- slots: sockets --------------------------------------------------- */
+
+static int
+dsock_open(mirai_dispatcher *d, slot *sl, const char *listen_url,
+    dsock **out, char **resolved, mirai_errmsg *err)
+{
+	dsock *ds = calloc(1, sizeof *ds);
+	nng_listener l;
+	int rv;
+
+	if (ds == NULL) {
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	ds->sl = sl;
+	ds->d  = d;
+	if ((rv = nng_pair1_open(&ds->s)) != 0 ||
+	    (rv = mirai__sock_setup(ds->s, d->opts.server.max_msg)) != 0 ||
+	    (rv = nng_aio_alloc(&ds->rx, slot_rx, ds)) != 0 ||
+	    (rv = nng_aio_alloc(&ds->tx, slot_tx, ds)) != 0) {
+		if (ds->s.id != 0) {
+			nng_close(ds->s);
+		}
+		nng_aio_free(ds->rx);
+		free(ds);
+		return mirai__fail(err, MIRAI_ENOMEM, "cannot open a socket: %s",
+		    nng_strerror(rv));
+	}
+	nng_pipe_notify(ds->s, NNG_PIPE_EV_ADD_PRE, slot_pipe, ds);
+	nng_pipe_notify(ds->s, NNG_PIPE_EV_REM_POST, slot_pipe, ds);
+	if ((rv = nng_listen(ds->s, listen_url, &l, 0)) != 0 ||
+	    (rv = mirai__listener_url(l, listen_url, resolved)) != 0) {
+		nng_close(ds->s);
+		nng_aio_free(ds->rx);
+		nng_aio_free(ds->tx);
+		free(ds);
+		return mirai__fail(err, rv < 100 ? rv : MIRAI_EADDRINVAL,
+		    "cannot listen on %s: %s", listen_url,
+		    rv < 100 ? nng_strerror(rv) : mirai_strerror(rv));
+	}
+	nng_recv_aio(ds->s, ds->rx);
+	*out = ds;
+	return 0;
+}
+
+/* Close a retired socket (on the service thread: nng_close waits for the
+ * socket's callbacks, which must not be the caller). */
+static void
+dsock_close_job(void *arg)
+{
+	dsock *ds           = arg;
+	mirai_dispatcher *d = ds->d;
+
+	nng_close(ds->s);
+	nng_aio_free(ds->rx);
+	nng_aio_free(ds->tx);
+	mirai__outq_clear(&ds->q);
+	free(ds);
+	pthread_mutex_lock(&d->mtx);
+	d->pending--;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mtx);
+}
+
+typedef struct later {
+	mirai__timer timer;
+	dsock *ds;
+} later;
+
+static void
+dsock_close_later(void *arg)
+{
+	later *l = arg;
+
+	if (mirai__defer(dsock_close_job, l->ds) != 0) {
+		dsock_close_job(l->ds);
+	}
+	free(l);
+}
+
+static void
+random_token(char *hex)
+{
+	unsigned char b[16];
+	size_t got = 0;
+
+	while (got < sizeof b) {
+		ssize_t n = getrandom(b + got, sizeof b - got, 0);
+		if (n > 0) {
+			got += (size_t) n;
+		}
+	}
+	for (size_t i = 0; i < sizeof b; i++) {
+		snprintf(hex + 2 * i, 3, "%02x", b[i]);
+	}
+}
+
+/* The URL slot sl listens on: base + "/<token>/<i>" for paths. */
+static void
+slot_listen_url(mirai_dispatcher *d, slot *sl, char *buf, size_t len)
+{
+	char token[33];
+
+	if (!sl->has_path) {
+		snprintf(buf, len, "%s", sl->base);
+		return;
+	}
+	if (d->no_token) {
+		snprintf(buf, len, "%s/%zu", sl->base, sl->idx);
+		return;
+	}
+	random_token(token);
+	snprintf(buf, len, "%s/%s/%zu", sl->base, token, sl->idx);
+}
+
+/* ---- upstream ----------------------------------------------------------- */
+
+static void
+status_reply(mirai_dispatcher *d, uint64_t req)
+{
+	mirai__wbuf w = {0};
+	uint64_t running = 0;
+	mirai__rep_view rep = {.req = req};
+	mirai__out *o;
+
+	for (size_t i = 0; i < d->nslots; i++) {
+		running += d->slots[i].busy != NULL;
+	}
+	mirai__w_u64(&w, d->qlen);
+	mirai__w_u64(&w, running);
+	mirai__w_u64(&w, d->completed);
+	mirai__w_u64(&w, d->retried);
+	mirai__w_u32(&w, (uint32_t) d->nslots);
+	for (size_t i = 0; i < d->nslots; i++) {
+		slot *sl = &d->slots[i];
+		mirai__w_str(&w, sl->url);
+		mirai__w_u8(&w, (uint8_t) sl->online);
+		mirai__w_u64(&w, sl->instance);
+		mirai__w_u64(&w, sl->assigned);
+		mirai__w_u64(&w, sl->complete);
+		mirai__w_u64(&w, sl->retries);
+		mirai__w_u32(&w, (uint32_t) (sl->online ? sl->pid : 0));
+		mirai__w_str(&w, sl->online ? sl->host : "");
+	}
+	if (w.failed) {
+		static const char oom[] = "dispatcher out of memory";
+		rep.status = MIRAI_ENOMEM;
+		rep.data   = (const uint8_t *) oom;
+		rep.len    = sizeof oom - 1;
+	} else {
+		rep.data = w.p;
+		rep.len  = w.len;
+	}
+	if ((o = mirai__out_new(mirai__rep_size(rep.len))) != NULL) {
+		mirai__rep_encode(mirai__out_frame(o), &rep);
+		mirai__outq_push_front(&d->up_q, o);
+		up_send(d);
+	}
+	free(w.p);
+}
+
+static void
+reply_text(mirai_dispatcher *d, uint64_t req, int status, const char *text)
+{
+	mirai__rep_view rep = {.req = req, .status = (uint32_t) status,
+	    .data = (const uint8_t *) text, .len = strlen(text)};
+	mirai__out *o       = mirai__out_new(mirai__rep_size(rep.len));
+
+	if (o != NULL) {
+		mirai__rep_encode(mirai__out_frame(o), &rep);
+		mirai__outq_push_front(&d->up_q, o);
+		up_send(d);
+	}
+}
+
+/* saisei: a fresh URL for slot i.  Called locked. */
+static void
+saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
+{
+	char url[512], text[600];
+	mirai_errmsg err = {{0}};
+	dsock *old, *ds;
+	char *resolved = NULL;
+	slot *sl;
+	int rv;
+
+	if (i >= d->nslots) {
+		snprintf(text, sizeof text, "no slot %u: there are %zu", i,
+		    d->nslots);
+		reply_text(d, req, MIRAI_EINVAL, text);
+		return;
+	}
+	sl = &d->slots[i];
+	if (!sl->has_path) {
+		snprintf(text, sizeof text,
+		    "slot %u listens on %s, which has no path: only URLs with a "
+		    "path (ws://) can be regenerated",
+		    i, sl->url);
+		reply_text(d, req, MIRAI_ENOTSUP, text);
+		return;
+	}
+	old = sl->cur;
+	if (old->has_pipe && !force) {
+		snprintf(text, sizeof text,
+		    "a server is connected at slot %u: use force to cut it off",
+		    i);
+		reply_text(d, req, MIRAI_EBUSY, text);
+		return;
+	}
+	slot_listen_url(d, sl, url, sizeof url);
+	if ((rv = dsock_open(d, sl, url, &ds, &resolved, &err)) != 0) {
+		reply_text(d, req, rv, err.text);
+		return;
+	}
+	if (old->has_pipe) {
+		/* Cut off: the task resolves with "closed", the server is told
+		 * to exit, and its socket closes after a grace period. */
+		if (sl->busy != NULL) {
+			dtask *t = sl->busy;
+			sl->busy = NULL;
+			up_error(d, t->id, MIRAI_ECLOSED,
+			    "the server's URL was regenerated by saisei(force) "
+			    "while it ran the task");
+			dtask_free(d, t);
+		}
+		slot_exit(d, sl, MIRAI__EXIT_CANCEL);
+	}
+	idle_remove(d, sl);
+	old->retired  = 1;
+	sl->cur       = ds;
+	sl->online    = 0;
+	sl->leaving   = 0;
+	sl->exit_sent = 0;
+	sl->gone      = 0;
+	sl->instance  = 0;
+	sl->assigned  = sl->complete = 0;
+	free(sl->url);
+	sl->url = resolved;
+	{
+		later *l = calloc(1, sizeof *l);
+		d->pending++;
+		if (l != NULL) {
+			l->ds        = old;
+			l->timer.fn  = dsock_close_later;
+			l->timer.arg = l;
+		}
+		if (l == NULL ||
+		    mirai__timer_arm(&l->timer, mirai__now_ms() + CUTOFF_GRACE_MS) !=
+			0) {
+			free(l);
+			if (mirai__defer(dsock_close_job, old) != 0) {
+				d->pending--;
+			}
+		}
+	}
+	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "slot %u: regenerated: %s", i, sl->url);
+	reply_text(d, req, 0, sl->url);
+}
+
+static void
+up_task(mirai_dispatcher *d, const mirai__frame *f, nng_msg **keep)
+{
+	size_t flen = MIRAI__FRAME_HDR_LEN + (size_t) f->len;
+	mirai__task_view tv;
+	dtask *t;
+
+	if (mirai__task_decode(f, &tv) != 0) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "rejected a garbled task frame");
+		return;
+	}
+	if (table_get(d, tv.id) != NULL) {
+		up_error(d, tv.id, MIRAI_EPROTO, "duplicate task id");
+		return;
+	}
+	if (*keep != NULL && flen >= MIRAI__BIG_FRAME) {
+		if ((t = calloc(1, sizeof *t)) == NULL) {
+			goto oom;
+		}
+		t->msg = *keep;
+		*keep  = NULL;
+	} else {
+		if ((t = malloc(sizeof *t + flen)) == NULL) {
+			goto oom;
+		}
+		memset(t, 0, sizeof *t);
+		memcpy(t->frame, f->body - MIRAI__FRAME_HDR_LEN, flen);
+	}
+	t->id      = tv.id;
+	t->len     = (uint32_t) flen;
+	t->retries = (tv.flags & 0x100u) ? (uint8_t) (tv.flags & MIRAI__TF_RETRIES)
+					 : (uint8_t) d->opts.retries;
+	if (table_put(d, t) != 0) {
+		if (t->msg != NULL) {
+			*keep  = t->msg;
+			t->msg = NULL;
+		}
+		free(t);
+		goto oom;
+	}
+	q_push(d, t, 0);
+	return;
+oom:
+	up_error(d, tv.id, MIRAI_ENOMEM, "dispatcher out of memory");
+}
+
+static void
+up_cancel(mirai_dispatcher *d, uint64_t id)
+{
+	dtask *t = table_get(d, id);
+
+	if (t == NULL) {
+		return;
+	}
+	if (t->queued) {
+		/* Never runs. */
+		q_remove(d, t);
+		dtask_free(d, t);
+	} else if (t->at != NULL) {
+		slot_ctrl(d, t->at, MIRAI__F_CANCEL, id, 1);
+	}
+}
+
+static void
+up_msg(mirai_dispatcher *d, nng_msg *msg)
+{
+	mirai__reader r;
+	mirai__msghdr h;
+	mirai__frame f;
+	nng_msg *keep = NULL;
+	int rv;
+
+	rv = mirai__msg_open(&r, nng_msg_body(msg), nng_msg_len(msg), &h);
+	if (rv != 0) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "rejected a message from the "
+						"client: %s",
+		    mirai_strerror(rv));
+		nng_msg_free(msg);
+		return;
+	}
+	if (h.nframes == 1) {
+		keep = msg;
+	}
+	pthread_mutex_lock(&d->mtx);
+	d->up_recv_seq = h.seq;
+	while ((rv = mirai__msg_next(&r, &f)) == 1) {
+		mirai__req_view q;
+		uint64_t id;
+
+		switch (f.type) {
+		case MIRAI__F_TASK:
+			up_task(d, &f, &keep);
+			break;
+		case MIRAI__F_CANCEL:
+			if (mirai__u64_frame_decode(&f, &id) == 0) {
+				up_cancel(d, id);
+			}
+			break;
+		case MIRAI__F_EXIT:
+			/* GONE first, then silence: the client may close. */
+			if (!d->up_mute) {
+				mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN);
+				if (o != NULL) {
+					mirai__frame_hdr_encode(mirai__out_frame(o),
+					    MIRAI__F_GONE, 0);
+					up_queue(d, o);
+				}
+				d->up_mute = 1;
+			}
+			d->exit_req   = 1;
+			d->exit_flags = f.len == 4 ? mirai__get32(f.body) : 0;
+			pthread_cond_broadcast(&d->cv);
+			break;
+		case MIRAI__F_REQ:
+			if (mirai__req_decode(&f, &q) != 0) {
+				break;
+			}
+			if (q.op == MIRAI__OP_STATUS) {
+				status_reply(d, q.req);
+			} else if (q.op == MIRAI__OP_SAISEI) {
+				saisei(d, q.req, q.a, q.b != 0);
+			} else {
+				reply_text(d, q.req, MIRAI_ENOTSUP,
+				    "unknown request");
+			}
+			break;
+		case MIRAI__F_PING:
+			if (mirai__u64_frame_decode(&f, &id) == 0) {
+				mirai__out *o = mirai__out_new(MIRAI__U64_FRAME_LEN);
+				if (o != NULL) {
+					mirai__u64_frame_encode(mirai__out_frame(o),
+					    MIRAI__F_PONG, id);
+					up_queue(d, o);
+				}
+			}
+			break;
+		default:
+			break;
+		}
+	}
+	dispatch(d);
+	up_send(d);
+	pthread_mutex_unlock(&d->mtx);
+	if (h.nframes != 1 || keep != NULL) {
+		nng_msg_free(msg);
+	}
+}
+
+static void
+up_rx(void *arg)
+{
+	mirai_dispatcher *d = arg;
+	int rv              = nng_aio_result(d->up_rx);
+
+	if (rv == 0) {
+		nng_msg *msg = nng_aio_get_msg(d->up_rx);
+		nng_aio_set_msg(d->up_rx, NULL);
+		up_msg(d, msg);
+	} else if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+		return;
+	}
+	nng_recv_aio(d->up, d->up_rx);
+}
+
+static void
+up_tx(void *arg)
+{
+	mirai_dispatcher *d = arg;
+	int rv              = nng_aio_result(d->up_tx);
+
+	pthread_mutex_lock(&d->mtx);
+	d->up_sending = 0;
+	if (rv != 0) {
+		nng_msg_free(nng_aio_get_msg(d->up_tx));
+		nng_aio_set_msg(d->up_tx, NULL);
+	} else {
+		up_send(d);
+	}
+	pthread_mutex_unlock(&d->mtx);
+}
+
+static void
+up_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	mirai_dispatcher *d = arg;
+
+	(void) p;
+	pthread_mutex_lock(&d->mtx);
+	if (ev == NNG_PIPE_EV_ADD_POST && !d->up_lost) {
+		d->up_connected = 1;
+	} else if (ev == NNG_PIPE_EV_REM_POST && d->up_connected) {
+		d->up_lost = 1;
+		MIRAI__LOG(MIRAI_LOG_INFO, TAG, "the client went away");
+	}
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mtx);
+}
+
+static void
+send_hello(mirai_dispatcher *d)
+{
+	char host[256];
+	mirai__hello_view h = {.proto = MIRAI__PROTO,
+	    .kind = MIRAI__KIND_DISPATCHER, .pid = (uint32_t) getpid(),
+	    .version = MIRAI_VERSION_STRING,
+	    .version_len = (uint16_t) strlen(MIRAI_VERSION_STRING)};
+	mirai__out *o;
+
+	mirai__hostname(host, sizeof host);
+	h.host     = host;
+	h.host_len = (uint16_t) strlen(host);
+	if ((o = mirai__out_new(mirai__hello_size(&h))) != NULL) {
+		mirai__hello_encode(mirai__out_frame(o), &h);
+		mirai__outq_push_front(&d->up_q, o);
+	}
+}
+
+/* ---- local servers -------------------------------------------------------- */
+
+static void
+on_child_exit(pid_t pid, int status, void *arg)
+{
+	mirai_dispatcher *d = arg;
+
+	pthread_mutex_lock(&d->mtx);
+	d->alive--;
+	if (!d->closing && status != -1 &&
+	    !(WIFEXITED(status) && (WEXITSTATUS(status) == 0 ||
+				       WEXITSTATUS(status) >= 3))) {
+		snprintf(d->last_failure, sizeof d->last_failure,
+		    "local server pid %d ended with %s %d", (int) pid,
+		    WIFEXITED(status) ? "exit code" : "signal",
+		    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "%s", d->last_failure);
+	}
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mtx);
+}
+
+/* ---- life cycle ----------------------------------------------------------- */
+
+static char *
+keep_str(mirai_dispatcher *d, const char *s)
+{
+	char **v;
+
+	if (s == NULL) {
+		return NULL;
+	}
+	if ((v = realloc(d->strings, (d->nstrings + 1) * sizeof *v)) == NULL) {
+		return NULL;
+	}
+	d->strings = v;
+	return d->strings[d->nstrings++] = mirai__strdup(s);
+}
+
+/* Split "scheme://host:port[/path]": base gets "scheme://host", *port the
+ * port. */
+static int
+split_base(const char *url, char *base, size_t len, int *port, int *has_path)
+{
+	const char *h = strstr(url, "://"), *colon, *slash;
+
+	if (h == NULL) {
+		return MIRAI_EADDRINVAL;
+	}
+	h += 3;
+	slash = strchr(h, '/');
+	colon = h[0] == '[' ? strstr(h, "]:") : strchr(h, ':');
+	if (colon != NULL && h[0] == '[') {
+		colon++;
+	}
+	if (colon == NULL || (slash != NULL && colon > slash)) {
+		return MIRAI_EADDRINVAL;
+	}
+	*port = atoi(colon + 1);
+	snprintf(base, len, "%.*s", (int) (colon - url), url);
+	*has_path = strncmp(url, "ws://", 5) == 0 || strncmp(url, "wss://", 6) == 0;
+	return 0;
+}
+
+int
+mirai_dispatcher_create(mirai_dispatcher **out,
+    const mirai_dispatcher_opts *o, mirai_errmsg *err)
+{
+	mirai_dispatcher *d;
+	size_t n;
+	int rv, port = 0, has_path = 0, ws_port = -1;
+	char base[380];
+
+	if (out == NULL || o == NULL || o->n < 0 || o->retries < 0 ||
+	    o->retries > 255) {
+		return mirai__fail(err, MIRAI_EINVAL, "invalid dispatcher options");
+	}
+	n = o->nurls > 0 ? o->nurls : (size_t) o->n;
+	if (n == 0 || n > 100000) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "a dispatcher needs between 1 and 100000 server slots");
+	}
+	if (o->nurls > 0 && o->url != NULL) {
+		return mirai__fail(err, MIRAI_EINVAL, "give a base URL or a list "
+						      "of URLs, not both");
+	}
+	if (o->url != NULL &&
+	    split_base(o->url, base, sizeof base, &port, &has_path) != 0) {
+		return mirai__fail(err, MIRAI_EADDRINVAL,
+		    "%s: expected scheme://host:port", o->url);
+	}
+	if ((d = calloc(1, sizeof *d)) == NULL ||
+	    (d->slots = calloc(n, sizeof *d->slots)) == NULL) {
+		free(d);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	pthread_mutex_init(&d->mtx, NULL);
+	mirai__cond_init(&d->cv);
+	d->opts          = *o;
+	d->opts.urls     = NULL;
+	d->opts.url      = NULL;
+	d->opts.server.plugins = NULL;
+	d->no_token      = o->no_token;
+	d->opts.client_url = keep_str(d, o->client_url);
+	if (o->server.nplugins > 0) {
+		const char **pl = calloc(o->server.nplugins, sizeof *pl);
+		if (pl == NULL) {
+			mirai_dispatcher_destroy(d);
+			return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+		}
+		for (size_t i = 0; i < o->server.nplugins; i++) {
+			pl[i] = keep_str(d, o->server.plugins[i]);
+		}
+		d->opts.server.plugins = pl;
+	}
+	d->opts.server.server_path = keep_str(d, o->server.server_path);
+	d->nslots = n;
+	for (size_t i = 0; i < n; i++) {
+		slot *sl = &d->slots[i];
+		char url[512], b2[420];
+		int p2 = 0;
+
+		sl->d   = d;
+		sl->idx = i;
+		if (o->nurls > 0) {
+			if (split_base(o->urls[i], b2, sizeof b2, &p2,
+				&sl->has_path) != 0) {
+				mirai_dispatcher_destroy(d);
+				return mirai__fail(err, MIRAI_EADDRINVAL,
+				    "%s: expected scheme://host:port[/path]",
+				    o->urls[i]);
+			}
+			/* Given URLs are used as given. */
+			sl->has_path = 0;
+			sl->base     = mirai__strdup(o->urls[i]);
+		} else if (o->url == NULL) {
+			sl->base = mirai__strdup("tcp://127.0.0.1:0");
+		} else if (has_path) {
+			/* ws: all slots on one port; port 0 becomes the port
+			 * the first slot got. */
+			snprintf(b2, sizeof b2, "%s:%d", base,
+			    ws_port >= 0 ? ws_port : port);
+			sl->base     = mirai__strdup(b2);
+			sl->has_path = 1;
+		} else {
+			snprintf(b2, sizeof b2, "%s:%d", base,
+			    port == 0 ? 0 : port + (int) i);
+			sl->base = mirai__strdup(b2);
+		}
+		if (sl->base == NULL) {
+			mirai_dispatcher_destroy(d);
+			return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+		}
+		slot_listen_url(d, sl, url, sizeof url);
+		if ((rv = dsock_open(d, sl, url, &sl->cur, &sl->url, err)) != 0) {
+			mirai_dispatcher_destroy(d);
+			return rv;
+		}
+		if (has_path && ws_port < 0) {
+			const char *pp = strrchr(sl->url, ':');
+			ws_port = pp != NULL ? atoi(pp + 1) : 0;
+			if (port == 0 && ws_port > 0) {
+				/* Later slots share the port this one got. */
+				char fixed[420];
+				snprintf(fixed, sizeof fixed, "%s:%d", base,
+				    ws_port);
+				free(sl->base);
+				sl->base = mirai__strdup(fixed);
+			}
+		}
+	}
+	if (o->local) {
+		for (size_t i = 0; i < n; i++) {
+			pid_t pid;
+			if ((rv = mirai__spawn_server(&d->opts.server,
+				 d->slots[i].url, 0, &pid, err)) != 0) {
+				mirai_dispatcher_destroy(d);
+				return rv;
+			}
+			pthread_mutex_lock(&d->mtx);
+			d->alive++;
+			pthread_mutex_unlock(&d->mtx);
+			if (mirai__watch_child(pid, on_child_exit, d) != 0) {
+				kill(pid, SIGKILL);
+				waitpid(pid, NULL, 0);
+				pthread_mutex_lock(&d->mtx);
+				d->alive--;
+				pthread_mutex_unlock(&d->mtx);
+			}
+		}
+	}
+	*out = d;
+	return 0;
+}
+
+size_t
+mirai_dispatcher_slots(const mirai_dispatcher *d)
+{
+	return d != NULL ? d->nslots : 0;
+}
+
+const char *
+mirai_dispatcher_url(const mirai_dispatcher *d, size_t i)
+{
+	return d != NULL && i < d->nslots ? d->slots[i].url : NULL;
+}
+
+void
+mirai_dispatcher_stop(mirai_dispatcher *d)
+{
+	if (d != NULL) {
+		pthread_mutex_lock(&d->mtx);
+		d->stop_req = 1;
+		pthread_cond_broadcast(&d->cv);
+		pthread_mutex_unlock(&d->mtx);
+	}
+}
+
+static size_t
+online_count(mirai_dispatcher *d)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < d->nslots; i++) {
+		k += d->slots[i].online;
+	}
+	return k;
+}
+
+/* Whether every slot is silent: no pipe, or GONE received. */
+static int
+all_quiet(mirai_dispatcher *d)
+{
+	for (size_t i = 0; i < d->nslots; i++) {
+		slot *sl = &d->slots[i];
+		if (sl->cur != NULL && sl->cur->has_pipe && !sl->gone) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+int
+mirai_dispatcher_run(mirai_dispatcher *d, mirai_errmsg *err)
+{
+	int64_t deadline;
+	int rv;
+
+	if (d == NULL || d->opts.client_url == NULL) {
+		return mirai__fail(err, MIRAI_EINVAL, "no client URL to dial");
+	}
+	if (d->opts.local) {
+		/* The client hears from us once our servers are there. */
+		deadline = mirai__now_ms() + LOCAL_START_MS;
+		pthread_mutex_lock(&d->mtx);
+		while (online_count(d) < (size_t) d->alive && !d->stop_req &&
+		    mirai__now_ms() < deadline) {
+			mirai__cond_wait_until(&d->cv, &d->mtx, deadline);
+		}
+		if (d->alive == 0) {
+			pthread_mutex_unlock(&d->mtx);
+			return mirai__fail(err, MIRAI_ESPAWN,
+			    "no local server came up: %s", d->last_failure);
+		}
+		pthread_mutex_unlock(&d->mtx);
+	}
+	if ((rv = nng_pair1_open(&d->up)) != 0 ||
+	    (rv = mirai__sock_setup(d->up, d->opts.server.max_msg)) != 0 ||
+	    (rv = nng_aio_alloc(&d->up_rx, up_rx, d)) != 0 ||
+	    (rv = nng_aio_alloc(&d->up_tx, up_tx, d)) != 0) {
+		return mirai__fail(err, MIRAI_ENOMEM, "cannot open a socket");
+	}
+	nng_pipe_notify(d->up, NNG_PIPE_EV_ADD_POST, up_pipe, d);
+	nng_pipe_notify(d->up, NNG_PIPE_EV_REM_POST, up_pipe, d);
+	pthread_mutex_lock(&d->mtx);
+	send_hello(d);
+	up_send(d);
+	pthread_mutex_unlock(&d->mtx);
+	nng_recv_aio(d->up, d->up_rx);
+	if ((rv = nng_dial(d->up, d->opts.client_url, NULL, 0)) != 0) {
+		rv = mirai__fail(err, MIRAI_ECONNREFUSED, "cannot dial %s: %s",
+		    d->opts.client_url, nng_strerror(rv));
+		pthread_mutex_lock(&d->mtx);
+		d->up_lost = 1;
+		pthread_mutex_unlock(&d->mtx);
+	}
+
+	pthread_mutex_lock(&d->mtx);
+	while (!d->up_lost && !d->exit_req && !d->stop_req) {
+		pthread_cond_wait(&d->cv, &d->mtx);
+	}
+	/* The end: queued tasks go (the client resolved them or is gone),
+	 * servers are told to exit, idle ones close at once. */
+	d->closing = 1;
+	while (d->head != NULL) {
+		dtask *t = d->head;
+		q_remove(d, t);
+		dtask_free(d, t);
+	}
+	/* When the client went away, running tasks are finished first; a
+	 * reset cancels them. */
+	for (size_t i = 0; i < d->nslots; i++) {
+		slot_exit(d, &d->slots[i], d->exit_req ? d->exit_flags : 0);
+	}
+	deadline = mirai__now_ms() + EXIT_WAIT_MS;
+	while ((!all_quiet(d) || d->pending > 0) && mirai__now_ms() < deadline) {
+		mirai__cond_wait_until(&d->cv, &d->mtx, deadline);
+	}
+	pthread_mutex_unlock(&d->mtx);
+	return rv;
+}
+
+void
+mirai_dispatcher_destroy(mirai_dispatcher *d)
+{
+	int64_t deadline;
+
+	if (d == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&d->mtx);
+	d->closing = 1;
+	pthread_mutex_unlock(&d->mtx);
+	if (d->up_rx != NULL) {
+		nng_close(d->up);
+		nng_aio_free(d->up_rx);
+		nng_aio_free(d->up_tx);
+	}
+	for (size_t i = 0; i < d->nslots; i++) {
+		dsock *ds = d->slots[i].cur;
+		if (ds != NULL) {
+			nng_close(ds->s);
+			nng_aio_free(ds->rx);
+			nng_aio_free(ds->tx);
+			mirai__outq_clear(&ds->q);
+			free(ds);
+		}
+	}
+	/* Deferred jobs (lost servers, retired sockets) hold on to d. */
+	deadline = mirai__now_ms() + 5000;
+	pthread_mutex_lock(&d->mtx);
+	while ((d->pending > 0 || d->alive > 0) && mirai__now_ms() < deadline) {
+		mirai__cond_wait_until(&d->cv, &d->mtx, deadline);
+	}
+	pthread_mutex_unlock(&d->mtx);
+	for (size_t i = 0; i < d->nslots; i++) {
+		if (d->slots[i].busy != NULL) {
+			dtask_free(d, d->slots[i].busy);
+		}
+		free(d->slots[i].url);
+		free(d->slots[i].base);
+	}
+	while (d->head != NULL) {
+		dtask *t = d->head;
+		q_remove(d, t);
+		dtask_free(d, t);
+	}
+	mirai__outq_clear(&d->up_q);
+	free(d->table);
+	free(d->slots);
+	free((void *) d->opts.server.plugins);
+	for (size_t i = 0; i < d->nstrings; i++) {
+		free(d->strings[i]);
+	}
+	free(d->strings);
+	pthread_cond_destroy(&d->cv);
+	pthread_mutex_destroy(&d->mtx);
+	free(d);
+}
