@@ -50,7 +50,7 @@ SONAME  := libmirai.so.$(MAJOR)
 SO      := $(BUILD)/lib/libmirai.so.$(VERSION)
 AR_LIB  := $(BUILD)/lib/libmirai.a
 
-TOOLS   := mirai-server mirai-dispatcher mirai-bench
+TOOLS   := mirai mirai-server mirai-dispatcher mirai-bench
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 CLI_OBJ := $(BUILD)/obj/cmd/cli.o
 

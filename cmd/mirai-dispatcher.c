@@ -19,7 +19,10 @@ static const char epilog[] =
     "PORT+N-1; with --urls, the URLs as given; with neither, N loopback\n"
     "ports.  Port 0 is resolved.  --print-urls shows what servers dial.\n"
     "\n"
-    "The client URL may also come from MIRAI_CLIENT_URL.\n"
+    "The client URL may also come from MIRAI_CLIENT_URL.  With --listen the\n"
+    "dispatcher prints MIRAI_DISPATCHER_URL=... (for mirai_attach) and, with\n"
+    "--control, MIRAI_CONTROL_URL=... (for mirai status), and serves until\n"
+    "SIGINT or SIGTERM.\n"
     "\n"
     "Exit status: 0 the client went away or told the dispatcher to exit,\n"
     "1 error, 2 bad command line.";
@@ -68,6 +71,7 @@ int
 main(int argc, char **argv)
 {
 	const char *client = NULL, *url = NULL, *urls = NULL, *server = NULL;
+	const char *listen = NULL, *control = NULL;
 	long long n = 0, retries = 0, max_tasks = 0;
 	int64_t idle = 0, walltime = 0;
 	size_t max_msg = 0;
@@ -77,6 +81,10 @@ main(int argc, char **argv)
 	const cli_opt opts[] = {
 	    {"client", 'c', CLI_STR, &client, "URL",
 		"dial the client here (default $MIRAI_CLIENT_URL)"},
+	    {"listen", 0, CLI_STR, &listen, "URL",
+		"instead, let clients attach here, one at a time"},
+	    {"control", 0, CLI_STR, &control, "URL",
+		"answer status and saisei requests here (mirai status)"},
 	    {"url", 'u', CLI_STR, &url, "URL",
 		"base URL for the server slots (ws:// or tcp://)"},
 	    {"n", 'n', CLI_INT, &n, "N", "number of server slots"},
@@ -134,9 +142,14 @@ main(int argc, char **argv)
 	if (client == NULL) {
 		client = getenv("MIRAI_CLIENT_URL");
 	}
-	if (client == NULL || *client == '\0') {
+	if (listen == NULL && (client == NULL || *client == '\0')) {
 		fprintf(stderr, "mirai-dispatcher: no client URL: give --client "
-				"(see --help)\n");
+				"or --listen (see --help)\n");
+		return 2;
+	}
+	if (listen != NULL && client != NULL) {
+		fprintf(stderr, "mirai-dispatcher: --client or --listen, not "
+				"both\n");
 		return 2;
 	}
 	if (retries < 0 || retries > 255 || n < 0 || max_tasks < 0) {
@@ -156,7 +169,9 @@ main(int argc, char **argv)
 	    quiet ? MIRAI_LOG_ERROR : verbose ? MIRAI_LOG_INFO : MIRAI_LOG_WARN);
 	signal(SIGPIPE, SIG_IGN);
 
-	o.client_url         = client;
+	o.client_url         = listen != NULL ? NULL : client;
+	o.listen_url         = listen;
+	o.control_url        = control;
 	o.url                = url;
 	o.n                  = (int) n;
 	o.no_token           = no_token;
@@ -178,12 +193,25 @@ main(int argc, char **argv)
 		free(urls_copy);
 		return 1;
 	}
+	if ((rv = mirai_dispatcher_listen(d, &err)) != 0) {
+		fprintf(stderr, "mirai-dispatcher: %s\n", err.text);
+		mirai_dispatcher_destroy(d);
+		free(urls_copy);
+		return 1;
+	}
 	if (print) {
 		for (size_t i = 0; i < mirai_dispatcher_slots(d); i++) {
 			printf("%s\n", mirai_dispatcher_url(d, i));
 		}
-		fflush(stdout);
 	}
+	/* Where clients attach and where to ask for status. */
+	if (listen != NULL) {
+		printf("MIRAI_DISPATCHER_URL=%s\n", mirai_dispatcher_client_url(d));
+	}
+	if (control != NULL) {
+		printf("MIRAI_CONTROL_URL=%s\n", mirai_dispatcher_control_url(d));
+	}
+	fflush(stdout);
 	int sigthr_ok = pthread_create(&sigthr, NULL, signal_thread, d) == 0;
 	rv = mirai_dispatcher_run(d, &err);
 	if (sigthr_ok) {

@@ -214,9 +214,15 @@ typedef struct mirai_server_opts {
 	/* mirai-server executable for local servers; NULL: $MIRAI_SERVER, then
 	 * the mirai-server installed beside libmirai, then $PATH. */
 	const char *server_path;
+	/* CPU binding before the server dials: "core", "numa", "socket" or
+	 * "none" (NULL: none).  The server binds to unit bind_index (from 0)
+	 * of the units of that kind it may use, as hwloc reports them
+	 * (cgroup-aware); past the last one it wraps round, with a warning. */
+	const char *bind_to;
+	int bind_index;
 } mirai_server_opts;
 
-#define MIRAI_SERVER_OPTS_INIT {0, 0, 0, 0, 0, 0, NULL, 0, NULL}
+#define MIRAI_SERVER_OPTS_INIT {0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, 0}
 
 typedef struct mirai_server mirai_server;
 typedef struct mirai_task   mirai_task;
@@ -365,10 +371,18 @@ typedef struct mirai_daemons_opts {
 	/* mirai-dispatcher executable; NULL: $MIRAI_DISPATCHER, then the one
 	 * installed beside libmirai, then $PATH. */
 	const char *dispatcher_path;
+	/* Attach to a dispatcher already running (mirai-launch) instead of
+	 * starting servers: url is its client URL (NULL: the environment
+	 * variable MIRAI_DISPATCHER_URL).  n, urls and server are unused. */
+	int attach;
+	/* How long attaching waits for the dispatcher, which serves one
+	 * client at a time; 0: 30 s. */
+	int64_t attach_timeout_ms;
 } mirai_daemons_opts;
 
 #define MIRAI_DAEMONS_OPTS_INIT                                              \
-	{NULL, 0, NULL, 0, NULL, MIRAI_SERVER_OPTS_INIT, NULL, 0, 0, 0, 0, NULL}
+	{NULL, 0, NULL, 0, NULL, MIRAI_SERVER_OPTS_INIT, NULL, 0, 0, 0, 0, NULL, \
+	    0, 0}
 
 /*
  * Set daemons for opts->profile.  Fails with MIRAI_ESET when the profile is
@@ -384,6 +398,17 @@ MIRAI_API int mirai_daemons(const mirai_daemons_opts *opts,
  * is not an error.
  */
 MIRAI_API int mirai_reset(const char *profile);
+
+/*
+ * Attach profile (NULL: "default") to a running dispatcher that listens for
+ * clients at url (NULL: the environment variable MIRAI_DISPATCHER_URL, set by
+ * mirai-launch for its client command).  Tasks, status and saisei then go
+ * through it; mirai_reset() detaches and leaves it running.  A dispatcher
+ * serves one client at a time: this waits up to timeout_ms (0: 30 s) for
+ * it to be free.
+ */
+MIRAI_API int mirai_attach(const char *profile, const char *url,
+    int64_t timeout_ms, mirai_errmsg *err);
 
 /* Reset every profile and stop the library's threads (optional, at exit). */
 MIRAI_API void mirai_shutdown(void);
@@ -445,6 +470,19 @@ MIRAI_API int mirai_status_json(const mirai_status *st, char **out);
  */
 MIRAI_API int mirai_saisei(const char *profile, size_t i, int force,
     char **new_url, mirai_errmsg *err);
+
+/*
+ * The status of a dispatcher, asked at its control URL (NULL: the
+ * environment variable MIRAI_CONTROL_URL) by any process.  *out as for
+ * mirai_status_get().
+ */
+MIRAI_API int mirai_status_query(const char *control_url, mirai_status **out,
+    mirai_errmsg *err);
+
+/* saisei through a dispatcher's control URL (see mirai_saisei()). */
+MIRAI_API int mirai_saisei_query(const char *control_url, size_t i, int force,
+    char **new_url, mirai_errmsg *err);
+
 
 /* ------------------------------------------------------------------ */
 /* Tasks: mirai handles                                                 */
@@ -566,10 +604,17 @@ typedef struct mirai_dispatcher_opts {
 	mirai_server_opts server;
 	/* Retries of a task whose server died, when the task says none. */
 	int retries;
+	/* Instead of dialing client_url, listen here for a client to attach
+	 * (mirai_attach()), one at a time; the dispatcher then outlives its
+	 * clients until mirai_dispatcher_stop(). */
+	const char *listen_url;
+	/* Also answer status and saisei requests of other processes here
+	 * (mirai_status_query(), `mirai status`). */
+	const char *control_url;
 } mirai_dispatcher_opts;
 
 #define MIRAI_DISPATCHER_OPTS_INIT                                           \
-	{NULL, NULL, NULL, 0, 0, 0, 0, MIRAI_SERVER_OPTS_INIT, 0}
+	{NULL, NULL, NULL, 0, 0, 0, 0, MIRAI_SERVER_OPTS_INIT, 0, NULL, NULL}
 
 /*
  * Create a dispatcher: bind every slot's URL (port 0 resolved) and start
@@ -577,6 +622,19 @@ typedef struct mirai_dispatcher_opts {
  */
 MIRAI_API int mirai_dispatcher_create(mirai_dispatcher **out,
     const mirai_dispatcher_opts *opts, mirai_errmsg *err);
+
+/*
+ * Bind listen_url and control_url if set (port 0 resolved) without waiting
+ * for a client: afterwards mirai_dispatcher_client_url() and
+ * mirai_dispatcher_control_url() give the URLs to hand out.  Done by
+ * mirai_dispatcher_run() when not called before.
+ */
+MIRAI_API int mirai_dispatcher_listen(mirai_dispatcher *d, mirai_errmsg *err);
+MIRAI_API const char *mirai_dispatcher_client_url(const mirai_dispatcher *d);
+MIRAI_API const char *mirai_dispatcher_control_url(const mirai_dispatcher *d);
+
+/* How many slots have a server online. */
+MIRAI_API size_t mirai_dispatcher_online(mirai_dispatcher *d);
 
 /* Number of slots, and the URL of slot i (owned by the dispatcher; valid
  * until the next saisei of that slot). */

@@ -891,6 +891,33 @@ requeue_peer_queue(profile *p, peer *pk)
 }
 
 static void
+dispatcher_leaving(profile *p, peer *pk, mirai **list)
+{
+	mirai__out *o;
+
+	while ((o = pk->queue.head) != NULL) {
+		if (o->owner != NULL) {
+			claim(p, o->owner, MIRAI_ECLOSED, list);
+			set_errtext(o->owner, "the dispatcher is shutting down");
+		} else {
+			mirai__outq_remove(&pk->queue, o);
+			mirai__out_free(o);
+		}
+	}
+	while (pk->inflight_head != NULL) {
+		mirai *m = pk->inflight_head;
+		claim(p, m, MIRAI_ECLOSED, list);
+		set_errtext(m, "the dispatcher is shutting down");
+	}
+	p->no_servers     = 1;
+	p->no_servers_why = "the dispatcher shut down; reset the profile";
+	MIRAI__LOG(MIRAI_LOG_WARN, TAG, "profile '%s': the dispatcher is "
+					"shutting down",
+	    p->name);
+	send_exit(p, pk, 0);
+}
+
+static void
 handle_msg(profile *p, nng_msg *msg)
 {
 	mirai__reader r;
@@ -974,6 +1001,12 @@ handle_msg(profile *p, nng_msg *msg)
 				    p->name, pk->host, pk->pid, why);
 			}
 			pk->leaving = 1;
+			if (pk->kind == MIRAI__KIND_DISPATCHER) {
+				/* The dispatcher is stopping: nothing it holds
+				 * will come back. */
+				dispatcher_leaving(p, pk, &list);
+				break;
+			}
 			requeue_peer_queue(p, pk);
 			break;
 		default:
@@ -1696,6 +1729,131 @@ start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *url,
 	return wait_dispatcher(p, err);
 }
 
+/* Dial url for p with a monogamous socket that keeps retrying (the
+ * dispatcher may be busy with another client).  Called unlocked. */
+static int
+profile_dial(profile *p, const char *url, mirai_errmsg *err)
+{
+	sock **socks, *sk;
+	int rv;
+
+	if ((socks = realloc(p->socks, (p->nsocks + 1) * sizeof *socks)) == NULL ||
+	    (sk = calloc(1, sizeof *sk)) == NULL) {
+		if (socks != NULL) {
+			p->socks = socks;
+		}
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	p->socks = socks;
+	sk->prof = p;
+	if ((rv = nng_pair1_open(&sk->s)) != 0 ||
+	    (rv = mirai__sock_setup(sk->s, p->max_msg)) != 0 ||
+	    (rv = nng_aio_alloc(&sk->rx, on_rx, sk)) != 0 ||
+	    (sk->url = mirai__strdup(url)) == NULL) {
+		if (sk->s.id != 0) {
+			nng_close(sk->s);
+		}
+		nng_aio_free(sk->rx);
+		free(sk);
+		return mirai__fail(err, MIRAI_ENOMEM, "cannot open a socket");
+	}
+	nng_socket_set_ms(sk->s, NNG_OPT_RECONNMINT, 50);
+	nng_socket_set_ms(sk->s, NNG_OPT_RECONNMAXT, 500);
+	nng_pipe_notify(sk->s, NNG_PIPE_EV_ADD_PRE, on_pipe, sk);
+	nng_pipe_notify(sk->s, NNG_PIPE_EV_REM_POST, on_pipe, sk);
+	p->socks[p->nsocks++] = sk;
+	nng_recv_aio(sk->s, sk->rx);
+	if ((rv = nng_dial(sk->s, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
+		return mirai__fail(err, mirai__nng_err(rv), "cannot dial %s: %s",
+		    url, nng_strerror(rv));
+	}
+	return 0;
+}
+
+/* mirai_daemons() with attach set. */
+static int
+attach(const char *name, const mirai_daemons_opts *o, mirai_errmsg *err)
+{
+	const char *url = o->url != NULL ? o->url : getenv("MIRAI_DISPATCHER_URL");
+	int64_t wait    = o->attach_timeout_ms > 0 ? o->attach_timeout_ms : 30000;
+	int64_t deadline;
+	profile *p;
+	pname *n;
+	int rv = 0;
+
+	if (url == NULL || *url == '\0') {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "no dispatcher to attach to: give its URL or set "
+		    "MIRAI_DISPATCHER_URL (mirai-launch sets it)");
+	}
+	if (o->retries < 0 || o->retries > 255) {
+		return mirai__fail(err, MIRAI_EINVAL, "retries must be 0-255");
+	}
+	pthread_mutex_lock(&reg_mtx);
+	if ((n = pname_get(name)) == NULL) {
+		pthread_mutex_unlock(&reg_mtx);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	if (n->set != NULL) {
+		pthread_mutex_unlock(&reg_mtx);
+		return mirai__fail(err, MIRAI_ESET,
+		    "compute profile '%s' is already set: reset it with "
+		    "mirai_reset() before changing its settings",
+		    name);
+	}
+	if ((p = profile_new(name, KIND_DIRECT)) == NULL ||
+	    copy_opts(p, &o->server, o->hook) != 0 ||
+	    (p->url = mirai__strdup(url)) == NULL) {
+		pthread_mutex_unlock(&reg_mtx);
+		profile_unref(p);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	p->dispatcher = 1;
+	p->user_url   = 1;
+	p->retries    = o->retries;
+	p->max_queue  = o->max_queue > 0 ? o->max_queue : (size_t) 1 << 30;
+	if ((rv = profile_dial(p, url, err)) != 0) {
+		pthread_mutex_unlock(&reg_mtx);
+		profile_close(p);
+		profile_unref(p);
+		return rv;
+	}
+	n->set = p;
+	pthread_mutex_unlock(&reg_mtx);
+
+	deadline = mirai__now_ms() + wait;
+	pthread_mutex_lock(&p->mtx);
+	while (dispatcher_peer(p) == NULL && mirai__now_ms() < deadline) {
+		mirai__cond_wait_until(&p->cv, &p->mtx, deadline);
+	}
+	if (dispatcher_peer(p) == NULL) {
+		rv = mirai__fail(err, MIRAI_ETIMEDOUT,
+		    "no dispatcher answered at %s within %lld ms (it serves one "
+		    "client at a time)",
+		    url, (long long) wait);
+	}
+	pthread_mutex_unlock(&p->mtx);
+	if (rv != 0) {
+		mirai_reset(name);
+		return rv;
+	}
+	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "profile '%s' attached to %s", name, url);
+	return 0;
+}
+
+int
+mirai_attach(const char *name, const char *url, int64_t timeout_ms,
+    mirai_errmsg *err)
+{
+	mirai_daemons_opts o = MIRAI_DAEMONS_OPTS_INIT;
+
+	o.profile           = name;
+	o.url               = url;
+	o.attach            = 1;
+	o.attach_timeout_ms = timeout_ms;
+	return mirai_daemons(&o, err);
+}
+
 static void *
 dispatcher_thread(void *arg)
 {
@@ -1775,6 +1933,9 @@ mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 	    o->dispatcher != MIRAI_DISPATCHER_PROCESS) {
 		return mirai__fail(err, MIRAI_EINVAL, "unknown dispatcher mode %d",
 		    o->dispatcher);
+	}
+	if (o->attach) {
+		return attach(name, o, err);
 	}
 	disp = o->dispatcher != MIRAI_DISPATCHER_OFF;
 	if (o->n < 0 || o->retries < 0 || o->retries > 255) {
@@ -2441,10 +2602,14 @@ typedef struct trow {
 	uint64_t instance, assigned, complete, retries;
 } trow;
 
-/* The status matrix, asked of the dispatcher.  Consumes the reference to
- * p.  A dispatcher that does not answer gives a status with error set. */
+/*
+ * A status built from a dispatcher's status payload (rv: 0, or the error
+ * value of asking for it, which leaves the rows empty).  *out is set, or
+ * MIRAI_ENOMEM returned.
+ */
 static int
-status_dispatcher(profile *p, const char *name, mirai_status **out)
+status_build(const char *name, const uint8_t *data, size_t len, int rv,
+    mirai_status **out)
 {
 	uint64_t queued = 0, running = 0, completed = 0, retried = 0;
 	mirai__rbuf rb;
@@ -2452,11 +2617,11 @@ status_dispatcher(profile *p, const char *name, mirai_status **out)
 	trow *rows = NULL;
 	uint32_t nrows = 0;
 	size_t strings;
-	creq r;
 	char *sp;
-	int rv, connected;
+	creq r;
 
-	rv = request(p, MIRAI__OP_STATUS, 0, 0, &r, REQUEST_MS);
+	r.data = (uint8_t *) data;
+	r.len  = len;
 	if (rv == 0) {
 		rb.p      = r.data;
 		rb.end    = r.data + r.len;
@@ -2489,7 +2654,6 @@ status_dispatcher(profile *p, const char *name, mirai_status **out)
 			nrows = 0;
 		}
 	}
-	free(r.data);
 	strings = strlen(name) + 2;
 	for (uint32_t i = 0; i < nrows; i++) {
 		strings += strlen(rows[i].url) + strlen(rows[i].host) + 2;
@@ -2497,7 +2661,6 @@ status_dispatcher(profile *p, const char *name, mirai_status **out)
 	st = calloc(1, sizeof *st + nrows * sizeof *st->rows + strings);
 	if (st == NULL) {
 		free(rows);
-		profile_unref(p);
 		return MIRAI_ENOMEM;
 	}
 	st->rows    = (mirai_status_row *) (st + 1);
@@ -2520,27 +2683,169 @@ status_dispatcher(profile *p, const char *name, mirai_status **out)
 		row->pid      = rows[i].pid;
 	}
 	free(rows);
+	st->set        = 1;
+	st->dispatcher = 1;
+	st->nrows      = nrows;
+	st->queued     = queued;
+	st->running    = running;
+	st->completed  = completed;
+	st->retried    = retried;
+	st->error      = rv;
+	*out           = st;
+	return 0;
+}
+
+/* The status matrix, asked of the dispatcher.  Consumes the reference to
+ * p.  A dispatcher that does not answer gives a status with error set. */
+static int
+status_dispatcher(profile *p, const char *name, mirai_status **out)
+{
+	mirai_status *st;
+	creq r;
+	int rv, connected;
+
+	rv = request(p, MIRAI__OP_STATUS, 0, 0, &r, REQUEST_MS);
+	if (status_build(name, r.data, r.len, rv, &st) != 0) {
+		free(r.data);
+		profile_unref(p);
+		return MIRAI_ENOMEM;
+	}
+	free(r.data);
 	pthread_mutex_lock(&p->mtx);
 	connected       = dispatcher_peer(p) != NULL;
 	st->dispatcher_pid = connected ? dispatcher_peer(p)->pid : 0;
-	st->set         = 1;
-	st->dispatcher  = 1;
-	st->connections = connected;
-	st->daemons     = p->daemons;
-	st->nrows       = nrows;
+	st->connections    = connected;
+	st->daemons        = p->daemons;
 	/* Tasks still here count as queued too. */
-	st->queued      = queued + p->unassigned.count;
+	st->queued += p->unassigned.count;
 	for (size_t i = 0; i < p->npeers; i++) {
 		st->queued += p->peers[i]->nqueue;
 	}
-	st->running   = running;
-	st->completed = completed;
-	st->retried   = retried;
-	st->error     = rv;
 	pthread_mutex_unlock(&p->mtx);
 	profile_unref(p);
 	*out = st;
 	return 0;
+}
+
+/* One control request to a dispatcher's control URL, synchronously.
+ * *data (malloc'd, NUL-terminated) gets the reply's payload. */
+static int
+control_request(const char *url, uint32_t op, uint32_t a, uint32_t b,
+    uint8_t **data, size_t *len, mirai_errmsg *err)
+{
+	mirai__req_view q = {.req = 1, .op = op, .a = a, .b = b};
+	mirai__msghdr h   = {.nframes = 1, .seq = 1};
+	mirai__reader r;
+	mirai__frame f;
+	mirai__rep_view rep;
+	nng_socket s;
+	nng_msg *msg;
+	int rv;
+
+	*data = NULL;
+	*len  = 0;
+	if (url == NULL) {
+		url = getenv("MIRAI_CONTROL_URL");
+	}
+	if (url == NULL || *url == '\0') {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "no control URL: give one or set MIRAI_CONTROL_URL "
+		    "(mirai-launch sets it)");
+	}
+	if ((rv = nng_pair1_open(&s)) != 0) {
+		return mirai__fail(err, mirai__nng_err(rv), "cannot open a socket");
+	}
+	mirai__sock_setup(s, 0);
+	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, REQUEST_MS);
+	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, REQUEST_MS);
+	if ((rv = nng_dial(s, url, NULL, 0)) != 0) {
+		nng_close(s);
+		return mirai__fail(err, mirai__nng_err(rv), "cannot reach %s: %s",
+		    url, nng_strerror(rv));
+	}
+	if ((rv = nng_msg_alloc(&msg, MIRAI__HDR_LEN + MIRAI__REQ_LEN)) != 0) {
+		nng_close(s);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	mirai__hdr_encode(nng_msg_body(msg), &h);
+	mirai__req_encode((uint8_t *) nng_msg_body(msg) + MIRAI__HDR_LEN, &q);
+	if ((rv = nng_sendmsg(s, msg, 0)) != 0) {
+		nng_msg_free(msg);
+		nng_close(s);
+		return mirai__fail(err, mirai__nng_err(rv), "cannot ask %s: %s",
+		    url, nng_strerror(rv));
+	}
+	/* The dispatcher sends one reply and nothing after: closing once it
+	 * arrived is safe. */
+	if ((rv = nng_recvmsg(s, &msg, 0)) != 0) {
+		nng_close(s);
+		return mirai__fail(err, mirai__nng_err(rv), "no answer from %s: %s",
+		    url, nng_strerror(rv));
+	}
+	rv = MIRAI_EPROTO;
+	if (mirai__msg_open(&r, nng_msg_body(msg), nng_msg_len(msg), &h) == 0 &&
+	    mirai__msg_next(&r, &f) == 1 && mirai__rep_decode(&f, &rep) == 0 &&
+	    (*data = malloc(rep.len + 1)) != NULL) {
+		memcpy(*data, rep.data, rep.len);
+		(*data)[rep.len] = '\0';
+		*len             = rep.len;
+		rv               = (int) rep.status;
+		if (rv != 0) {
+			mirai__fail(err, rv, "%s", (char *) *data);
+		}
+	} else {
+		mirai__fail(err, rv, "a garbled answer from %s", url);
+	}
+	nng_msg_free(msg);
+	nng_close(s);
+	return rv;
+}
+
+int
+mirai_status_query(const char *url, mirai_status **out, mirai_errmsg *err)
+{
+	uint8_t *data;
+	size_t len;
+	int rv;
+
+	if (out == NULL) {
+		return MIRAI_EINVAL;
+	}
+	if ((rv = control_request(url, MIRAI__OP_STATUS, 0, 0, &data, &len, err)) != 0) {
+		free(data);
+		return rv;
+	}
+	rv = status_build("dispatcher", data, len, 0, out);
+	if (rv == 0) {
+		(*out)->connections = 1;
+		if ((*out)->error != 0) {
+			rv = mirai__fail(err, (*out)->error, "a garbled status");
+			mirai_status_free(*out);
+		}
+	}
+	free(data);
+	return rv;
+}
+
+int
+mirai_saisei_query(const char *url, size_t i, int force, char **new_url,
+    mirai_errmsg *err)
+{
+	uint8_t *data;
+	size_t len;
+	int rv;
+
+	if (i > UINT32_MAX) {
+		return mirai__fail(err, MIRAI_EINVAL, "no slot %zu", i);
+	}
+	rv = control_request(url, MIRAI__OP_SAISEI, (uint32_t) i, force != 0,
+	    &data, &len, err);
+	if (rv == 0 && new_url != NULL) {
+		*new_url = (char *) data;
+		data     = NULL;
+	}
+	free(data);
+	return rv;
 }
 
 int

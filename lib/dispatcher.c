@@ -4,7 +4,9 @@
  * server that is online and idle.
  *
  * Links: upstream, the dispatcher dials the client like a server does and
- * introduces itself as a dispatcher.  Downstream, every slot listens on a
+ * introduces itself as a dispatcher; or it listens for one client at a
+ * time to attach (mirai-launch), and outlives its clients.  A control
+ * socket, if asked for, answers status and saisei requests of any process.  Downstream, every slot listens on a
  * URL of its own with a monogamous PAIR1 socket: a send waits for the pipe
  * instead of being dropped, NNG itself refuses a second pipe, and the
  * dispatcher addresses each server directly.  ws slots share one port.
@@ -54,6 +56,7 @@ typedef struct dtask {
 	uint32_t len;              /* frame length */
 	uint8_t retries;
 	uint8_t queued;
+	uint8_t orphan;            /* its client left: run out, report nothing */
 	uint8_t frame[];           /* a small task's frame */
 } dtask;
 
@@ -102,6 +105,13 @@ struct mirai_dispatcher {
 	int no_token;
 
 	/* upstream */
+	int listen;        /* clients attach to us (else we dial one) */
+	int listened;      /* sockets bound (mirai_dispatcher_listen) */
+	uint32_t up_pipe_id;
+	char *client_url;  /* resolved listen URL */
+	nng_socket ctl;    /* control socket, if any */
+	nng_aio *ctl_rx;
+	char *control_url;
 	nng_socket up;
 	nng_aio *up_rx;
 	nng_aio *up_tx;
@@ -455,6 +465,7 @@ finish_busy(mirai_dispatcher *d, slot *sl, const mirai__frame *f,
 {
 	dtask *t    = sl->busy;
 	size_t flen = MIRAI__FRAME_HDR_LEN + (size_t) f->len;
+	int orphan  = t->orphan;
 	mirai__out *o;
 
 	sl->busy = NULL;
@@ -467,6 +478,9 @@ finish_busy(mirai_dispatcher *d, slot *sl, const mirai__frame *f,
 		idle_push(d, sl);
 	}
 	dispatch(d);
+	if (orphan) {
+		return;
+	}
 	if (*keep != NULL && flen >= MIRAI__BIG_FRAME) {
 		/* Forward the message itself: its header is rewritten when
 		 * it goes up. */
@@ -577,6 +591,10 @@ slot_msg(dsock *ds, nng_msg *msg)
 				dtask *t = sl->busy;
 				sl->busy = NULL;
 				t->at    = NULL;
+				if (t->orphan) {
+					dtask_free(d, t);
+					break;
+				}
 				/* A task sent without a copy gets its frame
 				 * back from the bounce. */
 				if (t->msg == NULL && t->len >= MIRAI__BIG_FRAME &&
@@ -670,7 +688,7 @@ slot_lost_job(void *arg)
 	dtask *t            = j->t;
 
 	pthread_mutex_lock(&d->mtx);
-	if (t != NULL && !d->closing) {
+	if (t != NULL && !d->closing && !t->orphan) {
 		if (t->retries > 0) {
 			/* Back to the head of the line. */
 			t->retries--;
@@ -881,66 +899,81 @@ slot_listen_url(mirai_dispatcher *d, slot *sl, char *buf, size_t len)
 
 /* ---- upstream ----------------------------------------------------------- */
 
+/* The status payload (see client.c: status_dispatcher). */
 static void
-status_reply(mirai_dispatcher *d, uint64_t req)
+status_payload(mirai_dispatcher *d, mirai__wbuf *w)
 {
-	mirai__wbuf w = {0};
 	uint64_t running = 0;
-	mirai__rep_view rep = {.req = req};
-	mirai__out *o;
 
 	for (size_t i = 0; i < d->nslots; i++) {
 		running += d->slots[i].busy != NULL;
 	}
-	mirai__w_u64(&w, d->qlen);
-	mirai__w_u64(&w, running);
-	mirai__w_u64(&w, d->completed);
-	mirai__w_u64(&w, d->retried);
-	mirai__w_u32(&w, (uint32_t) d->nslots);
+	mirai__w_u64(w, d->qlen);
+	mirai__w_u64(w, running);
+	mirai__w_u64(w, d->completed);
+	mirai__w_u64(w, d->retried);
+	mirai__w_u32(w, (uint32_t) d->nslots);
 	for (size_t i = 0; i < d->nslots; i++) {
 		slot *sl = &d->slots[i];
-		mirai__w_str(&w, sl->url);
-		mirai__w_u8(&w, (uint8_t) sl->online);
-		mirai__w_u64(&w, sl->instance);
-		mirai__w_u64(&w, sl->assigned);
-		mirai__w_u64(&w, sl->complete);
-		mirai__w_u64(&w, sl->retries);
-		mirai__w_u32(&w, (uint32_t) (sl->online ? sl->pid : 0));
-		mirai__w_str(&w, sl->online ? sl->host : "");
+		mirai__w_str(w, sl->url);
+		mirai__w_u8(w, (uint8_t) sl->online);
+		mirai__w_u64(w, sl->instance);
+		mirai__w_u64(w, sl->assigned);
+		mirai__w_u64(w, sl->complete);
+		mirai__w_u64(w, sl->retries);
+		mirai__w_u32(w, (uint32_t) (sl->online ? sl->pid : 0));
+		mirai__w_str(w, sl->online ? sl->host : "");
 	}
-	if (w.failed) {
-		static const char oom[] = "dispatcher out of memory";
-		rep.status = MIRAI_ENOMEM;
-		rep.data   = (const uint8_t *) oom;
-		rep.len    = sizeof oom - 1;
-	} else {
-		rep.data = w.p;
-		rep.len  = w.len;
-	}
-	if ((o = mirai__out_new(mirai__rep_size(rep.len))) != NULL) {
-		mirai__rep_encode(mirai__out_frame(o), &rep);
-		mirai__outq_push_front(&d->up_q, o);
-		up_send(d);
-	}
-	free(w.p);
 }
 
-static void
-reply_text(mirai_dispatcher *d, uint64_t req, int status, const char *text)
+/* A REP frame for request req. */
+static mirai__out *
+rep_frame(uint64_t req, int status, const void *data, size_t len)
 {
 	mirai__rep_view rep = {.req = req, .status = (uint32_t) status,
-	    .data = (const uint8_t *) text, .len = strlen(text)};
-	mirai__out *o       = mirai__out_new(mirai__rep_size(rep.len));
+	    .data = data, .len = len};
+	mirai__out *o       = mirai__out_new(mirai__rep_size(len));
 
 	if (o != NULL) {
 		mirai__rep_encode(mirai__out_frame(o), &rep);
-		mirai__outq_push_front(&d->up_q, o);
-		up_send(d);
+	}
+	return o;
+}
+
+/* The answer to control request q: a REP frame.  Called locked. */
+static mirai__out *saisei(mirai_dispatcher *d, uint64_t req, uint32_t i,
+    int force);
+
+static mirai__out *
+answer(mirai_dispatcher *d, const mirai__req_view *q)
+{
+	static const char oom[] = "dispatcher out of memory";
+	mirai__wbuf w = {0};
+	mirai__out *o;
+
+	switch (q->op) {
+	case MIRAI__OP_STATUS:
+		status_payload(d, &w);
+		o = w.failed ? rep_frame(q->req, MIRAI_ENOMEM, oom, sizeof oom - 1)
+			     : rep_frame(q->req, 0, w.p, w.len);
+		free(w.p);
+		return o;
+	case MIRAI__OP_SAISEI:
+		return saisei(d, q->req, q->a, q->b != 0);
+	default:
+		return rep_frame(q->req, MIRAI_ENOTSUP, "unknown request", 15);
 	}
 }
 
-/* saisei: a fresh URL for slot i.  Called locked. */
-static void
+static mirai__out *
+reply_text(uint64_t req, int status, const char *text)
+{
+	return rep_frame(req, status, text, strlen(text));
+}
+
+/* saisei: a fresh URL for slot i; the reply holds it or the reason why
+ * not.  Called locked. */
+static mirai__out *
 saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
 {
 	char url[512], text[600];
@@ -953,8 +986,7 @@ saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
 	if (i >= d->nslots) {
 		snprintf(text, sizeof text, "no slot %u: there are %zu", i,
 		    d->nslots);
-		reply_text(d, req, MIRAI_EINVAL, text);
-		return;
+		return reply_text(req, MIRAI_EINVAL, text);
 	}
 	sl = &d->slots[i];
 	if (!sl->has_path) {
@@ -962,21 +994,18 @@ saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
 		    "slot %u listens on %s, which has no path: only URLs with a "
 		    "path (ws://) can be regenerated",
 		    i, sl->url);
-		reply_text(d, req, MIRAI_ENOTSUP, text);
-		return;
+		return reply_text(req, MIRAI_ENOTSUP, text);
 	}
 	old = sl->cur;
 	if (old->has_pipe && !force) {
 		snprintf(text, sizeof text,
 		    "a server is connected at slot %u: use force to cut it off",
 		    i);
-		reply_text(d, req, MIRAI_EBUSY, text);
-		return;
+		return reply_text(req, MIRAI_EBUSY, text);
 	}
 	slot_listen_url(d, sl, url, sizeof url);
 	if ((rv = dsock_open(d, sl, url, &ds, &resolved, &err)) != 0) {
-		reply_text(d, req, rv, err.text);
-		return;
+		return reply_text(req, rv, err.text);
 	}
 	if (old->has_pipe) {
 		/* Cut off: the task resolves with "closed", the server is told
@@ -1020,7 +1049,28 @@ saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
 		}
 	}
 	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "slot %u: regenerated: %s", i, sl->url);
-	reply_text(d, req, 0, sl->url);
+	return reply_text(req, 0, sl->url);
+}
+
+/* The client left or detached: its queued tasks go, its running ones
+ * are cancelled and their results dropped (a next client's ids may be the
+ * same).  Called locked. */
+static void
+drop_client_work(mirai_dispatcher *d)
+{
+	while (d->head != NULL) {
+		dtask *t = d->head;
+		q_remove(d, t);
+		dtask_free(d, t);
+	}
+	for (size_t i = 0; i < d->nslots; i++) {
+		dtask *t = d->slots[i].busy;
+		if (t != NULL && !t->orphan) {
+			table_del(d, t);
+			t->orphan = 1;
+			slot_ctrl(d, &d->slots[i], MIRAI__F_CANCEL, t->id, 1);
+		}
+	}
 }
 
 static void
@@ -1114,7 +1164,9 @@ up_msg(mirai_dispatcher *d, nng_msg *msg)
 
 		switch (f.type) {
 		case MIRAI__F_TASK:
-			up_task(d, &f, &keep);
+			if (!d->up_mute) {
+				up_task(d, &f, &keep);
+			}
 			break;
 		case MIRAI__F_CANCEL:
 			if (mirai__u64_frame_decode(&f, &id) == 0) {
@@ -1132,21 +1184,26 @@ up_msg(mirai_dispatcher *d, nng_msg *msg)
 				}
 				d->up_mute = 1;
 			}
-			d->exit_req   = 1;
-			d->exit_flags = f.len == 4 ? mirai__get32(f.body) : 0;
+			if (d->listen) {
+				/* An attached client detaches: its work goes,
+				 * the dispatcher stays for the next one. */
+				drop_client_work(d);
+			} else {
+				d->exit_req   = 1;
+				d->exit_flags = f.len == 4 ? mirai__get32(f.body)
+							   : 0;
+			}
 			pthread_cond_broadcast(&d->cv);
 			break;
 		case MIRAI__F_REQ:
-			if (mirai__req_decode(&f, &q) != 0) {
-				break;
-			}
-			if (q.op == MIRAI__OP_STATUS) {
-				status_reply(d, q.req);
-			} else if (q.op == MIRAI__OP_SAISEI) {
-				saisei(d, q.req, q.a, q.b != 0);
-			} else {
-				reply_text(d, q.req, MIRAI_ENOTSUP,
-				    "unknown request");
+			if (mirai__req_decode(&f, &q) == 0) {
+				mirai__out *o = answer(d, &q);
+				if (o != NULL && !d->up_mute) {
+					mirai__outq_push_front(&d->up_q, o);
+					up_send(d);
+				} else {
+					mirai__out_free(o);
+				}
 			}
 			break;
 		case MIRAI__F_PING:
@@ -1204,23 +1261,68 @@ up_tx(void *arg)
 	pthread_mutex_unlock(&d->mtx);
 }
 
+static void send_hello(mirai_dispatcher *d);
+
+static void
+up_kick(void *arg)
+{
+	mirai_dispatcher *d = arg;
+
+	pthread_mutex_lock(&d->mtx);
+	up_send(d);
+	d->pending--;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mtx);
+}
+
 static void
 up_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
 	mirai_dispatcher *d = arg;
+	uint32_t id         = (uint32_t) nng_pipe_id(p);
 
-	(void) p;
 	pthread_mutex_lock(&d->mtx);
-	if (ev == NNG_PIPE_EV_ADD_POST && !d->up_lost) {
+	if (ev == NNG_PIPE_EV_ADD_PRE && d->listen) {
+		if (d->up_connected || d->closing) {
+			/* One client at a time: refuse before NNG receives
+			 * on the pipe, which is safe. */
+			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+			    "refused a client: another one is attached");
+			nng_pipe_close(p);
+		} else {
+			d->up_connected = 1;
+			d->up_pipe_id   = id;
+			d->up_lost      = 0;
+			d->up_mute      = 0;
+			mirai__outq_clear(&d->up_q);
+			send_hello(d);
+			/* Sending is a socket call: not from here. */
+			d->pending++;
+			if (mirai__defer(up_kick, d) != 0) {
+				d->pending--;
+			}
+			MIRAI__LOG(MIRAI_LOG_INFO, TAG, "a client attached");
+		}
+	} else if (ev == NNG_PIPE_EV_ADD_POST && !d->listen && !d->up_lost) {
 		d->up_connected = 1;
-	} else if (ev == NNG_PIPE_EV_REM_POST && d->up_connected) {
-		d->up_lost = 1;
-		MIRAI__LOG(MIRAI_LOG_INFO, TAG, "the client went away");
+		d->up_pipe_id   = id;
+	} else if (ev == NNG_PIPE_EV_REM_POST && d->up_connected &&
+	    id == d->up_pipe_id) {
+		d->up_connected = 0;
+		d->up_lost      = 1;
+		mirai__outq_clear(&d->up_q);
+		if (d->listen) {
+			drop_client_work(d);
+			MIRAI__LOG(MIRAI_LOG_INFO, TAG, "the client detached");
+		} else {
+			MIRAI__LOG(MIRAI_LOG_INFO, TAG, "the client went away");
+		}
 	}
 	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mtx);
 }
 
+/* Queue our HELLO first in line.  Called locked. */
 static void
 send_hello(mirai_dispatcher *d)
 {
@@ -1343,7 +1445,9 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 	d->opts.url      = NULL;
 	d->opts.server.plugins = NULL;
 	d->no_token      = o->no_token;
-	d->opts.client_url = keep_str(d, o->client_url);
+	d->opts.client_url  = keep_str(d, o->client_url);
+	d->opts.listen_url  = keep_str(d, o->listen_url);
+	d->opts.control_url = keep_str(d, o->control_url);
 	if (o->server.nplugins > 0) {
 		const char **pl = calloc(o->server.nplugins, sizeof *pl);
 		if (pl == NULL) {
@@ -1482,14 +1586,151 @@ all_quiet(mirai_dispatcher *d)
 	return 1;
 }
 
+/* ---- control socket ------------------------------------------------------ */
+
+static void
+ctl_rx(void *arg)
+{
+	mirai_dispatcher *d = arg;
+	int rv              = nng_aio_result(d->ctl_rx);
+	mirai__reader r;
+	mirai__msghdr h;
+	mirai__frame f;
+	nng_msg *msg, *out;
+
+	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+		return;
+	}
+	if (rv == 0) {
+		msg = nng_aio_get_msg(d->ctl_rx);
+		nng_aio_set_msg(d->ctl_rx, NULL);
+		if (mirai__msg_open(&r, nng_msg_body(msg), nng_msg_len(msg), &h) == 0) {
+			mirai__outq q = {0};
+			mirai__msghdr oh = {0};
+			mirai__req_view req;
+
+			pthread_mutex_lock(&d->mtx);
+			while (mirai__msg_next(&r, &f) == 1) {
+				mirai__out *o;
+				if (mirai__req_decode(&f, &req) == 0 &&
+				    (o = answer(d, &req)) != NULL) {
+					mirai__outq_push(&q, o);
+				}
+			}
+			pthread_mutex_unlock(&d->mtx);
+			/* One reply message per request message: the
+			 * asker's pipe never holds more than that. */
+			if (q.head != NULL &&
+			    mirai__outq_pack(&q, &oh, &out, NULL, NULL) == 0) {
+				nng_msg_set_pipe(out, nng_msg_get_pipe(msg));
+				if (nng_sendmsg(d->ctl, out, NNG_FLAG_NONBLOCK) != 0) {
+					nng_msg_free(out);
+				}
+			}
+			mirai__outq_clear(&q);
+		}
+		nng_msg_free(msg);
+	}
+	nng_recv_aio(d->ctl, d->ctl_rx);
+}
+
+static int
+open_up(mirai_dispatcher *d, mirai_errmsg *err)
+{
+	int rv;
+
+	if ((rv = nng_pair1_open(&d->up)) != 0 ||
+	    (rv = mirai__sock_setup(d->up, d->opts.server.max_msg)) != 0 ||
+	    (rv = nng_aio_alloc(&d->up_rx, up_rx, d)) != 0 ||
+	    (rv = nng_aio_alloc(&d->up_tx, up_tx, d)) != 0) {
+		return mirai__fail(err, MIRAI_ENOMEM, "cannot open a socket");
+	}
+	nng_pipe_notify(d->up, NNG_PIPE_EV_ADD_PRE, up_pipe, d);
+	nng_pipe_notify(d->up, NNG_PIPE_EV_ADD_POST, up_pipe, d);
+	nng_pipe_notify(d->up, NNG_PIPE_EV_REM_POST, up_pipe, d);
+	return 0;
+}
+
+int
+mirai_dispatcher_listen(mirai_dispatcher *d, mirai_errmsg *err)
+{
+	nng_listener l;
+	int rv;
+
+	if (d == NULL) {
+		return MIRAI_EINVAL;
+	}
+	if (d->listened) {
+		return 0;
+	}
+	if (d->opts.listen_url != NULL) {
+		if ((rv = open_up(d, err)) != 0) {
+			return rv;
+		}
+		d->listen = 1;
+		if ((rv = nng_listen(d->up, d->opts.listen_url, &l, 0)) != 0 ||
+		    (rv = mirai__listener_url(l, d->opts.listen_url,
+			 &d->client_url)) != 0) {
+			return mirai__fail(err, MIRAI_EADDRINVAL,
+			    "cannot listen for clients on %s: %s",
+			    d->opts.listen_url,
+			    rv < 100 ? nng_strerror(rv) : mirai_strerror(rv));
+		}
+		nng_recv_aio(d->up, d->up_rx);
+	}
+	if (d->opts.control_url != NULL) {
+		if ((rv = nng_pair1_open_poly(&d->ctl)) != 0 ||
+		    (rv = nng_aio_alloc(&d->ctl_rx, ctl_rx, d)) != 0 ||
+		    (rv = nng_listen(d->ctl, d->opts.control_url, &l, 0)) != 0 ||
+		    (rv = mirai__listener_url(l, d->opts.control_url,
+			 &d->control_url)) != 0) {
+			return mirai__fail(err, MIRAI_EADDRINVAL,
+			    "cannot listen for control requests on %s: %s",
+			    d->opts.control_url,
+			    rv < 100 ? nng_strerror(rv) : mirai_strerror(rv));
+		}
+		nng_recv_aio(d->ctl, d->ctl_rx);
+	}
+	d->listened = 1;
+	return 0;
+}
+
+const char *
+mirai_dispatcher_client_url(const mirai_dispatcher *d)
+{
+	return d != NULL ? d->client_url : NULL;
+}
+
+const char *
+mirai_dispatcher_control_url(const mirai_dispatcher *d)
+{
+	return d != NULL ? d->control_url : NULL;
+}
+
+size_t
+mirai_dispatcher_online(mirai_dispatcher *d)
+{
+	size_t k;
+
+	if (d == NULL) {
+		return 0;
+	}
+	pthread_mutex_lock(&d->mtx);
+	k = online_count(d);
+	pthread_mutex_unlock(&d->mtx);
+	return k;
+}
+
 int
 mirai_dispatcher_run(mirai_dispatcher *d, mirai_errmsg *err)
 {
 	int64_t deadline;
-	int rv;
+	int rv = 0;
 
-	if (d == NULL || d->opts.client_url == NULL) {
-		return mirai__fail(err, MIRAI_EINVAL, "no client URL to dial");
+	if (d == NULL ||
+	    (d->opts.client_url == NULL && d->opts.listen_url == NULL)) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "no client URL to dial or listen on");
 	}
 	if (d->opts.local) {
 		/* The client hears from us once our servers are there. */
@@ -1506,30 +1747,47 @@ mirai_dispatcher_run(mirai_dispatcher *d, mirai_errmsg *err)
 		}
 		pthread_mutex_unlock(&d->mtx);
 	}
-	if ((rv = nng_pair1_open(&d->up)) != 0 ||
-	    (rv = mirai__sock_setup(d->up, d->opts.server.max_msg)) != 0 ||
-	    (rv = nng_aio_alloc(&d->up_rx, up_rx, d)) != 0 ||
-	    (rv = nng_aio_alloc(&d->up_tx, up_tx, d)) != 0) {
-		return mirai__fail(err, MIRAI_ENOMEM, "cannot open a socket");
+	if ((rv = mirai_dispatcher_listen(d, err)) != 0) {
+		return rv;
 	}
-	nng_pipe_notify(d->up, NNG_PIPE_EV_ADD_POST, up_pipe, d);
-	nng_pipe_notify(d->up, NNG_PIPE_EV_REM_POST, up_pipe, d);
-	pthread_mutex_lock(&d->mtx);
-	send_hello(d);
-	up_send(d);
-	pthread_mutex_unlock(&d->mtx);
-	nng_recv_aio(d->up, d->up_rx);
-	if ((rv = nng_dial(d->up, d->opts.client_url, NULL, 0)) != 0) {
-		rv = mirai__fail(err, MIRAI_ECONNREFUSED, "cannot dial %s: %s",
-		    d->opts.client_url, nng_strerror(rv));
+	if (!d->listen) {
+		if ((rv = open_up(d, err)) != 0) {
+			return rv;
+		}
 		pthread_mutex_lock(&d->mtx);
-		d->up_lost = 1;
+		send_hello(d);
+		up_send(d);
 		pthread_mutex_unlock(&d->mtx);
+		nng_recv_aio(d->up, d->up_rx);
+		if ((rv = nng_dial(d->up, d->opts.client_url, NULL, 0)) != 0) {
+			rv = mirai__fail(err, MIRAI_ECONNREFUSED,
+			    "cannot dial %s: %s", d->opts.client_url,
+			    nng_strerror(rv));
+			pthread_mutex_lock(&d->mtx);
+			d->up_lost = 1;
+			pthread_mutex_unlock(&d->mtx);
+		}
 	}
 
 	pthread_mutex_lock(&d->mtx);
-	while (!d->up_lost && !d->exit_req && !d->stop_req) {
+	/* Dialing, the client is the reason to live; listening, we serve
+	 * clients until stopped. */
+	while (!d->stop_req &&
+	    (d->listen || (!d->up_lost && !d->exit_req))) {
 		pthread_cond_wait(&d->cv, &d->mtx);
+	}
+	if (d->listen && d->up_connected) {
+		/* Stopped under an attached client: ask it to let go, and
+		 * close only once it did (or after a bound). */
+		mirai__out *o = mirai__out_new(MIRAI__U32_FRAME_LEN);
+		if (o != NULL) {
+			mirai__u32_frame_encode(mirai__out_frame(o), MIRAI__F_BYE, 0);
+			up_queue(d, o);
+		}
+		deadline = mirai__now_ms() + EXIT_WAIT_MS;
+		while (d->up_connected && mirai__now_ms() < deadline) {
+			mirai__cond_wait_until(&d->cv, &d->mtx, deadline);
+		}
 	}
 	/* The end: queued tasks go (the client resolved them or is gone),
 	 * servers are told to exit, idle ones close at once. */
@@ -1568,6 +1826,10 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 		nng_aio_free(d->up_rx);
 		nng_aio_free(d->up_tx);
 	}
+	if (d->ctl_rx != NULL) {
+		nng_close(d->ctl);
+		nng_aio_free(d->ctl_rx);
+	}
 	for (size_t i = 0; i < d->nslots; i++) {
 		dsock *ds = d->slots[i].cur;
 		if (ds != NULL) {
@@ -1600,6 +1862,8 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 	mirai__outq_clear(&d->up_q);
 	free(d->table);
 	free(d->slots);
+	free(d->client_url);
+	free(d->control_url);
 	free((void *) d->opts.server.plugins);
 	for (size_t i = 0; i < d->nstrings; i++) {
 		free(d->strings[i]);

@@ -179,10 +179,23 @@ size_t mirai__task_max_msg(const mirai_task *task);
 const char *mirai__server_binding(mirai_server *srv);
 void mirai__server_functions_json(mirai_server *srv, mirai__sb *sb);
 
-/* ---- topo.c ------------------------------------------------------- */
+/* ---- topo.c: the only file calling hwloc --------------------------- */
 
 /* Describe the CPUs this process is bound to ("0-3" or "0,2"); "" if
  * unknown. */
 void mirai__topo_binding(char *buf, size_t len);
+
+/*
+ * Bind this process to unit index (from 0) of the units of kind ("core",
+ * "numa", "socket"; "none" or NULL does nothing) among the CPUs it may use.
+ * An index past the last unit wraps round and sets *wrapped.  desc (if not
+ * NULL) gets what was bound ("core 3: cpus 3"); the binding is read back
+ * and verified.  Returns 0 or MIRAI_ETOPO / MIRAI_EINVAL with err filled.
+ */
+int mirai__topo_bind(const char *kind, int index, char *desc, size_t len,
+    int *wrapped, mirai_errmsg *err);
+
+/* How many units of kind this process may use (0 on error). */
+int mirai__topo_count(const char *kind);
 
 #endif /* MIRAI_INTERNAL_H */

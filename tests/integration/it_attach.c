@@ -1,0 +1,185 @@
+/*
+ * it_attach: a dispatcher started on its own (as mirai-launch does) that
+ * clients attach to, one at a time, and that answers status requests of
+ * any process on its control URL.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static pid_t disp;
+static char client_url[512], control_url[512];
+
+/* Start mirai-dispatcher --listen --control with 2 local servers and read
+ * the URLs it prints. */
+static int
+setup(void **state)
+{
+	char exe[4096], line[512];
+	const char *argv[] = {exe, "--listen", "tcp://127.0.0.1:0", "--control",
+	    "tcp://127.0.0.1:0", "--local", "-n", "2", NULL};
+	FILE *f;
+	int fd;
+
+	(void) state;
+	h_init();
+	snprintf(exe, sizeof exe, "%s", h_server());
+	strcpy(strrchr(exe, '/') + 1, "mirai-dispatcher");
+	disp = h_spawn(argv, &fd);
+	f    = fdopen(fd, "r");
+	while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "MIRAI_DISPATCHER_URL=", 21) == 0) {
+			snprintf(client_url, sizeof client_url, "%s", line + 21);
+		} else if (strncmp(line, "MIRAI_CONTROL_URL=", 18) == 0) {
+			snprintf(control_url, sizeof control_url, "%s", line + 18);
+			break;
+		}
+	}
+	if (f != NULL) {
+		fclose(f);
+	}
+	return client_url[0] && control_url[0] ? 0 : -1;
+}
+
+static int
+teardown(void **state)
+{
+	int status = 0;
+
+	(void) state;
+	mirai_shutdown();
+	kill(disp, SIGTERM);
+	/* SIGTERM stops it; exit code 0. */
+	if (!h_wait_exit(disp, 10000, &status)) {
+		h_kill(disp);
+		return -1;
+	}
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+static void
+test_attach_and_status(void **state)
+{
+	mirai_errmsg err = {{0}};
+	mirai_status *st;
+	char buf[64];
+
+	(void) state;
+	assert_int_equal(mirai_attach(NULL, client_url, 5000, &err), 0);
+	for (int i = 0; i < 20; i++) {
+		assert_int_equal(h_call(NULL, "mirai.echo", "hi", buf, sizeof buf), 0);
+		assert_string_equal(buf, "hi");
+	}
+	/* The attached client sees the matrix... */
+	assert_int_equal(mirai_status_get(NULL, &st), 0);
+	assert_int_equal(st->dispatcher, 1);
+	assert_int_equal(st->connections, 1);
+	assert_int_equal(st->nrows, 2);
+	assert_int_equal(st->completed, 20);
+	mirai_status_free(st);
+	/* ...and so does anyone at the control URL, at the same time. */
+	assert_int_equal(mirai_status_query(control_url, &st, &err), 0);
+	assert_int_equal(st->nrows, 2);
+	assert_int_equal(st->rows[0].online + st->rows[1].online, 2);
+	assert_int_equal(st->completed, 20);
+	mirai_status_free(st);
+	assert_int_equal(mirai_saisei_query(control_url, 0, 0, NULL, &err),
+	    MIRAI_ENOTSUP);
+	/* Detach: the dispatcher stays for the next client. */
+	assert_int_equal(mirai_reset(NULL), 0);
+	assert_int_equal(mirai_attach(NULL, client_url, 5000, &err), 0);
+	assert_int_equal(h_call(NULL, "mirai.echo", "again", buf, sizeof buf), 0);
+	assert_int_equal(mirai_reset(NULL), 0);
+}
+
+static void
+test_one_client_at_a_time(void **state)
+{
+	mirai_errmsg err = {{0}};
+	int64_t t0;
+
+	(void) state;
+	assert_int_equal(mirai_attach("first", client_url, 5000, &err), 0);
+	t0 = h_now_ms();
+	assert_int_equal(mirai_attach("second", client_url, 500, &err),
+	    MIRAI_ETIMEDOUT);
+	assert_true(h_now_ms() - t0 >= 450);
+	assert_non_null(strstr(err.text, "one client at a time"));
+	assert_int_equal(h_call("first", "mirai.echo", "x", NULL, 0), 0);
+	mirai_reset("first");
+	assert_int_equal(mirai_attach("second", client_url, 5000, &err), 0);
+	assert_int_equal(h_call("second", "mirai.echo", "x", NULL, 0), 0);
+	mirai_reset("second");
+}
+
+/* A detaching client's queued work is dropped and its running task
+ * cancelled; the next client (whose ids start over) is not confused by
+ * late results. */
+static void
+test_detach_drops_work(void **state)
+{
+	mirai_errmsg err = {{0}};
+	mirai *ms[6];
+	char buf[64];
+
+	(void) state;
+	assert_int_equal(mirai_attach(NULL, client_url, 5000, &err), 0);
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(mirai_call(NULL, "mirai.sleep", "3000", 4, &ms[i]), 0);
+	}
+	usleep(200000);
+	assert_int_equal(mirai_reset(NULL), 0);
+	for (int i = 0; i < 6; i++) {
+		assert_int_equal(mirai_wait_for(ms[i], 2000), MIRAI_ECLOSED);
+		mirai_free(ms[i]);
+	}
+	assert_int_equal(mirai_attach(NULL, client_url, 5000, &err), 0);
+	int64_t t0 = h_now_ms();
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(h_call(NULL, "mirai.echo", "new", buf, sizeof buf), 0);
+		assert_string_equal(buf, "new");
+	}
+	/* The old sleeps were cancelled: no 3 s wait for a free server. */
+	assert_true(h_now_ms() - t0 < 2000);
+	mirai_reset(NULL);
+}
+
+static void
+test_attach_errors(void **state)
+{
+	mirai_errmsg err = {{0}};
+
+	(void) state;
+	unsetenv("MIRAI_DISPATCHER_URL");
+	assert_int_equal(mirai_attach(NULL, NULL, 100, &err), MIRAI_EINVAL);
+	assert_non_null(strstr(err.text, "MIRAI_DISPATCHER_URL"));
+	setenv("MIRAI_DISPATCHER_URL", client_url, 1);
+	assert_int_equal(mirai_attach(NULL, NULL, 5000, &err), 0);
+	assert_int_equal(h_call(NULL, "mirai.echo", "env", NULL, 0), 0);
+	mirai_reset(NULL);
+	unsetenv("MIRAI_CONTROL_URL");
+	mirai_status *st;
+	assert_int_equal(mirai_status_query(NULL, &st, &err), MIRAI_EINVAL);
+	assert_int_not_equal(mirai_status_query("tcp://127.0.0.1:1", &st, &err),
+	    0);
+	assert_non_null(strstr(err.text, "127.0.0.1:1"));
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_attach_and_status),
+	    cmocka_unit_test(test_one_client_at_a_time),
+	    cmocka_unit_test(test_detach_drops_work),
+	    cmocka_unit_test(test_attach_errors),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
