@@ -50,7 +50,7 @@ SONAME  := libmirai.so.$(MAJOR)
 SO      := $(BUILD)/lib/libmirai.so.$(VERSION)
 AR_LIB  := $(BUILD)/lib/libmirai.a
 
-TOOLS   := mirai mirai-server mirai-dispatcher mirai-bench
+TOOLS   := mirai mirai-server mirai-dispatcher mirai-launch mirai-bench
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 CLI_OBJ := $(BUILD)/obj/cmd/cli.o
 
@@ -150,8 +150,10 @@ bench: all
 	$(BUILD)/bin/mirai-bench w3 --no-dispatcher
 	$(BUILD)/bin/mirai-bench w4
 
+# The main job: servers on the hosts of hosts.example (localhost), the
+# example client run by the launcher.
 demo: all
-	$(BUILD)/examples/hello
+	$(BUILD)/bin/mirai-launch --hostfile hosts.example -- $(BUILD)/examples/hello
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \

@@ -71,7 +71,8 @@ int
 main(int argc, char **argv)
 {
 	const char *client = NULL, *url = NULL, *urls = NULL, *server = NULL;
-	const char *listen = NULL, *control = NULL;
+	const char *listen = NULL, *control = NULL, *bind_to = NULL;
+	long long bind_index = 0;
 	long long n = 0, retries = 0, max_tasks = 0;
 	int64_t idle = 0, walltime = 0;
 	size_t max_msg = 0;
@@ -104,6 +105,10 @@ main(int argc, char **argv)
 	    {"max-tasks", 0, CLI_INT, &max_tasks, "N", "local servers: max tasks"},
 	    {"output", 0, CLI_FLAG, &output, NULL,
 		"local servers keep task output"},
+	    {"bind-to", 0, CLI_STR, &bind_to, "KIND",
+		"local servers bind to core, numa or socket units"},
+	    {"bind-index", 0, CLI_INT, &bind_index, "K",
+		"the first local server's unit; the next ones follow"},
 	    {"max-msg", 0, CLI_SIZE, &max_msg, "BYTES",
 		"largest message (default 256M)"},
 	    {"print-urls", 0, CLI_FLAG, &print, NULL,
@@ -152,7 +157,8 @@ main(int argc, char **argv)
 				"both\n");
 		return 2;
 	}
-	if (retries < 0 || retries > 255 || n < 0 || max_tasks < 0) {
+	if (retries < 0 || retries > 255 || n < 0 || max_tasks < 0 ||
+	    bind_index < 0 || bind_index > 1000000) {
 		fprintf(stderr, "mirai-dispatcher: -n, --retries (0-255) and "
 				"--max-tasks must not be negative\n");
 		return 2;
@@ -185,6 +191,8 @@ main(int argc, char **argv)
 	o.server.plugins     = plugins.items;
 	o.server.nplugins    = plugins.n;
 	o.server.server_path = server;
+	o.server.bind_to     = bind_to;
+	o.server.bind_index  = (int) bind_index;
 	rv = mirai_dispatcher_create(&d, &o, &err);
 	free(list);
 	free(plugins.items);

@@ -1,7 +1,10 @@
 /*
  * mirai-server: dial a client (or dispatcher) URL and execute tasks.
  */
+#include <limits.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,9 +14,75 @@
 
 #include "cli.h"
 
+/*
+ * --stdin: the launcher's way to start a server over ssh.  The URL (which
+ * holds a token) and environment arrive on stdin, not on the command line
+ * that ps shows:
+ *     url URL
+ *     env VAR=VALUE     (any number)
+ *     end
+ * stdin then stays open; its EOF (the launcher or its ssh channel gone)
+ * stops the server after its current task.
+ */
+static char stdin_url[8192];
+
+static int
+read_stdin_setup(void)
+{
+	char line[8192];
+	size_t n = 0;
+	char c;
+
+	for (;;) {
+		ssize_t r = read(0, &c, 1);
+		if (r <= 0) {
+			fprintf(stderr, "mirai-server: --stdin: input ended before "
+					"'end'\n");
+			return -1;
+		}
+		if (c != '\n') {
+			if (n + 1 < sizeof line) {
+				line[n++] = c;
+			}
+			continue;
+		}
+		line[n] = '\0';
+		n       = 0;
+		if (strcmp(line, "end") == 0) {
+			return stdin_url[0] != '\0' ? 0 : -1;
+		}
+		if (strncmp(line, "url ", 4) == 0) {
+			snprintf(stdin_url, sizeof stdin_url, "%s", line + 4);
+		} else if (strncmp(line, "env ", 4) == 0 && strchr(line, '=') != NULL) {
+			char *eq = strchr(line + 4, '=');
+			*eq      = '\0';
+			setenv(line + 4, eq + 1, 1);
+		} else {
+			fprintf(stderr, "mirai-server: --stdin: bad line '%.40s'\n",
+			    line);
+			return -1;
+		}
+	}
+}
+
+/* Byte by byte on purpose: nothing past 'end' is taken from stdin. */
+static void *
+watch_stdin(void *arg)
+{
+	char buf[256];
+
+	while (read(0, buf, sizeof buf) > 0) {
+	}
+	mirai_server_stop(arg);
+	return NULL;
+}
+
 static const char epilog[] =
     "The URL may also come from the environment variable MIRAI_URL, which\n"
-    "other users cannot read (unlike the command line).\n"
+    "other users cannot read (unlike the command line), or with --stdin\n"
+    "from standard input (lines 'url URL', 'env VAR=VALUE', then 'end');\n"
+    "the server then stops, after its current task, when its standard\n"
+    "input reaches end of file (how mirai-launch starts servers over ssh).\n"
     "\n"
     "Exit status:\n"
     "  0  the connection ended, or the client told the server to exit\n"
@@ -26,11 +95,11 @@ static const char epilog[] =
 int
 main(int argc, char **argv)
 {
-	const char *url = NULL;
+	const char *url = NULL, *bind_to = NULL;
 	int64_t idle = 0, walltime = 0;
-	long long max_tasks = 0;
+	long long max_tasks = 0, bind_index = 0;
 	size_t max_msg = 0;
-	int output = 0, dial_once = 0, verbose = 0, quiet = 0;
+	int output = 0, dial_once = 0, verbose = 0, quiet = 0, use_stdin = 0;
 	cli_list plugins = {0};
 	const cli_opt opts[] = {
 	    {"url", 'u', CLI_STR, &url, "URL",
@@ -49,6 +118,12 @@ main(int argc, char **argv)
 		"fail at once if the first dial fails (default: retry)"},
 	    {"max-msg", 0, CLI_SIZE, &max_msg, "BYTES",
 		"largest message (default 256M)"},
+	    {"bind-to", 0, CLI_STR, &bind_to, "KIND",
+		"bind before dialing: core, numa, socket or none"},
+	    {"bind-index", 0, CLI_INT, &bind_index, "K",
+		"bind to unit K (from 0); past the last, wrap round"},
+	    {"stdin", 0, CLI_FLAG, &use_stdin, NULL,
+		"read URL and environment from stdin; exit at its end"},
 	    {"verbose", 'v', CLI_FLAG, &verbose, NULL, "log connections and exits"},
 	    {"quiet", 'q', CLI_FLAG, &quiet, NULL, "log errors only"},
 	    {NULL, 0, 0, NULL, NULL, NULL},
@@ -73,6 +148,14 @@ main(int argc, char **argv)
 		}
 		url = argv[first];
 	}
+	if (use_stdin) {
+		if (url != NULL || read_stdin_setup() != 0) {
+			fprintf(stderr, "mirai-server: --stdin needs 'url URL' and "
+					"'end' on stdin, and no other URL\n");
+			return MIRAI_EXIT_USAGE;
+		}
+		url = stdin_url;
+	}
 	if (url == NULL) {
 		url = getenv("MIRAI_URL");
 	}
@@ -83,6 +166,21 @@ main(int argc, char **argv)
 	}
 	if (max_tasks < 0) {
 		fprintf(stderr, "mirai-server: --max-tasks must be >= 0\n");
+		return MIRAI_EXIT_USAGE;
+	}
+	/* Checked here so that a typo is a usage error, not a failed run. */
+	if (bind_to != NULL && strcmp(bind_to, "core") != 0 &&
+	    strcmp(bind_to, "numa") != 0 && strcmp(bind_to, "socket") != 0 &&
+	    strcmp(bind_to, "none") != 0) {
+		fprintf(stderr, "mirai-server: --bind-to must be core, numa, "
+				"socket or none, not '%s'\n",
+		    bind_to);
+		return MIRAI_EXIT_USAGE;
+	}
+	if (bind_index < 0 || bind_index > INT_MAX) {
+		fprintf(stderr, "mirai-server: --bind-index must be from 0 "
+				"to %d\n",
+		    INT_MAX);
 		return MIRAI_EXIT_USAGE;
 	}
 	mirai_log_set(mirai_log_stderr, "mirai-server",
@@ -102,6 +200,8 @@ main(int argc, char **argv)
 	so.output      = output;
 	so.dial_once   = dial_once;
 	so.max_msg     = max_msg;
+	so.bind_to     = bind_to;
+	so.bind_index  = (int) bind_index;
 	so.plugins     = plugins.items;
 	so.nplugins    = plugins.n;
 	if ((rv = mirai_server_create(&srv, &so)) != 0) {
@@ -110,6 +210,12 @@ main(int argc, char **argv)
 		return MIRAI_EXIT_ERROR;
 	}
 	free(plugins.items);
+	if (use_stdin) {
+		pthread_t th;
+		if (pthread_create(&th, NULL, watch_stdin, srv) == 0) {
+			pthread_detach(th);
+		}
+	}
 	rv = mirai_server_run(srv, url, &err);
 	if (rv == MIRAI_EXIT_ERROR) {
 		fprintf(stderr, "mirai-server: %s\n", err.text);

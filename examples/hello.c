@@ -1,9 +1,11 @@
 /*
- * hello: an example client.  Starts local servers (or attaches to the
- * servers given by --url), submits a few kinds of task, prints the results
- * and the status of the profile.
+ * hello: an example client.  Under mirai-launch it attaches to the
+ * launcher's dispatcher (MIRAI_DISPATCHER_URL); on its own it starts local
+ * servers.  It submits a few kinds of task, prints the results and the
+ * status of the profile.
  *
- *   hello [N]   N local servers (default 2)
+ *   mirai-launch --hostfile hosts.example -- hello
+ *   hello [N]   on its own: N local servers (default 2)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,8 +41,13 @@ main(int argc, char **argv)
 
 	d.n = argc > 1 ? atoi(argv[1]) : 2;
 	mirai_log_set(mirai_log_stderr, "hello", MIRAI_LOG_WARN);
-	check(mirai_daemons(&d, &err), "setting daemons", &err);
-	printf("daemons: %d local servers\n", d.n);
+	if (getenv("MIRAI_DISPATCHER_URL") != NULL) {
+		check(mirai_attach(NULL, NULL, 0, &err), "attaching", &err);
+		printf("attached to the launcher's dispatcher\n");
+	} else {
+		check(mirai_daemons(&d, &err), "setting daemons", &err);
+		printf("daemons: %d local servers\n", d.n);
+	}
 
 	/* Many small tasks at once, spread over the servers. */
 	for (int i = 0; i < NTASKS; i++) {

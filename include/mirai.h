@@ -426,6 +426,7 @@ typedef struct mirai_status_row {
 	int pid;              /* server process id, 0 if unknown */
 	const char *host;     /* server host name, "" if unknown */
 	uint64_t retries;     /* tasks requeued because a server here died */
+	const char *binding;  /* CPUs the server is bound to, "" if unknown */
 } mirai_status_row;
 
 typedef struct mirai_status {
@@ -748,6 +749,124 @@ MIRAI_API int mirai_hosts_from_arg(const char *spec, mirai_hostlist **out,
     mirai_errmsg *err);
 
 MIRAI_API void mirai_hostlist_free(mirai_hostlist *list);
+
+/* ------------------------------------------------------------------ */
+/* Launching servers on a host list (what mirai-launch runs)           */
+/* ------------------------------------------------------------------ */
+
+typedef struct mirai_launch mirai_launch;
+
+typedef struct mirai_launch_opts {
+	/* Where servers go: one per slot (copied). */
+	const mirai_hostlist *hosts;
+	/* Cap on the number of servers; 0: every slot. */
+	int max_servers;
+	/* Base URL of the server slots; NULL: ws on every interface, port 0
+	 * (one port; a path with a random token per server). */
+	const char *server_url;
+	/* The host name servers dial when server_url has a wildcard host;
+	 * NULL: this machine's host name. */
+	const char *advertise;
+	int no_token;
+	/* Where clients attach and where status requests go; NULL:
+	 * "tcp://127.0.0.1:0" each. */
+	const char *client_url;
+	const char *control_url;
+	/* "core" (NULL), "numa", "socket" or "none": the k-th server on a
+	 * host binds to the k-th unit of that kind it may use. */
+	const char *bind_to;
+	/* Environment for the servers: "VAR" (its value here) or
+	 * "VAR=value".  Sent over the ssh channel, never on a command line. */
+	const char *const *env;
+	size_t nenv;
+	/* Options of the servers; server_path is the mirai-server to run on
+	 * remote hosts too (NULL: the one here for local hosts, "mirai-server"
+	 * from the remote PATH otherwise). */
+	mirai_server_opts server;
+	/* ssh: parallel connection setups (0: 16), port, user, identity
+	 * file, config file, known_hosts file, and whether unknown host keys
+	 * are learnt (accept-new) instead of refused. */
+	int max_ssh;
+	int ssh_port;
+	const char *ssh_user;
+	const char *ssh_identity;
+	const char *ssh_config;
+	const char *known_hosts;
+	int accept_new;
+	/* Start servers on local hosts (localhost, this host's name) through
+	 * ssh too, instead of directly. */
+	int ssh_local;
+	/* Fewest servers online for the launch to go on; 0: all of them. */
+	int min_servers;
+	/* How long servers have to come online; 0: 60 s. */
+	int64_t timeout_ms;
+	/* Retries of a task whose server died. */
+	int retries;
+} mirai_launch_opts;
+
+#define MIRAI_LAUNCH_OPTS_INIT                                               \
+	{NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0,                  \
+	    MIRAI_SERVER_OPTS_INIT, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0}
+
+enum mirai_launch_state {
+	MIRAI_LAUNCH_PLANNED  = 0,
+	MIRAI_LAUNCH_STARTING = 1,
+	MIRAI_LAUNCH_ONLINE   = 2,
+	MIRAI_LAUNCH_FAILED   = 3,
+	MIRAI_LAUNCH_GONE     = 4, /* was online, went away */
+};
+
+/* One server of the plan.  Strings belong to the launch. */
+typedef struct mirai_launch_slot {
+	size_t slot;         /* global slot number, also the URL's */
+	const char *host;
+	const char *user;    /* "" if none given */
+	int host_slot;       /* k-th server on its host */
+	int unit;            /* the unit it binds to (-1: none) */
+	int local;           /* started here without ssh */
+	int state;           /* enum mirai_launch_state */
+	const char *url;     /* "" before mirai_launch_start */
+	int pid;             /* once online */
+	const char *binding; /* as the server verified it, once online */
+	const char *error;   /* why it failed, "" otherwise */
+} mirai_launch_slot;
+
+/* Progress: online, failed (including gone) and total servers. */
+typedef void (*mirai_launch_progress_fn)(void *arg, size_t online,
+    size_t failed, size_t total);
+
+/* Plan a launch (nothing starts): one server per slot, bindings counted per
+ * host.  err explains a failure. */
+MIRAI_API int mirai_launch_create(mirai_launch **out,
+    const mirai_launch_opts *opts, mirai_errmsg *err);
+
+/* The plan, or its state once started: *slots[0..*n), owned by l, valid
+ * until the next call on l. */
+MIRAI_API void mirai_launch_slots(mirai_launch *l,
+    const mirai_launch_slot **slots, size_t *n);
+
+/* The plan as lines of JSON, one object per server, into a NUL-terminated
+ * string the caller frees. */
+MIRAI_API int mirai_launch_plan_json(mirai_launch *l, char **out);
+
+/*
+ * Start the dispatcher, then every server (local ones directly, remote
+ * ones over ssh, many at once), and wait until all are online or failed or
+ * the time is up, calling progress (may be NULL) on each change.  Fails
+ * with MIRAI_ESPAWN when fewer than min_servers came online (err says which
+ * failed and why).
+ */
+MIRAI_API int mirai_launch_start(mirai_launch *l,
+    mirai_launch_progress_fn progress, void *arg, mirai_errmsg *err);
+
+/* Where clients attach (MIRAI_DISPATCHER_URL) and where status requests
+ * go (MIRAI_CONTROL_URL); NULL before mirai_launch_start. */
+MIRAI_API const char *mirai_launch_client_url(const mirai_launch *l);
+MIRAI_API const char *mirai_launch_control_url(const mirai_launch *l);
+
+/* Tear down: every server and the dispatcher are told to exit, ssh
+ * channels close, local servers are reaped; then free.  Accepts NULL. */
+MIRAI_API void mirai_launch_destroy(mirai_launch *l);
 
 #ifdef __cplusplus
 }

@@ -121,6 +121,7 @@ struct peer {
 	int pid;
 	uint64_t hook;
 	char host[64];
+	char binding[96];
 };
 
 typedef struct child {
@@ -160,6 +161,7 @@ struct profile {
 	mirai_server_opts sopts;
 	char **plugins;
 	char *server_path;
+	char *bind_to;
 	size_t max_msg;
 	peer **peers;
 	size_t npeers, cappeers, rr;
@@ -262,6 +264,7 @@ profile_free(profile *p)
 	}
 	free(p->plugins);
 	free(p->server_path);
+	free(p->bind_to);
 	for (size_t i = 0; i < p->nsocks; i++) {
 		free(p->socks[i]->url);
 		free(p->socks[i]);
@@ -745,6 +748,8 @@ on_hello(profile *p, peer *pk, const mirai__frame *f)
 	pk->has_budget = h.max_tasks > 0;
 	pk->budget     = h.max_tasks;
 	snprintf(pk->host, sizeof pk->host, "%.*s", (int) h.host_len, h.host);
+	snprintf(pk->binding, sizeof pk->binding, "%.*s", (int) h.binding_len,
+	    h.binding);
 	for (child *c = p->children; c != NULL; c = c->next) {
 		if (c->pid == pk->pid) {
 			c->hello = 1;
@@ -1257,14 +1262,18 @@ watch(profile *p, pid_t pid, int is_dispatcher, mirai_errmsg *err)
 	return 0;
 }
 
-/* Start a local server dialing url.  Called unlocked. */
+/* Start local server number k dialing url (it binds to unit bind_index +
+ * k when binding is asked for).  Called unlocked. */
 static int
-start_local(profile *p, const char *url, int one_shot, mirai_errmsg *err)
+start_local(profile *p, const char *url, int k, int one_shot,
+    mirai_errmsg *err)
 {
+	mirai_server_opts so = p->sopts;
 	pid_t pid;
 	int rv;
 
-	if ((rv = mirai__spawn_server(&p->sopts, url, one_shot, &pid, err)) != 0) {
+	so.bind_index += k;
+	if ((rv = mirai__spawn_server(&so, url, one_shot, &pid, err)) != 0) {
 		return rv;
 	}
 	return watch(p, pid, 0, err);
@@ -1295,6 +1304,11 @@ copy_opts(profile *p, const mirai_server_opts *o, const mirai_hook *hook)
 		return MIRAI_ENOMEM;
 	}
 	p->sopts.server_path = p->server_path;
+	if (o->bind_to != NULL &&
+	    (p->bind_to = mirai__strdup(o->bind_to)) == NULL) {
+		return MIRAI_ENOMEM;
+	}
+	p->sopts.bind_to = p->bind_to;
 	if (hook != NULL) {
 		if ((p->hook_name = mirai__strdup(hook->name)) == NULL) {
 			return MIRAI_ENOMEM;
@@ -1421,8 +1435,7 @@ profile_close(profile *p)
 	pthread_mutex_unlock(&p->mtx);
 	publish(list);
 	for (size_t i = 0; i < p->nsocks; i++) {
-		nng_close(p->socks[i]->s);
-		nng_aio_free(p->socks[i]->rx);
+		mirai__sock_close(p->socks[i]->s, p->socks[i]->rx, NULL);
 		p->socks[i]->rx = NULL;
 	}
 	if (p->disp_running) {
@@ -1625,7 +1638,7 @@ start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *url,
     mirai_errmsg *err)
 {
 	const char **argv;
-	char nbuf[5][32], path[4096];
+	char nbuf[6][32], path[4096];
 	char *joined = NULL;
 	const char *exe;
 	size_t n = 0, cap = 40 + 2 * o->server.nplugins;
@@ -1695,6 +1708,13 @@ start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *url,
 		if (p->sopts.server_path != NULL) {
 			argv[n++] = "--server";
 			argv[n++] = p->sopts.server_path;
+		}
+		if (p->sopts.bind_to != NULL) {
+			snprintf(nbuf[5], sizeof nbuf[5], "%d", p->sopts.bind_index);
+			argv[n++] = "--bind-to";
+			argv[n++] = p->sopts.bind_to;
+			argv[n++] = "--bind-index";
+			argv[n++] = nbuf[5];
 		}
 		for (size_t i = 0; i < p->sopts.nplugins; i++) {
 			argv[n++] = "--plugin";
@@ -2050,7 +2070,7 @@ mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 		}
 	} else if (o->url == NULL) {
 		for (int i = 0; i < o->n; i++) {
-			if ((rv = start_local(p, p->socks[i]->url, 0, err)) != 0) {
+			if ((rv = start_local(p, p->socks[i]->url, i, 0, err)) != 0) {
 				mirai_reset(name);
 				return rv;
 			}
@@ -2258,7 +2278,7 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	atomic_init(&m->state, 0);
 
 	if (p->kind == KIND_ONESHOT &&
-	    (rv = start_local(p, p->socks[0]->url, 1, &err)) != 0) {
+	    (rv = start_local(p, p->socks[0]->url, 0, 1, &err)) != 0) {
 		MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "%s", err.text);
 		goto unreserve;
 	}
@@ -2598,6 +2618,7 @@ mirai_free(mirai *m)
 typedef struct trow {
 	char url[512];
 	char host[64];
+	char binding[96];
 	int online, pid;
 	uint64_t instance, assigned, complete, retries;
 } trow;
@@ -2648,6 +2669,7 @@ status_build(const char *name, const uint8_t *data, size_t len, int rv,
 			rows[i].retries  = mirai__r_u64(&rb);
 			rows[i].pid      = (int) mirai__r_u32(&rb);
 			mirai__r_str(&rb, rows[i].host, sizeof rows[i].host);
+			mirai__r_str(&rb, rows[i].binding, sizeof rows[i].binding);
 		}
 		if (rb.failed) {
 			rv    = MIRAI_EPROTO;
@@ -2656,7 +2678,8 @@ status_build(const char *name, const uint8_t *data, size_t len, int rv,
 	}
 	strings = strlen(name) + 2;
 	for (uint32_t i = 0; i < nrows; i++) {
-		strings += strlen(rows[i].url) + strlen(rows[i].host) + 2;
+		strings += strlen(rows[i].url) + strlen(rows[i].host) +
+		    strlen(rows[i].binding) + 3;
 	}
 	st = calloc(1, sizeof *st + nrows * sizeof *st->rows + strings);
 	if (st == NULL) {
@@ -2675,6 +2698,8 @@ status_build(const char *name, const uint8_t *data, size_t len, int rv,
 		sp += strlen(rows[i].url) + 1;
 		row->host = strcpy(sp, rows[i].host);
 		sp += strlen(rows[i].host) + 1;
+		row->binding = strcpy(sp, rows[i].binding);
+		sp += strlen(rows[i].binding) + 1;
 		row->online   = rows[i].online;
 		row->instance = rows[i].instance;
 		row->assigned = rows[i].assigned;
@@ -2883,7 +2908,8 @@ mirai_status_get(const char *name, mirai_status **out)
 			if (p->peers[i]->online) {
 				rows++;
 				strings += strlen(p->peers[i]->host) + 1 +
-				    strlen(p->peers[i]->sk->url) + 1;
+				    strlen(p->peers[i]->sk->url) + 1 +
+				    strlen(p->peers[i]->binding) + 1;
 			}
 		}
 	}
@@ -2919,6 +2945,8 @@ mirai_status_get(const char *name, mirai_status **out)
 			sp += strlen(pk->sk->url) + 1;
 			r->host = strcpy(sp, pk->host);
 			sp += strlen(pk->host) + 1;
+			r->binding = strcpy(sp, pk->binding);
+			sp += strlen(pk->binding) + 1;
 			r->online   = 1;
 			r->instance = 1;
 			r->assigned = pk->assigned;
@@ -2972,6 +3000,8 @@ mirai_status_json(const mirai_status *st, char **out)
 		    r->online, r->instance, r->assigned, r->complete, r->retries,
 		    r->pid);
 		mirai__sb_json_str(&sb, r->host);
+		mirai__sb_printf(&sb, ",\"binding\":");
+		mirai__sb_json_str(&sb, r->binding != NULL ? r->binding : "");
 		mirai__sb_printf(&sb, "}");
 	}
 	mirai__sb_printf(&sb, "]}");

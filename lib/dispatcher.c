@@ -90,6 +90,7 @@ struct slot {
 	uint64_t instance, assigned, complete, retries;
 	int pid;
 	char host[64];
+	char binding[96];
 	slot *idle_next;
 	int idle;
 };
@@ -135,6 +136,8 @@ struct mirai_dispatcher {
 	slot *idle_head, *idle_tail;
 	uint64_t completed, retried;
 
+	void (*watch)(void *arg); /* told of servers coming and going */
+	void *watch_arg;
 	int alive;         /* local servers not yet reaped */
 	int live_pipes;    /* slot pipes not yet removed */
 	int pending;       /* deferred jobs holding a reference */
@@ -520,6 +523,11 @@ slot_hello(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
 	sl->assigned = sl->complete = 0;
 	sl->pid      = (int) h.pid;
 	snprintf(sl->host, sizeof sl->host, "%.*s", (int) h.host_len, h.host);
+	snprintf(sl->binding, sizeof sl->binding, "%.*s", (int) h.binding_len,
+	    h.binding);
+	if (d->watch != NULL) {
+		d->watch(d->watch_arg);
+	}
 	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "slot %zu: server %s:%d online (%s)",
 	    sl->idx, sl->host, sl->pid, sl->url);
 	pthread_cond_broadcast(&d->cv);
@@ -777,6 +785,9 @@ slot_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 			sl->leaving   = 0;
 			sl->exit_sent = 0;
 			sl->gone      = 0;
+			if (d->watch != NULL) {
+				d->watch(d->watch_arg);
+			}
 		}
 		pthread_cond_broadcast(&d->cv);
 	}
@@ -835,9 +846,7 @@ dsock_close_job(void *arg)
 	dsock *ds           = arg;
 	mirai_dispatcher *d = ds->d;
 
-	nng_close(ds->s);
-	nng_aio_free(ds->rx);
-	nng_aio_free(ds->tx);
+	mirai__sock_close(ds->s, ds->rx, ds->tx);
 	mirai__outq_clear(&ds->q);
 	free(ds);
 	pthread_mutex_lock(&d->mtx);
@@ -923,6 +932,7 @@ status_payload(mirai_dispatcher *d, mirai__wbuf *w)
 		mirai__w_u64(w, sl->retries);
 		mirai__w_u32(w, (uint32_t) (sl->online ? sl->pid : 0));
 		mirai__w_str(w, sl->online ? sl->host : "");
+		mirai__w_str(w, sl->online ? sl->binding : "");
 	}
 }
 
@@ -1460,6 +1470,7 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 		d->opts.server.plugins = pl;
 	}
 	d->opts.server.server_path = keep_str(d, o->server.server_path);
+	d->opts.server.bind_to     = keep_str(d, o->server.bind_to);
 	d->nslots = n;
 	for (size_t i = 0; i < n; i++) {
 		slot *sl = &d->slots[i];
@@ -1517,9 +1528,11 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 	}
 	if (o->local) {
 		for (size_t i = 0; i < n; i++) {
+			mirai_server_opts so = d->opts.server;
 			pid_t pid;
-			if ((rv = mirai__spawn_server(&d->opts.server,
-				 d->slots[i].url, 0, &pid, err)) != 0) {
+			so.bind_index += (int) i;
+			if ((rv = mirai__spawn_server(&so, d->slots[i].url, 0, &pid,
+				 err)) != 0) {
 				mirai_dispatcher_destroy(d);
 				return rv;
 			}
@@ -1707,6 +1720,27 @@ mirai_dispatcher_control_url(const mirai_dispatcher *d)
 	return d != NULL ? d->control_url : NULL;
 }
 
+void
+mirai__dispatcher_watch(mirai_dispatcher *d, void (*fn)(void *), void *arg)
+{
+	pthread_mutex_lock(&d->mtx);
+	d->watch     = fn;
+	d->watch_arg = arg;
+	pthread_mutex_unlock(&d->mtx);
+}
+
+void
+mirai__dispatcher_slot(mirai_dispatcher *d, size_t i, int *online, int *pid,
+    char *host, size_t hlen, char *binding, size_t blen)
+{
+	pthread_mutex_lock(&d->mtx);
+	*online = d->slots[i].online;
+	*pid    = d->slots[i].pid;
+	snprintf(host, hlen, "%s", d->slots[i].host);
+	snprintf(binding, blen, "%s", d->slots[i].binding);
+	pthread_mutex_unlock(&d->mtx);
+}
+
 size_t
 mirai_dispatcher_online(mirai_dispatcher *d)
 {
@@ -1822,20 +1856,15 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 	d->closing = 1;
 	pthread_mutex_unlock(&d->mtx);
 	if (d->up_rx != NULL) {
-		nng_close(d->up);
-		nng_aio_free(d->up_rx);
-		nng_aio_free(d->up_tx);
+		mirai__sock_close(d->up, d->up_rx, d->up_tx);
 	}
 	if (d->ctl_rx != NULL) {
-		nng_close(d->ctl);
-		nng_aio_free(d->ctl_rx);
+		mirai__sock_close(d->ctl, d->ctl_rx, NULL);
 	}
 	for (size_t i = 0; i < d->nslots; i++) {
 		dsock *ds = d->slots[i].cur;
 		if (ds != NULL) {
-			nng_close(ds->s);
-			nng_aio_free(ds->rx);
-			nng_aio_free(ds->tx);
+			mirai__sock_close(ds->s, ds->rx, ds->tx);
 			mirai__outq_clear(&ds->q);
 			free(ds);
 		}

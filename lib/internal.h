@@ -114,6 +114,10 @@ int mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
  */
 int mirai__send(nng_socket s, nng_aio *aio, nng_msg *msg);
 
+/* Close s and free its aios (either may be NULL) in the order NNG needs:
+ * stop the aios, close, free. */
+void mirai__sock_close(nng_socket s, nng_aio *rx, nng_aio *tx);
+
 /* Set the options every mirai socket has (message size limit). */
 int mirai__sock_setup(nng_socket s, size_t max_msg);
 
@@ -178,6 +182,16 @@ int mirai__task_sleep_until(mirai_task *task, int64_t deadline_ms);
 size_t mirai__task_max_msg(const mirai_task *task);
 const char *mirai__server_binding(mirai_server *srv);
 void mirai__server_functions_json(mirai_server *srv, mirai__sb *sb);
+
+/* ---- dispatcher.c -------------------------------------------------- */
+
+/* Call fn(arg) whenever a server comes online or goes (with the
+ * dispatcher's lock held: fn must only note it and wake someone). */
+void mirai__dispatcher_watch(mirai_dispatcher *d, void (*fn)(void *),
+    void *arg);
+/* What slot i knows of its server. */
+void mirai__dispatcher_slot(mirai_dispatcher *d, size_t i, int *online,
+    int *pid, char *host, size_t hlen, char *binding, size_t blen);
 
 /* ---- topo.c: the only file calling hwloc --------------------------- */
 

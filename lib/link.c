@@ -185,6 +185,19 @@ mirai__send(nng_socket s, nng_aio *aio, nng_msg *msg)
 	return 0;
 }
 
+void
+mirai__sock_close(nng_socket s, nng_aio *rx, nng_aio *tx)
+{
+	/* Stopped first: a callback can no longer post another receive on a
+	 * socket being closed, which in NNG 1.5.2 leaves the aio tied to the
+	 * freed queue of the socket. */
+	nng_aio_stop(rx);
+	nng_aio_stop(tx);
+	nng_close(s);
+	nng_aio_free(rx);
+	nng_aio_free(tx);
+}
+
 int
 mirai__sock_setup(nng_socket s, size_t max_msg)
 {

@@ -101,6 +101,7 @@ struct mirai_server {
 	int64_t t_start;
 	int64_t t_last;
 	char host[256];
+	char *bind_to;    /* our copy of opts.bind_to */
 	char binding[256];
 };
 
@@ -230,6 +231,13 @@ mirai_server_create(mirai_server **out, const mirai_server_opts *opts)
 	srv->opts         = *opts;
 	srv->opts.plugins = NULL;
 	srv->opts.nplugins = 0;
+	/* The caller's string need not outlive this call. */
+	if (opts->bind_to != NULL &&
+	    (srv->bind_to = mirai__strdup(opts->bind_to)) == NULL) {
+		free(srv);
+		return MIRAI_ENOMEM;
+	}
+	srv->opts.bind_to = srv->bind_to;
 	srv->max_msg      = opts->max_msg ? opts->max_msg : MIRAI__DEFAULT_MAX_MSG;
 	pthread_mutex_init(&srv->mtx, NULL);
 	mirai__cond_init(&srv->cv);
@@ -283,6 +291,7 @@ mirai_server_destroy(mirai_server *srv)
 	}
 	free(srv->dls);
 	free(srv->hook_name);
+	free(srv->bind_to);
 	pthread_cond_destroy(&srv->cv);
 	pthread_mutex_destroy(&srv->mtx);
 	free(srv);
@@ -1117,6 +1126,37 @@ leave(mirai_server *srv, int why)
 	}
 }
 
+/*
+ * Bind to the CPUs asked for, or describe the binding inherited.  Done
+ * before the socket opens: the threads NNG starts then inherit the mask,
+ * and tasks never run on a CPU the server was not meant to use.
+ */
+static int
+bind_cpus(mirai_server *srv, mirai_errmsg *err)
+{
+	const char *kind = srv->opts.bind_to;
+	int wrapped = 0, count;
+
+	if (kind == NULL || strcmp(kind, "none") == 0) {
+		mirai__topo_binding(srv->binding, sizeof srv->binding);
+		return 0;
+	}
+	/* Counted before binding: afterwards only the one unit is usable. */
+	count = mirai__topo_count(kind);
+	if (mirai__topo_bind(kind, srv->opts.bind_index, srv->binding,
+		sizeof srv->binding, &wrapped, err) != 0) {
+		return MIRAI_EXIT_ERROR;
+	}
+	if (wrapped) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "bind index %d is past the last of %d usable %s units: "
+		    "wrapped round to %s, shared with other servers",
+		    srv->opts.bind_index, count, kind, srv->binding);
+	}
+	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "bound to %s", srv->binding);
+	return 0;
+}
+
 int
 mirai_server_run(mirai_server *srv, const char *url, mirai_errmsg *err)
 {
@@ -1125,7 +1165,9 @@ mirai_server_run(mirai_server *srv, const char *url, mirai_errmsg *err)
 	if (srv == NULL || url == NULL) {
 		return mirai__fail(err, MIRAI_EXIT_ERROR, "no URL to dial");
 	}
-	mirai__topo_binding(srv->binding, sizeof srv->binding);
+	if ((rv = bind_cpus(srv, err)) != 0) {
+		return rv;
+	}
 	if ((rv = nng_pair1_open(&srv->sock)) != 0 ||
 	    (rv = mirai__sock_setup(srv->sock, srv->max_msg)) != 0) {
 		return mirai__fail(err, MIRAI_EXIT_ERROR, "cannot open socket: %s",
@@ -1187,9 +1229,7 @@ mirai_server_run(mirai_server *srv, const char *url, mirai_errmsg *err)
 	}
 	pthread_mutex_unlock(&srv->mtx);
 
-	nng_close(srv->sock);
-	nng_aio_free(srv->rx);
-	nng_aio_free(srv->tx);
+	mirai__sock_close(srv->sock, srv->rx, srv->tx);
 	srv->rx = srv->tx = NULL;
 	if (saved_err >= 0) {
 		fflush(stderr);

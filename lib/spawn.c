@@ -229,6 +229,13 @@ mirai__spawn_server(const mirai_server_opts *o, const char *url,
 	if (o->output) {
 		argv[n++] = "--output";
 	}
+	if (o->bind_to != NULL && strcmp(o->bind_to, "none") != 0) {
+		snprintf(nums[4], sizeof nums[4], "%d", o->bind_index);
+		argv[n++] = "--bind-to";
+		argv[n++] = o->bind_to;
+		argv[n++] = "--bind-index";
+		argv[n++] = nums[4];
+	}
 	for (size_t i = 0; i < o->nplugins; i++) {
 		argv[n++] = "--plugin";
 		argv[n++] = o->plugins[i];

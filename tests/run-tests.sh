@@ -12,6 +12,7 @@ cd "$root"
 BUILD=${BUILD:-build}
 FUZZ_SECONDS=${FUZZ_SECONDS:-3}
 pass=0
+skipped=0
 failed=()
 
 run_one() {  # NAME LIMIT_SECONDS COMMAND...
@@ -19,10 +20,16 @@ run_one() {  # NAME LIMIT_SECONDS COMMAND...
 	shift 2
 	log="$BUILD/test-logs/$name.log"
 	mkdir -p "$(dirname "$log")"
-	local t0=$SECONDS
-	if timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1; then
+	local t0=$SECONDS rc
+	timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
+	rc=$?
+	if [ $rc = 0 ]; then
 		pass=$((pass + 1))
 		printf 'PASS  %-40s %3ds\n' "$name" $((SECONDS - t0))
+	elif [ $rc = 77 ]; then
+		# A test that cannot run here says why; never a silent pass.
+		skipped=$((skipped + 1))
+		printf 'SKIP  %-40s %s\n' "$name" "$(grep -m1 SKIP "$log")"
 	else
 		failed+=("$name")
 		printf 'FAIL  %-40s %3ds  (log: %s)\n' "$name" $((SECONDS - t0)) "$log"
@@ -93,7 +100,7 @@ if [ "$mode" = all ]; then
 fi
 
 echo
-echo "passed: $pass, failed: ${#failed[@]}"
+echo "passed: $pass, skipped: $skipped, failed: ${#failed[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
 	printf '  %s\n' "${failed[@]}"
 	exit 1

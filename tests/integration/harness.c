@@ -61,6 +61,23 @@ h_plugin(const char *name)
 	return out;
 }
 
+/* Every process a test starts, so that a failed assertion cannot leave
+ * one behind: a server still retrying its dial would join whatever
+ * listener gets its port next, in any later test. */
+static pid_t started[512];
+static size_t nstarted;
+
+void
+h_cleanup(void)
+{
+	for (size_t i = 0; i < nstarted; i++) {
+		if (kill(started[i], SIGKILL) == 0 || errno != ESRCH) {
+			waitpid(started[i], NULL, 0);
+		}
+	}
+	nstarted = 0;
+}
+
 pid_t
 h_spawn(const char *const *argv, int *out_fd)
 {
@@ -82,6 +99,9 @@ h_spawn(const char *const *argv, int *out_fd)
 	if (out_fd != NULL) {
 		close(fds[1]);
 		*out_fd = fds[0];
+	}
+	if (nstarted < sizeof started / sizeof started[0]) {
+		started[nstarted++] = pid;
 	}
 	return pid;
 }

@@ -45,6 +45,10 @@ int h_gone(pid_t pid, int timeout_ms);
 /* SIGKILL and reap. */
 void h_kill(pid_t pid);
 
+/* SIGKILL and reap every process started with h_spawn*() that is still
+ * there: for teardowns, so a failed test leaves nothing running. */
+void h_cleanup(void);
+
 /* Submit fn(data) on profile and wait; returns the error value and copies
  * up to cap-1 result bytes into buf (NUL-terminated) when buf is not NULL. */
 int h_call(const char *profile, const char *fn, const char *data,

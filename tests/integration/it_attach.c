@@ -57,9 +57,10 @@ teardown(void **state)
 	kill(disp, SIGTERM);
 	/* SIGTERM stops it; exit code 0. */
 	if (!h_wait_exit(disp, 10000, &status)) {
-		h_kill(disp);
+		h_cleanup();
 		return -1;
 	}
+	h_cleanup();
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 

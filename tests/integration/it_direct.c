@@ -224,6 +224,7 @@ static int
 reset_all(void **state)
 {
 	(void) state;
+	h_cleanup();
 	mirai_reset(NULL);
 	mirai_reset("probe");
 	return 0;
@@ -233,6 +234,7 @@ static int
 teardown(void **state)
 {
 	(void) state;
+	h_cleanup();
 	mirai_shutdown();
 	return 0;
 }

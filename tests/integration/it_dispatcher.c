@@ -58,6 +58,7 @@ static int
 reset_all(void **state)
 {
 	(void) state;
+	h_cleanup();
 	mirai_reset(NULL);
 	return 0;
 }
@@ -602,6 +603,7 @@ static int
 teardown(void **state)
 {
 	(void) state;
+	h_cleanup();
 	mirai_shutdown();
 	rmdir(h_tmpdir());
 	return 0;

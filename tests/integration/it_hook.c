@@ -122,6 +122,7 @@ static int
 reset_all(void **state)
 {
 	(void) state;
+	h_cleanup();
 	mirai_reset("same");
 	mirai_reset("c-only");
 	mirai_reset("s-only");
@@ -133,6 +134,7 @@ static int
 teardown(void **state)
 {
 	(void) state;
+	h_cleanup();
 	mirai_shutdown();
 	return 0;
 }

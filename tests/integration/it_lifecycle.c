@@ -165,6 +165,15 @@ test_task_finishes_first(void **state)
 	rmdir(h_tmpdir());
 }
 
+static int
+cleanup(void **state)
+{
+	(void) state;
+	h_cleanup();
+	mirai_shutdown();
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -181,5 +190,5 @@ main(int argc, char **argv)
 		    strcmp(argv[3], "-") != 0 ? argv[3] : NULL, argv[4]);
 	}
 	h_init();
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, NULL, cleanup);
 }

@@ -509,6 +509,7 @@ static int
 reset_all(void **state)
 {
 	(void) state;
+	h_cleanup();
 	mirai_reset(NULL);
 	mirai_reset("twice");
 	mirai_reset("a");
@@ -520,6 +521,7 @@ static int
 teardown(void **state)
 {
 	(void) state;
+	h_cleanup();
 	mirai_shutdown();
 	return 0;
 }

@@ -103,6 +103,7 @@ static int
 teardown(void **state)
 {
 	(void) state;
+	h_cleanup();
 	mirai_shutdown();
 	return 0;
 }

@@ -1,0 +1,364 @@
+/*
+ * mirai-launch: start a dispatcher and one mirai-server per slot of a host
+ * list (over ssh for remote hosts, bound to cores), run a client command
+ * with the dispatcher's address in its environment, then tear everything
+ * down and exit with the command's status.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mirai.h>
+
+#include "cli.h"
+
+extern char **environ;
+
+static const char epilog[] =
+    "Hosts come from --hostfile (Open MPI, MPICH, PBS/Torque nodefiles, SGE\n"
+    "pe_hostfile, LSF, Slurm node lists: recognised from the content), from\n"
+    "--host, or inside a batch job from the scheduler's environment.  Local\n"
+    "hosts (localhost, this host's name) start without ssh.\n"
+    "\n"
+    "With a COMMAND it runs with MIRAI_DISPATCHER_URL and MIRAI_CONTROL_URL\n"
+    "set (a client attaches with mirai_attach(); `mirai status` asks for the\n"
+    "status); mirai-launch exits with its status.  Without one it prints\n"
+    "those and the server URLs and serves until SIGINT or SIGTERM.\n"
+    "\n"
+    "Exit status: the command's; 0 without one; 1 the launch failed; 2 bad\n"
+    "command line.";
+
+/* Signals are blocked in every thread and taken here. */
+static pthread_mutex_t sig_mtx = PTHREAD_MUTEX_INITIALIZER;
+static int got_signal;
+static pid_t child;
+
+static void *
+signal_thread(void *arg)
+{
+	sigset_t *set = arg;
+	int sig;
+
+	while (sigwait(set, &sig) == 0) {
+		pthread_mutex_lock(&sig_mtx);
+		got_signal = sig;
+		if (child > 0) {
+			/* The client goes first; teardown follows its end. */
+			kill(child, SIGTERM);
+		}
+		pthread_mutex_unlock(&sig_mtx);
+		if (sig == SIGINT || sig == SIGTERM) {
+			/* Wake a main thread waiting without a command. */
+			kill(getpid(), SIGUSR1);
+		}
+	}
+	return NULL;
+}
+
+typedef struct progress {
+	int tty;
+	double t0;
+	double last;
+	size_t last_online;
+} progress;
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
+}
+
+static void
+on_progress(void *arg, size_t online, size_t failed, size_t total)
+{
+	progress *p = arg;
+	double t    = now();
+
+	if (p->tty) {
+		fprintf(stderr, "\rmirai-launch: servers online %zu/%zu%s (%.1f s)   ",
+		    online, total, failed ? ", some failed" : "", t - p->t0);
+		if (online + failed >= total) {
+			fprintf(stderr, "\n");
+		}
+	} else if (online + failed >= total ||
+	    (online != p->last_online && t - p->last >= 0.5)) {
+		fprintf(stderr, "mirai-launch: %zu/%zu servers online, %zu failed "
+				"(%.1f s)\n",
+		    online, total, failed, t - p->t0);
+		p->last = t;
+	}
+	p->last_online = online;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *hostfile = NULL, *format = NULL, *hostarg = NULL;
+	const char *server = NULL, *bind = NULL, *ssh_user = NULL;
+	const char *identity = NULL, *ssh_config = NULL, *known = NULL;
+	const char *server_url = NULL, *advertise = NULL, *client_url = NULL;
+	const char *control_url = NULL;
+	long long n = 0, max_ssh = 0, ssh_port = 0, min = 0, retries = 0,
+		  max_tasks = 0;
+	int64_t timeout = 0, idle = 0, walltime = 0;
+	size_t max_msg = 0;
+	int dry = 0, report = 0, accept_new = 0, ssh_local = 0, no_token = 0,
+	    output = 0, verbose = 0, quiet = 0;
+	cli_list plugins = {0}, env = {0};
+	const cli_opt opts[] = {
+	    {"hostfile", 'f', CLI_STR, &hostfile, "FILE", "the hosts and slots"},
+	    {"hostfile-format", 0, CLI_STR, &format, "FMT",
+		"openmpi, mpich, nodefile, sge, lsf or slurm (default: guess)"},
+	    {"host", 'H', CLI_STR, &hostarg, "LIST", "hosts: a,b:2,user@c:4"},
+	    {"np", 'n', CLI_INT, &n, "N", "start at most N servers"},
+	    {"dry-run", 0, CLI_FLAG, &dry, NULL,
+		"print the plan (JSON, one server a line), start nothing"},
+	    {"report-bindings", 0, CLI_FLAG, &report, NULL,
+		"print host, slot, unit and CPUs of every server"},
+	    {"server", 0, CLI_STR, &server, "PATH",
+		"mirai-server to run (remote hosts: default from PATH)"},
+	    {"plugin", 'p', CLI_LIST, &plugins, "LIB.so",
+		"plugin for the servers (repeatable)"},
+	    {"export", 'x', CLI_LIST, &env, "VAR[=V]",
+		"pass an environment variable to the servers (repeatable)"},
+	    {"bind-to", 0, CLI_STR, &bind, "KIND",
+		"core (default), numa, socket or none"},
+	    {"max-ssh", 0, CLI_INT, &max_ssh, "N",
+		"ssh connections set up at once (default 16)"},
+	    {"ssh-port", 0, CLI_INT, &ssh_port, "PORT", "ssh port"},
+	    {"ssh-user", 0, CLI_STR, &ssh_user, "USER", "ssh user"},
+	    {"identity", 'i', CLI_STR, &identity, "FILE", "ssh private key"},
+	    {"ssh-config", 0, CLI_STR, &ssh_config, "FILE",
+		"ssh config (default ~/.ssh/config)"},
+	    {"known-hosts", 0, CLI_STR, &known, "FILE",
+		"known_hosts (default ~/.ssh/known_hosts)"},
+	    {"accept-new", 0, CLI_FLAG, &accept_new, NULL,
+		"learn unknown host keys (changed ones are still refused)"},
+	    {"ssh-local", 0, CLI_FLAG, &ssh_local, NULL,
+		"start local hosts through ssh too"},
+	    {"min-servers", 0, CLI_INT, &min, "K",
+		"go on when at least K servers came up (default: all)"},
+	    {"timeout", 't', CLI_MS, &timeout, "TIME",
+		"time for servers to come online (default 60s)"},
+	    {"server-url", 0, CLI_STR, &server_url, "URL",
+		"base URL of the server slots (default: ws, any interface, "
+		"port 0)"},
+	    {"advertise", 0, CLI_STR, &advertise, "HOST",
+		"host name servers dial (default: this host's name)"},
+	    {"no-token", 0, CLI_FLAG, &no_token, NULL, "ws paths without token"},
+	    {"client-url", 0, CLI_STR, &client_url, "URL",
+		"where clients attach (default tcp://127.0.0.1:0)"},
+	    {"control-url", 0, CLI_STR, &control_url, "URL",
+		"where status requests go (default tcp://127.0.0.1:0)"},
+	    {"retries", 'r', CLI_INT, &retries, "K",
+		"requeue a task whose server died, at most K times"},
+	    {"idle", 0, CLI_MS, &idle, "TIME", "servers: idle time"},
+	    {"walltime", 0, CLI_MS, &walltime, "TIME", "servers: wall time"},
+	    {"max-tasks", 0, CLI_INT, &max_tasks, "N", "servers: max tasks"},
+	    {"output", 0, CLI_FLAG, &output, NULL, "servers keep task output"},
+	    {"max-msg", 0, CLI_SIZE, &max_msg, "BYTES", "largest message"},
+	    {"verbose", 'v', CLI_FLAG, &verbose, NULL, "log more"},
+	    {"quiet", 'q', CLI_FLAG, &quiet, NULL, "log errors only"},
+	    {NULL, 0, 0, NULL, NULL, NULL},
+	};
+	const cli_tool tool = {"mirai-launch",
+	    "--hostfile FILE [OPTIONS] [-- COMMAND [ARGS]]",
+	    "Start a mirai dispatcher and one mirai-server per host slot (over\n"
+	    "ssh, bound to cores), run COMMAND as their client, tear down.",
+	    epilog, opts, 1};
+	mirai_launch_opts lo = MIRAI_LAUNCH_OPTS_INIT;
+	mirai_hostlist *hosts = NULL;
+	mirai_errmsg err      = {{0}};
+	mirai_launch *l;
+	progress prog = {0};
+	sigset_t sigs;
+	pthread_t sigthr;
+	int first, rv, fmt = MIRAI_HOSTS_AUTO, code = 0;
+
+	/* Before any thread exists, so that all of them inherit the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (cli_parse(&tool, argc, argv, &first) != 0) {
+		return 2;
+	}
+	if (format != NULL && (fmt = mirai_hosts_format_parse(format)) < 0) {
+		fprintf(stderr, "mirai-launch: unknown hostfile format '%s'\n",
+		    format);
+		return 2;
+	}
+	if (hostfile != NULL && hostarg != NULL) {
+		fprintf(stderr, "mirai-launch: --hostfile or --host, not both\n");
+		return 2;
+	}
+	if (n < 0 || min < 0 || retries < 0 || retries > 255 || max_tasks < 0 ||
+	    max_ssh < 0 || ssh_port < 0 || ssh_port > 65535) {
+		fprintf(stderr, "mirai-launch: a number is out of range (see "
+				"--help)\n");
+		return 2;
+	}
+	mirai_log_set(mirai_log_stderr, "mirai-launch",
+	    quiet ? MIRAI_LOG_ERROR : verbose ? MIRAI_LOG_INFO : MIRAI_LOG_WARN);
+	if (hostfile != NULL) {
+		rv = mirai_hosts_load(hostfile, fmt, &hosts, &err);
+	} else if (hostarg != NULL) {
+		rv = mirai_hosts_from_arg(hostarg, &hosts, &err);
+	} else {
+		rv = mirai_hosts_from_env(&hosts, &err);
+		if (rv == MIRAI_ENOENT) {
+			fprintf(stderr, "mirai-launch: no hosts: give --hostfile or "
+					"--host, or run inside a batch job\n");
+			return 2;
+		}
+	}
+	if (rv != 0) {
+		fprintf(stderr, "mirai-launch: %s\n", err.text);
+		return 1;
+	}
+	lo.hosts              = hosts;
+	lo.max_servers        = (int) n;
+	lo.server_url         = server_url;
+	lo.advertise          = advertise;
+	lo.no_token           = no_token;
+	lo.client_url         = client_url;
+	lo.control_url        = control_url;
+	lo.bind_to            = bind;
+	lo.env                = env.items;
+	lo.nenv               = env.n;
+	lo.server.server_path = server;
+	lo.server.plugins     = plugins.items;
+	lo.server.nplugins    = plugins.n;
+	lo.server.idle_ms     = idle;
+	lo.server.walltime_ms = walltime;
+	lo.server.max_tasks   = (uint64_t) max_tasks;
+	lo.server.output      = output;
+	lo.server.max_msg     = max_msg;
+	lo.max_ssh            = (int) max_ssh;
+	lo.ssh_port           = (int) ssh_port;
+	lo.ssh_user           = ssh_user;
+	lo.ssh_identity       = identity;
+	lo.ssh_config         = ssh_config;
+	lo.known_hosts        = known;
+	lo.accept_new         = accept_new;
+	lo.ssh_local          = ssh_local;
+	lo.min_servers        = (int) min;
+	lo.timeout_ms         = timeout;
+	lo.retries            = (int) retries;
+	rv = mirai_launch_create(&l, &lo, &err);
+	mirai_hostlist_free(hosts);
+	free(plugins.items);
+	free(env.items);
+	if (rv != 0) {
+		fprintf(stderr, "mirai-launch: %s\n", err.text);
+		return rv == MIRAI_EINVAL ? 2 : 1;
+	}
+	if (dry) {
+		char *json;
+		if ((rv = mirai_launch_plan_json(l, &json)) == 0) {
+			fputs(json, stdout);
+			free(json);
+		}
+		mirai_launch_destroy(l);
+		return rv == 0 ? 0 : 1;
+	}
+	/* SIGUSR1 wakes main from the signal thread: blocked everywhere, but
+	 * not in the set that thread waits for. */
+	{
+		sigset_t usr1;
+		sigemptyset(&usr1);
+		sigaddset(&usr1, SIGUSR1);
+		pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+	}
+	if (pthread_create(&sigthr, NULL, signal_thread, &sigs) == 0) {
+		pthread_detach(sigthr);
+	}
+	prog.tty = isatty(2) && !quiet;
+	prog.t0  = now();
+	if ((rv = mirai_launch_start(l, quiet ? NULL : on_progress, &prog,
+		 &err)) != 0) {
+		fprintf(stderr, "mirai-launch: %s\n", err.text);
+		mirai_launch_destroy(l);
+		return 1;
+	}
+	{
+		const mirai_launch_slot *slots;
+		size_t ns;
+		mirai_launch_slots(l, &slots, &ns);
+		for (size_t i = 0; i < ns; i++) {
+			if (slots[i].state != MIRAI_LAUNCH_ONLINE) {
+				fprintf(stderr, "mirai-launch: server %zu on %s: %s\n",
+				    i, slots[i].host, slots[i].error);
+			} else if (report) {
+				printf("%s slot %zu %s %d cpus %s\n", slots[i].host,
+				    slots[i].slot, bind != NULL ? bind : "core",
+				    slots[i].unit, slots[i].binding);
+			}
+		}
+		fflush(stdout);
+		if (first >= argc) {
+			printf("MIRAI_DISPATCHER_URL=%s\n",
+			    mirai_launch_client_url(l));
+			printf("MIRAI_CONTROL_URL=%s\n", mirai_launch_control_url(l));
+			for (size_t i = 0; i < ns; i++) {
+				printf("%s\n", slots[i].url);
+			}
+			fflush(stdout);
+		}
+	}
+	if (first < argc) {
+		int status;
+		setenv("MIRAI_DISPATCHER_URL", mirai_launch_client_url(l), 1);
+		setenv("MIRAI_CONTROL_URL", mirai_launch_control_url(l), 1);
+		pthread_mutex_lock(&sig_mtx);
+		if (got_signal == 0) {
+			posix_spawnattr_t at;
+			sigset_t none;
+			posix_spawnattr_init(&at);
+			sigemptyset(&none);
+			posix_spawnattr_setsigmask(&at, &none);
+			posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+			rv = posix_spawnp(&child, argv[first], NULL, &at,
+			    argv + first, environ);
+			posix_spawnattr_destroy(&at);
+		} else {
+			rv = -1;
+		}
+		pthread_mutex_unlock(&sig_mtx);
+		if (rv > 0) {
+			fprintf(stderr, "mirai-launch: cannot run %s: %s\n",
+			    argv[first], strerror(rv));
+			code = 127;
+		} else if (rv == 0) {
+			while (waitpid(child, &status, 0) < 0) {
+			}
+			pthread_mutex_lock(&sig_mtx);
+			child = 0;
+			pthread_mutex_unlock(&sig_mtx);
+			code = WIFEXITED(status) ? WEXITSTATUS(status)
+						 : 128 + WTERMSIG(status);
+		} else {
+			code = 128 + got_signal;
+		}
+	} else {
+		/* Serve until a signal; the signal thread wakes us. */
+		sigset_t wake;
+		int sig;
+		sigemptyset(&wake);
+		sigaddset(&wake, SIGUSR1);
+		sigwait(&wake, &sig);
+	}
+	mirai_launch_destroy(l);
+	return code;
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# mirai-launch: plans, errors, and real launches over ssh to 127.0.0.1 and
+# 127.0.0.2 through a throwaway sshd (tests/sshd/sshd.sh).  Exit 77 (skip)
+# with the reason when sshd cannot run here.
+set -u
+B=${BUILD:-build}/bin
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+S=$ROOT/$B/mirai-server
+W=$(mktemp -d "${TMPDIR:-/tmp}/launch.XXXXXX")
+fail() { echo "FAIL: $*"; cleanup; exit 1; }
+cleanup() {
+	[ -n "${L:-}" ] && kill -9 "$L" 2>/dev/null
+	"$ROOT/tests/sshd/sshd.sh" stop "$W/sshd" >/dev/null 2>&1
+	pkill -9 -f "$S --stdin" 2>/dev/null
+	rm -rf "$W"
+}
+count() { pgrep -f "$S --stdin" | wc -l; }
+
+# Plans need no sshd.
+SLURM_JOB_NODELIST='tux[1-2]' SLURM_TASKS_PER_NODE='2(x2)' \
+	"$B/mirai-launch" --dry-run --server-url ws://127.0.0.1:0 >"$W/plan" || fail "dry run"
+[ "$(wc -l <"$W/plan")" = 4 ] || fail "plan lines: $(cat "$W/plan")"
+grep -q '"slot":3,"host":"tux2","user":"","host_slot":1,"bind":"core","core":1,"local":false,"url":"ws://127.0.0.1:<port>/<token>/3"' "$W/plan" ||
+	fail "plan line: $(cat "$W/plan")"
+printf 'good slots=2\nbad slots=0\n' >"$W/badhosts"
+"$B/mirai-launch" --hostfile "$W/badhosts" --dry-run 2>"$W/err"; [ $? = 1 ] || fail "bad hostfile exit"
+grep -q "badhosts:2: slots must be a positive integer" "$W/err" || fail "bad hostfile message: $(cat "$W/err")"
+env -u SLURM_JOB_NODELIST -u SLURM_NODELIST -u PBS_NODEFILE -u PE_HOSTFILE \
+	-u LSB_MCPU_HOSTS "$B/mirai-launch" -- true 2>"$W/err"; [ $? = 2 ] || fail "no hosts exit"
+grep -q "no hosts" "$W/err" || fail "no hosts message"
+"$B/mirai-launch" --host a --bind-to elbow --dry-run 2>/dev/null; [ $? = 2 ] || fail "bad bind-to"
+
+# Local hosts start without ssh.
+out=$("$B/mirai-launch" --host localhost:2 --server "$S" --server-url ws://127.0.0.1:0 -q \
+	-- "$B/mirai" exec 'echo local') || fail "local launch: $out"
+[ "$out" = local ] || fail "local output: $out"
+
+mkdir -p "$W/sshd"
+if ! "$ROOT/tests/sshd/sshd.sh" start "$W/sshd" $$ >"$W/sshd.env" 2>"$W/sshd.err"; then
+	echo "SKIP: no sshd here: $(cat "$W/sshd.err")"
+	cleanup
+	exit 77
+fi
+. "$W/sshd.env"
+SSH=(--ssh-config "$SSHD_CONFIG" --server "$S" --server-url ws://127.0.0.1:0)
+printf '127.0.0.1 slots=2\n127.0.0.2 slots=2\n' >"$W/hosts"
+
+# A client command: status, exec, its exit code; bindings reported.
+"$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" --report-bindings -q \
+	-- sh -c "'$B/mirai' status && '$B/mirai' exec 'echo remote' && exit 7" >"$W/out" 2>"$W/err"
+[ $? = 7 ] || fail "exit status of the command: $(cat "$W/err")"
+grep -q '"online":1' "$W/out" || fail "status: $(cat "$W/out")"
+[ "$(grep -c '"online":1' "$W/out")" = 1 ] || true
+[ "$(grep -o '"online":1' "$W/out" | wc -l)" = 4 ] || fail "4 online: $(cat "$W/out")"
+grep -qx remote "$W/out" || fail "exec output"
+grep -q '^127.0.0.2 slot 3 core 1 cpus' "$W/out" || fail "report-bindings: $(cat "$W/out")"
+for _ in $(seq 50); do [ "$(count)" = 0 ] && break; sleep 0.1; done
+[ "$(count)" = 0 ] || fail "servers left after the launch"
+
+# No secret on a command line: the tokens are not in ps.
+"$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" -q >"$W/urls" 2>"$W/err" &
+L=$!
+for _ in $(seq 100); do [ "$(count)" = 4 ] && grep -q '/3$' "$W/urls" && break; sleep 0.1; done
+[ "$(count)" = 4 ] || fail "4 servers up: $(cat "$W/err")"
+token=$(grep '/3$' "$W/urls" | cut -d/ -f4)
+[ ${#token} = 32 ] || fail "token: $token"
+ps -eo args >"$W/ps"
+grep -q "$token" "$W/ps" && fail "a token shows in ps"
+# kill -9 of the launcher: every server on every host goes.
+kill -9 "$L"; wait "$L" 2>/dev/null; L=
+for _ in $(seq 50); do [ "$(count)" = 0 ] && break; sleep 0.1; done
+[ "$(count)" = 0 ] || fail "servers left after kill -9 of the launcher"
+
+# SIGTERM while the command runs: the command gets it, then teardown.
+"$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" -q -- sleep 30 &
+L=$!
+for _ in $(seq 100); do [ "$(count)" = 4 ] && break; sleep 0.1; done
+kill -TERM "$L"; wait "$L"; rc=$?; L=
+[ $rc = 143 ] || fail "SIGTERM exit status $rc"
+for _ in $(seq 50); do [ "$(count)" = 0 ] && break; sleep 0.1; done
+[ "$(count)" = 0 ] || fail "servers left after SIGTERM"
+
+# Failures are reported per host; --min-servers decides.
+printf '127.0.0.1 slots=2\n127.0.0.3 slots=1\n' >"$W/hosts3"
+"$B/mirai-launch" --hostfile "$W/hosts3" "${SSH[@]}" -q -- true 2>"$W/err"
+[ $? = 1 ] || fail "unreachable host: exit"
+grep -q "127.0.0.3: unreachable" "$W/err" || fail "unreachable message: $(cat "$W/err")"
+"$B/mirai-launch" --hostfile "$W/hosts3" "${SSH[@]}" -q --min-servers 2 \
+	-- "$B/mirai" exec true 2>"$W/err" || fail "min-servers: $(cat "$W/err")"
+grep -q "server 2 on 127.0.0.3" "$W/err" || fail "per-server failure line"
+"$B/mirai-launch" --hostfile "$W/hosts" --ssh-config "$SSHD_CONFIG" \
+	--server /nonexistent/mirai-server --server-url ws://127.0.0.1:0 -q -- true 2>"$W/err"
+[ $? = 1 ] || fail "missing binary: exit"
+grep -q "server binary missing" "$W/err" || fail "missing binary message: $(cat "$W/err")"
+# Host keys: strict by default; an empty known_hosts refuses.
+: >"$W/empty_known"
+"$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" --known-hosts "$W/empty_known" -q -- true 2>"$W/err"
+[ $? = 1 ] || fail "unknown host key accepted"
+grep -q "unknown host key" "$W/err" || fail "host key message: $(cat "$W/err")"
+"$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" --known-hosts "$W/empty_known" \
+	--accept-new -q -- true 2>"$W/err" || fail "accept-new: $(cat "$W/err")"
+grep -q "127.0.0.2" "$W/empty_known" || fail "accept-new did not learn the key"
+
+# Forwarded environment reaches remote servers, without ps.
+out=$(SECRET_X=s3cr3t "$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" -q \
+	-x SECRET_X -x OTHER=2 -- "$B/mirai" exec 'echo "$SECRET_X $OTHER"') || fail "env forwarding"
+[ "$out" = "s3cr3t 2" ] || fail "forwarded env: $out"
+cleanup
+echo ok
