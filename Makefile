@@ -143,12 +143,17 @@ check: tests
 check-fast: tests
 	BUILD=$(BUILD) tests/run-tests.sh fast
 
+# Every workload, with and without the dispatcher; w5 against mpirun.
 bench: all
+	$(BUILD)/bin/mirai-bench w1 --no-dispatcher
 	$(BUILD)/bin/mirai-bench w1
+	$(BUILD)/bin/mirai-bench w2 --no-dispatcher
 	$(BUILD)/bin/mirai-bench w2
 	$(BUILD)/bin/mirai-bench w3
-	$(BUILD)/bin/mirai-bench w3 --no-dispatcher
+	$(BUILD)/bin/mirai-bench w4 --no-dispatcher
 	$(BUILD)/bin/mirai-bench w4
+	BUILD=$(BUILD) scripts/bench-launch
+	$(BUILD)/bin/mirai-bench w6
 
 # The main job: servers on the hosts of hosts.example (localhost), the
 # example client run by the launcher.

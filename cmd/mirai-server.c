@@ -4,8 +4,10 @@
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
-#include <unistd.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,25 +17,35 @@
 #include "cli.h"
 
 /*
- * --stdin: the launcher's way to start a server over ssh.  The URL (which
- * holds a token) and environment arrive on stdin, not on the command line
- * that ps shows:
- *     url URL
+ * --stdin: the launcher's way to start servers over ssh.  URLs (which hold
+ * tokens) and environment arrive on stdin, not on the command line that ps
+ * shows:
+ *     url URL [K]       one line per server; K: its bind index
  *     env VAR=VALUE     (any number)
  *     end
- * stdin then stays open; its EOF (the launcher or its ssh channel gone)
- * stops the server after its current task.
+ * With one url line this process is the server.  With several it is the
+ * host's agent (like Open MPI's orted): it starts one server per URL here,
+ * so a host costs one ssh exec, not one per server.  stdin then stays open;
+ * its EOF (the launcher or its ssh channel gone) stops the server(s) after
+ * their current task.
  */
-static char stdin_url[8192];
+#define MAX_LOCAL 4096
+
+typedef struct stdin_setup {
+	char *urls[MAX_LOCAL];
+	int bind[MAX_LOCAL]; /* -1: as the command line says */
+	size_t n;
+} stdin_setup;
 
 static int
-read_stdin_setup(void)
+read_stdin_setup(stdin_setup *st)
 {
 	char line[8192];
 	size_t n = 0;
 	char c;
 
 	for (;;) {
+		/* Byte by byte on purpose: nothing past 'end' is taken. */
 		ssize_t r = read(0, &c, 1);
 		if (r <= 0) {
 			fprintf(stderr, "mirai-server: --stdin: input ended before "
@@ -49,10 +61,19 @@ read_stdin_setup(void)
 		line[n] = '\0';
 		n       = 0;
 		if (strcmp(line, "end") == 0) {
-			return stdin_url[0] != '\0' ? 0 : -1;
+			return st->n > 0 ? 0 : -1;
 		}
-		if (strncmp(line, "url ", 4) == 0) {
-			snprintf(stdin_url, sizeof stdin_url, "%s", line + 4);
+		if (strncmp(line, "url ", 4) == 0 && st->n < MAX_LOCAL) {
+			char *sp = strchr(line + 4, ' ');
+			st->bind[st->n] = -1;
+			if (sp != NULL) {
+				*sp             = '\0';
+				st->bind[st->n] = atoi(sp + 1);
+			}
+			if ((st->urls[st->n] = strdup(line + 4)) == NULL) {
+				return -1;
+			}
+			st->n++;
 		} else if (strncmp(line, "env ", 4) == 0 && strchr(line, '=') != NULL) {
 			char *eq = strchr(line + 4, '=');
 			*eq      = '\0';
@@ -65,24 +86,128 @@ read_stdin_setup(void)
 	}
 }
 
-/* Byte by byte on purpose: nothing past 'end' is taken from stdin. */
+/*
+ * Signals: the first SIGTERM, SIGINT or SIGHUP stops the server after its
+ * current task (it says goodbye to its client first); a second one ends it
+ * at once.  End of stdin under --stdin counts as the first.
+ */
+static mirai_server *the_server;
+static pid_t *agent_children;
+static size_t agent_n;
+static volatile int stopping;
+
+static void
+stop_all(void)
+{
+	if (stopping++ > 0) {
+		_exit(MIRAI_EXIT_CLOSED);
+	}
+	if (the_server != NULL) {
+		mirai_server_stop(the_server);
+	}
+	for (size_t i = 0; i < agent_n; i++) {
+		if (agent_children[i] > 0) {
+			kill(agent_children[i], SIGTERM);
+		}
+	}
+}
+
+static void *
+signal_thread(void *arg)
+{
+	sigset_t *set = arg;
+	int sig;
+
+	while (sigwait(set, &sig) == 0) {
+		stop_all();
+	}
+	return NULL;
+}
+
 static void *
 watch_stdin(void *arg)
 {
 	char buf[256];
 
+	(void) arg;
 	while (read(0, buf, sizeof buf) > 0) {
 	}
-	mirai_server_stop(arg);
+	stop_all();
 	return NULL;
+}
+
+/*
+ * The host agent: run argv again (without --stdin) once per URL, each with
+ * MIRAI_URL and its own --bind-index, and wait for them all.  Exits 0 when
+ * all ended normally, else the first failure's status.
+ */
+static int
+run_agent(int argc, char **argv, const stdin_setup *st)
+{
+	char **cargv = calloc((size_t) argc + 4, sizeof *cargv);
+	extern char **environ;
+	int code = 0, k = 0;
+	char self[4096];
+	ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+
+	if (cargv == NULL || len <= 0) {
+		return MIRAI_EXIT_ERROR;
+	}
+	self[len]      = '\0';
+	agent_children = calloc(st->n, sizeof *agent_children);
+	if (agent_children == NULL) {
+		return MIRAI_EXIT_ERROR;
+	}
+	cargv[k++] = self;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--stdin") != 0) {
+			cargv[k++] = argv[i];
+		}
+	}
+	for (size_t i = 0; i < st->n; i++) {
+		char idx[16], env[8300];
+		int j = k;
+		snprintf(env, sizeof env, "MIRAI_URL=%s", st->urls[i]);
+		putenv(env);
+		if (st->bind[i] >= 0) {
+			snprintf(idx, sizeof idx, "%d", st->bind[i]);
+			cargv[j++] = "--bind-index";
+			cargv[j++] = idx;
+		}
+		cargv[j] = NULL;
+		if (posix_spawn(&agent_children[i], self, NULL, NULL, cargv,
+			environ) != 0) {
+			agent_children[i] = 0;
+			code              = MIRAI_EXIT_ERROR;
+		}
+		agent_n = i + 1;
+		unsetenv("MIRAI_URL");
+	}
+	for (size_t i = 0; i < st->n; i++) {
+		int status;
+		if (agent_children[i] <= 0) {
+			continue;
+		}
+		while (waitpid(agent_children[i], &status, 0) < 0) {
+		}
+		agent_children[i] = 0;
+		if (code == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+			code = WIFEXITED(status) ? WEXITSTATUS(status) : MIRAI_EXIT_ERROR;
+		}
+	}
+	free(cargv);
+	return code;
 }
 
 static const char epilog[] =
     "The URL may also come from the environment variable MIRAI_URL, which\n"
     "other users cannot read (unlike the command line), or with --stdin\n"
-    "from standard input (lines 'url URL', 'env VAR=VALUE', then 'end');\n"
-    "the server then stops, after its current task, when its standard\n"
-    "input reaches end of file (how mirai-launch starts servers over ssh).\n"
+    "from standard input (lines 'url URL [BIND-INDEX]', 'env VAR=VALUE',\n"
+    "then 'end'); several url lines start one server each, from one\n"
+    "process that waits for them.  The server then stops, after its current\n"
+    "task, when its standard input reaches end of file (how mirai-launch\n"
+    "starts servers over ssh).  SIGTERM, SIGINT and SIGHUP stop it after its\n"
+    "current task too; a second signal ends it at once.\n"
     "\n"
     "Exit status:\n"
     "  0  the connection ended, or the client told the server to exit\n"
@@ -134,10 +259,19 @@ main(int argc, char **argv)
 	    "mirai.exec, mirai.info.",
 	    epilog, opts, 0};
 	mirai_server_opts so = MIRAI_SERVER_OPTS_INIT;
+	stdin_setup st       = {{0}, {0}, 0};
 	mirai_server *srv;
 	mirai_errmsg err;
+	sigset_t sigs;
+	pthread_t th;
 	int first, rv;
 
+	/* Before any thread exists, so that all of them inherit the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	if ((rv = cli_parse(&tool, argc, argv, &first)) != 0) {
 		return MIRAI_EXIT_USAGE;
 	}
@@ -149,12 +283,15 @@ main(int argc, char **argv)
 		url = argv[first];
 	}
 	if (use_stdin) {
-		if (url != NULL || read_stdin_setup() != 0) {
+		if (url != NULL || first < argc || read_stdin_setup(&st) != 0) {
 			fprintf(stderr, "mirai-server: --stdin needs 'url URL' and "
 					"'end' on stdin, and no other URL\n");
 			return MIRAI_EXIT_USAGE;
 		}
-		url = stdin_url;
+		url = st.urls[0];
+		if (st.bind[0] >= 0) {
+			bind_index = st.bind[0];
+		}
 	}
 	if (url == NULL) {
 		url = getenv("MIRAI_URL");
@@ -210,13 +347,23 @@ main(int argc, char **argv)
 		return MIRAI_EXIT_ERROR;
 	}
 	free(plugins.items);
-	if (use_stdin) {
-		pthread_t th;
-		if (pthread_create(&th, NULL, watch_stdin, srv) == 0) {
+	if (pthread_create(&th, NULL, signal_thread, &sigs) == 0) {
+		pthread_detach(th);
+	}
+	if (st.n > 1) {
+		/* The host's agent: no server of its own. */
+		mirai_server_destroy(srv);
+		if (pthread_create(&th, NULL, watch_stdin, NULL) == 0) {
 			pthread_detach(th);
 		}
+		return run_agent(argc, argv, &st);
+	}
+	the_server = srv;
+	if (use_stdin && pthread_create(&th, NULL, watch_stdin, NULL) == 0) {
+		pthread_detach(th);
 	}
 	rv = mirai_server_run(srv, url, &err);
+	the_server = NULL;
 	if (rv == MIRAI_EXIT_ERROR) {
 		fprintf(stderr, "mirai-server: %s\n", err.text);
 	}

@@ -762,7 +762,8 @@ typedef struct mirai_launch_opts {
 	/* Cap on the number of servers; 0: every slot. */
 	int max_servers;
 	/* Base URL of the server slots; NULL: ws on every interface, port 0
-	 * (one port; a path with a random token per server). */
+	 * (one port; a path with a random token per server), or on 127.0.0.1
+	 * when every host is local. */
 	const char *server_url;
 	/* The host name servers dial when server_url has a wildcard host;
 	 * NULL: this machine's host name. */

@@ -4,11 +4,14 @@
  * the start (local servers directly, remote ones over ssh, many at once),
  * watching them come online, and the teardown.
  *
- * A remote server is started as `mirai-server --stdin ...`: its URL (with
- * the token) and forwarded environment travel over the ssh channel's stdin,
- * never on a command line another user could read with ps; stdin then
- * stays open, and its EOF (the launcher or its ssh channel gone) makes the
- * server exit: a second tie besides the dispatcher link.
+ * A remote host gets one ssh exec, `mirai-server --stdin ...`, whatever its
+ * number of slots: the servers' URLs (with their tokens) and the forwarded
+ * environment travel over the channel's stdin, never on a command line
+ * another user could read with ps, and that process starts the host's
+ * servers (like Open MPI's orted: an exec costs the remote login shell's
+ * start-up, tens to hundreds of milliseconds).  stdin then stays open; its
+ * EOF (the launcher or its ssh channel gone) stops the servers: a second
+ * tie besides their dispatcher links.
  */
 #include <inttypes.h>
 #include <signal.h>
@@ -36,6 +39,9 @@ struct mirai_launch {
 	char (*errors)[256];   /* per slot */
 	char (*urls)[512];     /* per slot */
 	char (*bindings)[96];  /* per slot */
+	int *snap_online;      /* refresh(): what the dispatcher said */
+	int *snap_pid;
+	char (*snap_binding)[96];
 	pid_t *pids;           /* local children, 0 if none */
 	pthread_mutex_t mtx;
 	pthread_cond_t cv;
@@ -113,6 +119,9 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 	    (l->errors = calloc(total, sizeof *l->errors)) == NULL ||
 	    (l->urls = calloc(total, sizeof *l->urls)) == NULL ||
 	    (l->bindings = calloc(total, sizeof *l->bindings)) == NULL ||
+	    (l->snap_online = calloc(total, sizeof *l->snap_online)) == NULL ||
+	    (l->snap_pid = calloc(total, sizeof *l->snap_pid)) == NULL ||
+	    (l->snap_binding = calloc(total, sizeof *l->snap_binding)) == NULL ||
 	    (l->pids = calloc(total, sizeof *l->pids)) == NULL) {
 		mirai_launch_destroy(l);
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
@@ -180,6 +189,17 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 		}
 	}
 	l->n = k;
+	/* All servers here: listen and advertise on loopback only, which
+	 * needs no name resolution and opens nothing to the network. */
+	if (o->server_url == NULL) {
+		int all_local = 1;
+		for (size_t i = 0; i < l->n; i++) {
+			all_local &= l->slots[i].local;
+		}
+		if (all_local) {
+			l->o.server_url = keep(l, "ws://127.0.0.1:0");
+		}
+	}
 	for (size_t i = 0; i < l->nstrs; i++) {
 		if (l->strs[i] == NULL) {
 			mirai_launch_destroy(l);
@@ -329,19 +349,22 @@ fail_slot(mirai_launch *l, size_t i, const char *fmt, ...)
 	changed(l);
 }
 
+/* id is the first slot of the host the event is about; it applies to
+ * every slot of that host not online. */
 static void
 on_ssh(void *arg, size_t id, int event, int status, const char *msg)
 {
 	mirai_launch *l = arg;
 
 	pthread_mutex_lock(&l->mtx);
-	if (id < l->n) {
+	for (size_t i = id; i < l->n && l->slots[i].host == l->slots[id].host;
+	     i++) {
 		if (event == MIRAI__SSH_FAILED) {
-			fail_slot(l, id, "%s (%s)", msg, mirai_errname(status));
+			fail_slot(l, i, "%s (%s)", msg, mirai_errname(status));
 		} else if (event == MIRAI__SSH_EXITED && status == 127) {
-			fail_slot(l, id, "server binary missing: %s", msg);
+			fail_slot(l, i, "server binary missing: %s", msg);
 		} else if (event == MIRAI__SSH_EXITED) {
-			fail_slot(l, id, "server exited with status %d%s%s",
+			fail_slot(l, i, "server exited with status %d%s%s",
 			    status, *msg ? ": " : "", msg);
 		}
 	}
@@ -417,22 +440,21 @@ quote(mirai__sb *sb, const char *s)
 	mirai__sb_printf(sb, "'");
 }
 
+/* Start the servers of slots [first, first + count) (one remote host)
+ * through one ssh exec, id first. */
 static int
-start_remote(mirai_launch *l, size_t i, mirai_errmsg *err)
+start_remote(mirai_launch *l, size_t first, size_t count, mirai_errmsg *err)
 {
-	const mirai_launch_slot *sl = &l->slots[i];
+	const mirai_launch_slot *sl = &l->slots[first];
 	const mirai_server_opts *so = &l->o.server;
 	mirai__sb cmd = {0}, in = {0};
-	char num[32];
 	int rv;
 
 	mirai__sb_printf(&cmd, "exec");
 	quote(&cmd, so->server_path != NULL ? so->server_path : "mirai-server");
 	mirai__sb_printf(&cmd, " --stdin");
 	if (sl->unit >= 0) {
-		snprintf(num, sizeof num, "%d", sl->unit);
-		mirai__sb_printf(&cmd, " --bind-to %s --bind-index %s",
-		    l->o.bind_to, num);
+		mirai__sb_printf(&cmd, " --bind-to %s", l->o.bind_to);
 	}
 	if (so->idle_ms > 0) {
 		mirai__sb_printf(&cmd, " --idle %" PRId64, so->idle_ms);
@@ -454,7 +476,14 @@ start_remote(mirai_launch *l, size_t i, mirai_errmsg *err)
 		quote(&cmd, so->plugins[p]);
 	}
 	/* What must not show in ps goes over stdin. */
-	mirai__sb_printf(&in, "url %s\n", sl->url);
+	for (size_t i = first; i < first + count; i++) {
+		if (l->slots[i].unit >= 0) {
+			mirai__sb_printf(&in, "url %s %d\n", l->slots[i].url,
+			    l->slots[i].unit);
+		} else {
+			mirai__sb_printf(&in, "url %s\n", l->slots[i].url);
+		}
+	}
 	for (size_t e = 0; e < l->o.nenv; e++) {
 		mirai__sb_printf(&in, "env %s\n", l->o.env[e]);
 	}
@@ -462,7 +491,7 @@ start_remote(mirai_launch *l, size_t i, mirai_errmsg *err)
 	if (cmd.failed || in.failed) {
 		rv = mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	} else {
-		rv = mirai__ssh_run(l->ssh, i, sl->host,
+		rv = mirai__ssh_run(l->ssh, first, sl->host,
 		    *sl->user ? sl->user : NULL, 0, cmd.buf, in.buf, in.len);
 		if (rv != 0) {
 			mirai__fail(err, rv, "cannot start ssh to %s", sl->host);
@@ -501,23 +530,31 @@ start_local(mirai_launch *l, size_t i, mirai_errmsg *err)
 }
 
 /* Bring slot states up to date with the dispatcher; counts online and
- * failed.  Called with l->mtx held (takes the dispatcher's inside). */
+ * failed.  Called with l->mtx held, which it drops while it reads the
+ * dispatcher: the dispatcher calls on_watch() with its own lock held, so
+ * the two locks are never taken in the other order. */
 static void
 refresh(mirai_launch *l, size_t *online, size_t *failed)
 {
+	pthread_mutex_unlock(&l->mtx);
+	for (size_t i = 0; i < l->n; i++) {
+		char host[64];
+		mirai__dispatcher_slot(l->d, i, &l->snap_online[i],
+		    &l->snap_pid[i], host, sizeof host, l->snap_binding[i],
+		    sizeof l->snap_binding[i]);
+	}
+	pthread_mutex_lock(&l->mtx);
 	*online = *failed = 0;
 	for (size_t i = 0; i < l->n; i++) {
 		mirai_launch_slot *sl = &l->slots[i];
-		char host[64];
-		int on, pid;
 
-		mirai__dispatcher_slot(l->d, i, &on, &pid, host, sizeof host,
-		    l->bindings[i], sizeof l->bindings[i]);
-		if (on && sl->state != MIRAI_LAUNCH_ONLINE) {
-			sl->state    = MIRAI_LAUNCH_ONLINE;
-			sl->pid      = pid;
+		if (l->snap_online[i] && sl->state != MIRAI_LAUNCH_ONLINE) {
+			sl->state       = MIRAI_LAUNCH_ONLINE;
+			sl->pid         = l->snap_pid[i];
 			l->errors[i][0] = '\0';
-		} else if (!on && sl->state == MIRAI_LAUNCH_ONLINE) {
+			memcpy(l->bindings[i], l->snap_binding[i],
+			    sizeof l->bindings[i]);
+		} else if (!l->snap_online[i] && sl->state == MIRAI_LAUNCH_ONLINE) {
 			sl->state = MIRAI_LAUNCH_GONE;
 			snprintf(l->errors[i], sizeof l->errors[i],
 			    "the server went away");
@@ -587,17 +624,34 @@ mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
 		}
 		free(copy);
 	}
-	for (size_t i = 0; i < l->n; i++) {
+	/* Slots of a host are next to each other in the plan. */
+	for (size_t i = 0, end; i < l->n; i = end) {
 		mirai_errmsg e2 = {{0}};
+		for (end = i + 1; end < l->n && l->slots[end].host == l->slots[i].host;
+		     end++) {
+		}
 		pthread_mutex_lock(&l->mtx);
-		l->slots[i].state = MIRAI_LAUNCH_STARTING;
+		for (size_t k = i; k < end; k++) {
+			l->slots[k].state = MIRAI_LAUNCH_STARTING;
+		}
 		pthread_mutex_unlock(&l->mtx);
-		rv = l->slots[i].local ? start_local(l, i, &e2)
-				       : start_remote(l, i, &e2);
-		if (rv != 0) {
-			pthread_mutex_lock(&l->mtx);
-			fail_slot(l, i, "%s", e2.text);
-			pthread_mutex_unlock(&l->mtx);
+		if (!l->slots[i].local) {
+			rv = start_remote(l, i, end - i, &e2);
+			if (rv != 0) {
+				pthread_mutex_lock(&l->mtx);
+				for (size_t k = i; k < end; k++) {
+					fail_slot(l, k, "%s", e2.text);
+				}
+				pthread_mutex_unlock(&l->mtx);
+			}
+			continue;
+		}
+		for (size_t k = i; k < end; k++) {
+			if (start_local(l, k, &e2) != 0) {
+				pthread_mutex_lock(&l->mtx);
+				fail_slot(l, k, "%s", e2.text);
+				pthread_mutex_unlock(&l->mtx);
+			}
 		}
 	}
 	need     = l->o.min_servers > 0 ? (size_t) l->o.min_servers : l->n;
@@ -691,6 +745,9 @@ mirai_launch_destroy(mirai_launch *l)
 	free(l->errors);
 	free(l->urls);
 	free(l->bindings);
+	free(l->snap_online);
+	free(l->snap_pid);
+	free(l->snap_binding);
 	free(l->pids);
 	pthread_cond_destroy(&l->cv);
 	pthread_mutex_destroy(&l->mtx);

@@ -11,10 +11,13 @@ fail() { echo "FAIL: $*"; cleanup; exit 1; }
 cleanup() {
 	[ -n "${L:-}" ] && kill -9 "$L" 2>/dev/null
 	"$ROOT/tests/sshd/sshd.sh" stop "$W/sshd" >/dev/null 2>&1
-	pkill -9 -f "$S --stdin" 2>/dev/null
+	pkill -9 -f "^$S" 2>/dev/null
 	rm -rf "$W"
 }
-count() { pgrep -f "$S --stdin" | wc -l; }
+# Servers: the children a host's agent (mirai-server --stdin) starts.
+count() { pgrep -f "^$S --bind-to" | wc -l; }
+# Anything of ours still running: agents and servers.
+left() { pgrep -f "^$S" | wc -l; }
 
 # Plans need no sshd.
 SLURM_JOB_NODELIST='tux[1-2]' SLURM_TASKS_PER_NODE='2(x2)' \
@@ -54,8 +57,8 @@ grep -q '"online":1' "$W/out" || fail "status: $(cat "$W/out")"
 [ "$(grep -o '"online":1' "$W/out" | wc -l)" = 4 ] || fail "4 online: $(cat "$W/out")"
 grep -qx remote "$W/out" || fail "exec output"
 grep -q '^127.0.0.2 slot 3 core 1 cpus' "$W/out" || fail "report-bindings: $(cat "$W/out")"
-for _ in $(seq 50); do [ "$(count)" = 0 ] && break; sleep 0.1; done
-[ "$(count)" = 0 ] || fail "servers left after the launch"
+for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.1; done
+[ "$(left)" = 0 ] || fail "servers left after the launch"
 
 # No secret on a command line: the tokens are not in ps.
 "$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" -q >"$W/urls" 2>"$W/err" &
@@ -68,8 +71,8 @@ ps -eo args >"$W/ps"
 grep -q "$token" "$W/ps" && fail "a token shows in ps"
 # kill -9 of the launcher: every server on every host goes.
 kill -9 "$L"; wait "$L" 2>/dev/null; L=
-for _ in $(seq 50); do [ "$(count)" = 0 ] && break; sleep 0.1; done
-[ "$(count)" = 0 ] || fail "servers left after kill -9 of the launcher"
+for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.1; done
+[ "$(left)" = 0 ] || fail "servers left after kill -9 of the launcher"
 
 # SIGTERM while the command runs: the command gets it, then teardown.
 "$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" -q -- sleep 30 &
@@ -77,17 +80,17 @@ L=$!
 for _ in $(seq 100); do [ "$(count)" = 4 ] && break; sleep 0.1; done
 kill -TERM "$L"; wait "$L"; rc=$?; L=
 [ $rc = 143 ] || fail "SIGTERM exit status $rc"
-for _ in $(seq 50); do [ "$(count)" = 0 ] && break; sleep 0.1; done
-[ "$(count)" = 0 ] || fail "servers left after SIGTERM"
+for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.1; done
+[ "$(left)" = 0 ] || fail "servers left after SIGTERM"
 
 # Failures are reported per host; --min-servers decides.
-printf '127.0.0.1 slots=2\n127.0.0.3 slots=1\n' >"$W/hosts3"
+printf '127.0.0.1 slots=2\n127.0.0.4 slots=1\n' >"$W/hosts3"
 "$B/mirai-launch" --hostfile "$W/hosts3" "${SSH[@]}" -q -- true 2>"$W/err"
 [ $? = 1 ] || fail "unreachable host: exit"
-grep -q "127.0.0.3: unreachable" "$W/err" || fail "unreachable message: $(cat "$W/err")"
+grep -q "127.0.0.4: unreachable" "$W/err" || fail "unreachable message: $(cat "$W/err")"
 "$B/mirai-launch" --hostfile "$W/hosts3" "${SSH[@]}" -q --min-servers 2 \
 	-- "$B/mirai" exec true 2>"$W/err" || fail "min-servers: $(cat "$W/err")"
-grep -q "server 2 on 127.0.0.3" "$W/err" || fail "per-server failure line"
+grep -q "server 2 on 127.0.0.4" "$W/err" || fail "per-server failure line"
 "$B/mirai-launch" --hostfile "$W/hosts" --ssh-config "$SSHD_CONFIG" \
 	--server /nonexistent/mirai-server --server-url ws://127.0.0.1:0 -q -- true 2>"$W/err"
 [ $? = 1 ] || fail "missing binary: exit"

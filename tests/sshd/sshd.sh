@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway sshd for the ssh tests, on 127.0.0.1 and 127.0.0.2.
+# A throwaway sshd for the ssh tests, on 127.0.0.1, 127.0.0.2 and 127.0.0.3.
 #
 #   sshd.sh start DIR [OWNER-PID]   start it; print shell assignments:
 #       SSHD_PORT=port it listens on (a free one it found)
@@ -107,6 +107,7 @@ for try in $(seq 20); do
 	port=$((20000 + RANDOM % 40000))
 	listening 127.0.0.1 "$port" && continue
 	listening 127.0.0.2 "$port" && continue
+	listening 127.0.0.3 "$port" && continue
 	# MaxAuthTries is high because a developer's ssh agent may offer
 	# many keys before the test key; MaxSessions stays at its default
 	# (10), which the tests go beyond on purpose.
@@ -114,6 +115,7 @@ for try in $(seq 20); do
 		Port $port
 		ListenAddress 127.0.0.1
 		ListenAddress 127.0.0.2
+		ListenAddress 127.0.0.3
 		HostKey $dir/host_ed25519
 		PidFile $dir/sshd.pid
 		AuthorizedKeysFile $dir/authorized_keys
@@ -140,7 +142,8 @@ for try in $(seq 20); do
 	echo "$pid" >"$dir/harness.pid"
 	for n in $(seq 100); do
 		if logged "listening on 127.0.0.1 port $port" &&
-			logged "listening on 127.0.0.2 port $port"; then
+			logged "listening on 127.0.0.2 port $port" &&
+			logged "listening on 127.0.0.3 port $port"; then
 			started=1
 			break
 		fi
@@ -159,9 +162,10 @@ hostkey=$(cut -d' ' -f1,2 "$dir/host_ed25519.pub")
 {
 	echo "[127.0.0.1]:$port $hostkey"
 	echo "[127.0.0.2]:$port $hostkey"
+	echo "[127.0.0.3]:$port $hostkey"
 } >"$dir/known_hosts"
 cat >"$dir/ssh_config" <<-EOF
-	Host 127.0.0.1 127.0.0.2
+	Host 127.0.0.1 127.0.0.2 127.0.0.3
 	    Port $port
 	    IdentityFile $dir/id_ed25519
 	    UserKnownHostsFile $dir/known_hosts
