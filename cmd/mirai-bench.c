@@ -463,6 +463,10 @@ w6_run(int daemons, int disp, const char *dname, long long ntasks,
 		dpid = st->dispatcher_pid;
 		mirai_status_free(st);
 	}
+	/* A dispatcher thread lives in this process: count it once. */
+	if (dpid == (int) getpid()) {
+		dpid = 0;
+	}
 	c0 = rss(getpid());
 	d0 = dpid > 0 ? rss(dpid) : 0;
 	t0 = now_s();

@@ -71,31 +71,42 @@ typedef struct sock {
 	char *url;
 } sock;
 
+/* What few mirais need: a time-out, a completion callback, an error
+ * message.  Kept apart so a million queued tasks stay small. */
+typedef struct mirai_extra {
+	mirai__timer timer;
+	mirai_done_fn done;
+	void *done_arg;
+	char *errtext;
+} mirai_extra;
+
+/* What holds a result's bytes. */
+enum { OWN_NONE = 0, OWN_MSG, OWN_BUF, OWN_HOOK };
+
 struct mirai {
 	uint64_t id;
 	profile *prof;
 	peer *peer;              /* queued at or in flight to */
 	struct mirai *hnext;     /* task table chain */
-	struct mirai *prev, *next; /* in flight list of its peer */
-	struct mirai *rnext;     /* list of claimed mirais */
-	mirai__out *out;         /* encoded TASK frame while queued */
-	mirai__timer timer;
-	mirai_done_fn done;
-	void *done_arg;
-	uint32_t seq;            /* message it went out in */
-	uint8_t where;
-	uint8_t claimed;
+	struct mirai *prev, *next; /* in flight list of its peer; next also
+	                              links a list of claimed mirais */
+	/* Never both at once: the encoded TASK frame while queued, then
+	 * what holds the result (own says which). */
+	union {
+		mirai__out *out;
+		void *owner;     /* an nng_msg or a buffer */
+	};
+	mirai_extra *x;          /* NULL unless needed */
+	const void *res;
+	struct wnode *waiters;
+	uint32_t res_len;
+	uint32_t bytes;          /* counted against the profile's queue cap */
 	atomic_int state;        /* 1 once resolved and published */
 	atomic_int refs;
 	int status;
-	uint32_t bytes;          /* counted against the profile's queue cap */
-	const void *res;
-	size_t res_len;
-	nng_msg *res_msg;        /* owns res when kept from the message */
-	void *res_own;           /* owns res when copied or decoded */
-	int res_hook;            /* res_own came from the hook: release it so */
-	char *errtext;
-	struct wnode *waiters;
+	uint8_t where;
+	uint8_t claimed;
+	uint8_t own;             /* OWN_* */
 };
 
 struct peer {
@@ -290,23 +301,56 @@ profile_unref(profile *p)
 }
 
 static void
+result_release(mirai *m)
+{
+	switch (m->own) {
+	case OWN_MSG:
+		nng_msg_free(m->owner);
+		break;
+	case OWN_BUF:
+		free(m->owner);
+		break;
+	case OWN_HOOK:
+		if (m->prof->hook.release != NULL) {
+			m->prof->hook.release(m->prof->hook.arg, m->owner);
+		} else {
+			free(m->owner);
+		}
+		break;
+	default:
+		break;
+	}
+	m->own     = OWN_NONE;
+	m->owner   = NULL;
+	m->res     = NULL;
+	m->res_len = 0;
+}
+
+/* m's extra part, made on first need; NULL when out of memory. */
+static mirai_extra *
+extra(mirai *m)
+{
+	if (m->x == NULL) {
+		m->x = calloc(1, sizeof *m->x);
+	}
+	return m->x;
+}
+
+static void
 mirai_unref(mirai *m)
 {
 	if (atomic_fetch_sub(&m->refs, 1) != 1) {
 		return;
 	}
-	if (m->res_msg != NULL) {
-		nng_msg_free(m->res_msg);
+	if (m->own != OWN_NONE) {
+		result_release(m);
+	} else {
+		mirai__out_free(m->out);
 	}
-	if (m->res_own != NULL) {
-		if (m->res_hook && m->prof->hook.release != NULL) {
-			m->prof->hook.release(m->prof->hook.arg, m->res_own);
-		} else {
-			free(m->res_own);
-		}
+	if (m->x != NULL) {
+		free(m->x->errtext);
+		free(m->x);
 	}
-	mirai__out_free(m->out);
-	free(m->errtext);
 	profile_unref(m->prof);
 	free(m);
 }
@@ -437,12 +481,13 @@ claim(profile *p, mirai *m, int status, mirai **list)
 	if (p->room_waiters > 0) {
 		pthread_cond_broadcast(&p->cv);
 	}
-	if (m->timer.heap_idx != 0 && mirai__timer_cancel(&m->timer)) {
+	if (m->x != NULL && m->x->timer.heap_idx != 0 &&
+	    mirai__timer_cancel(&m->x->timer)) {
 		/* The timer's reference; the runtime's keeps m alive. */
 		atomic_fetch_sub(&m->refs, 1);
 	}
 	m->status = status;
-	m->rnext  = *list;
+	m->next   = *list;
 	*list     = m;
 }
 
@@ -458,8 +503,10 @@ set_errtext(mirai *m, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof buf, fmt, ap);
 	va_end(ap);
-	free(m->errtext);
-	m->errtext = mirai__strdup(buf);
+	if (extra(m) != NULL) {
+		free(m->x->errtext);
+		m->x->errtext = mirai__strdup(buf);
+	}
 }
 
 static void
@@ -472,14 +519,10 @@ publish_one(mirai *m)
 		void *out  = NULL;
 		size_t len = 0;
 		int rv = p->hook.decode(p->hook.arg, m->res, m->res_len, &out, &len);
-		if (m->res_msg != NULL) {
-			nng_msg_free(m->res_msg);
-			m->res_msg = NULL;
+		result_release(m);
+		if (rv == 0 && len > UINT32_MAX) {
+			rv = MIRAI_EMSGSIZE;
 		}
-		free(m->res_own);
-		m->res_own = NULL;
-		m->res     = NULL;
-		m->res_len = 0;
 		if (rv != 0) {
 			m->status = MIRAI_EHOOK;
 			set_errtext(m,
@@ -487,10 +530,10 @@ publish_one(mirai *m)
 			    "%s",
 			    p->hook_name, mirai_strerror(rv));
 		} else {
-			m->res      = out;
-			m->res_len  = len;
-			m->res_own  = out;
-			m->res_hook = 1;
+			m->res     = out;
+			m->res_len = (uint32_t) len;
+			m->owner   = out;
+			m->own     = OWN_HOOK;
 		}
 	}
 	s = stripe(m);
@@ -504,9 +547,9 @@ publish_one(mirai *m)
 	}
 	m->waiters = NULL;
 	pthread_mutex_unlock(s);
-	if (m->done != NULL) {
+	if (m->x != NULL && m->x->done != NULL) {
 		in_callback++;
-		m->done(m, m->done_arg);
+		m->x->done(m, m->x->done_arg);
 		in_callback--;
 	}
 	mirai_unref(m);
@@ -519,13 +562,14 @@ publish(mirai *list)
 	mirai *rev = NULL;
 
 	while (list != NULL) {
-		mirai *n  = list->rnext;
-		list->rnext = rev;
-		rev       = list;
-		list      = n;
+		mirai *n   = list->next;
+		list->next = rev;
+		rev        = list;
+		list       = n;
 	}
 	while (rev != NULL) {
-		mirai *n = rev->rnext;
+		mirai *n = rev->next;
+		rev->next = NULL;
 		publish_one(rev);
 		rev = n;
 	}
@@ -546,7 +590,6 @@ on_packed(void *arg, mirai__out *o)
 
 	if (m != NULL) {
 		m->out = NULL;
-		m->seq = c->seq;
 		c->pk->nqueue--;
 		inflight_push(c->pk, m);
 	}
@@ -806,18 +849,20 @@ on_result(profile *p, peer *pk, const mirai__frame *f, nng_msg **keep,
 		return;
 	}
 	if (*keep != NULL) {
-		m->res_msg = *keep;
-		*keep      = NULL;
-		m->res     = r.data;
+		m->owner = *keep;
+		m->own   = OWN_MSG;
+		*keep    = NULL;
+		m->res   = r.data;
 	} else if (r.len > 0) {
-		if ((m->res_own = malloc(r.len)) == NULL) {
+		if ((m->owner = malloc(r.len)) == NULL) {
 			claim(p, m, MIRAI_ENOMEM, list);
 			return;
 		}
-		memcpy(m->res_own, r.data, r.len);
-		m->res = m->res_own;
+		memcpy(m->owner, r.data, r.len);
+		m->own = OWN_BUF;
+		m->res = m->owner;
 	}
-	m->res_len = r.len;
+	m->res_len = (uint32_t) r.len;
 	claim(p, m, 0, list);
 }
 
@@ -2270,10 +2315,16 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	enc           = NULL;
 	m->out->owner = m;
 	m->bytes      = (uint32_t) size;
-	m->done       = opts->done;
-	m->done_arg   = opts->done_arg;
-	m->timer.fn   = on_timeout;
-	m->timer.arg  = m;
+	if (opts->done != NULL || opts->timeout_ms > 0) {
+		if (extra(m) == NULL) {
+			rv = MIRAI_ENOMEM;
+			goto unreserve;
+		}
+		m->x->done      = opts->done;
+		m->x->done_arg  = opts->done_arg;
+		m->x->timer.fn  = on_timeout;
+		m->x->timer.arg = m;
+	}
 	atomic_init(&m->refs, 2); /* the caller's and the runtime's */
 	atomic_init(&m->state, 0);
 
@@ -2291,7 +2342,7 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	m->prof = p; /* takes over our reference */
 	if (opts->timeout_ms > 0) {
 		atomic_fetch_add(&m->refs, 1);
-		if (mirai__timer_arm(&m->timer, mirai__now_ms() + opts->timeout_ms) != 0) {
+		if (mirai__timer_arm(&m->x->timer, mirai__now_ms() + opts->timeout_ms) != 0) {
 			atomic_fetch_sub(&m->refs, 1);
 		}
 	}
@@ -2312,6 +2363,7 @@ unreserve:
 	pthread_mutex_unlock(&p->mtx);
 	if (m != NULL) {
 		mirai__out_free(m->out);
+		free(m->x);
 		free(m);
 	}
 fail:
@@ -2596,7 +2648,8 @@ mirai_errortext(const mirai *m)
 	if (m == NULL || !mirai_resolved(m) || m->status == 0) {
 		return "";
 	}
-	return m->errtext != NULL ? m->errtext : mirai_strerror(m->status);
+	return m->x != NULL && m->x->errtext != NULL ? m->x->errtext
+						      : mirai_strerror(m->status);
 }
 
 uint64_t

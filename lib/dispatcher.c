@@ -46,19 +46,32 @@
 typedef struct slot slot;
 typedef struct dsock dsock;
 
-/* A queued or running task: its TASK frame as it came. */
+/*
+ * A queued or running task: its TASK frame as it came.  Small, because a
+ * million may wait: a big task keeps its message instead, its pointer
+ * where a small task's frame starts.
+ */
 typedef struct dtask {
-	struct dtask *next, *prev; /* FIFO while queued */
+	struct dtask *next;        /* FIFO while queued */
 	struct dtask *hnext;       /* id table */
 	uint64_t id;
-	slot *at;                  /* running there, or NULL */
-	nng_msg *msg;              /* a big task keeps its message */
 	uint32_t len;              /* frame length */
 	uint8_t retries;
 	uint8_t queued;
 	uint8_t orphan;            /* its client left: run out, report nothing */
-	uint8_t frame[];           /* a small task's frame */
+	uint8_t big;               /* in a message of its own (see msg_of) */
+	uint8_t dropped;           /* cancelled while queued: freed when
+	                              reached, so the FIFO needs one link */
+	uint8_t frame[];           /* a small task's frame, without its 8-byte
+	                              frame header (rebuilt from len) */
 } dtask;
+
+/* The message of a big task (NULL once handed on). */
+static nng_msg **
+msg_of(dtask *t)
+{
+	return (nng_msg **) (void *) t->frame;
+}
 
 /* One listening socket of a slot; saisei replaces it with a new one. */
 struct dsock {
@@ -204,8 +217,8 @@ static void
 dtask_free(mirai_dispatcher *d, dtask *t)
 {
 	table_del(d, t);
-	if (t->msg != NULL) {
-		nng_msg_free(t->msg);
+	if (t->big && *msg_of(t) != NULL) {
+		nng_msg_free(*msg_of(t));
 	}
 	free(t);
 }
@@ -217,17 +230,13 @@ q_push(mirai_dispatcher *d, dtask *t, int front)
 {
 	t->queued = 1;
 	if (front) {
-		t->prev = NULL;
 		t->next = d->head;
-		if (d->head != NULL) {
-			d->head->prev = t;
-		} else {
+		d->head = t;
+		if (d->tail == NULL) {
 			d->tail = t;
 		}
-		d->head = t;
 	} else {
 		t->next = NULL;
-		t->prev = d->tail;
 		if (d->tail != NULL) {
 			d->tail->next = t;
 		} else {
@@ -238,21 +247,39 @@ q_push(mirai_dispatcher *d, dtask *t, int front)
 	d->qlen++;
 }
 
-static void
-q_remove(mirai_dispatcher *d, dtask *t)
+/* The head of the FIFO, freeing tasks dropped while they waited. */
+static dtask *
+q_pop(mirai_dispatcher *d)
 {
-	if (t->prev != NULL) {
-		t->prev->next = t->next;
-	} else {
+	dtask *t;
+
+	while ((t = d->head) != NULL) {
 		d->head = t->next;
+		if (d->head == NULL) {
+			d->tail = NULL;
+		}
+		t->next   = NULL;
+		t->queued = 0;
+		if (!t->dropped) {
+			d->qlen--;
+			return t;
+		}
+		free(t);
 	}
-	if (t->next != NULL) {
-		t->next->prev = t->prev;
-	} else {
-		d->tail = t->prev;
+	return NULL;
+}
+
+/* Drop a queued task: out of the table and the count now, out of the
+ * FIFO when reached. */
+static void
+q_drop(mirai_dispatcher *d, dtask *t)
+{
+	table_del(d, t);
+	if (t->big && *msg_of(t) != NULL) {
+		nng_msg_free(*msg_of(t));
+		*msg_of(t) = NULL;
 	}
-	t->next = t->prev = NULL;
-	t->queued         = 0;
+	t->dropped = 1;
 	d->qlen--;
 }
 
@@ -410,17 +437,18 @@ send_task(mirai_dispatcher *d, slot *sl, dtask *t)
 {
 	mirai__out *o;
 
-	if (t->msg != NULL) {
+	if (t->big) {
 		if ((o = malloc(sizeof *o)) == NULL) {
 			return MIRAI_ENOMEM;
 		}
 		memset(o, 0, sizeof *o);
 		o->len = t->len;
 		if (t->retries == 0) {
-			o->msg = t->msg;
-			t->msg = NULL;
-			/* (its frame is not needed again) */
-		} else if (nng_msg_dup(&o->msg, t->msg) != 0) {
+			/* Its frame is not needed again (a bounce brings it
+			 * back). */
+			o->msg     = *msg_of(t);
+			*msg_of(t) = NULL;
+		} else if (nng_msg_dup(&o->msg, *msg_of(t)) != 0) {
 			free(o);
 			return MIRAI_ENOMEM;
 		}
@@ -428,7 +456,10 @@ send_task(mirai_dispatcher *d, slot *sl, dtask *t)
 		if ((o = mirai__out_new(t->len)) == NULL) {
 			return MIRAI_ENOMEM;
 		}
-		memcpy(mirai__out_frame(o), t->frame, t->len);
+		mirai__frame_hdr_encode(mirai__out_frame(o), MIRAI__F_TASK,
+		    t->len - MIRAI__FRAME_HDR_LEN);
+		memcpy(mirai__out_frame(o) + MIRAI__FRAME_HDR_LEN, t->frame,
+		    t->len - MIRAI__FRAME_HDR_LEN);
 	}
 	mirai__outq_push(&sl->cur->q, o);
 	slot_send(d, sl->cur);
@@ -439,12 +470,14 @@ send_task(mirai_dispatcher *d, slot *sl, dtask *t)
 static void
 dispatch(mirai_dispatcher *d)
 {
-	while (d->head != NULL && d->idle_head != NULL && !d->closing) {
+	while (d->qlen > 0 && d->idle_head != NULL && !d->closing) {
 		slot *sl = d->idle_head;
-		dtask *t = d->head;
+		dtask *t = q_pop(d);
 
+		if (t == NULL) {
+			break;
+		}
 		idle_remove(d, sl);
-		q_remove(d, t);
 		if (send_task(d, sl, t) != 0) {
 			/* Out of memory: put both back and wait for an event. */
 			q_push(d, t, 1);
@@ -452,7 +485,6 @@ dispatch(mirai_dispatcher *d)
 			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory dispatching");
 			return;
 		}
-		t->at    = sl;
 		sl->busy = t;
 		sl->assigned++;
 	}
@@ -472,7 +504,6 @@ finish_busy(mirai_dispatcher *d, slot *sl, const mirai__frame *f,
 	mirai__out *o;
 
 	sl->busy = NULL;
-	t->at    = NULL;
 	sl->complete++;
 	d->completed++;
 	dtask_free(d, t);
@@ -598,20 +629,19 @@ slot_msg(dsock *ds, nng_msg *msg)
 			    sl->busy != NULL && sl->busy->id == tv.id) {
 				dtask *t = sl->busy;
 				sl->busy = NULL;
-				t->at    = NULL;
 				if (t->orphan) {
 					dtask_free(d, t);
 					break;
 				}
 				/* A task sent without a copy gets its frame
 				 * back from the bounce. */
-				if (t->msg == NULL && t->len >= MIRAI__BIG_FRAME &&
-				    nng_msg_alloc(&t->msg, MIRAI__HDR_LEN + t->len) == 0) {
-					memcpy((uint8_t *) nng_msg_body(t->msg) +
+				if (t->big && *msg_of(t) == NULL &&
+				    nng_msg_alloc(msg_of(t), MIRAI__HDR_LEN + t->len) == 0) {
+					memcpy((uint8_t *) nng_msg_body(*msg_of(t)) +
 						MIRAI__HDR_LEN,
 					    inner.body - MIRAI__FRAME_HDR_LEN, t->len);
 				}
-				if (t->msg == NULL && t->len >= MIRAI__BIG_FRAME) {
+				if (t->big && *msg_of(t) == NULL) {
 					up_error(d, t->id, MIRAI_ENOMEM,
 					    "dispatcher out of memory");
 					dtask_free(d, t);
@@ -771,9 +801,6 @@ slot_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 				j->slot = sl->idx;
 				snprintf(j->who, sizeof j->who, "%s:%d",
 				    sl->host[0] ? sl->host : "?", sl->pid);
-				if (sl->busy != NULL) {
-					sl->busy->at = NULL;
-				}
 				sl->busy = NULL;
 				d->pending++;
 				if (mirai__defer(slot_lost_job, j) != 0) {
@@ -1068,9 +1095,7 @@ saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
 static void
 drop_client_work(mirai_dispatcher *d)
 {
-	while (d->head != NULL) {
-		dtask *t = d->head;
-		q_remove(d, t);
+	for (dtask *t; (t = q_pop(d)) != NULL;) {
 		dtask_free(d, t);
 	}
 	for (size_t i = 0; i < d->nslots; i++) {
@@ -1099,26 +1124,26 @@ up_task(mirai_dispatcher *d, const mirai__frame *f, nng_msg **keep)
 		return;
 	}
 	if (*keep != NULL && flen >= MIRAI__BIG_FRAME) {
-		if ((t = calloc(1, sizeof *t)) == NULL) {
+		if ((t = calloc(1, sizeof *t + sizeof(nng_msg *))) == NULL) {
 			goto oom;
 		}
-		t->msg = *keep;
-		*keep  = NULL;
+		t->big     = 1;
+		*msg_of(t) = *keep;
+		*keep      = NULL;
 	} else {
-		if ((t = malloc(sizeof *t + flen)) == NULL) {
+		if ((t = malloc(sizeof *t + f->len)) == NULL) {
 			goto oom;
 		}
 		memset(t, 0, sizeof *t);
-		memcpy(t->frame, f->body - MIRAI__FRAME_HDR_LEN, flen);
+		memcpy(t->frame, f->body, f->len);
 	}
 	t->id      = tv.id;
 	t->len     = (uint32_t) flen;
 	t->retries = (tv.flags & 0x100u) ? (uint8_t) (tv.flags & MIRAI__TF_RETRIES)
 					 : (uint8_t) d->opts.retries;
 	if (table_put(d, t) != 0) {
-		if (t->msg != NULL) {
-			*keep  = t->msg;
-			t->msg = NULL;
+		if (t->big) {
+			*keep = *msg_of(t);
 		}
 		free(t);
 		goto oom;
@@ -1139,10 +1164,15 @@ up_cancel(mirai_dispatcher *d, uint64_t id)
 	}
 	if (t->queued) {
 		/* Never runs. */
-		q_remove(d, t);
-		dtask_free(d, t);
-	} else if (t->at != NULL) {
-		slot_ctrl(d, t->at, MIRAI__F_CANCEL, id, 1);
+		q_drop(d, t);
+	} else {
+		/* Running: at the slot that has it. */
+		for (size_t i = 0; i < d->nslots; i++) {
+			if (d->slots[i].busy == t) {
+				slot_ctrl(d, &d->slots[i], MIRAI__F_CANCEL, id, 1);
+				break;
+			}
+		}
 	}
 }
 
@@ -1826,9 +1856,7 @@ mirai_dispatcher_run(mirai_dispatcher *d, mirai_errmsg *err)
 	/* The end: queued tasks go (the client resolved them or is gone),
 	 * servers are told to exit, idle ones close at once. */
 	d->closing = 1;
-	while (d->head != NULL) {
-		dtask *t = d->head;
-		q_remove(d, t);
+	for (dtask *t; (t = q_pop(d)) != NULL;) {
 		dtask_free(d, t);
 	}
 	/* When the client went away, running tasks are finished first; a
@@ -1883,9 +1911,7 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 		free(d->slots[i].url);
 		free(d->slots[i].base);
 	}
-	while (d->head != NULL) {
-		dtask *t = d->head;
-		q_remove(d, t);
+	for (dtask *t; (t = q_pop(d)) != NULL;) {
 		dtask_free(d, t);
 	}
 	mirai__outq_clear(&d->up_q);

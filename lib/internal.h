@@ -66,7 +66,7 @@ void mirai__sb_json_str(mirai__sb *sb, const char *s); /* quoted, escaped */
 #define MIRAI__BIG_FRAME (64u * 1024u)
 /* Small frames are packed into messages of at most this many bytes of
  * frames (plus the 16-byte header). */
-#define MIRAI__PACK_CAP (1024u * 1024u)
+#define MIRAI__PACK_CAP (64u * 1024u)
 #define MIRAI__DEFAULT_MAX_MSG ((size_t) 256 * 1024 * 1024)
 
 /*

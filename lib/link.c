@@ -145,6 +145,10 @@ mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
 		*msgp = msg;
 		return 0;
 	}
+	/* The byte cap also keeps the count within the 16-bit nframes;
+	 * the n bound stays in case the cap ever grows. */
+	_Static_assert(MIRAI__PACK_CAP / MIRAI__FRAME_HDR_LEN <= 0xffff,
+	    "a full message fits the 16-bit frame count");
 	for (o = q->head; o != NULL && o->msg == NULL && n < 0xffff;
 	     o = o->next) {
 		if (n > 0 && total + o->len > MIRAI__PACK_CAP) {

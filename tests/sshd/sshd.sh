@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# A throwaway sshd for the ssh tests, on 127.0.0.1, 127.0.0.2 and 127.0.0.3.
+# A throwaway sshd for the ssh tests, on 127.0.0.1, 127.0.0.2 and 127.0.0.3
+# (SSHD_ADDRS="a b ..." listens on other addresses, e.g. inside a network
+# namespace).
 #
 #   sshd.sh start DIR [OWNER-PID]   start it; print shell assignments:
 #       SSHD_PORT=port it listens on (a free one it found)
@@ -102,20 +104,19 @@ logged() { grep -q "$1" "$dir/sshd.log"; }
 # Remote commands get the usual PATH (sshd's own lacks the sbin folders);
 # binaries given by absolute path run whatever it holds.
 path=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin
+addrs=${SSHD_ADDRS:-127.0.0.1 127.0.0.2 127.0.0.3}
 started=""
 for try in $(seq 20); do
 	port=$((20000 + RANDOM % 40000))
-	listening 127.0.0.1 "$port" && continue
-	listening 127.0.0.2 "$port" && continue
-	listening 127.0.0.3 "$port" && continue
+	busy=""
+	for a in $addrs; do listening "$a" "$port" && busy=1; done
+	[ -n "$busy" ] && continue
 	# MaxAuthTries is high because a developer's ssh agent may offer
 	# many keys before the test key; MaxSessions stays at its default
 	# (10), which the tests go beyond on purpose.
 	cat >"$dir/sshd_config" <<-EOF
 		Port $port
-		ListenAddress 127.0.0.1
-		ListenAddress 127.0.0.2
-		ListenAddress 127.0.0.3
+		$(for a in $addrs; do echo "ListenAddress $a"; done)
 		HostKey $dir/host_ed25519
 		PidFile $dir/sshd.pid
 		AuthorizedKeysFile $dir/authorized_keys
@@ -141,9 +142,11 @@ for try in $(seq 20); do
 	pid=$!
 	echo "$pid" >"$dir/harness.pid"
 	for n in $(seq 100); do
-		if logged "listening on 127.0.0.1 port $port" &&
-			logged "listening on 127.0.0.2 port $port" &&
-			logged "listening on 127.0.0.3 port $port"; then
+		all=1
+		for a in $addrs; do
+			logged "listening on $a port $port" || all=""
+		done
+		if [ -n "$all" ]; then
 			started=1
 			break
 		fi
@@ -159,13 +162,11 @@ done
 [ -n "$started" ] || skip "no free port found"
 
 hostkey=$(cut -d' ' -f1,2 "$dir/host_ed25519.pub")
-{
-	echo "[127.0.0.1]:$port $hostkey"
-	echo "[127.0.0.2]:$port $hostkey"
-	echo "[127.0.0.3]:$port $hostkey"
-} >"$dir/known_hosts"
+for a in $addrs; do
+	echo "[$a]:$port $hostkey"
+done >"$dir/known_hosts"
 cat >"$dir/ssh_config" <<-EOF
-	Host 127.0.0.1 127.0.0.2 127.0.0.3
+	Host $addrs
 	    Port $port
 	    IdentityFile $dir/id_ed25519
 	    UserKnownHostsFile $dir/known_hosts
