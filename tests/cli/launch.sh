@@ -53,7 +53,6 @@ printf '127.0.0.1 slots=2\n127.0.0.2 slots=2\n' >"$W/hosts"
 	-- sh -c "'$B/mirai' status && '$B/mirai' exec 'echo remote' && exit 7" >"$W/out" 2>"$W/err"
 [ $? = 7 ] || fail "exit status of the command: $(cat "$W/err")"
 grep -q '"online":1' "$W/out" || fail "status: $(cat "$W/out")"
-[ "$(grep -c '"online":1' "$W/out")" = 1 ] || true
 [ "$(grep -o '"online":1' "$W/out" | wc -l)" = 4 ] || fail "4 online: $(cat "$W/out")"
 grep -qx remote "$W/out" || fail "exec output"
 grep -q '^127.0.0.2 slot 3 core 1 cpus' "$W/out" || fail "report-bindings: $(cat "$W/out")"

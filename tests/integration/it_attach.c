@@ -64,6 +64,44 @@ teardown(void **state)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+/* Reset every profile a test may have left set, so that one failure does
+ * not fail the tests after it. */
+static int
+reset_all(void **state)
+{
+	(void) state;
+	mirai_reset(NULL);
+	mirai_reset("first");
+	mirai_reset("second");
+	return 0;
+}
+
+/* The dispatcher listens for clients before its local servers are up;
+ * wait (bounded) until the control URL shows n of them online. */
+static int
+online_within(int n, int64_t ms)
+{
+	int64_t end = h_now_ms() + ms;
+	mirai_errmsg err = {{0}};
+	mirai_status *st;
+	int k = -1;
+
+	while (h_now_ms() < end) {
+		if (mirai_status_query(control_url, &st, &err) == 0) {
+			k = 0;
+			for (size_t i = 0; i < st->nrows; i++) {
+				k += st->rows[i].online;
+			}
+			mirai_status_free(st);
+			if (k >= n) {
+				break;
+			}
+		}
+		usleep(20000);
+	}
+	return k;
+}
+
 static void
 test_attach_and_status(void **state)
 {
@@ -73,6 +111,7 @@ test_attach_and_status(void **state)
 
 	(void) state;
 	assert_int_equal(mirai_attach(NULL, client_url, 5000, &err), 0);
+	assert_int_equal(online_within(2, 20000), 2);
 	for (int i = 0; i < 20; i++) {
 		assert_int_equal(h_call(NULL, "mirai.echo", "hi", buf, sizeof buf), 0);
 		assert_string_equal(buf, "hi");
@@ -176,10 +215,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_attach_and_status),
-	    cmocka_unit_test(test_one_client_at_a_time),
-	    cmocka_unit_test(test_detach_drops_work),
-	    cmocka_unit_test(test_attach_errors),
+	    cmocka_unit_test_teardown(test_attach_and_status, reset_all),
+	    cmocka_unit_test_teardown(test_one_client_at_a_time, reset_all),
+	    cmocka_unit_test_teardown(test_detach_drops_work, reset_all),
+	    cmocka_unit_test_teardown(test_attach_errors, reset_all),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
