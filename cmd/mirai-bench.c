@@ -456,7 +456,13 @@ w6_run(int daemons, int disp, const char *dname, long long ntasks,
 	int dpid = 0, rv;
 	long long done;
 
+	if (ms == NULL || payload == NULL) {
+		die("w6", MIRAI_ENOMEM);
+	}
 	memset(payload, 'x', size);
+	/* The handle array is this program's, not the library's: make it
+	 * resident before the first reading. */
+	memset(ms, 0, (size_t) ntasks * sizeof *ms);
 	set_daemons(daemons, disp);
 	warm_up(daemons);
 	if (mirai_status_get(NULL, &st) == 0) {

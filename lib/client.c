@@ -50,6 +50,9 @@
 #define REQUEST_MS 5000
 /* How long mirai_daemons() waits for its local servers to connect. */
 #define LOCAL_START_MS 10000
+/* With a dispatcher, a submitter waits while more than this many bytes of
+ * frames are not yet handed to it (see pace()). */
+#define PACE_BYTES ((size_t) 1 << 20)
 
 enum { KIND_ONESHOT = 1, KIND_DIRECT = 2 };
 enum { AT_NONE = 0, AT_QUEUE, AT_INFLIGHT };
@@ -109,6 +112,10 @@ struct mirai {
 	uint8_t own;             /* OWN_* */
 };
 
+/* Handles come from a pool, 104 bytes each with no malloc header, and
+ * the holes they leave are not taken by frames (w6). */
+static mirai__pool handles = MIRAI__POOL_INIT(sizeof(struct mirai));
+
 struct peer {
 	profile *prof;
 	sock *sk;
@@ -125,6 +132,7 @@ struct peer {
 	mirai__outq queue;
 	mirai *inflight_head, *inflight_tail;
 	size_t nqueue, ninflight;
+	size_t qbytes;           /* bytes of the frames in queue */
 	int has_budget;
 	uint64_t budget;
 	uint64_t assigned, complete;
@@ -352,7 +360,7 @@ mirai_unref(mirai *m)
 		free(m->x);
 	}
 	profile_unref(m->prof);
-	free(m);
+	mirai__pool_put(&handles, m);
 }
 
 /* ---- task table ------------------------------------------------------- */
@@ -467,6 +475,7 @@ claim(profile *p, mirai *m, int status, mirai **list)
 		if (m->peer != NULL) {
 			mirai__outq_remove(&m->peer->queue, m->out);
 			m->peer->nqueue--;
+			m->peer->qbytes -= m->bytes;
 		} else {
 			mirai__outq_remove(&p->unassigned, m->out);
 		}
@@ -591,6 +600,7 @@ on_packed(void *arg, mirai__out *o)
 	if (m != NULL) {
 		m->out = NULL;
 		c->pk->nqueue--;
+		c->pk->qbytes -= m->bytes;
 		inflight_push(c->pk, m);
 	}
 }
@@ -627,6 +637,10 @@ try_send(profile *p, peer *pk)
 		if (!mirai__send(pk->sk->s, pk->tx, msg)) {
 			pk->sending = 1;
 		}
+	}
+	if (p->room_waiters > 0 && pk->qbytes <= PACE_BYTES / 2 &&
+	    pk->kind == MIRAI__KIND_DISPATCHER) {
+		pthread_cond_broadcast(&p->cv);
 	}
 }
 
@@ -722,6 +736,7 @@ assign_to(peer *pk, mirai *m)
 	m->where = AT_QUEUE;
 	mirai__outq_push(&pk->queue, m->out);
 	pk->nqueue++;
+	pk->qbytes += m->bytes;
 	pk->assigned++;
 	if (pk->has_budget) {
 		pk->budget--;
@@ -936,6 +951,7 @@ requeue_peer_queue(profile *p, peer *pk)
 		}
 		((mirai *) o->owner)->peer = NULL;
 		pk->nqueue--;
+		pk->qbytes -= ((mirai *) o->owner)->bytes;
 		mirai__outq_push_front(&p->unassigned, o);
 	}
 }
@@ -2233,6 +2249,31 @@ reserve(profile *p, size_t bytes, int nowait)
 	return 0;
 }
 
+/*
+ * With a dispatcher, the queue is the dispatcher's: hold a submitter back
+ * while more than PACE_BYTES of frames wait to be handed to it, rather
+ * than encode a burst of a million tasks far ahead of the link.  Each
+ * frame is freed once sent; a million of them freed after the burst
+ * would leave this process's heap resident and full of holes (w6), and
+ * the link runs no faster for the lead.
+ */
+static void
+pace(profile *p)
+{
+	peer *pk;
+
+	pthread_mutex_lock(&p->mtx);
+	while (!p->closing && (pk = dispatcher_peer(p)) != NULL &&
+	    pk->qbytes > PACE_BYTES) {
+		/* Timed: a link that stalls is noticed by whoever resolves
+		 * its tasks, not by us. */
+		p->room_waiters++;
+		mirai__cond_wait_until(&p->cv, &p->mtx, mirai__now_ms() + 100);
+		p->room_waiters--;
+	}
+	pthread_mutex_unlock(&p->mtx);
+}
+
 static void
 release_hook_buf(profile *p, void *buf)
 {
@@ -2303,7 +2344,7 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	if (rv != 0) {
 		goto fail;
 	}
-	if ((m = calloc(1, sizeof *m)) == NULL ||
+	if ((m = mirai__pool_get(&handles)) == NULL ||
 	    (m->out = mirai__out_new(size)) == NULL) {
 		rv = MIRAI_ENOMEM;
 		goto unreserve;
@@ -2352,6 +2393,9 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	pthread_mutex_unlock(&p->mtx);
 	publish(list);
 	*out = m;
+	if (p->dispatcher && !nowait && in_callback == 0) {
+		pace(p);
+	}
 	return 0;
 
 unreserve:
@@ -2364,7 +2408,7 @@ unreserve:
 	if (m != NULL) {
 		mirai__out_free(m->out);
 		free(m->x);
-		free(m);
+		mirai__pool_put(&handles, m);
 	}
 fail:
 	release_hook_buf(p, enc);

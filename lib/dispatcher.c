@@ -57,20 +57,34 @@ typedef struct dtask {
 	uint64_t id;
 	uint32_t len;              /* frame length */
 	uint8_t retries;
-	uint8_t queued;
-	uint8_t orphan;            /* its client left: run out, report nothing */
-	uint8_t big;               /* in a message of its own (see msg_of) */
-	uint8_t dropped;           /* cancelled while queued: freed when
+	unsigned queued : 1;
+	unsigned orphan : 1;       /* its client left: run out, report nothing */
+	unsigned big : 1;          /* in a message of its own (see msg_of) */
+	unsigned dropped : 1;      /* cancelled while queued: freed when
 	                              reached, so the FIFO needs one link */
 	uint8_t frame[];           /* a small task's frame, without its 8-byte
 	                              frame header (rebuilt from len) */
 } dtask;
 
-/* The message of a big task (NULL once handed on). */
-static nng_msg **
-msg_of(dtask *t)
+/* A task is allocated to the end of its frame, not to sizeof(dtask): a
+ * million queued tasks are a million of these. */
+#define DTASK_HDR offsetof(dtask, frame)
+
+/* The message of a big task (NULL once handed on), kept unaligned where a
+ * small task's frame would be. */
+static nng_msg *
+msg_of(const dtask *t)
 {
-	return (nng_msg **) (void *) t->frame;
+	nng_msg *m;
+
+	memcpy(&m, t->frame, sizeof m);
+	return m;
+}
+
+static void
+set_msg(dtask *t, nng_msg *m)
+{
+	memcpy(t->frame, &m, sizeof m);
 }
 
 /* One listening socket of a slot; saisei replaces it with a new one. */
@@ -217,8 +231,8 @@ static void
 dtask_free(mirai_dispatcher *d, dtask *t)
 {
 	table_del(d, t);
-	if (t->big && *msg_of(t) != NULL) {
-		nng_msg_free(*msg_of(t));
+	if (t->big && msg_of(t) != NULL) {
+		nng_msg_free(msg_of(t));
 	}
 	free(t);
 }
@@ -275,9 +289,9 @@ static void
 q_drop(mirai_dispatcher *d, dtask *t)
 {
 	table_del(d, t);
-	if (t->big && *msg_of(t) != NULL) {
-		nng_msg_free(*msg_of(t));
-		*msg_of(t) = NULL;
+	if (t->big && msg_of(t) != NULL) {
+		nng_msg_free(msg_of(t));
+		set_msg(t, NULL);
 	}
 	t->dropped = 1;
 	d->qlen--;
@@ -446,9 +460,9 @@ send_task(mirai_dispatcher *d, slot *sl, dtask *t)
 		if (t->retries == 0) {
 			/* Its frame is not needed again (a bounce brings it
 			 * back). */
-			o->msg     = *msg_of(t);
-			*msg_of(t) = NULL;
-		} else if (nng_msg_dup(&o->msg, *msg_of(t)) != 0) {
+			o->msg     = msg_of(t);
+			set_msg(t, NULL);
+		} else if (nng_msg_dup(&o->msg, msg_of(t)) != 0) {
 			free(o);
 			return MIRAI_ENOMEM;
 		}
@@ -635,13 +649,15 @@ slot_msg(dsock *ds, nng_msg *msg)
 				}
 				/* A task sent without a copy gets its frame
 				 * back from the bounce. */
-				if (t->big && *msg_of(t) == NULL &&
-				    nng_msg_alloc(msg_of(t), MIRAI__HDR_LEN + t->len) == 0) {
-					memcpy((uint8_t *) nng_msg_body(*msg_of(t)) +
+				nng_msg *back;
+				if (t->big && msg_of(t) == NULL &&
+				    nng_msg_alloc(&back, MIRAI__HDR_LEN + t->len) == 0) {
+					memcpy((uint8_t *) nng_msg_body(back) +
 						MIRAI__HDR_LEN,
 					    inner.body - MIRAI__FRAME_HDR_LEN, t->len);
+					set_msg(t, back);
 				}
-				if (t->big && *msg_of(t) == NULL) {
+				if (t->big && msg_of(t) == NULL) {
 					up_error(d, t->id, MIRAI_ENOMEM,
 					    "dispatcher out of memory");
 					dtask_free(d, t);
@@ -1124,17 +1140,17 @@ up_task(mirai_dispatcher *d, const mirai__frame *f, nng_msg **keep)
 		return;
 	}
 	if (*keep != NULL && flen >= MIRAI__BIG_FRAME) {
-		if ((t = calloc(1, sizeof *t + sizeof(nng_msg *))) == NULL) {
+		if ((t = calloc(1, DTASK_HDR + sizeof(nng_msg *))) == NULL) {
 			goto oom;
 		}
 		t->big     = 1;
-		*msg_of(t) = *keep;
+		set_msg(t, *keep);
 		*keep      = NULL;
 	} else {
-		if ((t = malloc(sizeof *t + f->len)) == NULL) {
+		if ((t = malloc(DTASK_HDR + f->len)) == NULL) {
 			goto oom;
 		}
-		memset(t, 0, sizeof *t);
+		memset(t, 0, DTASK_HDR);
 		memcpy(t->frame, f->body, f->len);
 	}
 	t->id      = tv.id;
@@ -1143,7 +1159,7 @@ up_task(mirai_dispatcher *d, const mirai__frame *f, nng_msg **keep)
 					 : (uint8_t) d->opts.retries;
 	if (table_put(d, t) != 0) {
 		if (t->big) {
-			*keep = *msg_of(t);
+			*keep = msg_of(t);
 		}
 		free(t);
 		goto oom;

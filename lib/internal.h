@@ -59,6 +59,30 @@ typedef struct mirai__sb {
 void mirai__sb_printf(mirai__sb *sb, const char *fmt, ...) MIRAI_PRINTF(2, 3);
 void mirai__sb_json_str(mirai__sb *sb, const char *s); /* quoted, escaped */
 
+/* ---- pool.c: fixed-size objects in blocks ---------------------------- */
+
+/*
+ * A pool of zeroed, 8-byte aligned objects of one size, carved from
+ * 64 KiB blocks: no per-object malloc header, and short-lived allocations
+ * of other sizes cannot take the holes that freed objects leave (see
+ * client.c, the task handles).  Thread-safe.  A block is given back once
+ * all its objects are free, unless it is the only one with room.
+ */
+typedef struct mirai__pool {
+	pthread_mutex_t mtx;
+	size_t size;            /* object size, rounded to 8 */
+	struct mirai__pblock *room; /* blocks with a free object */
+	size_t blocks;          /* held, for tests */
+} mirai__pool;
+
+#define MIRAI__POOL_INIT(sz)                                                \
+	{PTHREAD_MUTEX_INITIALIZER, ((sz) + 7) & ~(size_t) 7, NULL, 0}
+
+void *mirai__pool_get(mirai__pool *p);         /* zeroed; NULL: no memory */
+void mirai__pool_put(mirai__pool *p, void *o); /* o may be NULL */
+/* Give back every block; every object must have been put back. */
+void mirai__pool_fini(mirai__pool *p);
+
 /* ---- link.c: outgoing frames and NNG plumbing ----------------------- */
 
 /* Frames at least this big travel in a message of their own, built in

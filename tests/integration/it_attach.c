@@ -3,7 +3,9 @@
  * clients attach to, one at a time, and that answers status requests of
  * any process on its control URL.
  */
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +192,77 @@ test_detach_drops_work(void **state)
 	mirai_reset(NULL);
 }
 
+/* Sixteen 4 MiB tasks submitted by a thread of their own. */
+typedef struct pacer {
+	atomic_int submitted;
+	atomic_int stop; /* set before the reset: later calls would go to
+	                    one-shot servers */
+	int rv;
+	mirai *ms[16];
+} pacer;
+
+static void *
+pace_thread(void *arg)
+{
+	pacer *pc  = arg;
+	size_t len = (size_t) 4 << 20;
+	char *buf  = calloc(1, len);
+
+	pc->rv = buf == NULL ? MIRAI_ENOMEM : 0;
+	for (int i = 0; i < 16 && pc->rv == 0 && !atomic_load(&pc->stop); i++) {
+		if ((pc->rv = mirai_call(NULL, "mirai.echo", buf, len, &pc->ms[i])) == 0) {
+			atomic_fetch_add(&pc->submitted, 1);
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+/* With its dispatcher stopped, a submitter waits once more than 1 MiB of
+ * tasks cannot be handed over; mirai_try_call() does not; a reset lets
+ * the waiting submitter go. */
+static void
+test_submit_paced(void **state)
+{
+	mirai_errmsg err = {{0}};
+	pacer pc         = {0};
+	struct timespec ts;
+	pthread_t th;
+	mirai *t;
+	int k;
+
+	(void) state;
+	assert_int_equal(mirai_attach(NULL, client_url, 5000, &err), 0);
+	assert_int_equal(online_within(2, 20000), 2);
+	assert_int_equal(kill(disp, SIGSTOP), 0);
+	assert_int_equal(pthread_create(&th, NULL, pace_thread, &pc), 0);
+	usleep(1000000);
+	k = atomic_load(&pc.submitted);
+	/* Loopback buffers take a few MiB, not 64. */
+	assert_true(k >= 1 && k < 16);
+	assert_int_equal(mirai_try_call(NULL, "mirai.echo", "x", 1, &t), 0);
+	atomic_store(&pc.stop, 1);
+	assert_int_equal(mirai_reset(NULL), 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	k = pthread_timedjoin_np(th, NULL, &ts);
+	kill(disp, SIGCONT);
+	assert_int_equal(k, 0);
+	/* The call waiting went in before the reset or was refused by it;
+	 * either way nothing ran. */
+	assert_true(pc.rv == 0 || pc.rv == MIRAI_ECLOSED);
+	for (int i = 0; i < atomic_load(&pc.submitted); i++) {
+		assert_int_equal(mirai_wait_for(pc.ms[i], 5000), MIRAI_ECLOSED);
+		mirai_free(pc.ms[i]);
+	}
+	assert_int_equal(mirai_wait_for(t, 5000), MIRAI_ECLOSED);
+	mirai_free(t);
+	/* The dispatcher serves the next client. */
+	assert_int_equal(mirai_attach(NULL, client_url, 5000, &err), 0);
+	assert_int_equal(h_call(NULL, "mirai.echo", "after", NULL, 0), 0);
+	mirai_reset(NULL);
+}
+
 static void
 test_attach_errors(void **state)
 {
@@ -218,6 +291,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_attach_and_status, reset_all),
 	    cmocka_unit_test_teardown(test_one_client_at_a_time, reset_all),
 	    cmocka_unit_test_teardown(test_detach_drops_work, reset_all),
+	    cmocka_unit_test_teardown(test_submit_paced, reset_all),
 	    cmocka_unit_test_teardown(test_attach_errors, reset_all),
 	};
 
