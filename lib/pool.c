@@ -25,6 +25,29 @@
 #endif
 #endif
 
+#ifdef POOL_PLAIN
+
+void *
+mirai__pool_get(mirai__pool *p)
+{
+	return calloc(1, p->size);
+}
+
+void
+mirai__pool_put(mirai__pool *p, void *o)
+{
+	(void) p;
+	free(o);
+}
+
+void
+mirai__pool_fini(mirai__pool *p)
+{
+	(void) p;
+}
+
+#else
+
 typedef struct pfree {
 	struct pfree *next;
 } pfree;
@@ -104,9 +127,6 @@ room_remove(mirai__pool *p, pblock *b)
 void *
 mirai__pool_get(mirai__pool *p)
 {
-#ifdef POOL_PLAIN
-	return calloc(1, p->size);
-#else
 	pblock *b;
 	void *o;
 
@@ -138,16 +158,11 @@ mirai__pool_get(mirai__pool *p)
 	pthread_mutex_unlock(&p->mtx);
 	memset(o, 0, p->size);
 	return o;
-#endif
 }
 
 void
 mirai__pool_put(mirai__pool *p, void *o)
 {
-#ifdef POOL_PLAIN
-	(void) p;
-	free(o);
-#else
 	pblock *b;
 	pfree *f = o;
 
@@ -170,13 +185,11 @@ mirai__pool_put(mirai__pool *p, void *o)
 		block_free(b);
 	}
 	pthread_mutex_unlock(&p->mtx);
-#endif
 }
 
 void
 mirai__pool_fini(mirai__pool *p)
 {
-#ifndef POOL_PLAIN
 	pthread_mutex_lock(&p->mtx);
 	while (p->room != NULL) {
 		pblock *b = p->room;
@@ -185,7 +198,6 @@ mirai__pool_fini(mirai__pool *p)
 		block_free(b);
 	}
 	pthread_mutex_unlock(&p->mtx);
-#else
-	(void) p;
-#endif
 }
+
+#endif /* POOL_PLAIN */
