@@ -516,7 +516,7 @@ typedef struct mirai_call_opts {
  * Submit fn(data[0..len)) and write its handle to *out.  The data is copied
  * before the call returns.  opts may be NULL.  The handle must be released
  * with mirai_free().  Thread-safe.  With a dispatcher, the call also waits
- * while more than 1 MiB of tasks are not yet handed over to it, so that a
+ * while more than 16 MiB of tasks are not yet handed over to it, so that a
  * burst of submissions moves at the pace of the link (the dispatcher holds
  * the queue); mirai_try_call() and calls in a completion callback do not.
  */

@@ -52,7 +52,7 @@
 #define LOCAL_START_MS 10000
 /* With a dispatcher, a submitter waits while more than this many bytes of
  * frames are not yet handed to it (see pace()). */
-#define PACE_BYTES ((size_t) 1 << 20)
+#define PACE_BYTES ((size_t) 16 << 20)
 
 enum { KIND_ONESHOT = 1, KIND_DIRECT = 2 };
 enum { AT_NONE = 0, AT_QUEUE, AT_INFLIGHT };
