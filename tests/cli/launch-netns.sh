@@ -20,6 +20,13 @@ cleanup() {
 			"$ROOT/tests/sshd/sshd.sh" stop "$W/sshd$k" >/dev/null 2>&1
 	done
 	for n in "${NS[@]}"; do ip netns del "$n" 2>/dev/null; done
+	# ip netns add mounts /run/netns on itself; undo it if we caused it
+	# and no namespace is left there (a chroot cannot go while it stays).
+	if [ "${netns_mounted:-1}" = 0 ] && [ -z "$(ls -A /run/netns 2>/dev/null)" ]; then
+		for _ in 1 2; do
+			mountpoint -q /run/netns && umount /run/netns 2>/dev/null
+		done
+	fi
 	pkill -9 -f "^$S" 2>/dev/null
 	rm -rf "$W"
 }
@@ -27,6 +34,8 @@ left() { pgrep -f "^$S" | wc -l; }
 
 [ "$(id -u)" = 0 ] || skip "network namespaces need root"
 command -v ip >/dev/null || skip "no ip command (iproute2)"
+netns_mounted=0
+mountpoint -q /run/netns 2>/dev/null && netns_mounted=1
 for k in 1 2 3; do
 	ns="mt$k-$tag"
 	ip netns add "$ns" 2>"$W/err" || skip "ip netns add: $(cat "$W/err")"
