@@ -1446,12 +1446,14 @@ profile_listen(profile *p, const char *url, int poly, sock **out,
 	return 0;
 }
 
-/* Whether every peer is silent: gone, or its link already down. */
+/* Whether every peer is silent: gone, its link already down, or never
+ * online (profile_close tells it nothing, so it answers nothing). */
 static int
 all_quiet(profile *p)
 {
 	for (size_t i = 0; i < p->npeers; i++) {
-		if (!p->peers[i]->gone && !p->peers[i]->dead) {
+		if (!p->peers[i]->gone && !p->peers[i]->dead &&
+		    p->peers[i]->online) {
 			return 0;
 		}
 	}
@@ -1484,8 +1486,14 @@ profile_close(profile *p)
 		while (pk->inflight_head != NULL) {
 			claim(p, pk->inflight_head, MIRAI_ECLOSED, &list);
 		}
-		/* Nobody waits for their results: stop the work too. */
-		send_exit(p, pk, MIRAI__EXIT_CANCEL);
+		/* Nobody waits for their results: stop the work too.  A peer
+		 * not yet online got no task and sees its link close instead:
+		 * its pipe may be one the other side is refusing, and in NNG
+		 * 1.5.2 a message sent on a pipe closing under it can be lost
+		 * without being freed. */
+		if (pk->online) {
+			send_exit(p, pk, MIRAI__EXIT_CANCEL);
+		}
 	}
 	/* Peers answer GONE at once, even mid-task; after that closing their
 	 * links is safe.  Bounded, for peers that are frozen. */
