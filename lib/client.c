@@ -2308,7 +2308,7 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	mirai_errmsg err;
 	size_t size;
 	profile *p;
-	int rv, retries;
+	int rv, retries, behind;
 
 	if (opts == NULL) {
 		opts = &def;
@@ -2398,10 +2398,14 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	m->where = AT_QUEUE;
 	mirai__outq_push(&p->unassigned, m->out);
 	dispatch(p, &list);
+	/* Read here, under the lock we hold anyway: most calls need no
+	 * pacing and so take the lock once. */
+	behind = p->dispatcher && m->peer != NULL &&
+	    m->peer->qbytes > PACE_BYTES;
 	pthread_mutex_unlock(&p->mtx);
 	publish(list);
 	*out = m;
-	if (p->dispatcher && !nowait && in_callback == 0) {
+	if (behind && !nowait && in_callback == 0) {
 		pace(p);
 	}
 	return 0;
