@@ -51,6 +51,7 @@ SO      := $(BUILD)/lib/libmirai.so.$(VERSION)
 AR_LIB  := $(BUILD)/lib/libmirai.a
 
 TOOLS   := mirai mirai-server mirai-dispatcher mirai-launch mirai-bench
+CMDS    := mirai mirai-server mirai-dispatcher mirai-launch
 TOOL_BIN := $(TOOLS:%=$(BUILD)/bin/%)
 CLI_OBJ := $(BUILD)/obj/cmd/cli.o
 
@@ -104,7 +105,14 @@ $(BUILD)/lib/pkgconfig/mirai.pc: mirai.pc.in include/mirai.h
 	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    -e 's|@LIBS_PRIVATE@|$(DEP_LIBS)|' $< > $@
 
-$(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CLI_OBJ) $(SO)
+# The tools use only the public API; mirai-bench also links NNG for its
+# raw floors.
+$(CMDS:%=$(BUILD)/bin/%): $(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CLI_OBJ) $(SO)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLI_OBJ) -L$(BUILD)/lib -lmirai \
+	    -lpthread -lm $(RPATH)
+
+$(BUILD)/bin/mirai-bench: $(BUILD)/obj/bench/mirai-bench.o $(CLI_OBJ) $(SO)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLI_OBJ) -L$(BUILD)/lib -lmirai \
 	    $(NNG_LIBS) -lpthread -lm $(RPATH)

@@ -38,8 +38,6 @@
 
 #include "internal.h"
 
-#include <nng/protocol/pair1/pair.h>
-
 #define TAG "client"
 #define WINDOW 2
 /* How long a reset waits for the local servers to exit. */
@@ -68,8 +66,7 @@ typedef struct peer peer;
  */
 typedef struct sock {
 	profile *prof;
-	nng_socket s;
-	nng_aio *rx;
+	mirai__link *link;
 	int poly;
 	char *url;
 } sock;
@@ -97,7 +94,7 @@ struct mirai {
 	 * what holds the result (own says which). */
 	union {
 		mirai__out *out;
-		void *owner;     /* an nng_msg or a buffer */
+		void *owner;     /* a mirai__msg or a buffer */
 	};
 	mirai_extra *x;          /* NULL unless needed */
 	const void *res;
@@ -119,9 +116,8 @@ static mirai__pool handles = MIRAI__POOL_INIT(sizeof(struct mirai));
 struct peer {
 	profile *prof;
 	sock *sk;
-	nng_pipe pipe;
 	uint32_t pipe_id;
-	nng_aio *tx;
+	mirai__tx *tx;
 	int online;              /* HELLO received */
 	int dead;
 	int leaving;             /* BYE received */
@@ -267,7 +263,7 @@ static void
 profile_free(profile *p)
 {
 	for (size_t i = 0; i < p->npeers; i++) {
-		nng_aio_free(p->peers[i]->tx);
+		mirai__tx_free(p->peers[i]->tx);
 		mirai__outq_clear(&p->peers[i]->queue);
 		free(p->peers[i]);
 	}
@@ -313,7 +309,7 @@ result_release(mirai *m)
 {
 	switch (m->own) {
 	case OWN_MSG:
-		nng_msg_free(m->owner);
+		mirai__msg_free(m->owner);
 		break;
 	case OWN_BUF:
 		free(m->owner);
@@ -612,7 +608,7 @@ try_send(profile *p, peer *pk)
 {
 	mirai__msghdr h;
 	pack_ctx c;
-	nng_msg *msg;
+	mirai__msg *msg;
 
 	/* A monogamous socket holds a message until the pipe takes it, so
 	 * only polyamorous links need the window. */
@@ -632,9 +628,9 @@ try_send(profile *p, peer *pk)
 		}
 		pk->seq_sent = h.seq;
 		if (pk->sk->poly) {
-			nng_msg_set_pipe(msg, pk->pipe);
+			mirai__msg_set_pipe(msg, pk->pipe_id);
 		}
-		if (!mirai__send(pk->sk->s, pk->tx, msg)) {
+		if (!mirai__tx_send(pk->tx, msg)) {
 			pk->sending = 1;
 		}
 	}
@@ -645,20 +641,16 @@ try_send(profile *p, peer *pk)
 }
 
 static void
-on_tx(void *arg)
+on_tx(void *arg, int rv)
 {
 	peer *pk   = arg;
 	profile *p = pk->prof;
-	int rv     = nng_aio_result(pk->tx);
 
 	pthread_mutex_lock(&p->mtx);
 	pk->sending = 0;
-	if (rv != 0) {
-		/* The tasks it carried are in flight; losing the server
-		 * resolves them. */
-		nng_msg_free(nng_aio_get_msg(pk->tx));
-		nng_aio_set_msg(pk->tx, NULL);
-	} else {
+	/* On failure the tasks it carried are in flight; losing the server
+	 * resolves them. */
+	if (rv == 0) {
 		try_send(p, pk);
 	}
 	pthread_mutex_unlock(&p->mtx);
@@ -832,7 +824,7 @@ on_hello(profile *p, peer *pk, const mirai__frame *f)
 }
 
 static void
-on_result(profile *p, peer *pk, const mirai__frame *f, nng_msg **keep,
+on_result(profile *p, peer *pk, const mirai__frame *f, mirai__msg **keep,
     mirai **list)
 {
 	mirai__result_view r;
@@ -984,18 +976,18 @@ dispatcher_leaving(profile *p, peer *pk, mirai **list)
 }
 
 static void
-handle_msg(profile *p, nng_msg *msg)
+handle_msg(profile *p, mirai__msg *msg)
 {
 	mirai__reader r;
 	mirai__msghdr h;
 	mirai__frame f;
-	nng_msg *keep = NULL;
+	mirai__msg *keep = NULL;
 	mirai *list   = NULL;
-	uint32_t pid  = nng_pipe_id(nng_msg_get_pipe(msg));
+	uint32_t pid  = mirai__msg_pipe(msg);
 	peer *pk;
 	int rv;
 
-	rv = mirai__msg_open(&r, nng_msg_body(msg), nng_msg_len(msg), &h);
+	rv = mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h);
 	pthread_mutex_lock(&p->mtx);
 	pk = find_peer(p, pid);
 	/* A peer already marked lost may still have messages on their way:
@@ -1003,7 +995,7 @@ handle_msg(profile *p, nng_msg *msg)
 	 * only GONE matters. */
 	if (pk == NULL || (p->closing && rv != 0)) {
 		pthread_mutex_unlock(&p->mtx);
-		nng_msg_free(msg);
+		mirai__msg_free(msg);
 		return;
 	}
 	if (p->closing) {
@@ -1014,7 +1006,7 @@ handle_msg(profile *p, nng_msg *msg)
 			}
 		}
 		pthread_mutex_unlock(&p->mtx);
-		nng_msg_free(msg);
+		mirai__msg_free(msg);
 		return;
 	}
 	if (rv != 0) {
@@ -1023,7 +1015,7 @@ handle_msg(profile *p, nng_msg *msg)
 		    p->name, pk->host[0] ? pk->host : "?", pk->pid,
 		    mirai_strerror(rv));
 		pthread_mutex_unlock(&p->mtx);
-		nng_msg_free(msg);
+		mirai__msg_free(msg);
 		return;
 	}
 	if (h.nframes == 1) {
@@ -1093,25 +1085,17 @@ handle_msg(profile *p, nng_msg *msg)
 	pthread_mutex_unlock(&p->mtx);
 	/* A single frame may have taken the message; otherwise it is ours. */
 	if (h.nframes != 1 || keep != NULL) {
-		nng_msg_free(msg);
+		mirai__msg_free(msg);
 	}
 	publish(list);
 }
 
 static void
-on_rx(void *arg)
+on_rx(void *arg, mirai__msg *msg)
 {
 	sock *sk = arg;
-	int rv   = nng_aio_result(sk->rx);
 
-	if (rv == 0) {
-		nng_msg *msg = nng_aio_get_msg(sk->rx);
-		nng_aio_set_msg(sk->rx, NULL);
-		handle_msg(sk->prof, msg);
-	} else if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
-		return;
-	}
-	nng_recv_aio(sk->s, sk->rx);
+	handle_msg(sk->prof, msg);
 }
 
 /* ---- links coming and going ------------------------------------------- */
@@ -1161,28 +1145,29 @@ peer_lost(void *arg)
 	}
 	pthread_mutex_unlock(&p->mtx);
 	publish(list);
-	nng_aio_free(pk->tx);
+	mirai__tx_free(pk->tx);
 	mirai__outq_clear(&pk->queue);
 	free(pk);
 	profile_unref(p);
 }
 
-static void
-on_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+static int
+on_pipe(void *arg, int ev, uint32_t pipe)
 {
 	sock *sk   = arg;
 	profile *p = sk->prof;
 	peer *pk;
+	int refuse = 0;
 
 	pthread_mutex_lock(&p->mtx);
 	/* ADD_PRE: NNG starts receiving on the pipe before ADD_POST, so the
 	 * peer must exist by then or its HELLO would find nobody. */
-	if (ev == NNG_PIPE_EV_ADD_PRE) {
+	if (ev == MIRAI__PIPE_ADD) {
 		p->live_pipes++;
 		if (p->closing) {
-			nng_pipe_close(pipe);
+			refuse = 1;
 		} else if ((pk = calloc(1, sizeof *pk)) == NULL ||
-		    nng_aio_alloc(&pk->tx, on_tx, pk) != 0 ||
+		    mirai__tx_open(&pk->tx, sk->link, on_tx, pk) != 0 ||
 		    (p->npeers == p->cappeers &&
 			!(p->peers = realloc(p->peers,
 			      (p->cappeers = p->cappeers ? 2 * p->cappeers : 8) *
@@ -1190,21 +1175,20 @@ on_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 			MIRAI__LOG(MIRAI_LOG_ERROR, TAG,
 			    "out of memory: refusing a server");
 			if (pk != NULL) {
-				nng_aio_free(pk->tx);
+				mirai__tx_free(pk->tx);
 			}
 			free(pk);
-			nng_pipe_close(pipe);
+			refuse = 1;
 		} else {
 			pk->prof              = p;
 			pk->sk                = sk;
-			pk->pipe              = pipe;
-			pk->pipe_id           = nng_pipe_id(pipe);
+			pk->pipe_id           = pipe;
 			p->peers[p->npeers++] = pk;
 		}
-	} else if (ev == NNG_PIPE_EV_REM_POST) {
+	} else if (ev == MIRAI__PIPE_GONE) {
 		p->live_pipes--;
 		pthread_cond_broadcast(&p->cv);
-		pk = find_peer(p, nng_pipe_id(pipe));
+		pk = find_peer(p, pipe);
 		if (pk != NULL && !pk->dead) {
 			pk->dead = 1;
 			profile_ref(p);
@@ -1216,6 +1200,7 @@ on_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 		}
 	}
 	pthread_mutex_unlock(&p->mtx);
+	return refuse;
 }
 
 static void
@@ -1398,13 +1383,31 @@ profile_new(const char *name, int kind)
 	return p;
 }
 
+/* Open sk's link (a dialer retries between the two bounds, in ms). */
+static int
+sock_open(profile *p, sock *sk, int64_t retry_min, int64_t retry_max,
+    mirai_errmsg *err)
+{
+	mirai__link_cfg cfg = {
+		.poly             = sk->poly,
+		.max_msg          = p->max_msg,
+		.reconnect_min_ms = retry_min,
+		.reconnect_max_ms = retry_max,
+		.events = (1u << MIRAI__PIPE_ADD) | (1u << MIRAI__PIPE_GONE),
+		.recv   = on_rx,
+		.pipe   = on_pipe,
+		.arg    = sk,
+	};
+
+	return mirai__link_open(&sk->link, &cfg, err);
+}
+
 /* Open a socket listening on url and add it to p; *out (may be NULL) gets
  * it.  Called unlocked, before the socket can matter to anyone else. */
 static int
 profile_listen(profile *p, const char *url, int poly, sock **out,
     mirai_errmsg *err)
 {
-	nng_listener l;
 	sock **socks, *sk;
 	int rv;
 
@@ -1417,29 +1420,17 @@ profile_listen(profile *p, const char *url, int poly, sock **out,
 	}
 	sk->prof = p;
 	sk->poly = poly;
-	rv = poly ? nng_pair1_open_poly(&sk->s) : nng_pair1_open(&sk->s);
-	if (rv != 0 || (rv = mirai__sock_setup(sk->s, p->max_msg)) != 0 ||
-	    (rv = nng_aio_alloc(&sk->rx, on_rx, sk)) != 0) {
-		if (rv != 0 && sk->s.id != 0) {
-			nng_close(sk->s);
-		}
+	if ((rv = sock_open(p, sk, 0, 0, err)) != 0) {
 		free(sk);
-		return mirai__fail(err, mirai__nng_err(rv),
-		    "cannot open a socket: %s", nng_strerror(rv));
+		return rv;
 	}
-	nng_pipe_notify(sk->s, NNG_PIPE_EV_ADD_PRE, on_pipe, sk);
-	nng_pipe_notify(sk->s, NNG_PIPE_EV_REM_POST, on_pipe, sk);
-	if ((rv = nng_listen(sk->s, url, &l, 0)) != 0 ||
-	    (rv = mirai__listener_url(l, url, &sk->url)) != 0) {
-		nng_close(sk->s);
-		nng_aio_free(sk->rx);
+	if ((rv = mirai__link_listen(sk->link, url, &sk->url, err)) != 0) {
+		mirai__link_close(sk->link);
 		free(sk);
-		return mirai__fail(err, mirai__nng_err(rv),
-		    "cannot listen on %s: %s", url,
-		    rv < 100 ? nng_strerror(rv) : mirai_strerror(rv));
+		return rv;
 	}
 	p->socks[p->nsocks++] = sk;
-	nng_recv_aio(sk->s, sk->rx);
+	mirai__link_start(sk->link);
 	if (out != NULL) {
 		*out = sk;
 	}
@@ -1504,8 +1495,8 @@ profile_close(profile *p)
 	pthread_mutex_unlock(&p->mtx);
 	publish(list);
 	for (size_t i = 0; i < p->nsocks; i++) {
-		mirai__sock_close(p->socks[i]->s, p->socks[i]->rx, NULL);
-		p->socks[i]->rx = NULL;
+		mirai__link_close(p->socks[i]->link);
+		p->socks[i]->link = NULL;
 	}
 	if (p->disp_running) {
 		/* Its link is closed: the thread returns. */
@@ -1835,28 +1826,18 @@ profile_dial(profile *p, const char *url, mirai_errmsg *err)
 	}
 	p->socks = socks;
 	sk->prof = p;
-	if ((rv = nng_pair1_open(&sk->s)) != 0 ||
-	    (rv = mirai__sock_setup(sk->s, p->max_msg)) != 0 ||
-	    (rv = nng_aio_alloc(&sk->rx, on_rx, sk)) != 0 ||
-	    (sk->url = mirai__strdup(url)) == NULL) {
-		if (sk->s.id != 0) {
-			nng_close(sk->s);
-		}
-		nng_aio_free(sk->rx);
+	if ((sk->url = mirai__strdup(url)) == NULL) {
 		free(sk);
-		return mirai__fail(err, MIRAI_ENOMEM, "cannot open a socket");
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
-	nng_socket_set_ms(sk->s, NNG_OPT_RECONNMINT, 50);
-	nng_socket_set_ms(sk->s, NNG_OPT_RECONNMAXT, 500);
-	nng_pipe_notify(sk->s, NNG_PIPE_EV_ADD_PRE, on_pipe, sk);
-	nng_pipe_notify(sk->s, NNG_PIPE_EV_REM_POST, on_pipe, sk);
+	if ((rv = sock_open(p, sk, 50, 500, err)) != 0) {
+		free(sk->url);
+		free(sk);
+		return rv;
+	}
 	p->socks[p->nsocks++] = sk;
-	nng_recv_aio(sk->s, sk->rx);
-	if ((rv = nng_dial(sk->s, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
-		return mirai__fail(err, mirai__nng_err(rv), "cannot dial %s: %s",
-		    url, nng_strerror(rv));
-	}
-	return 0;
+	mirai__link_start(sk->link);
+	return mirai__link_dial(sk->link, url, 0, err);
 }
 
 /* mirai_daemons() with attach set. */
@@ -2872,8 +2853,7 @@ control_request(const char *url, uint32_t op, uint32_t a, uint32_t b,
 	mirai__reader r;
 	mirai__frame f;
 	mirai__rep_view rep;
-	nng_socket s;
-	nng_msg *msg;
+	mirai__msg *msg;
 	int rv;
 
 	*data = NULL;
@@ -2886,38 +2866,18 @@ control_request(const char *url, uint32_t op, uint32_t a, uint32_t b,
 		    "no control URL: give one or set MIRAI_CONTROL_URL "
 		    "(mirai-launch sets it)");
 	}
-	if ((rv = nng_pair1_open(&s)) != 0) {
-		return mirai__fail(err, mirai__nng_err(rv), "cannot open a socket");
-	}
-	mirai__sock_setup(s, 0);
-	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, REQUEST_MS);
-	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, REQUEST_MS);
-	if ((rv = nng_dial(s, url, NULL, 0)) != 0) {
-		nng_close(s);
-		return mirai__fail(err, mirai__nng_err(rv), "cannot reach %s: %s",
-		    url, nng_strerror(rv));
-	}
-	if ((rv = nng_msg_alloc(&msg, MIRAI__HDR_LEN + MIRAI__REQ_LEN)) != 0) {
-		nng_close(s);
+	if ((rv = mirai__msg_alloc(&msg, MIRAI__HDR_LEN + MIRAI__REQ_LEN)) != 0) {
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
-	mirai__hdr_encode(nng_msg_body(msg), &h);
-	mirai__req_encode((uint8_t *) nng_msg_body(msg) + MIRAI__HDR_LEN, &q);
-	if ((rv = nng_sendmsg(s, msg, 0)) != 0) {
-		nng_msg_free(msg);
-		nng_close(s);
-		return mirai__fail(err, mirai__nng_err(rv), "cannot ask %s: %s",
-		    url, nng_strerror(rv));
-	}
+	mirai__hdr_encode(mirai__msg_body(msg), &h);
+	mirai__req_encode(mirai__msg_body(msg) + MIRAI__HDR_LEN, &q);
 	/* The dispatcher sends one reply and nothing after: closing once it
 	 * arrived is safe. */
-	if ((rv = nng_recvmsg(s, &msg, 0)) != 0) {
-		nng_close(s);
-		return mirai__fail(err, mirai__nng_err(rv), "no answer from %s: %s",
-		    url, nng_strerror(rv));
+	if ((rv = mirai__request(url, msg, &msg, REQUEST_MS, err)) != 0) {
+		return rv;
 	}
 	rv = MIRAI_EPROTO;
-	if (mirai__msg_open(&r, nng_msg_body(msg), nng_msg_len(msg), &h) == 0 &&
+	if (mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h) == 0 &&
 	    mirai__msg_next(&r, &f) == 1 && mirai__rep_decode(&f, &rep) == 0 &&
 	    (*data = malloc(rep.len + 1)) != NULL) {
 		memcpy(*data, rep.data, rep.len);
@@ -2930,8 +2890,7 @@ control_request(const char *url, uint32_t op, uint32_t a, uint32_t b,
 	} else {
 		mirai__fail(err, rv, "a garbled answer from %s", url);
 	}
-	nng_msg_free(msg);
-	nng_close(s);
+	mirai__msg_free(msg);
 	return rv;
 }
 

@@ -33,7 +33,6 @@
 
 #include "internal.h"
 
-#include <nng/protocol/pair1/pair.h>
 
 #define TAG "dispatcher"
 /* Grace before closing a slot cut off by saisei(force). */
@@ -72,17 +71,17 @@ typedef struct dtask {
 
 /* The message of a big task (NULL once handed on), kept unaligned where a
  * small task's frame would be. */
-static nng_msg *
+static mirai__msg *
 msg_of(const dtask *t)
 {
-	nng_msg *m;
+	mirai__msg *m;
 
 	memcpy(&m, t->frame, sizeof m);
 	return m;
 }
 
 static void
-set_msg(dtask *t, nng_msg *m)
+set_msg(dtask *t, mirai__msg *m)
 {
 	memcpy(t->frame, &m, sizeof m);
 }
@@ -91,9 +90,7 @@ set_msg(dtask *t, nng_msg *m)
 struct dsock {
 	slot *sl;
 	mirai_dispatcher *d;
-	nng_socket s;
-	nng_aio *rx;
-	nng_aio *tx;
+	mirai__link *link;
 	mirai__outq q;
 	int sending;
 	int has_pipe;
@@ -137,12 +134,9 @@ struct mirai_dispatcher {
 	int listened;      /* sockets bound (mirai_dispatcher_listen) */
 	uint32_t up_pipe_id;
 	char *client_url;  /* resolved listen URL */
-	nng_socket ctl;    /* control socket, if any */
-	nng_aio *ctl_rx;
+	mirai__link *ctl;  /* control socket, if any */
 	char *control_url;
-	nng_socket up;
-	nng_aio *up_rx;
-	nng_aio *up_tx;
+	mirai__link *up;
 	mirai__outq up_q;
 	int up_sending;
 	uint32_t up_seq;
@@ -232,7 +226,7 @@ dtask_free(mirai_dispatcher *d, dtask *t)
 {
 	table_del(d, t);
 	if (t->big && msg_of(t) != NULL) {
-		nng_msg_free(msg_of(t));
+		mirai__msg_free(msg_of(t));
 	}
 	free(t);
 }
@@ -290,7 +284,7 @@ q_drop(mirai_dispatcher *d, dtask *t)
 {
 	table_del(d, t);
 	if (t->big && msg_of(t) != NULL) {
-		nng_msg_free(msg_of(t));
+		mirai__msg_free(msg_of(t));
 		set_msg(t, NULL);
 	}
 	t->dropped = 1;
@@ -341,7 +335,7 @@ static void
 slot_send(mirai_dispatcher *d, dsock *ds)
 {
 	mirai__msghdr h = {0};
-	nng_msg *msg;
+	mirai__msg *msg;
 
 	(void) d;
 	while (!ds->sending && ds->q.head != NULL) {
@@ -351,7 +345,7 @@ slot_send(mirai_dispatcher *d, dsock *ds)
 			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
 			return;
 		}
-		if (!mirai__send(ds->s, ds->tx, msg)) {
+		if (!mirai__link_send(ds->link, msg)) {
 			ds->sending = 1;
 		}
 	}
@@ -361,7 +355,7 @@ static void
 up_send(mirai_dispatcher *d)
 {
 	mirai__msghdr h = {0};
-	nng_msg *msg;
+	mirai__msg *msg;
 
 	while (!d->up_sending && d->up_q.head != NULL && !d->up_lost) {
 		memset(&h, 0, sizeof h);
@@ -371,7 +365,7 @@ up_send(mirai_dispatcher *d)
 			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
 			return;
 		}
-		if (!mirai__send(d->up, d->up_tx, msg)) {
+		if (!mirai__link_send(d->up, msg)) {
 			d->up_sending = 1;
 		}
 	}
@@ -462,7 +456,7 @@ send_task(mirai_dispatcher *d, slot *sl, dtask *t)
 			 * back). */
 			o->msg     = msg_of(t);
 			set_msg(t, NULL);
-		} else if (nng_msg_dup(&o->msg, msg_of(t)) != 0) {
+		} else if (mirai__msg_dup(&o->msg, msg_of(t)) != 0) {
 			free(o);
 			return MIRAI_ENOMEM;
 		}
@@ -510,7 +504,7 @@ dispatch(mirai_dispatcher *d)
  * client, taking msg when the frame is all of it and big. */
 static void
 finish_busy(mirai_dispatcher *d, slot *sl, const mirai__frame *f,
-    nng_msg **keep)
+    mirai__msg **keep)
 {
 	dtask *t    = sl->busy;
 	size_t flen = MIRAI__FRAME_HDR_LEN + (size_t) f->len;
@@ -581,17 +575,17 @@ slot_hello(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
 }
 
 static void
-slot_msg(dsock *ds, nng_msg *msg)
+slot_msg(dsock *ds, mirai__msg *msg)
 {
 	mirai_dispatcher *d = ds->d;
 	slot *sl            = ds->sl;
 	mirai__reader r;
 	mirai__msghdr h;
 	mirai__frame f;
-	nng_msg *keep = NULL;
+	mirai__msg *keep = NULL;
 	int rv;
 
-	rv = mirai__msg_open(&r, nng_msg_body(msg), nng_msg_len(msg), &h);
+	rv = mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h);
 	pthread_mutex_lock(&d->mtx);
 	if (rv != 0 || ds->retired || ds != sl->cur) {
 		if (rv != 0) {
@@ -600,7 +594,7 @@ slot_msg(dsock *ds, nng_msg *msg)
 			    mirai_strerror(rv));
 		}
 		pthread_mutex_unlock(&d->mtx);
-		nng_msg_free(msg);
+		mirai__msg_free(msg);
 		return;
 	}
 	if (h.nframes == 1) {
@@ -649,10 +643,10 @@ slot_msg(dsock *ds, nng_msg *msg)
 				}
 				/* A task sent without a copy gets its frame
 				 * back from the bounce. */
-				nng_msg *back;
+				mirai__msg *back;
 				if (t->big && msg_of(t) == NULL &&
-				    nng_msg_alloc(&back, MIRAI__HDR_LEN + t->len) == 0) {
-					memcpy((uint8_t *) nng_msg_body(back) +
+				    mirai__msg_alloc(&back, MIRAI__HDR_LEN + t->len) == 0) {
+					memcpy(mirai__msg_body(back) +
 						MIRAI__HDR_LEN,
 					    inner.body - MIRAI__FRAME_HDR_LEN, t->len);
 					set_msg(t, back);
@@ -687,39 +681,25 @@ slot_msg(dsock *ds, nng_msg *msg)
 	dispatch(d);
 	pthread_mutex_unlock(&d->mtx);
 	if (h.nframes != 1 || keep != NULL) {
-		nng_msg_free(msg);
+		mirai__msg_free(msg);
 	}
 }
 
 static void
-slot_rx(void *arg)
+slot_rx(void *arg, mirai__msg *msg)
 {
-	dsock *ds = arg;
-	int rv    = nng_aio_result(ds->rx);
-
-	if (rv == 0) {
-		nng_msg *msg = nng_aio_get_msg(ds->rx);
-		nng_aio_set_msg(ds->rx, NULL);
-		slot_msg(ds, msg);
-	} else if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
-		return;
-	}
-	nng_recv_aio(ds->s, ds->rx);
+	slot_msg(arg, msg);
 }
 
 static void
-slot_tx(void *arg)
+slot_tx(void *arg, int rv)
 {
 	dsock *ds           = arg;
 	mirai_dispatcher *d = ds->d;
-	int rv              = nng_aio_result(ds->tx);
 
 	pthread_mutex_lock(&d->mtx);
 	ds->sending = 0;
-	if (rv != 0) {
-		nng_msg_free(nng_aio_get_msg(ds->tx));
-		nng_aio_set_msg(ds->tx, NULL);
-	} else {
+	if (rv == 0) {
 		slot_send(d, ds);
 	}
 	pthread_mutex_unlock(&d->mtx);
@@ -774,15 +754,16 @@ slot_lost_job(void *arg)
 	free(j);
 }
 
-static void
-slot_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+static int
+slot_pipe(void *arg, int ev, uint32_t pipe)
 {
 	dsock *ds           = arg;
 	mirai_dispatcher *d = ds->d;
 	slot *sl            = ds->sl;
+	int refuse          = 0;
 
 	pthread_mutex_lock(&d->mtx);
-	if (ev == NNG_PIPE_EV_ADD_PRE) {
+	if (ev == MIRAI__PIPE_ADD) {
 		if (ds->has_pipe || ds->retired || d->closing) {
 			/* One server per URL; closing before NNG receives on
 			 * the pipe is safe. */
@@ -792,14 +773,14 @@ slot_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 				    "(one is connected)",
 				    sl->idx, sl->url);
 			}
-			nng_pipe_close(pipe);
+			refuse = 1;
 		} else {
 			ds->has_pipe = 1;
-			ds->pipe_id  = (uint32_t) nng_pipe_id(pipe);
+			ds->pipe_id  = pipe;
 			d->live_pipes++;
 		}
-	} else if (ev == NNG_PIPE_EV_REM_POST && ds->has_pipe &&
-	    ds->pipe_id == (uint32_t) nng_pipe_id(pipe)) {
+	} else if (ev == MIRAI__PIPE_GONE && ds->has_pipe &&
+	    ds->pipe_id == pipe) {
 		ds->has_pipe = 0;
 		d->live_pipes--;
 		mirai__outq_clear(&ds->q);
@@ -835,6 +816,7 @@ slot_pipe(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 		pthread_cond_broadcast(&d->cv);
 	}
 	pthread_mutex_unlock(&d->mtx);
+	return refuse;
 }
 
 /* ---- slots: sockets --------------------------------------------------- */
@@ -844,7 +826,14 @@ dsock_open(mirai_dispatcher *d, slot *sl, const char *listen_url,
     dsock **out, char **resolved, mirai_errmsg *err)
 {
 	dsock *ds = calloc(1, sizeof *ds);
-	nng_listener l;
+	mirai__link_cfg cfg = {
+		.max_msg = d->opts.server.max_msg,
+		.events  = (1u << MIRAI__PIPE_ADD) | (1u << MIRAI__PIPE_GONE),
+		.recv    = slot_rx,
+		.pipe    = slot_pipe,
+		.sent    = slot_tx,
+		.arg     = ds,
+	};
 	int rv;
 
 	if (ds == NULL) {
@@ -852,36 +841,21 @@ dsock_open(mirai_dispatcher *d, slot *sl, const char *listen_url,
 	}
 	ds->sl = sl;
 	ds->d  = d;
-	if ((rv = nng_pair1_open(&ds->s)) != 0 ||
-	    (rv = mirai__sock_setup(ds->s, d->opts.server.max_msg)) != 0 ||
-	    (rv = nng_aio_alloc(&ds->rx, slot_rx, ds)) != 0 ||
-	    (rv = nng_aio_alloc(&ds->tx, slot_tx, ds)) != 0) {
-		if (ds->s.id != 0) {
-			nng_close(ds->s);
-		}
-		nng_aio_free(ds->rx);
+	if ((rv = mirai__link_open(&ds->link, &cfg, err)) != 0) {
 		free(ds);
-		return mirai__fail(err, MIRAI_ENOMEM, "cannot open a socket: %s",
-		    nng_strerror(rv));
+		return rv;
 	}
-	nng_pipe_notify(ds->s, NNG_PIPE_EV_ADD_PRE, slot_pipe, ds);
-	nng_pipe_notify(ds->s, NNG_PIPE_EV_REM_POST, slot_pipe, ds);
-	if ((rv = nng_listen(ds->s, listen_url, &l, 0)) != 0 ||
-	    (rv = mirai__listener_url(l, listen_url, resolved)) != 0) {
-		nng_close(ds->s);
-		nng_aio_free(ds->rx);
-		nng_aio_free(ds->tx);
+	if ((rv = mirai__link_listen(ds->link, listen_url, resolved, err)) != 0) {
+		mirai__link_close(ds->link);
 		free(ds);
-		return mirai__fail(err, rv < 100 ? rv : MIRAI_EADDRINVAL,
-		    "cannot listen on %s: %s", listen_url,
-		    rv < 100 ? nng_strerror(rv) : mirai_strerror(rv));
+		return rv;
 	}
-	nng_recv_aio(ds->s, ds->rx);
+	mirai__link_start(ds->link);
 	*out = ds;
 	return 0;
 }
 
-/* Close a retired socket (on the service thread: nng_close waits for the
+/* Close a retired socket (on the service thread: closing waits for the
  * socket's callbacks, which must not be the caller). */
 static void
 dsock_close_job(void *arg)
@@ -889,7 +863,7 @@ dsock_close_job(void *arg)
 	dsock *ds           = arg;
 	mirai_dispatcher *d = ds->d;
 
-	mirai__sock_close(ds->s, ds->rx, ds->tx);
+	mirai__link_close(ds->link);
 	mirai__outq_clear(&ds->q);
 	free(ds);
 	pthread_mutex_lock(&d->mtx);
@@ -1125,7 +1099,7 @@ drop_client_work(mirai_dispatcher *d)
 }
 
 static void
-up_task(mirai_dispatcher *d, const mirai__frame *f, nng_msg **keep)
+up_task(mirai_dispatcher *d, const mirai__frame *f, mirai__msg **keep)
 {
 	size_t flen = MIRAI__FRAME_HDR_LEN + (size_t) f->len;
 	mirai__task_view tv;
@@ -1140,7 +1114,7 @@ up_task(mirai_dispatcher *d, const mirai__frame *f, nng_msg **keep)
 		return;
 	}
 	if (*keep != NULL && flen >= MIRAI__BIG_FRAME) {
-		if ((t = calloc(1, DTASK_HDR + sizeof(nng_msg *))) == NULL) {
+		if ((t = calloc(1, DTASK_HDR + sizeof(mirai__msg *))) == NULL) {
 			goto oom;
 		}
 		t->big     = 1;
@@ -1193,20 +1167,20 @@ up_cancel(mirai_dispatcher *d, uint64_t id)
 }
 
 static void
-up_msg(mirai_dispatcher *d, nng_msg *msg)
+up_msg(mirai_dispatcher *d, mirai__msg *msg)
 {
 	mirai__reader r;
 	mirai__msghdr h;
 	mirai__frame f;
-	nng_msg *keep = NULL;
+	mirai__msg *keep = NULL;
 	int rv;
 
-	rv = mirai__msg_open(&r, nng_msg_body(msg), nng_msg_len(msg), &h);
+	rv = mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h);
 	if (rv != 0) {
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "rejected a message from the "
 						"client: %s",
 		    mirai_strerror(rv));
-		nng_msg_free(msg);
+		mirai__msg_free(msg);
 		return;
 	}
 	if (h.nframes == 1) {
@@ -1280,38 +1254,24 @@ up_msg(mirai_dispatcher *d, nng_msg *msg)
 	up_send(d);
 	pthread_mutex_unlock(&d->mtx);
 	if (h.nframes != 1 || keep != NULL) {
-		nng_msg_free(msg);
+		mirai__msg_free(msg);
 	}
 }
 
 static void
-up_rx(void *arg)
+up_rx(void *arg, mirai__msg *msg)
 {
-	mirai_dispatcher *d = arg;
-	int rv              = nng_aio_result(d->up_rx);
-
-	if (rv == 0) {
-		nng_msg *msg = nng_aio_get_msg(d->up_rx);
-		nng_aio_set_msg(d->up_rx, NULL);
-		up_msg(d, msg);
-	} else if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
-		return;
-	}
-	nng_recv_aio(d->up, d->up_rx);
+	up_msg(arg, msg);
 }
 
 static void
-up_tx(void *arg)
+up_tx(void *arg, int rv)
 {
 	mirai_dispatcher *d = arg;
-	int rv              = nng_aio_result(d->up_tx);
 
 	pthread_mutex_lock(&d->mtx);
 	d->up_sending = 0;
-	if (rv != 0) {
-		nng_msg_free(nng_aio_get_msg(d->up_tx));
-		nng_aio_set_msg(d->up_tx, NULL);
-	} else {
+	if (rv == 0) {
 		up_send(d);
 	}
 	pthread_mutex_unlock(&d->mtx);
@@ -1331,20 +1291,20 @@ up_kick(void *arg)
 	pthread_mutex_unlock(&d->mtx);
 }
 
-static void
-up_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+static int
+up_pipe(void *arg, int ev, uint32_t id)
 {
 	mirai_dispatcher *d = arg;
-	uint32_t id         = (uint32_t) nng_pipe_id(p);
+	int refuse          = 0;
 
 	pthread_mutex_lock(&d->mtx);
-	if (ev == NNG_PIPE_EV_ADD_PRE && d->listen) {
+	if (ev == MIRAI__PIPE_ADD && d->listen) {
 		if (d->up_connected || d->closing) {
 			/* One client at a time: refuse before NNG receives
 			 * on the pipe, which is safe. */
 			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
 			    "refused a client: another one is attached");
-			nng_pipe_close(p);
+			refuse = 1;
 		} else {
 			d->up_connected = 1;
 			d->up_pipe_id   = id;
@@ -1359,10 +1319,10 @@ up_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 			}
 			MIRAI__LOG(MIRAI_LOG_INFO, TAG, "a client attached");
 		}
-	} else if (ev == NNG_PIPE_EV_ADD_POST && !d->listen && !d->up_lost) {
+	} else if (ev == MIRAI__PIPE_UP && !d->listen && !d->up_lost) {
 		d->up_connected = 1;
 		d->up_pipe_id   = id;
-	} else if (ev == NNG_PIPE_EV_REM_POST && d->up_connected &&
+	} else if (ev == MIRAI__PIPE_GONE && d->up_connected &&
 	    id == d->up_pipe_id) {
 		d->up_connected = 0;
 		d->up_lost      = 1;
@@ -1376,6 +1336,7 @@ up_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
 	}
 	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mtx);
+	return refuse;
 }
 
 /* Queue our HELLO first in line.  Called locked. */
@@ -1648,72 +1609,59 @@ all_quiet(mirai_dispatcher *d)
 /* ---- control socket ------------------------------------------------------ */
 
 static void
-ctl_rx(void *arg)
+ctl_rx(void *arg, mirai__msg *msg)
 {
 	mirai_dispatcher *d = arg;
-	int rv              = nng_aio_result(d->ctl_rx);
 	mirai__reader r;
 	mirai__msghdr h;
 	mirai__frame f;
-	nng_msg *msg, *out;
+	mirai__outq q = {0};
+	mirai__msghdr oh = {0};
+	mirai__req_view req;
+	mirai__msg *out;
 
-	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+	if (mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h) != 0) {
+		mirai__msg_free(msg);
 		return;
 	}
-	if (rv == 0) {
-		msg = nng_aio_get_msg(d->ctl_rx);
-		nng_aio_set_msg(d->ctl_rx, NULL);
-		if (mirai__msg_open(&r, nng_msg_body(msg), nng_msg_len(msg), &h) == 0) {
-			mirai__outq q = {0};
-			mirai__msghdr oh = {0};
-			mirai__req_view req;
-
-			pthread_mutex_lock(&d->mtx);
-			while (mirai__msg_next(&r, &f) == 1) {
-				mirai__out *o;
-				if (mirai__req_decode(&f, &req) == 0 &&
-				    (o = answer(d, &req)) != NULL) {
-					mirai__outq_push(&q, o);
-				}
-			}
-			pthread_mutex_unlock(&d->mtx);
-			/* One reply message per request message: the
-			 * asker's pipe never holds more than that. */
-			if (q.head != NULL &&
-			    mirai__outq_pack(&q, &oh, &out, NULL, NULL) == 0) {
-				nng_msg_set_pipe(out, nng_msg_get_pipe(msg));
-				if (nng_sendmsg(d->ctl, out, NNG_FLAG_NONBLOCK) != 0) {
-					nng_msg_free(out);
-				}
-			}
-			mirai__outq_clear(&q);
+	pthread_mutex_lock(&d->mtx);
+	while (mirai__msg_next(&r, &f) == 1) {
+		mirai__out *o;
+		if (mirai__req_decode(&f, &req) == 0 &&
+		    (o = answer(d, &req)) != NULL) {
+			mirai__outq_push(&q, o);
 		}
-		nng_msg_free(msg);
 	}
-	nng_recv_aio(d->ctl, d->ctl_rx);
+	pthread_mutex_unlock(&d->mtx);
+	/* One reply message per request message: the asker's pipe never
+	 * holds more than that. */
+	if (q.head != NULL && mirai__outq_pack(&q, &oh, &out, NULL, NULL) == 0) {
+		mirai__msg_set_pipe(out, mirai__msg_pipe(msg));
+		mirai__link_try_send(d->ctl, out);
+	}
+	mirai__outq_clear(&q);
+	mirai__msg_free(msg);
 }
 
 static int
 open_up(mirai_dispatcher *d, mirai_errmsg *err)
 {
-	int rv;
+	mirai__link_cfg cfg = {
+		.max_msg = d->opts.server.max_msg,
+		.events  = (1u << MIRAI__PIPE_ADD) | (1u << MIRAI__PIPE_UP) |
+		    (1u << MIRAI__PIPE_GONE),
+		.recv = up_rx,
+		.pipe = up_pipe,
+		.sent = up_tx,
+		.arg  = d,
+	};
 
-	if ((rv = nng_pair1_open(&d->up)) != 0 ||
-	    (rv = mirai__sock_setup(d->up, d->opts.server.max_msg)) != 0 ||
-	    (rv = nng_aio_alloc(&d->up_rx, up_rx, d)) != 0 ||
-	    (rv = nng_aio_alloc(&d->up_tx, up_tx, d)) != 0) {
-		return mirai__fail(err, MIRAI_ENOMEM, "cannot open a socket");
-	}
-	nng_pipe_notify(d->up, NNG_PIPE_EV_ADD_PRE, up_pipe, d);
-	nng_pipe_notify(d->up, NNG_PIPE_EV_ADD_POST, up_pipe, d);
-	nng_pipe_notify(d->up, NNG_PIPE_EV_REM_POST, up_pipe, d);
-	return 0;
+	return mirai__link_open(&d->up, &cfg, err);
 }
 
 int
 mirai_dispatcher_listen(mirai_dispatcher *d, mirai_errmsg *err)
 {
-	nng_listener l;
 	int rv;
 
 	if (d == NULL) {
@@ -1727,28 +1675,21 @@ mirai_dispatcher_listen(mirai_dispatcher *d, mirai_errmsg *err)
 			return rv;
 		}
 		d->listen = 1;
-		if ((rv = nng_listen(d->up, d->opts.listen_url, &l, 0)) != 0 ||
-		    (rv = mirai__listener_url(l, d->opts.listen_url,
-			 &d->client_url)) != 0) {
-			return mirai__fail(err, MIRAI_EADDRINVAL,
-			    "cannot listen for clients on %s: %s",
-			    d->opts.listen_url,
-			    rv < 100 ? nng_strerror(rv) : mirai_strerror(rv));
+		if ((rv = mirai__link_listen(d->up, d->opts.listen_url,
+			 &d->client_url, err)) != 0) {
+			return rv;
 		}
-		nng_recv_aio(d->up, d->up_rx);
+		mirai__link_start(d->up);
 	}
 	if (d->opts.control_url != NULL) {
-		if ((rv = nng_pair1_open_poly(&d->ctl)) != 0 ||
-		    (rv = nng_aio_alloc(&d->ctl_rx, ctl_rx, d)) != 0 ||
-		    (rv = nng_listen(d->ctl, d->opts.control_url, &l, 0)) != 0 ||
-		    (rv = mirai__listener_url(l, d->opts.control_url,
-			 &d->control_url)) != 0) {
-			return mirai__fail(err, MIRAI_EADDRINVAL,
-			    "cannot listen for control requests on %s: %s",
-			    d->opts.control_url,
-			    rv < 100 ? nng_strerror(rv) : mirai_strerror(rv));
+		mirai__link_cfg cfg = {
+			.poly = 1, .recv = ctl_rx, .arg = d};
+		if ((rv = mirai__link_open(&d->ctl, &cfg, err)) != 0 ||
+		    (rv = mirai__link_listen(d->ctl, d->opts.control_url,
+			 &d->control_url, err)) != 0) {
+			return rv;
 		}
-		nng_recv_aio(d->ctl, d->ctl_rx);
+		mirai__link_start(d->ctl);
 	}
 	d->listened = 1;
 	return 0;
@@ -1838,11 +1779,10 @@ mirai_dispatcher_run(mirai_dispatcher *d, mirai_errmsg *err)
 		send_hello(d);
 		up_send(d);
 		pthread_mutex_unlock(&d->mtx);
-		nng_recv_aio(d->up, d->up_rx);
-		if ((rv = nng_dial(d->up, d->opts.client_url, NULL, 0)) != 0) {
-			rv = mirai__fail(err, MIRAI_ECONNREFUSED,
-			    "cannot dial %s: %s", d->opts.client_url,
-			    nng_strerror(rv));
+		mirai__link_start(d->up);
+		if ((rv = mirai__link_dial(d->up, d->opts.client_url, 1, err)) !=
+		    0) {
+			rv = rv == MIRAI_EADDRINVAL ? rv : MIRAI_ECONNREFUSED;
 			pthread_mutex_lock(&d->mtx);
 			d->up_lost = 1;
 			pthread_mutex_unlock(&d->mtx);
@@ -1899,16 +1839,12 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 	pthread_mutex_lock(&d->mtx);
 	d->closing = 1;
 	pthread_mutex_unlock(&d->mtx);
-	if (d->up_rx != NULL) {
-		mirai__sock_close(d->up, d->up_rx, d->up_tx);
-	}
-	if (d->ctl_rx != NULL) {
-		mirai__sock_close(d->ctl, d->ctl_rx, NULL);
-	}
+	mirai__link_close(d->up);
+	mirai__link_close(d->ctl);
 	for (size_t i = 0; i < d->nslots; i++) {
 		dsock *ds = d->slots[i].cur;
 		if (ds != NULL) {
-			mirai__sock_close(ds->s, ds->rx, ds->tx);
+			mirai__link_close(ds->link);
 			mirai__outq_clear(&ds->q);
 			free(ds);
 		}

@@ -11,8 +11,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include <nng/nng.h>
-
 #include "codec.h"
 #include "mirai.h"
 
@@ -47,8 +45,6 @@ int mirai__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mtx,
     int64_t deadline_ms);
 char *mirai__strdup(const char *s);
 void mirai__hostname(char *buf, size_t len);
-/* Map an NNG error number onto ours (they share 1..31). */
-int mirai__nng_err(int nng_rv);
 
 /* A growable string. */
 typedef struct mirai__sb {
@@ -83,7 +79,107 @@ void mirai__pool_put(mirai__pool *p, void *o); /* o may be NULL */
 /* Give back every block; every object must have been put back. */
 void mirai__pool_fini(mirai__pool *p);
 
-/* ---- link.c: outgoing frames and NNG plumbing ----------------------- */
+/* ---- transport.c: the only user of NNG ------------------------------ */
+
+/* A message of the transport (an NNG message under a name of ours). */
+typedef struct mirai__msg mirai__msg;
+
+/* Returns 0 or MIRAI_ENOMEM. */
+int mirai__msg_alloc(mirai__msg **out, size_t len);
+void mirai__msg_free(mirai__msg *m); /* m may be NULL */
+int mirai__msg_dup(mirai__msg **out, const mirai__msg *m);
+uint8_t *mirai__msg_body(mirai__msg *m);
+size_t mirai__msg_len(const mirai__msg *m);
+void mirai__msg_trim(mirai__msg *m, size_t n); /* drop n bytes in front */
+void mirai__msg_chop(mirai__msg *m, size_t n); /* drop n bytes at the end */
+/* The pipe a message came on; a message sent on a link with many peers
+ * goes to the pipe set here. */
+uint32_t mirai__msg_pipe(const mirai__msg *m);
+void mirai__msg_set_pipe(mirai__msg *m, uint32_t pipe);
+
+/* NNG's error number as ours (they share 1..31). */
+int mirai__transport_err(int rv);
+
+/*
+ * Check url before anything listens on or dials it: a known scheme, a
+ * host to dial, a port written out and in range (0 only when listening),
+ * no TLS scheme without certificates.  Returns 0 or MIRAI_EADDRINVAL /
+ * MIRAI_ENOTSUP with err naming the URL and the problem.
+ */
+int mirai__url_check(const char *url, int listening, mirai_errmsg *err);
+
+/* A PAIR1 socket with its receive loop: one peer, or many (poly). */
+typedef struct mirai__link mirai__link;
+/* A sender on a link: one message in flight at a time. */
+typedef struct mirai__tx mirai__tx;
+
+enum {
+	MIRAI__PIPE_ADD  = 1, /* a peer connected; nothing received yet */
+	MIRAI__PIPE_UP   = 2, /* the peer's pipe is ready */
+	MIRAI__PIPE_GONE = 3, /* the pipe closed (also after a refused ADD) */
+};
+
+typedef struct mirai__link_cfg {
+	/* Many peers; a message names its pipe (mirai__msg_set_pipe). */
+	int poly;
+	/* Largest message received; 0: MIRAI__DEFAULT_MAX_MSG. */
+	size_t max_msg;
+	/* A dialer retries between these (ms); 0: NNG's defaults. */
+	int64_t reconnect_min_ms, reconnect_max_ms;
+	/* Blocking sends and receives give up after this (ms); 0: never. */
+	int64_t timeout_ms;
+	/* Which pipe events reach pipe(): bits 1u << MIRAI__PIPE_*. */
+	unsigned events;
+	/* A message arrived; the callee owns m.  Runs on an NNG thread. */
+	void (*recv)(void *arg, mirai__msg *m);
+	/* A pipe event.  For MIRAI__PIPE_ADD a nonzero return refuses the
+	 * peer before anything is received from it.  Runs with the socket's
+	 * lock held: record state, wake or defer; no transport calls. */
+	int (*pipe)(void *arg, int ev, uint32_t pipe);
+	/* The link's own sender (mirai__link_send) finished: rv 0 when the
+	 * message was taken, else the message was freed. */
+	void (*sent)(void *arg, int rv);
+	void *arg;
+} mirai__link_cfg;
+
+/* Open a link (nothing listens, dials or receives yet).  cfg is copied. */
+int mirai__link_open(mirai__link **out, const mirai__link_cfg *cfg,
+    mirai_errmsg *err);
+/* Listen on url (checked first).  *dial (if dial is not NULL) gets the URL
+ * peers should dial: port 0 resolved, a wildcard host replaced by this
+ * machine's name; malloc'd. */
+int mirai__link_listen(mirai__link *l, const char *url, char **dial,
+    mirai_errmsg *err);
+/* Dial url (checked first).  wait: fail if the first attempt fails; else
+ * keep retrying in the background. */
+int mirai__link_dial(mirai__link *l, const char *url, int wait,
+    mirai_errmsg *err);
+/* Start receiving: recv() runs from now on. */
+void mirai__link_start(mirai__link *l);
+/* Send m (always consumed) with the link's own sender: returns 1 when the
+ * socket took it at once, else 0 and sent() runs once it is taken or
+ * failed.  One message at a time. */
+int mirai__link_send(mirai__link *l, mirai__msg *m);
+/* Send m (always consumed) only if the socket takes it at once; returns 0
+ * or an error value. */
+int mirai__link_try_send(mirai__link *l, mirai__msg *m);
+/* Stop the callbacks (waiting for running ones: never call it from one of
+ * this link's callbacks), close, free.  l may be NULL. */
+void mirai__link_close(mirai__link *l);
+
+/* An extra sender on l, e.g. one per peer of a poly link; done() as
+ * sent() above.  Free it before closing the link or after. */
+int mirai__tx_open(mirai__tx **out, mirai__link *l,
+    void (*done)(void *arg, int rv), void *arg);
+int mirai__tx_send(mirai__tx *t, mirai__msg *m); /* as mirai__link_send */
+void mirai__tx_free(mirai__tx *t);  /* waits for its callback; NULL ok */
+
+/* Dial url, send req (consumed), wait up to timeout_ms for one message
+ * back into *rep, close.  err says which step failed. */
+int mirai__request(const char *url, mirai__msg *req, mirai__msg **rep,
+    int64_t timeout_ms, mirai_errmsg *err);
+
+/* ---- link.c: queues of outgoing frames, packed into messages --------- */
 
 /* Frames at least this big travel in a message of their own, built in
  * place so their payload is copied once. */
@@ -101,7 +197,7 @@ void mirai__pool_fini(mirai__pool *p);
 typedef struct mirai__out {
 	struct mirai__out *next, *prev;
 	void *owner;
-	nng_msg *msg;
+	mirai__msg *msg;
 	size_t len;
 	uint8_t data[];
 } mirai__out;
@@ -128,29 +224,8 @@ void mirai__outq_clear(mirai__outq *q);
  * An empty q gives a header-only message.  Returns 0 or MIRAI_ENOMEM (q is
  * then unchanged).
  */
-int mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
+int mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, mirai__msg **msgp,
     void (*each)(void *ctx, mirai__out *o), void *ctx);
-
-/*
- * Send msg on s: at once when the socket takes it without waiting (returns
- * 1), else through aio, whose callback runs once it is taken (returns 0;
- * the caller marks its link busy until then).
- */
-int mirai__send(nng_socket s, nng_aio *aio, nng_msg *msg);
-
-/* Close s and free its aios (either may be NULL) in the order NNG needs:
- * stop the aios, close, free. */
-void mirai__sock_close(nng_socket s, nng_aio *rx, nng_aio *tx);
-
-/* Set the options every mirai socket has (message size limit). */
-int mirai__sock_setup(nng_socket s, size_t max_msg);
-
-/*
- * The URL peers should dial to reach listener l that was started from url:
- * port 0 becomes the bound port, and a wildcard host ("tcp://:0",
- * "ws://[*]:5555/x" style) becomes this machine's host name.  *out is malloc'd.
- */
-int mirai__listener_url(nng_listener l, const char *url, char **out);
 
 /* ---- service.c: the library's one background thread ---------------- */
 

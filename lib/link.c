@@ -1,8 +1,8 @@
 /*
- * link.c: what client, dispatcher and server share on top of NNG: queues of
- * encoded frames, packing them into messages (adaptive batching: whatever
- * queued up while the previous message was in flight goes out as one), the
- * socket options every link has, and the URL peers should dial.
+ * link.c: what client, dispatcher and server share above the transport:
+ * queues of encoded frames, and packing them into messages (adaptive
+ * batching: whatever queued up while the previous message was in flight
+ * goes out as one).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +19,7 @@ mirai__out_new(size_t len)
 		if ((o = malloc(sizeof *o)) == NULL) {
 			return NULL;
 		}
-		if (nng_msg_alloc(&o->msg, MIRAI__HDR_LEN + len) != 0) {
+		if (mirai__msg_alloc(&o->msg, MIRAI__HDR_LEN + len) != 0) {
 			free(o);
 			return NULL;
 		}
@@ -40,7 +40,7 @@ uint8_t *
 mirai__out_frame(mirai__out *o)
 {
 	if (o->msg != NULL) {
-		return (uint8_t *) nng_msg_body(o->msg) + MIRAI__HDR_LEN;
+		return mirai__msg_body(o->msg) + MIRAI__HDR_LEN;
 	}
 	return o->data;
 }
@@ -50,7 +50,7 @@ mirai__out_free(mirai__out *o)
 {
 	if (o != NULL) {
 		if (o->msg != NULL) {
-			nng_msg_free(o->msg);
+			mirai__msg_free(o->msg);
 		}
 		free(o);
 	}
@@ -123,10 +123,10 @@ mirai__outq_clear(mirai__outq *q)
 }
 
 int
-mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
+mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, mirai__msg **msgp,
     void (*each)(void *ctx, mirai__out *o), void *ctx)
 {
-	nng_msg *msg;
+	mirai__msg *msg;
 	mirai__out *o;
 	size_t total = 0, n = 0;
 	uint8_t *p;
@@ -135,7 +135,7 @@ mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
 		o          = mirai__outq_pop(q);
 		msg        = o->msg;
 		h->nframes = 1;
-		mirai__hdr_encode(nng_msg_body(msg), h);
+		mirai__hdr_encode(mirai__msg_body(msg), h);
 		/* The callback may still read the frame: it lives in msg. */
 		if (each != NULL) {
 			each(ctx, o);
@@ -157,11 +157,11 @@ mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
 		total += o->len;
 		n++;
 	}
-	if (nng_msg_alloc(&msg, MIRAI__HDR_LEN + total) != 0) {
+	if (mirai__msg_alloc(&msg, MIRAI__HDR_LEN + total) != 0) {
 		return MIRAI_ENOMEM;
 	}
 	h->nframes = (uint16_t) n;
-	p          = nng_msg_body(msg);
+	p          = mirai__msg_body(msg);
 	mirai__hdr_encode(p, h);
 	p += MIRAI__HDR_LEN;
 	while (n-- > 0) {
@@ -174,96 +174,5 @@ mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
 		mirai__out_free(o);
 	}
 	*msgp = msg;
-	return 0;
-}
-
-int
-mirai__send(nng_socket s, nng_aio *aio, nng_msg *msg)
-{
-	/* Taken at once: no completion callback, so no thread hop. */
-	if (nng_sendmsg(s, msg, NNG_FLAG_NONBLOCK) == 0) {
-		return 1;
-	}
-	nng_aio_set_msg(aio, msg);
-	nng_send_aio(s, aio);
-	return 0;
-}
-
-void
-mirai__sock_close(nng_socket s, nng_aio *rx, nng_aio *tx)
-{
-	/* Stopped first: a callback can no longer post another receive on a
-	 * socket being closed, which in NNG 1.5.2 leaves the aio tied to the
-	 * freed queue of the socket. */
-	nng_aio_stop(rx);
-	nng_aio_stop(tx);
-	nng_close(s);
-	nng_aio_free(rx);
-	nng_aio_free(tx);
-}
-
-int
-mirai__sock_setup(nng_socket s, size_t max_msg)
-{
-	int rv;
-
-	if (max_msg == 0) {
-		max_msg = MIRAI__DEFAULT_MAX_MSG;
-	}
-	/* Room for the headers around the largest payload. */
-	rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, max_msg + 4096);
-	return mirai__nng_err(rv);
-}
-
-int
-mirai__listener_url(nng_listener l, const char *url, char **out)
-{
-	const char *sep = strstr(url, "://");
-	const char *host, *hend, *path;
-	char hostbuf[256];
-	int port = 0;
-	size_t need;
-	char *res;
-
-	if (sep == NULL) {
-		return MIRAI_EADDRINVAL;
-	}
-	host = sep + 3;
-	if (strncmp(url, "ipc://", 6) == 0 || strncmp(url, "inproc://", 9) == 0) {
-		*out = mirai__strdup(url);
-		return *out == NULL ? MIRAI_ENOMEM : 0;
-	}
-	/* host[:port][/path]; a bracketed IPv6 host keeps its brackets. */
-	if (*host == '[') {
-		hend = strchr(host, ']');
-		if (hend == NULL) {
-			return MIRAI_EADDRINVAL;
-		}
-		hend++;
-	} else {
-		hend = host + strcspn(host, ":/");
-	}
-	path = hend + strcspn(hend, "/");
-	if (nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port) != 0) {
-		port = -1;
-	}
-	if (hend == host || (hend - host == 1 && *host == '*')) {
-		mirai__hostname(hostbuf, sizeof hostbuf);
-	} else {
-		snprintf(hostbuf, sizeof hostbuf, "%.*s", (int) (hend - host),
-		    host);
-	}
-	need = (size_t) (host - url) + strlen(hostbuf) + 16 + strlen(path);
-	if ((res = malloc(need)) == NULL) {
-		return MIRAI_ENOMEM;
-	}
-	if (port >= 0) {
-		snprintf(res, need, "%.*s%s:%d%s", (int) (host - url), url,
-		    hostbuf, port, path);
-	} else {
-		snprintf(res, need, "%.*s%s%s", (int) (host - url), url,
-		    hostbuf, hend);
-	}
-	*out = res;
 	return 0;
 }

@@ -27,7 +27,6 @@
 
 #include "internal.h"
 
-#include <nng/protocol/pair1/pair.h>
 
 #define TAG "server"
 /* How long a leaving server waits for the client to close the link. */
@@ -49,7 +48,7 @@ typedef struct stask {
 	char *fn;
 	const uint8_t *data;
 	size_t len;
-	nng_msg *msg; /* owns data when the task came alone in a message */
+	mirai__msg *msg; /* owns data when the task came alone in a message */
 	uint8_t mem[];
 } stask;
 
@@ -80,9 +79,7 @@ struct mirai_server {
 
 	pthread_mutex_t mtx;
 	pthread_cond_t cv;
-	nng_socket sock;
-	nng_aio *rx;
-	nng_aio *tx;
+	mirai__link *link;
 	stask *qhead, *qtail;
 	size_t qlen;
 	mirai_task *current;
@@ -264,7 +261,7 @@ stask_free(stask *t)
 {
 	if (t != NULL) {
 		if (t->msg != NULL) {
-			nng_msg_free(t->msg);
+			mirai__msg_free(t->msg);
 		}
 		free(t);
 	}
@@ -315,7 +312,7 @@ static void
 kick_send(mirai_server *srv)
 {
 	mirai__msghdr h = {0};
-	nng_msg *msg;
+	mirai__msg *msg;
 
 	/* Before the link is up, pair1 holds the message until it is. */
 	while (!srv->sending && !srv->conn_lost &&
@@ -329,26 +326,23 @@ kick_send(mirai_server *srv)
 			return;
 		}
 		srv->ack_pending = 0;
-		if (!mirai__send(srv->sock, srv->tx, msg)) {
+		if (!mirai__link_send(srv->link, msg)) {
 			srv->sending = 1;
 		}
 	}
 }
 
 static void
-on_tx(void *arg)
+on_tx(void *arg, int rv)
 {
 	mirai_server *srv = arg;
-	int rv            = nng_aio_result(srv->tx);
 
 	pthread_mutex_lock(&srv->mtx);
 	srv->sending = 0;
 	if (rv != 0) {
-		nng_msg_free(nng_aio_get_msg(srv->tx));
-		nng_aio_set_msg(srv->tx, NULL);
-		if (rv != NNG_ECLOSED && rv != NNG_ECANCELED) {
+		if (rv != MIRAI_ECLOSED && rv != MIRAI_ECANCELED) {
 			MIRAI__LOG(MIRAI_LOG_WARN, TAG, "send failed: %s",
-			    nng_strerror(rv));
+			    mirai_strerror(rv));
 		}
 	} else {
 		kick_send(srv);
@@ -439,7 +433,7 @@ queue_remove(mirai_server *srv, stask *t)
 /* A task from a frame.  When it is the message's only frame it keeps the
  * message and points into it; otherwise it copies what it needs. */
 static stask *
-make_task(const mirai__task_view *v, nng_msg **keep)
+make_task(const mirai__task_view *v, mirai__msg **keep)
 {
 	stask *t;
 
@@ -495,20 +489,20 @@ cancel_task(mirai_server *srv, uint64_t id)
 }
 
 static void
-handle_msg(mirai_server *srv, nng_msg *msg)
+handle_msg(mirai_server *srv, mirai__msg *msg)
 {
 	mirai__reader r;
 	mirai__msghdr h;
 	mirai__frame f;
-	nng_msg *keep = NULL;
+	mirai__msg *keep = NULL;
 	int rv;
 
-	rv = mirai__msg_open(&r, nng_msg_body(msg), nng_msg_len(msg), &h);
+	rv = mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h);
 	if (rv != 0) {
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-		    "rejected a message of %zu bytes: %s", nng_msg_len(msg),
+		    "rejected a message of %zu bytes: %s", mirai__msg_len(msg),
 		    mirai_strerror(rv));
-		nng_msg_free(msg);
+		mirai__msg_free(msg);
 		return;
 	}
 	if (h.nframes == 1) {
@@ -599,41 +593,33 @@ handle_msg(mirai_server *srv, nng_msg *msg)
 	pthread_mutex_unlock(&srv->mtx);
 	/* A single frame may have taken the message; otherwise it is ours. */
 	if (h.nframes != 1 || keep != NULL) {
-		nng_msg_free(msg);
+		mirai__msg_free(msg);
 	}
 }
 
 static void
-on_rx(void *arg)
+on_rx(void *arg, mirai__msg *msg)
 {
-	mirai_server *srv = arg;
-	int rv            = nng_aio_result(srv->rx);
-
-	if (rv == 0) {
-		handle_msg(srv, nng_aio_get_msg(srv->rx));
-		nng_aio_set_msg(srv->rx, NULL);
-	} else if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
-		return;
-	}
-	nng_recv_aio(srv->sock, srv->rx);
+	handle_msg(arg, msg);
 }
 
-static void
-on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+static int
+on_pipe(void *arg, int ev, uint32_t pipe)
 {
 	mirai_server *srv = arg;
 
-	(void) p;
+	(void) pipe;
 	pthread_mutex_lock(&srv->mtx);
-	if (ev == NNG_PIPE_EV_ADD_POST && !srv->conn_lost) {
+	if (ev == MIRAI__PIPE_UP && !srv->conn_lost) {
 		srv->connected = 1;
 		MIRAI__LOG(MIRAI_LOG_INFO, TAG, "connected");
-	} else if (ev == NNG_PIPE_EV_REM_POST && srv->connected) {
+	} else if (ev == MIRAI__PIPE_GONE && srv->connected) {
 		srv->conn_lost = 1;
 		MIRAI__LOG(MIRAI_LOG_INFO, TAG, "connection ended");
 	}
 	pthread_cond_broadcast(&srv->cv);
 	pthread_mutex_unlock(&srv->mtx);
+	return 0;
 }
 
 /* ---- executing ------------------------------------------------------- */
@@ -739,18 +725,18 @@ mirai_task_reply_inplace(mirai_task *task, size_t len)
 	/* The message holds header, TASK frame header and fixed part, the
 	 * function name, then the payload.  A RESULT's fixed part is shorter:
 	 * trim the front so the payload sits right after it. */
-	p    = nng_msg_body(t->msg);
+	p    = mirai__msg_body(t->msg);
 	skip = (size_t) (t->data - p) -
 	    (MIRAI__HDR_LEN + MIRAI__FRAME_HDR_LEN + MIRAI__RESULT_FIXED);
-	nng_msg_trim(t->msg, skip);
-	nng_msg_chop(t->msg, t->len - len);
+	mirai__msg_trim(t->msg, skip);
+	mirai__msg_chop(t->msg, t->len - len);
 	memset(task->reply, 0, sizeof *task->reply);
 	task->reply->msg = t->msg;
 	task->reply->len = mirai__result_size(len);
 	t->msg           = NULL; /* the reply owns it now */
 	task->in         = NULL;
 	task->in_len     = 0;
-	return (uint8_t *) nng_msg_body(task->reply->msg) + MIRAI__HDR_LEN +
+	return mirai__msg_body(task->reply->msg) + MIRAI__HDR_LEN +
 	    MIRAI__FRAME_HDR_LEN + MIRAI__RESULT_FIXED;
 }
 
@@ -1168,37 +1154,30 @@ mirai_server_run(mirai_server *srv, const char *url, mirai_errmsg *err)
 	if ((rv = bind_cpus(srv, err)) != 0) {
 		return rv;
 	}
-	if ((rv = nng_pair1_open(&srv->sock)) != 0 ||
-	    (rv = mirai__sock_setup(srv->sock, srv->max_msg)) != 0) {
-		return mirai__fail(err, MIRAI_EXIT_ERROR, "cannot open socket: %s",
-		    nng_strerror(rv));
-	}
-	nng_socket_set_ms(srv->sock, NNG_OPT_RECONNMINT, 20);
-	nng_socket_set_ms(srv->sock, NNG_OPT_RECONNMAXT, 2000);
-	nng_pipe_notify(srv->sock, NNG_PIPE_EV_ADD_POST, on_pipe, srv);
-	nng_pipe_notify(srv->sock, NNG_PIPE_EV_REM_POST, on_pipe, srv);
-	if ((rv = nng_aio_alloc(&srv->rx, on_rx, srv)) != 0 ||
-	    (rv = nng_aio_alloc(&srv->tx, on_tx, srv)) != 0) {
-		nng_close(srv->sock);
-		nng_aio_free(srv->rx);
-		srv->rx = NULL;
-		return mirai__fail(err, MIRAI_EXIT_ERROR, "out of memory");
+	mirai__link_cfg cfg = {
+		.max_msg          = srv->max_msg,
+		.reconnect_min_ms = 20,
+		.reconnect_max_ms = 2000,
+		.events = (1u << MIRAI__PIPE_UP) | (1u << MIRAI__PIPE_GONE),
+		.recv   = on_rx,
+		.pipe   = on_pipe,
+		.sent   = on_tx,
+		.arg    = srv,
+	};
+	if ((rv = mirai__link_open(&srv->link, &cfg, err)) != 0) {
+		return MIRAI_EXIT_ERROR;
 	}
 	srv->t_start = srv->t_last = mirai__now_ms();
 	pthread_mutex_lock(&srv->mtx);
 	send_hello(srv);
 	kick_send(srv);
 	pthread_mutex_unlock(&srv->mtx);
-	nng_recv_aio(srv->sock, srv->rx);
+	mirai__link_start(srv->link);
 
-	rv = nng_dial(srv->sock, url, NULL, srv->opts.dial_once ? 0 : NNG_FLAG_NONBLOCK);
-	if (rv != 0) {
-		nng_close(srv->sock);
-		nng_aio_free(srv->rx);
-		nng_aio_free(srv->tx);
-		srv->rx = srv->tx = NULL;
-		return mirai__fail(err, MIRAI_EXIT_ERROR, "cannot dial %s: %s",
-		    url, nng_strerror(rv));
+	if (mirai__link_dial(srv->link, url, srv->opts.dial_once, err) != 0) {
+		mirai__link_close(srv->link);
+		srv->link = NULL;
+		return MIRAI_EXIT_ERROR;
 	}
 	if (!srv->opts.output) {
 		/* Task output goes nowhere; our own log lines still go to the
@@ -1229,8 +1208,8 @@ mirai_server_run(mirai_server *srv, const char *url, mirai_errmsg *err)
 	}
 	pthread_mutex_unlock(&srv->mtx);
 
-	mirai__sock_close(srv->sock, srv->rx, srv->tx);
-	srv->rx = srv->tx = NULL;
+	mirai__link_close(srv->link);
+	srv->link = NULL;
 	if (saved_err >= 0) {
 		fflush(stderr);
 		dup2(saved_err, 2);

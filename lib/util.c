@@ -78,25 +78,6 @@ mirai__hostname(char *buf, size_t len)
 	buf[len - 1] = '\0';
 }
 
-int
-mirai__nng_err(int rv)
-{
-	if (rv == 0) {
-		return 0;
-	}
-	if ((rv >= 1 && rv <= 27) || rv == MIRAI_EINTERNAL) {
-		return rv;
-	}
-	if (rv & NNG_ESYSERR) {
-		return (rv & ~NNG_ESYSERR) == ENOMEM ? MIRAI_ENOMEM
-						     : MIRAI_EINTERNAL;
-	}
-	if (rv & NNG_ETRANERR) {
-		return MIRAI_EPROTO;
-	}
-	return MIRAI_EINTERNAL;
-}
-
 void
 mirai__sb_printf(mirai__sb *sb, const char *fmt, ...)
 {

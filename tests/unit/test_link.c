@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <nng/nng.h>
 
 #include "../../lib/internal.h"
 
@@ -25,8 +26,8 @@
 /* ---- allocation failures ---------------------------------------------- */
 
 /*
- * The library objects are linked into this program, so their calls to
- * nng_msg_alloc() come here first; setting fail_msg_alloc makes the next
+ * The library objects are linked into this program, so the transport's
+ * calls to nng_msg_alloc() come here first; setting fail_msg_alloc makes the next
  * ones fail as if memory ran out.  Otherwise NNG's own function runs.
  */
 static int fail_msg_alloc;
@@ -159,10 +160,10 @@ test_out_new(void **state)
 			/* Big frames are built in their own message, behind
 			 * room for its header. */
 			assert_non_null(o->msg);
-			assert_int_equal(nng_msg_len(o->msg),
+			assert_int_equal(mirai__msg_len(o->msg),
 			    MIRAI__HDR_LEN + sizes[i]);
 			assert_ptr_equal(p,
-			    (uint8_t *) nng_msg_body(o->msg) + MIRAI__HDR_LEN);
+			    mirai__msg_body(o->msg) + MIRAI__HDR_LEN);
 		}
 		/* All of it must be writable (the sanitizers check). */
 		memset(p, 0xab, sizes[i]);
@@ -297,7 +298,7 @@ on_each(void *ctx, mirai__out *o)
 /* mirai__outq_pack(), checking that h comes back as it went but for
  * nframes: the caller's seq and ack must reach the wire as given. */
 static int
-pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
+pack(mirai__outq *q, mirai__msghdr *h, mirai__msg **msgp,
     void (*each)(void *ctx, mirai__out *o), void *ctx)
 {
 	mirai__msghdr before = *h;
@@ -314,7 +315,7 @@ pack(mirai__outq *q, mirai__msghdr *h, nng_msg **msgp,
  * which must be frames first, first + 1, ... of the given sizes.
  */
 static void
-check_packed(nng_msg *msg, const mirai__msghdr *h, size_t want,
+check_packed(mirai__msg *msg, const mirai__msghdr *h, size_t want,
     size_t first, const size_t *sizes)
 {
 	mirai__reader r;
@@ -325,9 +326,9 @@ check_packed(nng_msg *msg, const mirai__msghdr *h, size_t want,
 	for (k = 0; k < want; k++) {
 		total += sizes[first + k];
 	}
-	assert_int_equal(nng_msg_len(msg), MIRAI__HDR_LEN + total);
-	assert_int_equal(mirai__msg_open(&r, nng_msg_body(msg),
-	    nng_msg_len(msg), &got), 0);
+	assert_int_equal(mirai__msg_len(msg), MIRAI__HDR_LEN + total);
+	assert_int_equal(mirai__msg_open(&r, mirai__msg_body(msg),
+	    mirai__msg_len(msg), &got), 0);
 	assert_int_equal(got.nframes, want);
 	assert_int_equal(got.flags, h->flags);
 	assert_int_equal(got.seq, h->seq);
@@ -393,7 +394,7 @@ test_pack(void **state)
 			    .nframes = 0xbeef, .seq = (uint32_t) m + 1,
 			    .ack = 99};
 			size_t first = s.next;
-			nng_msg *msg = NULL;
+			mirai__msg *msg = NULL;
 
 			assert_true(m < ARRAY_LEN(rows[i].msgs));
 			assert_int_equal(pack(&q, &h, &msg, on_each, &s), 0);
@@ -406,7 +407,7 @@ test_pack(void **state)
 			}
 			check_packed(msg, &h, h.nframes, first, sizes);
 			assert_int_equal(q.count, total - s.next);
-			nng_msg_free(msg);
+			mirai__msg_free(msg);
 			m++;
 		}
 		/* No message fewer or more than the row says. */
@@ -425,14 +426,14 @@ test_pack_empty(void **state)
 	mirai__outq q = {NULL, NULL, 0};
 	mirai__msghdr h = {.flags = 0, .nframes = 7, .seq = 5, .ack = 4};
 	seen s = {NULL, 0, 0};
-	nng_msg *msg = NULL;
+	mirai__msg *msg = NULL;
 
 	assert_int_equal(pack(&q, &h, &msg, on_each, &s), 0);
 	assert_non_null(msg);
 	assert_int_equal(h.nframes, 0);
 	assert_int_equal(s.calls, 0);
 	check_packed(msg, &h, 0, 0, NULL);
-	nng_msg_free(msg);
+	mirai__msg_free(msg);
 }
 
 /* A big frame leaves in the very message it was built in: no copy. */
@@ -445,7 +446,7 @@ test_pack_big_in_place(void **state)
 		mirai__outq q = {NULL, NULL, 0};
 		mirai__msghdr h = {.seq = 1};
 		mirai__out *o = make_out(0, sizes[i]);
-		nng_msg *built = o->msg, *msg = NULL;
+		mirai__msg *built = o->msg, *msg = NULL;
 
 		mirai__outq_push(&q, o);
 		mirai__outq_push(&q, make_out(1, 40));
@@ -453,7 +454,7 @@ test_pack_big_in_place(void **state)
 		assert_ptr_equal(msg, built);
 		assert_int_equal(h.nframes, 1);
 		check_packed(msg, &h, 1, 0, sizes + i);
-		nng_msg_free(msg);
+		mirai__msg_free(msg);
 		assert_int_equal(q.count, 1);
 		mirai__outq_clear(&q);
 	}
@@ -466,17 +467,17 @@ test_pack_no_callback(void **state)
 	static const size_t sizes[] = {20, 30, BIG};
 	mirai__outq q = {NULL, NULL, 0};
 	mirai__msghdr h = {.seq = 3};
-	nng_msg *msg;
+	mirai__msg *msg;
 
 	for (size_t i = 0; i < ARRAY_LEN(sizes); i++) {
 		mirai__outq_push(&q, make_out(i, sizes[i]));
 	}
 	assert_int_equal(pack(&q, &h, &msg, NULL, NULL), 0);
 	check_packed(msg, &h, 2, 0, sizes);
-	nng_msg_free(msg);
+	mirai__msg_free(msg);
 	assert_int_equal(pack(&q, &h, &msg, NULL, NULL), 0);
 	check_packed(msg, &h, 1, 2, sizes);
-	nng_msg_free(msg);
+	mirai__msg_free(msg);
 	check_queue(&q, NULL, 0);
 }
 
@@ -494,7 +495,7 @@ test_pack_enomem(void **state)
 	mirai__out *order[3], *big;
 	seen s = {NULL, 0, 0};
 	size_t sizes[4] = {10, 20, 30, BIG};
-	nng_msg *msg, *sentinel = (nng_msg *) &h;
+	mirai__msg *msg, *sentinel = (mirai__msg *) &h;
 
 	big = make_out(3, BIG);
 	for (size_t i = 0; i < 3; i++) {
@@ -518,13 +519,13 @@ test_pack_enomem(void **state)
 	assert_int_equal(pack(&q, &h, &msg, on_each, &s), 0);
 	fail_msg_alloc = 0;
 	check_packed(msg, &h, 1, 3, sizes);
-	nng_msg_free(msg);
+	mirai__msg_free(msg);
 	check_queue(&q, (const mirai__out *const *) order, 3);
 
 	s.next = 0;
 	assert_int_equal(pack(&q, &h, &msg, on_each, &s), 0);
 	check_packed(msg, &h, 3, 0, sizes);
-	nng_msg_free(msg);
+	mirai__msg_free(msg);
 	assert_int_equal(s.calls, 4);
 	check_queue(&q, NULL, 0);
 }

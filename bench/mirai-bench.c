@@ -23,7 +23,7 @@
 
 #include <mirai.h>
 
-#include "cli.h"
+#include "../cmd/cli.h"
 
 extern char **environ;
 

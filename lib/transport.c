@@ -1,0 +1,573 @@
+/*
+ * transport.c: the only file that calls NNG.  It owns the sockets (PAIR1,
+ * one peer or many), their receive loops, the senders, pipe events, the
+ * checks every URL goes through before it is used, the URL peers should
+ * dial to reach a listener, a blocking request/reply for control queries,
+ * and the mapping of NNG's error numbers onto the library's.
+ *
+ * The rules of NNG 1.5.2 that the rest of the library must not have to
+ * know are written here once:
+ *  - close order: stop the aios first (a callback must not post another
+ *    receive on a socket being closed: in 1.5.2 that leaves the aio tied
+ *    to the socket's freed queue), then close the socket, then free;
+ *  - a receive that fails with anything but "closed" or "cancelled" is
+ *    posted again, so one bad message cannot stop a link;
+ *  - a pipe is refused in ADD_PRE, before NNG receives anything on it (the
+ *    one socket call that is safe inside a pipe callback);
+ *  - a send the socket takes at once skips the completion callback and so
+ *    one thread hop.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pair1/pair.h>
+
+#include "internal.h"
+
+struct mirai__link {
+	nng_socket s;
+	nng_aio *rx;
+	mirai__tx *tx;  /* the link's own sender (NULL without cfg.sent) */
+	mirai__link_cfg cfg;
+};
+
+struct mirai__tx {
+	nng_socket s;
+	nng_aio *aio;
+	void (*done)(void *arg, int rv);
+	void *arg;
+};
+
+/* NNG messages pass through the library as mirai__msg: the same object
+ * under a name of ours, so that nothing outside this file sees nng.h. */
+#define NMSG(m) ((nng_msg *) (m))
+#define MMSG(m) ((mirai__msg *) (m))
+
+int
+mirai__transport_err(int rv)
+{
+	if (rv == 0) {
+		return 0;
+	}
+	/* NNG's numbers 1..31 and ours are the same on purpose. */
+	if ((rv >= 1 && rv <= 27) || rv == MIRAI_EINTERNAL) {
+		return rv;
+	}
+	if (rv & NNG_ESYSERR) {
+		return (rv & ~NNG_ESYSERR) == ENOMEM ? MIRAI_ENOMEM
+						     : MIRAI_EINTERNAL;
+	}
+	if (rv & NNG_ETRANERR) {
+		return MIRAI_EPROTO;
+	}
+	return MIRAI_EINTERNAL;
+}
+
+/* ---- messages ---------------------------------------------------------- */
+
+int
+mirai__msg_alloc(mirai__msg **out, size_t len)
+{
+	nng_msg *m;
+	int rv;
+
+	if ((rv = nng_msg_alloc(&m, len)) != 0) {
+		return mirai__transport_err(rv);
+	}
+	*out = MMSG(m);
+	return 0;
+}
+
+void
+mirai__msg_free(mirai__msg *m)
+{
+	if (m != NULL) {
+		nng_msg_free(NMSG(m));
+	}
+}
+
+int
+mirai__msg_dup(mirai__msg **out, const mirai__msg *m)
+{
+	nng_msg *d;
+	int rv;
+
+	if ((rv = nng_msg_dup(&d, (const nng_msg *) m)) != 0) {
+		return mirai__transport_err(rv);
+	}
+	*out = MMSG(d);
+	return 0;
+}
+
+uint8_t *
+mirai__msg_body(mirai__msg *m)
+{
+	return nng_msg_body(NMSG(m));
+}
+
+size_t
+mirai__msg_len(const mirai__msg *m)
+{
+	return nng_msg_len((const nng_msg *) m);
+}
+
+void
+mirai__msg_trim(mirai__msg *m, size_t n)
+{
+	nng_msg_trim(NMSG(m), n);
+}
+
+void
+mirai__msg_chop(mirai__msg *m, size_t n)
+{
+	nng_msg_chop(NMSG(m), n);
+}
+
+uint32_t
+mirai__msg_pipe(const mirai__msg *m)
+{
+	return nng_pipe_id(nng_msg_get_pipe((const nng_msg *) m));
+}
+
+void
+mirai__msg_set_pipe(mirai__msg *m, uint32_t pipe)
+{
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+
+	p.id = pipe;
+	nng_msg_set_pipe(NMSG(m), p);
+}
+
+/* ---- URLs --------------------------------------------------------------- */
+
+static const char *const schemes[] = {"tcp", "tcp4", "tcp6", "ws", "ws4",
+    "ws6", "ipc", "inproc", "wss", "wss4", "wss6", "tls+tcp", "tls+tcp4",
+    "tls+tcp6", NULL};
+
+static int
+is_tls(const char *scheme)
+{
+	return strncmp(scheme, "wss", 3) == 0 || strncmp(scheme, "tls+", 4) == 0;
+}
+
+int
+mirai__url_check(const char *url, int listening, mirai_errmsg *err)
+{
+	nng_url *u;
+	const char *p;
+	size_t i;
+	int rv = 0;
+
+	if (url == NULL || *url == '\0') {
+		return mirai__fail(err, MIRAI_EADDRINVAL, "no URL given");
+	}
+	if (strstr(url, "://") == NULL) {
+		return mirai__fail(err, MIRAI_EADDRINVAL,
+		    "%s: not a URL (scheme://address)", url);
+	}
+	if (nng_url_parse(&u, url) != 0) {
+		return mirai__fail(err, MIRAI_EADDRINVAL, "%s: malformed URL",
+		    url);
+	}
+	for (i = 0; schemes[i] != NULL; i++) {
+		if (strcmp(schemes[i], u->u_scheme) == 0) {
+			break;
+		}
+	}
+	if (schemes[i] == NULL) {
+		rv = mirai__fail(err, MIRAI_EADDRINVAL,
+		    "%s: unknown scheme '%s' (tcp, ws, ipc or inproc)", url,
+		    u->u_scheme);
+	} else if (is_tls(u->u_scheme)) {
+		/* Without certificates NNG would bind, and every peer would
+		 * fail its handshake in silence. */
+		rv = mirai__fail(err, MIRAI_ENOTSUP,
+		    "%s: TLS needs a certificate, a key and a CA, which this "
+		    "build cannot set up yet",
+		    url);
+	} else if (strcmp(u->u_scheme, "ipc") == 0 ||
+	    strcmp(u->u_scheme, "inproc") == 0) {
+		if (u->u_path[0] == '\0' && u->u_host[0] == '\0') {
+			rv = mirai__fail(err, MIRAI_EADDRINVAL,
+			    "%s: no path", url);
+		}
+	} else if (!listening && (u->u_hostname[0] == '\0' ||
+				      strchr(u->u_host, '*') != NULL)) {
+		/* NNG reads "*" as no host at all. */
+		rv = mirai__fail(err, MIRAI_EADDRINVAL,
+		    "%s: no host to reach (an empty or wildcard host can only "
+		    "listen)",
+		    url);
+	} else {
+		/* NNG takes a missing port as 80 for ws: a port is always
+		 * written out, so that nothing binds where nobody asked. */
+		const char *auth = strstr(url, "://") + 3;
+		const char *end  = auth + strcspn(auth, "/");
+		const char *colon = NULL;
+
+		for (p = auth; p < end; p++) {
+			if (*p == ']') {
+				colon = NULL;
+			} else if (*p == ':') {
+				colon = p;
+			}
+		}
+		if (colon == NULL || colon + 1 == end) {
+			rv = mirai__fail(err, MIRAI_EADDRINVAL,
+			    "%s: no port", url);
+		} else {
+			long port = 0;
+			for (p = colon + 1; p < end; p++) {
+				if (*p < '0' || *p > '9' || port > 65535) {
+					port = -1;
+					break;
+				}
+				port = port * 10 + (*p - '0');
+			}
+			if (port < 0 || port > 65535 ||
+			    (port == 0 && !listening)) {
+				rv = mirai__fail(err, MIRAI_EADDRINVAL,
+				    "%s: port must be %s", url,
+				    listening ? "0 to 65535" : "1 to 65535");
+			}
+		}
+	}
+	nng_url_free(u);
+	return rv;
+}
+
+/*
+ * The URL peers should dial to reach listener l that was started from url:
+ * port 0 becomes the bound port, and a wildcard host ("tcp://:0",
+ * "ws://[*]:5555/x" style) becomes this machine's host name.  *out is malloc'd.
+ */
+static int
+dial_url(nng_listener l, const char *url, char **out)
+{
+	const char *sep = strstr(url, "://");
+	const char *host, *hend, *path;
+	char hostbuf[256];
+	int port = 0;
+	size_t need;
+	char *res;
+
+	if (sep == NULL) {
+		return MIRAI_EADDRINVAL;
+	}
+	host = sep + 3;
+	if (strncmp(url, "ipc://", 6) == 0 || strncmp(url, "inproc://", 9) == 0) {
+		*out = mirai__strdup(url);
+		return *out == NULL ? MIRAI_ENOMEM : 0;
+	}
+	/* host[:port][/path]; a bracketed IPv6 host keeps its brackets. */
+	if (*host == '[') {
+		hend = strchr(host, ']');
+		if (hend == NULL) {
+			return MIRAI_EADDRINVAL;
+		}
+		hend++;
+	} else {
+		hend = host + strcspn(host, ":/");
+	}
+	path = hend + strcspn(hend, "/");
+	if (nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port) != 0) {
+		port = -1;
+	}
+	if (hend == host || (hend - host == 1 && *host == '*')) {
+		mirai__hostname(hostbuf, sizeof hostbuf);
+	} else {
+		snprintf(hostbuf, sizeof hostbuf, "%.*s", (int) (hend - host),
+		    host);
+	}
+	need = (size_t) (host - url) + strlen(hostbuf) + 16 + strlen(path);
+	if ((res = malloc(need)) == NULL) {
+		return MIRAI_ENOMEM;
+	}
+	if (port >= 0) {
+		snprintf(res, need, "%.*s%s:%d%s", (int) (host - url), url,
+		    hostbuf, port, path);
+	} else {
+		snprintf(res, need, "%.*s%s%s", (int) (host - url), url,
+		    hostbuf, hend);
+	}
+	*out = res;
+	return 0;
+}
+
+/* ---- links ---------------------------------------------------------------- */
+
+static void
+link_rx(void *arg)
+{
+	mirai__link *l = arg;
+	int rv         = nng_aio_result(l->rx);
+
+	if (rv == 0) {
+		nng_msg *m = nng_aio_get_msg(l->rx);
+		nng_aio_set_msg(l->rx, NULL);
+		l->cfg.recv(l->cfg.arg, MMSG(m));
+	} else if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+		return;
+	}
+	nng_recv_aio(l->s, l->rx);
+}
+
+static void
+link_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	mirai__link *l = arg;
+	int mine       = ev == NNG_PIPE_EV_ADD_PRE    ? MIRAI__PIPE_ADD
+		       : ev == NNG_PIPE_EV_ADD_POST ? MIRAI__PIPE_UP
+						    : MIRAI__PIPE_GONE;
+
+	if (l->cfg.pipe(l->cfg.arg, mine, nng_pipe_id(p)) != 0 &&
+	    mine == MIRAI__PIPE_ADD) {
+		nng_pipe_close(p);
+	}
+}
+
+int
+mirai__link_open(mirai__link **out, const mirai__link_cfg *cfg,
+    mirai_errmsg *err)
+{
+	mirai__link *l = calloc(1, sizeof *l);
+	size_t max_msg = cfg->max_msg ? cfg->max_msg : MIRAI__DEFAULT_MAX_MSG;
+	int rv;
+
+	if (l == NULL) {
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	l->cfg = *cfg;
+	rv = cfg->poly ? nng_pair1_open_poly(&l->s) : nng_pair1_open(&l->s);
+	if (rv != 0) {
+		free(l);
+		return mirai__fail(err, mirai__transport_err(rv),
+		    "cannot open a socket: %s", nng_strerror(rv));
+	}
+	/* Room for the headers around the largest payload. */
+	if ((rv = nng_socket_set_size(l->s, NNG_OPT_RECVMAXSZ, max_msg + 4096)) !=
+		0 ||
+	    (cfg->recv != NULL &&
+		(rv = nng_aio_alloc(&l->rx, link_rx, l)) != 0)) {
+		nng_close(l->s);
+		free(l);
+		return mirai__fail(err, mirai__transport_err(rv),
+		    "cannot set up a socket: %s", nng_strerror(rv));
+	}
+	if (cfg->sent != NULL &&
+	    (rv = mirai__tx_open(&l->tx, l, cfg->sent, cfg->arg)) != 0) {
+		nng_aio_free(l->rx);
+		nng_close(l->s);
+		free(l);
+		return mirai__fail(err, rv, "out of memory");
+	}
+	if (cfg->reconnect_min_ms > 0) {
+		nng_socket_set_ms(l->s, NNG_OPT_RECONNMINT,
+		    (nng_duration) cfg->reconnect_min_ms);
+	}
+	if (cfg->reconnect_max_ms > 0) {
+		nng_socket_set_ms(l->s, NNG_OPT_RECONNMAXT,
+		    (nng_duration) cfg->reconnect_max_ms);
+	}
+	if (cfg->timeout_ms > 0) {
+		nng_socket_set_ms(l->s, NNG_OPT_RECVTIMEO,
+		    (nng_duration) cfg->timeout_ms);
+		nng_socket_set_ms(l->s, NNG_OPT_SENDTIMEO,
+		    (nng_duration) cfg->timeout_ms);
+	}
+	if (cfg->pipe != NULL) {
+		if (cfg->events & (1u << MIRAI__PIPE_ADD)) {
+			nng_pipe_notify(l->s, NNG_PIPE_EV_ADD_PRE, link_pipe, l);
+		}
+		if (cfg->events & (1u << MIRAI__PIPE_UP)) {
+			nng_pipe_notify(l->s, NNG_PIPE_EV_ADD_POST, link_pipe, l);
+		}
+		if (cfg->events & (1u << MIRAI__PIPE_GONE)) {
+			nng_pipe_notify(l->s, NNG_PIPE_EV_REM_POST, link_pipe, l);
+		}
+	}
+	*out = l;
+	return 0;
+}
+
+int
+mirai__link_listen(mirai__link *l, const char *url, char **dial,
+    mirai_errmsg *err)
+{
+	nng_listener lst;
+	int rv;
+
+	if ((rv = mirai__url_check(url, 1, err)) != 0) {
+		return rv;
+	}
+	if ((rv = nng_listen(l->s, url, &lst, 0)) != 0) {
+		return mirai__fail(err, mirai__transport_err(rv),
+		    "cannot listen on %s: %s", url, nng_strerror(rv));
+	}
+	if (dial != NULL && (rv = dial_url(lst, url, dial)) != 0) {
+		nng_listener_close(lst);
+		return mirai__fail(err, rv, "cannot listen on %s: %s", url,
+		    mirai_strerror(rv));
+	}
+	return 0;
+}
+
+int
+mirai__link_dial(mirai__link *l, const char *url, int wait, mirai_errmsg *err)
+{
+	int rv;
+
+	if ((rv = mirai__url_check(url, 0, err)) != 0) {
+		return rv;
+	}
+	/* Without wait the dialer keeps retrying in the background until
+	 * the first connection is made. */
+	if ((rv = nng_dial(l->s, url, NULL, wait ? 0 : NNG_FLAG_NONBLOCK)) !=
+	    0) {
+		return mirai__fail(err, mirai__transport_err(rv),
+		    "cannot dial %s: %s", url, nng_strerror(rv));
+	}
+	return 0;
+}
+
+void
+mirai__link_start(mirai__link *l)
+{
+	if (l->rx != NULL) {
+		nng_recv_aio(l->s, l->rx);
+	}
+}
+
+int
+mirai__link_send(mirai__link *l, mirai__msg *m)
+{
+	return mirai__tx_send(l->tx, m);
+}
+
+int
+mirai__link_try_send(mirai__link *l, mirai__msg *m)
+{
+	int rv = nng_sendmsg(l->s, NMSG(m), NNG_FLAG_NONBLOCK);
+
+	if (rv != 0) {
+		nng_msg_free(NMSG(m));
+	}
+	return mirai__transport_err(rv);
+}
+
+void
+mirai__link_close(mirai__link *l)
+{
+	if (l == NULL) {
+		return;
+	}
+	nng_aio_stop(l->rx);
+	if (l->tx != NULL) {
+		nng_aio_stop(l->tx->aio);
+	}
+	nng_close(l->s);
+	nng_aio_free(l->rx);
+	mirai__tx_free(l->tx);
+	free(l);
+}
+
+/* ---- senders ------------------------------------------------------------- */
+
+static void
+tx_done(void *arg)
+{
+	mirai__tx *t = arg;
+	int rv       = nng_aio_result(t->aio);
+
+	if (rv != 0) {
+		nng_msg_free(nng_aio_get_msg(t->aio));
+		nng_aio_set_msg(t->aio, NULL);
+	}
+	t->done(t->arg, mirai__transport_err(rv));
+}
+
+int
+mirai__tx_open(mirai__tx **out, mirai__link *l,
+    void (*done)(void *arg, int rv), void *arg)
+{
+	mirai__tx *t = calloc(1, sizeof *t);
+
+	if (t == NULL) {
+		return MIRAI_ENOMEM;
+	}
+	if (nng_aio_alloc(&t->aio, tx_done, t) != 0) {
+		free(t);
+		return MIRAI_ENOMEM;
+	}
+	t->s    = l->s;
+	t->done = done;
+	t->arg  = arg;
+	*out    = t;
+	return 0;
+}
+
+int
+mirai__tx_send(mirai__tx *t, mirai__msg *m)
+{
+	/* Taken at once: no completion callback, so no thread hop. */
+	if (nng_sendmsg(t->s, NMSG(m), NNG_FLAG_NONBLOCK) == 0) {
+		return 1;
+	}
+	nng_aio_set_msg(t->aio, NMSG(m));
+	nng_send_aio(t->s, t->aio);
+	return 0;
+}
+
+void
+mirai__tx_free(mirai__tx *t)
+{
+	if (t != NULL) {
+		nng_aio_free(t->aio);
+		free(t);
+	}
+}
+
+/* ---- one request, one reply ------------------------------------------ */
+
+int
+mirai__request(const char *url, mirai__msg *req, mirai__msg **rep,
+    int64_t timeout_ms, mirai_errmsg *err)
+{
+	mirai__link_cfg cfg = {.timeout_ms = timeout_ms};
+	mirai__link *l;
+	nng_msg *m;
+	int rv;
+
+	if ((rv = mirai__link_open(&l, &cfg, err)) != 0) {
+		mirai__msg_free(req);
+		return rv;
+	}
+	if ((rv = mirai__url_check(url, 0, err)) != 0) {
+		mirai__link_close(l);
+		mirai__msg_free(req);
+		return rv;
+	}
+	if ((rv = nng_dial(l->s, url, NULL, 0)) != 0) {
+		mirai__link_close(l);
+		mirai__msg_free(req);
+		return mirai__fail(err, mirai__transport_err(rv),
+		    "cannot reach %s: %s", url, nng_strerror(rv));
+	}
+	if ((rv = nng_sendmsg(l->s, NMSG(req), 0)) != 0) {
+		mirai__msg_free(req);
+		mirai__link_close(l);
+		return mirai__fail(err, mirai__transport_err(rv),
+		    "cannot ask %s: %s", url, nng_strerror(rv));
+	}
+	if ((rv = nng_recvmsg(l->s, &m, 0)) != 0) {
+		mirai__link_close(l);
+		return mirai__fail(err, mirai__transport_err(rv),
+		    "no answer from %s: %s", url, nng_strerror(rv));
+	}
+	mirai__link_close(l);
+	*rep = MMSG(m);
+	return 0;
+}
