@@ -4,7 +4,8 @@
 #   make check              every test layer (unit, integration, CLI, fuzz
 #                           smoke, sanitizers, valgrind)
 #   make bench              the mirai-bench workloads w1-w4
-#   make install PREFIX=/usr/local DESTDIR=
+#   make install PREFIX=/usr/local DESTDIR=   (also LIBDIR, INCDIR, ...)
+#   make uninstall          with the same variables as the install
 #   make SANITIZE=address,undefined   a sanitizer build in build-san/
 #
 # CI=true (or WERROR=1) turns warnings into errors.
@@ -71,7 +72,7 @@ RPATH   = -Wl,-rpath,'$$ORIGIN/../lib'
 .PHONY: all lib tools examples tests check check-fast check-san check-valgrind \
         bench install uninstall clean fuzz demo
 
-all: lib tools examples $(BUILD)/lib/pkgconfig/mirai.pc
+all: lib tools examples $(BUILD)/lib/pkgconfig/mirai-uninstalled.pc
 
 lib: $(SO) $(AR_LIB)
 tools: $(TOOL_BIN)
@@ -98,11 +99,22 @@ $(AR_LIB): $(LIB_OBJ)
 	rm -f $@
 	$(AR) rcs $@ $(LIB_OBJ)
 
-$(BUILD)/lib/pkgconfig/mirai.pc: mirai.pc.in include/mirai.h
+# pc_gen PREFIX,LIBDIR,INCDIR,EXTRA_LIBS: mirai.pc.in filled in, on stdout.
+# libdir and includedir are written as ${prefix}/... when under the prefix,
+# which keeps `pkg-config --define-prefix` working.
+comma  := ,
+pc_rel  = $(patsubst $(2)/%,$${prefix}/%,$(1))
+pc_gen  = sed -e 's|@PREFIX@|$(1)|' -e 's|@LIBDIR@|$(call pc_rel,$(2),$(1))|' \
+    -e 's|@INCDIR@|$(call pc_rel,$(3),$(1))|' -e 's|@VERSION@|$(VERSION)|' \
+    -e 's|@EXTRA_LIBS@|$(4)|' -e 's|@LIBS_PRIVATE@|$(DEP_LIBS)|' mirai.pc.in
+
+# The build tree as a package: PKG_CONFIG_PATH=$(BUILD)/lib/pkgconfig makes
+# `pkg-config mirai` use it (pkg-config prefers NAME-uninstalled.pc).  The
+# installed mirai.pc is written by `make install`, for the prefix given
+# there.
+$(BUILD)/lib/pkgconfig/mirai-uninstalled.pc: mirai.pc.in include/mirai.h
 	@mkdir -p $(@D)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
-	    -e 's|@LIBS_PRIVATE@|$(DEP_LIBS)|' $< > $@
+	$(call pc_gen,$(abspath $(BUILD)),$(abspath $(BUILD))/lib,$(CURDIR)/include, -Wl$(comma)-rpath$(comma)$${libdir}) > $@
 
 $(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CLI_OBJ) $(SO)
 	@mkdir -p $(@D)
@@ -160,6 +172,20 @@ bench: all
 demo: all
 	$(BUILD)/bin/mirai-launch --hostfile hosts.example -- $(BUILD)/examples/hello
 
+# Directories the dynamic linker searches by itself: glibc's built-in ones
+# and those of /etc/ld.so.conf, as ldconfig lists them.  Only the install
+# targets expand these.
+LDCONFIG ?= /sbin/ldconfig
+MULTIARCH = $(shell $(CC) -print-multiarch 2>/dev/null)
+LD_DIRS   = /lib /usr/lib $(if $(MULTIARCH),/lib/$(MULTIARCH) /usr/lib/$(MULTIARCH)) \
+    $(shell $(LDCONFIG) -v -N -X 2>/dev/null | sed -n 's|^\(/[^:]*\):.*|\1|p')
+LD_SEARCHED = $(filter $(patsubst %/,%,$(LIBDIR)),$(LD_DIRS))
+# Outside those directories the installed mirai.pc adds an rpath, so that
+# programs built with `pkg-config --libs mirai` find libmirai as they are.
+PC_RPATH = $(if $(LD_SEARCHED),, -Wl$(comma)-rpath$(comma)$${libdir})
+# The dynamic linker's cache is refreshed only for a real install as root.
+LD_REFRESH = [ -n "$(LD_SEARCHED)" ] && [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]
+
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
 	    $(DESTDIR)$(INCDIR) $(DESTDIR)$(MANDIR)/man1
@@ -169,14 +195,28 @@ install: all
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libmirai.so
 	install -m 644 $(AR_LIB) $(DESTDIR)$(LIBDIR)/
 	install -m 644 include/mirai.h $(DESTDIR)$(INCDIR)/
-	install -m 644 $(BUILD)/lib/pkgconfig/mirai.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	$(call pc_gen,$(PREFIX),$(LIBDIR),$(INCDIR),$(PC_RPATH)) \
+	    > $(DESTDIR)$(LIBDIR)/pkgconfig/mirai.pc
+	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/mirai.pc
 	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
+	@if $(LD_REFRESH); then \
+	    echo $(LDCONFIG); $(LDCONFIG); \
+	elif [ -z "$(LD_SEARCHED)" ]; then \
+	    echo "mirai: $(LIBDIR) is not searched by the dynamic linker:" \
+	        "link with -Wl,-rpath,$(LIBDIR) (pkg-config --libs mirai does)" \
+	        "or set LD_LIBRARY_PATH=$(LIBDIR)"; \
+	elif [ -n "$(DESTDIR)" ]; then \
+	    echo "mirai: run $(LDCONFIG) once the files are in $(LIBDIR)"; \
+	else \
+	    echo "mirai: run $(LDCONFIG) as root, so that programs find libmirai"; \
+	fi
 
 uninstall:
 	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%)
 	rm -f $(DESTDIR)$(LIBDIR)/libmirai.so* $(DESTDIR)$(LIBDIR)/libmirai.a
 	rm -f $(DESTDIR)$(LIBDIR)/pkgconfig/mirai.pc $(DESTDIR)$(INCDIR)/mirai.h
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1)))
+	@if $(LD_REFRESH); then echo $(LDCONFIG); $(LDCONFIG); fi
 
 clean:
 	rm -rf build build-san build-fuzz
