@@ -57,6 +57,8 @@ CLI_OBJ := $(BUILD)/obj/cmd/cli.o
 
 EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLES:%=$(BUILD)/examples/%)
+EXAMPLE_PLUGIN_SRC := $(wildcard examples/plugins/*.c)
+EXAMPLE_PLUGIN_SO := $(EXAMPLE_PLUGIN_SRC:examples/plugins/%.c=$(BUILD)/examples/plugins/%.so)
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -76,7 +78,7 @@ all: lib tools examples $(BUILD)/lib/pkgconfig/mirai-uninstalled.pc
 
 lib: $(SO) $(AR_LIB)
 tools: $(TOOL_BIN)
-examples: $(EXAMPLE_BIN)
+examples: $(EXAMPLE_BIN) $(EXAMPLE_PLUGIN_SO)
 tests: all $(UNIT_BIN) $(INTEG_BIN) $(PLUGIN_SO) $(FUZZ_BIN)
 
 $(BUILD)/obj/lib/%.o: lib/%.c
@@ -123,7 +125,16 @@ $(BUILD)/bin/%: $(BUILD)/obj/cmd/%.o $(CLI_OBJ) $(SO)
 
 $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(SO)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< -L$(BUILD)/lib -lmirai -lpthread $(RPATH)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) -L$(BUILD)/lib -lmirai \
+	    -lpthread $(RPATH)
+
+# A server program of its own, with the task functions of the plugin.
+$(BUILD)/examples/sum_server: $(BUILD)/obj/examples/plugins/sum.o
+
+# Example plugins: loaded by mirai-server, which already holds libmirai.
+$(BUILD)/examples/plugins/%.so: $(BUILD)/obj/examples/plugins/%.o $(SO)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -shared -o $@ $< -L$(BUILD)/lib -lmirai
 
 # Unit tests see the library's internals: they link its objects directly.
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(LIB_OBJ)
