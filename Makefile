@@ -4,7 +4,8 @@
 #   make check              every test layer (unit, integration, CLI, fuzz
 #                           smoke, sanitizers, valgrind)
 #   make bench              the mirai-bench workloads w1-w4
-#   make install PREFIX=/usr/local DESTDIR=
+#   make install PREFIX=/usr/local DESTDIR=   (also LIBDIR, INCDIR, ...)
+#   make uninstall          with the same variables as the install
 #   make SANITIZE=address,undefined   a sanitizer build in build-san/
 #
 # CI=true (or WERROR=1) turns warnings into errors.
@@ -57,6 +58,8 @@ CLI_OBJ := $(BUILD)/obj/cmd/cli.o
 
 EXAMPLES := $(patsubst examples/%.c,%,$(wildcard examples/*.c))
 EXAMPLE_BIN := $(EXAMPLES:%=$(BUILD)/examples/%)
+EXAMPLE_PLUGIN_SRC := $(wildcard examples/plugins/*.c)
+EXAMPLE_PLUGIN_SO := $(EXAMPLE_PLUGIN_SRC:examples/plugins/%.c=$(BUILD)/examples/plugins/%.so)
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -72,11 +75,11 @@ RPATH   = -Wl,-rpath,'$$ORIGIN/../lib'
 .PHONY: all lib tools examples tests check check-fast check-san check-valgrind \
         bench install uninstall clean fuzz demo
 
-all: lib tools examples $(BUILD)/lib/pkgconfig/mirai.pc
+all: lib tools examples $(BUILD)/lib/pkgconfig/mirai-uninstalled.pc
 
 lib: $(SO) $(AR_LIB)
 tools: $(TOOL_BIN)
-examples: $(EXAMPLE_BIN)
+examples: $(EXAMPLE_BIN) $(EXAMPLE_PLUGIN_SO)
 tests: all $(UNIT_BIN) $(INTEG_BIN) $(PLUGIN_SO) $(FUZZ_BIN)
 
 $(BUILD)/obj/lib/%.o: lib/%.c
@@ -99,11 +102,22 @@ $(AR_LIB): $(LIB_OBJ)
 	rm -f $@
 	$(AR) rcs $@ $(LIB_OBJ)
 
-$(BUILD)/lib/pkgconfig/mirai.pc: mirai.pc.in include/mirai.h
+# pc_gen PREFIX,LIBDIR,INCDIR,EXTRA_LIBS: mirai.pc.in filled in, on stdout.
+# libdir and includedir are written as ${prefix}/... when under the prefix,
+# which keeps `pkg-config --define-prefix` working.
+comma  := ,
+pc_rel  = $(patsubst $(2)/%,$${prefix}/%,$(1))
+pc_gen  = sed -e 's|@PREFIX@|$(1)|' -e 's|@LIBDIR@|$(call pc_rel,$(2),$(1))|' \
+    -e 's|@INCDIR@|$(call pc_rel,$(3),$(1))|' -e 's|@VERSION@|$(VERSION)|' \
+    -e 's|@EXTRA_LIBS@|$(4)|' -e 's|@LIBS_PRIVATE@|$(DEP_LIBS)|' mirai.pc.in
+
+# The build tree as a package: PKG_CONFIG_PATH=$(BUILD)/lib/pkgconfig makes
+# `pkg-config mirai` use it (pkg-config prefers NAME-uninstalled.pc).  The
+# installed mirai.pc is written by `make install`, for the prefix given
+# there.
+$(BUILD)/lib/pkgconfig/mirai-uninstalled.pc: mirai.pc.in include/mirai.h
 	@mkdir -p $(@D)
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' \
-	    -e 's|@LIBS_PRIVATE@|$(DEP_LIBS)|' $< > $@
+	$(call pc_gen,$(abspath $(BUILD)),$(abspath $(BUILD))/lib,$(CURDIR)/include, -Wl$(comma)-rpath$(comma)$${libdir}) > $@
 
 # The tools use only the public API; mirai-bench also links NNG for its
 # raw floors.
@@ -119,7 +133,16 @@ $(BUILD)/bin/mirai-bench: $(BUILD)/obj/bench/mirai-bench.o $(CLI_OBJ) $(SO)
 
 $(BUILD)/examples/%: $(BUILD)/obj/examples/%.o $(SO)
 	@mkdir -p $(@D)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< -L$(BUILD)/lib -lmirai -lpthread $(RPATH)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(filter %.o,$^) -L$(BUILD)/lib -lmirai \
+	    -lpthread $(RPATH)
+
+# A server program of its own, with the task functions of the plugin.
+$(BUILD)/examples/sum_server: $(BUILD)/obj/examples/plugins/sum.o
+
+# Example plugins: loaded by mirai-server, which already holds libmirai.
+$(BUILD)/examples/plugins/%.so: $(BUILD)/obj/examples/plugins/%.o $(SO)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -shared -o $@ $< -L$(BUILD)/lib -lmirai
 
 # Unit tests see the library's internals: they link its objects directly.
 $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(LIB_OBJ)
@@ -168,6 +191,20 @@ bench: all
 demo: all
 	$(BUILD)/bin/mirai-launch --hostfile hosts.example -- $(BUILD)/examples/hello
 
+# Directories the dynamic linker searches by itself: glibc's built-in ones
+# and those of /etc/ld.so.conf, as ldconfig lists them.  Only the install
+# targets expand these.
+LDCONFIG ?= /sbin/ldconfig
+MULTIARCH = $(shell $(CC) -print-multiarch 2>/dev/null)
+LD_DIRS   = /lib /usr/lib $(if $(MULTIARCH),/lib/$(MULTIARCH) /usr/lib/$(MULTIARCH)) \
+    $(shell $(LDCONFIG) -v -N -X 2>/dev/null | sed -n 's|^\(/[^:]*\):.*|\1|p')
+LD_SEARCHED = $(filter $(patsubst %/,%,$(LIBDIR)),$(LD_DIRS))
+# Outside those directories the installed mirai.pc adds an rpath, so that
+# programs built with `pkg-config --libs mirai` find libmirai as they are.
+PC_RPATH = $(if $(LD_SEARCHED),, -Wl$(comma)-rpath$(comma)$${libdir})
+# The dynamic linker's cache is refreshed only for a real install as root.
+LD_REFRESH = [ -n "$(LD_SEARCHED)" ] && [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]
+
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
 	    $(DESTDIR)$(INCDIR) $(DESTDIR)$(MANDIR)/man1
@@ -177,14 +214,28 @@ install: all
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libmirai.so
 	install -m 644 $(AR_LIB) $(DESTDIR)$(LIBDIR)/
 	install -m 644 include/mirai.h $(DESTDIR)$(INCDIR)/
-	install -m 644 $(BUILD)/lib/pkgconfig/mirai.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	$(call pc_gen,$(PREFIX),$(LIBDIR),$(INCDIR),$(PC_RPATH)) \
+	    > $(DESTDIR)$(LIBDIR)/pkgconfig/mirai.pc
+	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/mirai.pc
 	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(MANDIR)/man1/
+	@if $(LD_REFRESH); then \
+	    echo $(LDCONFIG); $(LDCONFIG); \
+	elif [ -z "$(LD_SEARCHED)" ]; then \
+	    echo "mirai: $(LIBDIR) is not searched by the dynamic linker:" \
+	        "link with -Wl,-rpath,$(LIBDIR) (pkg-config --libs mirai does)" \
+	        "or set LD_LIBRARY_PATH=$(LIBDIR)"; \
+	elif [ -n "$(DESTDIR)" ]; then \
+	    echo "mirai: run $(LDCONFIG) once the files are in $(LIBDIR)"; \
+	else \
+	    echo "mirai: run $(LDCONFIG) as root, so that programs find libmirai"; \
+	fi
 
 uninstall:
 	rm -f $(TOOLS:%=$(DESTDIR)$(BINDIR)/%)
 	rm -f $(DESTDIR)$(LIBDIR)/libmirai.so* $(DESTDIR)$(LIBDIR)/libmirai.a
 	rm -f $(DESTDIR)$(LIBDIR)/pkgconfig/mirai.pc $(DESTDIR)$(INCDIR)/mirai.h
 	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(wildcard man/*.1)))
+	@if $(LD_REFRESH); then echo $(LDCONFIG); $(LDCONFIG); fi
 
 clean:
 	rm -rf build build-san build-fuzz
