@@ -139,6 +139,36 @@ mirai__task_decode(const mirai__frame *f, mirai__task_view *t)
 }
 
 size_t
+mirai__bounce_size(size_t fn_len, size_t len)
+{
+	return MIRAI__FRAME_HDR_LEN + mirai__task_size(fn_len, len);
+}
+
+void
+mirai__bounce_encode(uint8_t *dst, const mirai__task_view *t)
+{
+	size_t inner = mirai__task_size(t->fn_len, t->len);
+
+	mirai__frame_hdr_encode(dst, MIRAI__F_BOUNCE, (uint32_t) inner);
+	mirai__task_encode(dst + MIRAI__FRAME_HDR_LEN, t);
+}
+
+int
+mirai__bounce_decode(const mirai__frame *f, mirai__frame *inner)
+{
+	if (f->type != MIRAI__F_BOUNCE || f->len < MIRAI__FRAME_HDR_LEN ||
+	    f->body[0] != MIRAI__F_TASK ||
+	    mirai__get32(f->body + 4) != f->len - MIRAI__FRAME_HDR_LEN) {
+		return MIRAI_EPROTO;
+	}
+	inner->type  = MIRAI__F_TASK;
+	inner->flags = f->body[1];
+	inner->body  = f->body + MIRAI__FRAME_HDR_LEN;
+	inner->len   = f->len - MIRAI__FRAME_HDR_LEN;
+	return 0;
+}
+
+size_t
 mirai__result_size(size_t len)
 {
 	return MIRAI__FRAME_HDR_LEN + MIRAI__RESULT_FIXED + len;

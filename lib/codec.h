@@ -145,7 +145,7 @@ typedef struct mirai__rep_view {
 void mirai__hdr_encode(uint8_t *dst, const mirai__msghdr *h);
 int mirai__msg_open(mirai__reader *r, const void *buf, size_t len,
     mirai__msghdr *h);
-/* Next frame: 1 and *f filled, 0 at the end, or a negative error value. */
+/* Next frame: 1 and *f filled, 0 at the end, or MIRAI_EPROTO (garbled). */
 int mirai__msg_next(mirai__reader *r, mirai__frame *f);
 
 /* Frames.  *_size gives the whole frame length including its header;
@@ -153,6 +153,15 @@ int mirai__msg_next(mirai__reader *r, mirai__frame *f);
 size_t mirai__task_size(size_t fn_len, size_t len);
 void mirai__task_encode(uint8_t *dst, const mirai__task_view *t);
 int mirai__task_decode(const mirai__frame *f, mirai__task_view *t);
+
+/*
+ * A BOUNCE (a server gives a task back unstarted) carries the whole TASK
+ * frame.  decode checks that the inner frame is a TASK whose length fills
+ * the BOUNCE exactly, and gives it as *inner.
+ */
+size_t mirai__bounce_size(size_t fn_len, size_t len);
+void mirai__bounce_encode(uint8_t *dst, const mirai__task_view *t);
+int mirai__bounce_decode(const mirai__frame *f, mirai__frame *inner);
 
 size_t mirai__result_size(size_t len);
 void mirai__result_encode(uint8_t *dst, const mirai__result_view *r);

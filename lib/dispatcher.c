@@ -96,6 +96,7 @@ struct dsock {
 	int has_pipe;
 	uint32_t pipe_id;
 	int retired;
+	int muted;         /* its peer was cut off: nothing more is read */
 	uint32_t seq;
 };
 
@@ -156,6 +157,7 @@ struct mirai_dispatcher {
 	size_t tcap, tcount;
 	slot *idle_head, *idle_tail;
 	uint64_t completed, retried;
+	uint64_t forged;    /* peers cut off for frames no server sends */
 
 	void (*watch)(void *arg); /* told of servers coming and going */
 	void *watch_arg;
@@ -439,7 +441,11 @@ slot_exit(mirai_dispatcher *d, slot *sl, uint32_t flags)
 	}
 }
 
-/* Send task t to slot sl.  A task that may be retried keeps its frame. */
+/*
+ * Send task t to slot sl.  The dispatcher keeps its own copy of every task
+ * a server holds: a retry or a bounce requeues that copy, never bytes a
+ * server sent back, so a server cannot change what another one runs.
+ */
 static int
 send_task(mirai_dispatcher *d, slot *sl, dtask *t)
 {
@@ -451,12 +457,7 @@ send_task(mirai_dispatcher *d, slot *sl, dtask *t)
 		}
 		memset(o, 0, sizeof *o);
 		o->len = t->len;
-		if (t->retries == 0) {
-			/* Its frame is not needed again (a bounce brings it
-			 * back). */
-			o->msg     = msg_of(t);
-			set_msg(t, NULL);
-		} else if (mirai__msg_dup(&o->msg, msg_of(t)) != 0) {
+		if (mirai__msg_dup(&o->msg, msg_of(t)) != 0) {
 			free(o);
 			return MIRAI_ENOMEM;
 		}
@@ -574,6 +575,94 @@ slot_hello(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
 	dispatch(d);
 }
 
+static mirai__out *saisei(mirai_dispatcher *d, uint64_t req, uint32_t i,
+    int force);
+
+/*
+ * The server of sl sent what no honest server sends: a frame that does not
+ * decode, an answer for a task it was not given, a bounce that is not the
+ * task it holds, a frame before its HELLO.  Nothing more is read from it;
+ * the task it held goes back to the head of the queue (the dispatcher's
+ * own copy) and the server is told to exit.  A slot with a path moves to a
+ * fresh URL at once, so that the peer cannot hold it; any other slot stays
+ * offline until the peer disconnects.  Called locked.
+ */
+static void
+slot_cut(mirai_dispatcher *d, slot *sl, const char *what)
+{
+	dsock *ds = sl->cur;
+	dtask *t  = sl->busy;
+	mirai__out *o;
+
+	if (sl->online) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "slot %zu: refused %s from server %s:%d; cutting it off",
+		    sl->idx, what, sl->host, sl->pid);
+	} else {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "slot %zu: refused %s from a peer; cutting it off", sl->idx,
+		    what);
+	}
+	d->forged++;
+	sl->busy = NULL;
+	if (t != NULL) {
+		if (t->orphan) {
+			dtask_free(d, t);
+		} else {
+			q_push(d, t, 1);
+		}
+	}
+	idle_remove(d, sl);
+	sl->online = 0;
+	if (sl->has_path) {
+		if ((o = saisei(d, 0, (uint32_t) sl->idx, 1)) != NULL) {
+			mirai__out_free(o);
+		}
+		if (sl->cur != ds) {
+			return;
+		}
+	}
+	slot_exit(d, sl, MIRAI__EXIT_CANCEL);
+	ds->muted = 1;
+	if (d->watch != NULL) {
+		d->watch(d->watch_arg);
+	}
+}
+
+/* A BOUNCE: the frame sl's busy task came in, given back unstarted by a
+ * leaving server.  Returns 0, or -1 when it is not exactly that task. */
+static int
+slot_bounce(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
+{
+	mirai__frame inner;
+	mirai__task_view tv;
+	dtask *t = sl->busy;
+
+	const uint8_t *mine;
+
+	if (mirai__bounce_decode(f, &inner) != 0 ||
+	    mirai__task_decode(&inner, &tv) != 0 || t == NULL ||
+	    tv.id != t->id || MIRAI__FRAME_HDR_LEN + inner.len != t->len) {
+		return -1;
+	}
+	/* Byte for byte what it was given (the body; the header matched by
+	 * type and length). */
+	mine = t->big ? mirai__msg_body(msg_of(t)) + MIRAI__HDR_LEN +
+		MIRAI__FRAME_HDR_LEN
+		      : t->frame;
+	if (memcmp(mine, inner.body, inner.len) != 0) {
+		return -1;
+	}
+	sl->busy = NULL;
+	if (t->orphan) {
+		dtask_free(d, t);
+	} else {
+		/* The dispatcher's copy goes back, not the bytes that came. */
+		q_push(d, t, 1);
+	}
+	return 0;
+}
+
 static void
 slot_msg(dsock *ds, mirai__msg *msg)
 {
@@ -583,16 +672,19 @@ slot_msg(dsock *ds, mirai__msg *msg)
 	mirai__msghdr h;
 	mirai__frame f;
 	mirai__msg *keep = NULL;
+	const char *forged = NULL;
 	int rv;
 
 	rv = mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h);
 	pthread_mutex_lock(&d->mtx);
-	if (rv != 0 || ds->retired || ds != sl->cur) {
-		if (rv != 0) {
-			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-			    "slot %zu: rejected a message: %s", sl->idx,
-			    mirai_strerror(rv));
-		}
+	if (ds->retired || ds->muted || ds != sl->cur) {
+		pthread_mutex_unlock(&d->mtx);
+		mirai__msg_free(msg);
+		return;
+	}
+	if (rv != 0) {
+		slot_cut(d, sl, "a malformed message");
+		dispatch(d);
 		pthread_mutex_unlock(&d->mtx);
 		mirai__msg_free(msg);
 		return;
@@ -600,15 +692,14 @@ slot_msg(dsock *ds, mirai__msg *msg)
 	if (h.nframes == 1) {
 		keep = msg;
 	}
-	while ((rv = mirai__msg_next(&r, &f)) == 1) {
+	while (forged == NULL && (rv = mirai__msg_next(&r, &f)) == 1) {
 		mirai__result_view res;
-		mirai__frame inner;
-		mirai__task_view tv;
 		uint32_t why;
 
 		if (!sl->online && f.type != MIRAI__F_HELLO &&
 		    f.type != MIRAI__F_GONE) {
-			continue;
+			forged = "a frame before HELLO";
+			break;
 		}
 		switch (f.type) {
 		case MIRAI__F_HELLO:
@@ -621,43 +712,16 @@ slot_msg(dsock *ds, mirai__msg *msg)
 			pthread_cond_broadcast(&d->cv);
 			break;
 		case MIRAI__F_RESULT:
-			if (mirai__result_decode(&f, &res) == 0 &&
-			    sl->busy != NULL && sl->busy->id == res.id) {
-				finish_busy(d, sl, &f, &keep);
+			if (mirai__result_decode(&f, &res) != 0 ||
+			    sl->busy == NULL || sl->busy->id != res.id) {
+				forged = "a result for a task it does not hold";
+				break;
 			}
+			finish_busy(d, sl, &f, &keep);
 			break;
 		case MIRAI__F_BOUNCE:
-			/* A leaving server gave its task back unstarted. */
-			inner.type = MIRAI__F_TASK;
-			inner.body = f.body + MIRAI__FRAME_HDR_LEN;
-			inner.len  = f.len >= MIRAI__FRAME_HDR_LEN
-			     ? f.len - MIRAI__FRAME_HDR_LEN : 0;
-			if (f.len >= MIRAI__FRAME_HDR_LEN &&
-			    mirai__task_decode(&inner, &tv) == 0 &&
-			    sl->busy != NULL && sl->busy->id == tv.id) {
-				dtask *t = sl->busy;
-				sl->busy = NULL;
-				if (t->orphan) {
-					dtask_free(d, t);
-					break;
-				}
-				/* A task sent without a copy gets its frame
-				 * back from the bounce. */
-				mirai__msg *back;
-				if (t->big && msg_of(t) == NULL &&
-				    mirai__msg_alloc(&back, MIRAI__HDR_LEN + t->len) == 0) {
-					memcpy(mirai__msg_body(back) +
-						MIRAI__HDR_LEN,
-					    inner.body - MIRAI__FRAME_HDR_LEN, t->len);
-					set_msg(t, back);
-				}
-				if (t->big && msg_of(t) == NULL) {
-					up_error(d, t->id, MIRAI_ENOMEM,
-					    "dispatcher out of memory");
-					dtask_free(d, t);
-				} else {
-					q_push(d, t, 1);
-				}
+			if (slot_bounce(d, sl, &f) != 0) {
+				forged = "a bounce of a task it does not hold";
 			}
 			break;
 		case MIRAI__F_BYE:
@@ -670,11 +734,20 @@ slot_msg(dsock *ds, mirai__msg *msg)
 			sl->leaving = 1;
 			idle_remove(d, sl);
 			break;
+		case MIRAI__F_PING:
+		case MIRAI__F_PONG:
+			break;
 		default:
+			forged = "a frame a server never sends";
 			break;
 		}
 	}
-	if (sl->leaving && sl->busy == NULL) {
+	if (forged == NULL && rv != 0) {
+		forged = "a garbled frame";
+	}
+	if (forged != NULL) {
+		slot_cut(d, sl, forged);
+	} else if (sl->leaving && sl->busy == NULL) {
 		/* Everything it had is back: let it go. */
 		slot_exit(d, sl, 0);
 	}
@@ -782,6 +855,7 @@ slot_pipe(void *arg, int ev, uint32_t pipe)
 	} else if (ev == MIRAI__PIPE_GONE && ds->has_pipe &&
 	    ds->pipe_id == pipe) {
 		ds->has_pipe = 0;
+		ds->muted    = 0;
 		d->live_pipes--;
 		mirai__outq_clear(&ds->q);
 		if (ds == sl->cur) {

@@ -384,17 +384,14 @@ bounce(mirai_server *srv, stask *t)
 	mirai__task_view v = {.id = t->id, .timeout_ms = t->timeout_ms,
 	    .flags = t->flags, .hook = t->hook, .fn = t->fn,
 	    .fn_len = (uint16_t) strlen(t->fn), .data = t->data, .len = t->len};
-	size_t inner = mirai__task_size(v.fn_len, v.len);
-	mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN + inner);
+	mirai__out *o = mirai__out_new(mirai__bounce_size(v.fn_len, v.len));
 
 	if (o == NULL) {
 		MIRAI__LOG(MIRAI_LOG_ERROR, TAG,
 		    "out of memory returning task %" PRIu64, t->id);
 		return;
 	}
-	mirai__frame_hdr_encode(
-	    mirai__out_frame(o), MIRAI__F_BOUNCE, (uint32_t) inner);
-	mirai__task_encode(mirai__out_frame(o) + MIRAI__FRAME_HDR_LEN, &v);
+	mirai__bounce_encode(mirai__out_frame(o), &v);
 	queue_out(srv, o);
 }
 
@@ -582,7 +579,7 @@ handle_msg(mirai_server *srv, mirai__msg *msg)
 			break;
 		}
 	}
-	if (rv < 0) {
+	if (rv != 0) {
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
 		    "rejected the rest of a garbled message");
 	}

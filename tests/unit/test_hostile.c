@@ -1,0 +1,508 @@
+/*
+ * test_hostile.c: a peer that holds a valid slot URL and lies.  A real
+ * dispatcher (the client's thread) owns two tcp slots; a hand-written peer
+ * takes slot 1, says HELLO, and answers every task it is given with a
+ * forged frame: a result for another task, a bounce with other bytes of the
+ * same length, a short bounce, a bounce whose inner length lies, a frame
+ * before HELLO, a frame type servers never send, a message whose header
+ * announces frames that are not there, a frame longer than its message.
+ * Each time the dispatcher must refuse it, cut the peer off (EXIT), and
+ * give the next peer its own copy of the task, byte for byte.  At the end
+ * a real mirai-server takes slot 0 and every task completes with its own
+ * input echoed back (checked by content).  ASan and valgrind run this too.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../lib/internal.h"
+
+#define NSMALL 4
+#define BIGLEN (100u * 1024u) /* above MIRAI__BIG_FRAME */
+
+/* ---- the lying peer ------------------------------------------------- */
+
+typedef struct liar {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	mirai__link *link;
+	mirai__msg *inbox[64];
+	int n;
+	int up, gone;
+} liar;
+
+static void
+liar_recv(void *arg, mirai__msg *m)
+{
+	liar *l = arg;
+
+	pthread_mutex_lock(&l->mtx);
+	if (l->n < 64) {
+		l->inbox[l->n++] = m;
+		m                = NULL;
+	}
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mtx);
+	mirai__msg_free(m);
+}
+
+static int
+liar_pipe(void *arg, int ev, uint32_t pipe)
+{
+	liar *l = arg;
+
+	(void) pipe;
+	pthread_mutex_lock(&l->mtx);
+	if (ev == MIRAI__PIPE_UP) {
+		l->up++;
+	} else if (ev == MIRAI__PIPE_GONE) {
+		l->gone++;
+	}
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mtx);
+	return 0;
+}
+
+static void
+liar_sent(void *arg, int rv)
+{
+	(void) arg;
+	(void) rv;
+}
+
+static void
+liar_open(liar *l, const char *url)
+{
+	mirai__link_cfg cfg = {
+		.events = (1u << MIRAI__PIPE_UP) | (1u << MIRAI__PIPE_GONE),
+		.recv   = liar_recv,
+		.pipe   = liar_pipe,
+		.sent   = liar_sent,
+		.arg    = l,
+	};
+
+	memset(l, 0, sizeof *l);
+	pthread_mutex_init(&l->mtx, NULL);
+	mirai__cond_init(&l->cv);
+	assert_int_equal(mirai__link_open(&l->link, &cfg, NULL), 0);
+	mirai__link_start(l->link);
+	assert_int_equal(mirai__link_dial(l->link, url, 1, NULL), 0);
+}
+
+static void
+liar_close(liar *l)
+{
+	mirai__link_close(l->link);
+	for (int i = 0; i < l->n; i++) {
+		mirai__msg_free(l->inbox[i]);
+	}
+	pthread_cond_destroy(&l->cv);
+	pthread_mutex_destroy(&l->mtx);
+}
+
+/* Send raw message bytes. */
+static void
+liar_send(liar *l, const void *p, size_t len)
+{
+	mirai__msg *m;
+
+	assert_int_equal(mirai__msg_alloc(&m, len), 0);
+	memcpy(mirai__msg_body(m), p, len);
+	mirai__link_send(l->link, m);
+}
+
+/* Send one frame (already encoded, header included) in a message. */
+static void
+liar_frame(liar *l, const uint8_t *frame, size_t len)
+{
+	uint8_t *buf      = malloc(MIRAI__HDR_LEN + len);
+	mirai__msghdr h   = {.nframes = 1, .seq = 1};
+
+	assert_non_null(buf);
+	mirai__hdr_encode(buf, &h);
+	memcpy(buf + MIRAI__HDR_LEN, frame, len);
+	liar_send(l, buf, MIRAI__HDR_LEN + len);
+	free(buf);
+}
+
+static void
+liar_hello(liar *l)
+{
+	mirai__hello_view h = {.proto = MIRAI__PROTO,
+	    .kind = MIRAI__KIND_SERVER, .pid = 4242, .host = "liar",
+	    .host_len = 4, .version = MIRAI_VERSION_STRING,
+	    .version_len = (uint16_t) strlen(MIRAI_VERSION_STRING),
+	    .binding = "", .hook_name = ""};
+	size_t len  = mirai__hello_size(&h);
+	uint8_t *fr = malloc(len);
+
+	assert_non_null(fr);
+	mirai__hello_encode(fr, &h);
+	liar_frame(l, fr, len);
+	free(fr);
+}
+
+/*
+ * Wait (bounded) for a frame of type want from the dispatcher; a TASK is
+ * copied to *task (malloc'd frame with header, *tlen its length).
+ */
+static int
+liar_wait(liar *l, uint8_t want, uint8_t **task, size_t *tlen)
+{
+	int64_t deadline = mirai__now_ms() + 10000;
+	int seen         = 0, found = 0;
+
+	pthread_mutex_lock(&l->mtx);
+	while (!found && mirai__now_ms() < deadline) {
+		while (seen < l->n && !found) {
+			mirai__msg *m = l->inbox[seen++];
+			mirai__reader r;
+			mirai__msghdr h;
+			mirai__frame f;
+
+			if (mirai__msg_open(&r, mirai__msg_body(m),
+				mirai__msg_len(m), &h) != 0) {
+				continue;
+			}
+			while (!found && mirai__msg_next(&r, &f) == 1) {
+				if (f.type != want) {
+					continue;
+				}
+				found = 1;
+				if (task != NULL) {
+					*tlen = MIRAI__FRAME_HDR_LEN + f.len;
+					*task = malloc(*tlen);
+					memcpy(*task, f.body - MIRAI__FRAME_HDR_LEN,
+					    *tlen);
+				}
+			}
+		}
+		if (!found) {
+			mirai__cond_wait_until(&l->cv, &l->mtx, deadline);
+		}
+	}
+	pthread_mutex_unlock(&l->mtx);
+	return found;
+}
+
+/* ---- the attacks ---------------------------------------------------- */
+
+/* Each gets the TASK frame the liar was given and sends its lie. */
+typedef void (*attack_fn)(liar *l, const uint8_t *task, size_t tlen);
+
+static void
+task_view(const uint8_t *task, size_t tlen, mirai__task_view *v)
+{
+	mirai__frame f = {.type = task[0], .body = task + MIRAI__FRAME_HDR_LEN,
+	    .len = (uint32_t) (tlen - MIRAI__FRAME_HDR_LEN)};
+
+	assert_int_equal(mirai__task_decode(&f, v), 0);
+}
+
+static void
+forge_result(liar *l, const uint8_t *task, size_t tlen, uint64_t delta)
+{
+	mirai__task_view v;
+	mirai__result_view r = {.data = (const uint8_t *) "forged", .len = 6};
+	uint8_t fr[128];
+
+	task_view(task, tlen, &v);
+	r.id = v.id + delta;
+	mirai__result_encode(fr, &r);
+	liar_frame(l, fr, mirai__result_size(r.len));
+}
+
+static void
+attack_result_other(liar *l, const uint8_t *task, size_t tlen)
+{
+	forge_result(l, task, tlen, 1);
+}
+
+/* A bounce of the same length with other bytes: the old dispatcher
+ * requeued them, and the next server ran them. */
+static void
+attack_bounce_swap(liar *l, const uint8_t *task, size_t tlen)
+{
+	uint8_t *fr = malloc(MIRAI__FRAME_HDR_LEN + tlen);
+
+	mirai__frame_hdr_encode(fr, MIRAI__F_BOUNCE, (uint32_t) tlen);
+	memcpy(fr + MIRAI__FRAME_HDR_LEN, task, tlen);
+	/* Flip the last payload byte. */
+	fr[MIRAI__FRAME_HDR_LEN + tlen - 1] ^= 0x5a;
+	liar_frame(l, fr, MIRAI__FRAME_HDR_LEN + tlen);
+	free(fr);
+}
+
+/* A bounce of the right task cut short, its inner length consistent: the
+ * old dispatcher copied the task's full length out of it. */
+static void
+attack_bounce_short(liar *l, const uint8_t *task, size_t tlen)
+{
+	size_t cut  = tlen / 2;
+	uint8_t *fr = malloc(MIRAI__FRAME_HDR_LEN + cut);
+
+	mirai__frame_hdr_encode(fr, MIRAI__F_BOUNCE, (uint32_t) cut);
+	memcpy(fr + MIRAI__FRAME_HDR_LEN, task, cut);
+	mirai__frame_hdr_encode(fr + MIRAI__FRAME_HDR_LEN, MIRAI__F_TASK,
+	    (uint32_t) (cut - MIRAI__FRAME_HDR_LEN));
+	liar_frame(l, fr, MIRAI__FRAME_HDR_LEN + cut);
+	free(fr);
+}
+
+/* A bounce whose inner frame claims more than the bounce holds. */
+static void
+attack_bounce_inner_lies(liar *l, const uint8_t *task, size_t tlen)
+{
+	uint8_t fr[64];
+
+	mirai__frame_hdr_encode(fr, MIRAI__F_BOUNCE, 40);
+	memcpy(fr + MIRAI__FRAME_HDR_LEN, task, 40);
+	mirai__frame_hdr_encode(fr + MIRAI__FRAME_HDR_LEN, MIRAI__F_TASK,
+	    (uint32_t) tlen);
+	liar_frame(l, fr, MIRAI__FRAME_HDR_LEN + 40);
+}
+
+static void
+attack_wrong_type(liar *l, const uint8_t *task, size_t tlen)
+{
+	uint8_t fr[MIRAI__REQ_LEN];
+	mirai__req_view q = {.req = 1, .op = 1};
+
+	(void) task;
+	(void) tlen;
+	mirai__req_encode(fr, &q);
+	liar_frame(l, fr, sizeof fr);
+}
+
+/* The header announces three frames; one follows. */
+static void
+attack_missing_frames(liar *l, const uint8_t *task, size_t tlen)
+{
+	uint8_t buf[MIRAI__HDR_LEN + MIRAI__U32_FRAME_LEN];
+	mirai__msghdr h = {.nframes = 3, .seq = 2};
+
+	(void) task;
+	(void) tlen;
+	mirai__hdr_encode(buf, &h);
+	mirai__u32_frame_encode(buf + MIRAI__HDR_LEN, MIRAI__F_BYE, 0);
+	liar_send(l, buf, sizeof buf);
+}
+
+/* A frame whose length runs past the message. */
+static void
+attack_long_frame(liar *l, const uint8_t *task, size_t tlen)
+{
+	uint8_t buf[MIRAI__HDR_LEN + MIRAI__FRAME_HDR_LEN + 8];
+	mirai__msghdr h = {.nframes = 1, .seq = 2};
+
+	(void) task;
+	(void) tlen;
+	memset(buf, 0, sizeof buf);
+	mirai__hdr_encode(buf, &h);
+	mirai__frame_hdr_encode(buf + MIRAI__HDR_LEN, MIRAI__F_RESULT,
+	    0x7fffffff);
+	liar_send(l, buf, sizeof buf);
+}
+
+/* A second RESULT for the task after a correct one: the dispatcher's
+ * record says the liar holds nothing any more. */
+static void
+attack_result_twice(liar *l, const uint8_t *task, size_t tlen)
+{
+	mirai__task_view v;
+	size_t rlen;
+	uint8_t *fr;
+	mirai__result_view r = {0};
+
+	task_view(task, tlen, &v);
+	r.id   = v.id;
+	r.data = v.data;
+	r.len  = v.len;
+	rlen   = mirai__result_size(r.len);
+	fr     = malloc(rlen);
+	mirai__result_encode(fr, &r);
+	/* The honest answer (echo) first, so the task completes... */
+	liar_frame(l, fr, rlen);
+	free(fr);
+	/* ...then a lie about the same id. */
+	forge_result(l, task, tlen, 0);
+}
+
+/* ---- the test -------------------------------------------------------- */
+
+static char *
+payload(int i, size_t *len)
+{
+	size_t n = i < NSMALL ? 48 : BIGLEN;
+	char *p  = malloc(n);
+
+	for (size_t k = 0; k < n; k++) {
+		p[k] = (char) ('a' + (k * 7 + (size_t) i * 13) % 26);
+	}
+	snprintf(p, 16, "task-%02d:", i);
+	*len = n;
+	return p;
+}
+
+static pid_t
+spawn_server(const char *url)
+{
+	const char *server = getenv("MIRAI_SERVER");
+	const char *argv[] = {server, "--url", url, NULL};
+	pid_t pid;
+
+	if (server == NULL) {
+		return -1;
+	}
+	assert_int_equal(mirai__spawn(argv, NULL, -1, -1, &pid), 0);
+	return pid;
+}
+
+static void
+test_forged_frames(void **state)
+{
+	static const attack_fn attacks[] = {attack_result_other,
+	    attack_bounce_swap, attack_bounce_short, attack_bounce_inner_lies,
+	    attack_wrong_type, attack_missing_frames, attack_long_frame,
+	    attack_bounce_swap, attack_wrong_type, attack_result_twice};
+	const size_t nattacks = sizeof attacks / sizeof attacks[0];
+	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
+	mirai_status *st;
+	mirai_errmsg err;
+	mirai *m[NSMALL + 2];
+	char *in[NSMALL + 2];
+	size_t inlen[NSMALL + 2], ntasks = NSMALL + 2;
+	uint8_t *first[NSMALL + 2] = {0};
+	size_t firstlen[NSMALL + 2] = {0};
+	char url0[256], url1[256];
+	int completed_by_liar = 0;
+	pid_t pid;
+
+	if (getenv("MIRAI_SERVER") == NULL) {
+		skip();
+	}
+	d.profile = "hostile";
+	d.url     = "tcp://127.0.0.1:0";
+	d.n       = 2;
+	assert_int_equal(mirai_daemons(&d, &err), 0);
+	assert_int_equal(mirai_status_get("hostile", &st), 0);
+	assert_int_equal(st->nrows, 2);
+	snprintf(url0, sizeof url0, "%s", st->rows[0].url);
+	snprintf(url1, sizeof url1, "%s", st->rows[1].url);
+	mirai_status_free(st);
+
+	/* Big tasks last: the liar sees small and big ones. */
+	for (size_t i = 0; i < ntasks; i++) {
+		in[i] = payload((int) i, &inlen[i]);
+		assert_int_equal(mirai_call(&(mirai_call_opts) {
+					     .profile = "hostile"},
+				     "mirai.echo", in[i], inlen[i], &m[i]),
+		    0);
+	}
+
+	for (size_t a = 0; a < nattacks; a++) {
+		liar l;
+		uint8_t *task = NULL;
+		size_t tlen   = 0;
+		mirai__task_view v;
+
+		liar_open(&l, url1);
+		if (a == 4) {
+			/* A frame before HELLO: cut off at once. */
+			attack_wrong_type(&l, NULL, 0);
+			assert_true(liar_wait(&l, MIRAI__F_EXIT, NULL, NULL));
+			liar_close(&l);
+			continue;
+		}
+		liar_hello(&l);
+		assert_true(liar_wait(&l, MIRAI__F_TASK, &task, &tlen));
+		task_view(task, tlen, &v);
+		/* Whatever an earlier liar did to this task, the dispatcher
+		 * sends its own bytes. */
+		for (size_t i = 0; i < ntasks; i++) {
+			if (mirai_id(m[i]) != v.id) {
+				continue;
+			}
+			assert_int_equal(v.len, inlen[i]);
+			assert_memory_equal(v.data, in[i], inlen[i]);
+			if (first[i] == NULL) {
+				first[i] = malloc(tlen);
+				memcpy(first[i], task, tlen);
+				firstlen[i] = tlen;
+			} else {
+				assert_int_equal(firstlen[i], tlen);
+				assert_memory_equal(first[i], task, tlen);
+			}
+		}
+		attacks[a](&l, task, tlen);
+		if (attacks[a] == attack_result_twice) {
+			completed_by_liar++;
+		}
+		/* Refused: the liar is told to exit. */
+		assert_true(liar_wait(&l, MIRAI__F_EXIT, NULL, NULL));
+		free(task);
+		liar_close(&l);
+	}
+
+	/* An honest server takes over: every task completes with its own
+	 * input. */
+	pid = spawn_server(url0);
+	for (size_t i = 0; i < ntasks; i++) {
+		const void *out;
+		size_t len;
+
+		assert_int_equal(mirai_wait_for(m[i], 20000), 0);
+		assert_int_equal(mirai_error(m[i]), 0);
+		out = mirai_data(m[i], &len);
+		assert_int_equal(len, inlen[i]);
+		assert_memory_equal(out, in[i], inlen[i]);
+		mirai_free(m[i]);
+		free(in[i]);
+		free(first[i]);
+	}
+	assert_int_equal(completed_by_liar, 1);
+	/* The dispatcher still answers. */
+	assert_int_equal(mirai_status_get("hostile", &st), 0);
+	assert_int_equal(st->error, 0);
+	assert_int_equal(st->rows[0].online, 1);
+	assert_int_equal(st->rows[1].online, 0);
+	mirai_status_free(st);
+	mirai_reset("hostile");
+	if (pid > 0) {
+		int status;
+		int64_t deadline = mirai__now_ms() + 5000;
+		while (waitpid(pid, &status, WNOHANG) == 0 &&
+		    mirai__now_ms() < deadline) {
+			usleep(10000);
+		}
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_forged_frames),
+	};
+
+	if (getenv("MIRAI_TEST_LOG") != NULL) {
+		mirai_log_set(mirai_log_stderr, "test_hostile", MIRAI_LOG_DEBUG);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	int rv = cmocka_run_group_tests(tests, NULL, NULL);
+	mirai_shutdown();
+	return rv;
+}
