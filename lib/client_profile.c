@@ -341,7 +341,86 @@ profile_dial(profile *p, const char *url, mirai_errmsg *err)
 	return mirai__link_dial(sk->link, url, 0, err);
 }
 
-/* mirai_daemons() with attach set. */
+/*
+ * Check the settings of mirai_daemons(), attaching or not, before anything
+ * is made: attach() and the rest of mirai_daemons() take them as valid.
+ * Attaching ignores n, the URL list and the dispatcher mode (the
+ * dispatcher it attaches to has its own); the hook, the retries and the
+ * server options it does use.
+ */
+static int
+daemons_check(const mirai_daemons_opts *o, mirai_errmsg *err)
+{
+	int disp;
+
+	if (o == NULL) {
+		return mirai__fail(err, MIRAI_EINVAL, "no settings given");
+	}
+	if (o->profile != NULL && *o->profile == '\0') {
+		return mirai__fail(err, MIRAI_EINVAL, "empty profile name");
+	}
+	if (o->dispatcher != MIRAI_DISPATCHER_DEFAULT &&
+	    o->dispatcher != MIRAI_DISPATCHER_OFF &&
+	    o->dispatcher != MIRAI_DISPATCHER_THREAD &&
+	    o->dispatcher != MIRAI_DISPATCHER_PROCESS) {
+		return mirai__fail(err, MIRAI_EINVAL, "unknown dispatcher mode %d",
+		    o->dispatcher);
+	}
+	if (o->hook != NULL &&
+	    (o->hook->name == NULL || *o->hook->name == '\0' ||
+		o->hook->encode == NULL || o->hook->decode == NULL)) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "a serialization hook needs a name, encode and decode");
+	}
+	if (o->server.idle_ms < 0 || o->server.walltime_ms < 0 ||
+	    o->server.max_msg > (size_t) UINT32_MAX - 65536) {
+		return mirai__fail(err, MIRAI_EINVAL, "invalid server options");
+	}
+	if (o->attach) {
+		if (o->retries < 0 || o->retries > 255) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "retries must be 0-255");
+		}
+		return 0;
+	}
+	disp = o->dispatcher != MIRAI_DISPATCHER_OFF;
+	if (o->n < 0 || o->retries < 0 || o->retries > 255) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "n must not be negative and retries must be 0-255");
+	}
+	if (disp) {
+		if (o->nurls > 0 && o->url != NULL) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "give a base URL or a list of URLs, not both");
+		}
+		if (o->nurls == 0 && o->n == 0) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "give n > 0 (local servers, or server URLs with a "
+			    "base URL) or a list of URLs (use mirai_reset to go "
+			    "back to one-shot servers)");
+		}
+	} else {
+		if (o->nurls > 0) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "a list of server URLs needs a dispatcher");
+		}
+		if (o->url == NULL && o->n == 0) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "give n > 0 local servers, or a URL for servers to "
+			    "dial into (use mirai_reset to go back to one-shot "
+			    "servers)");
+		}
+		if (o->url != NULL && o->n > 0) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "without a dispatcher the client listens on one URL "
+			    "and servers dial in themselves: n must be 0 with a "
+			    "URL");
+		}
+	}
+	return 0;
+}
+
+/* mirai_daemons() with attach set; daemons_check() passed. */
 static int
 attach(const char *name, const mirai_daemons_opts *o, mirai_errmsg *err)
 {
@@ -356,9 +435,6 @@ attach(const char *name, const mirai_daemons_opts *o, mirai_errmsg *err)
 		return mirai__fail(err, MIRAI_EINVAL,
 		    "no dispatcher to attach to: give its URL or set "
 		    "MIRAI_DISPATCHER_URL (mirai-launch sets it)");
-	}
-	if (o->retries < 0 || o->retries > 255) {
-		return mirai__fail(err, MIRAI_EINVAL, "retries must be 0-255");
 	}
 	pthread_mutex_lock(&mirai__cl_reg_mtx);
 	if ((n = pname_get(name)) == NULL) {
@@ -433,67 +509,16 @@ mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 	pname *n;
 	int rv, disp;
 
-	if (o == NULL) {
-		return mirai__fail(err, MIRAI_EINVAL, "no settings given");
+	/* One check for both paths: an attach with half a hook must fail
+	 * here, not call a NULL encode or decode at the first task. */
+	if ((rv = daemons_check(o, err)) != 0) {
+		return rv;
 	}
 	name = o->profile != NULL ? o->profile : "default";
-	if (*name == '\0') {
-		return mirai__fail(err, MIRAI_EINVAL, "empty profile name");
-	}
-	if (o->dispatcher != MIRAI_DISPATCHER_DEFAULT &&
-	    o->dispatcher != MIRAI_DISPATCHER_OFF &&
-	    o->dispatcher != MIRAI_DISPATCHER_THREAD &&
-	    o->dispatcher != MIRAI_DISPATCHER_PROCESS) {
-		return mirai__fail(err, MIRAI_EINVAL, "unknown dispatcher mode %d",
-		    o->dispatcher);
-	}
 	if (o->attach) {
 		return attach(name, o, err);
 	}
 	disp = o->dispatcher != MIRAI_DISPATCHER_OFF;
-	if (o->n < 0 || o->retries < 0 || o->retries > 255) {
-		return mirai__fail(err, MIRAI_EINVAL,
-		    "n must not be negative and retries must be 0-255");
-	}
-	if (disp) {
-		if (o->nurls > 0 && o->url != NULL) {
-			return mirai__fail(err, MIRAI_EINVAL,
-			    "give a base URL or a list of URLs, not both");
-		}
-		if (o->nurls == 0 && o->n == 0) {
-			return mirai__fail(err, MIRAI_EINVAL,
-			    "give n > 0 (local servers, or server URLs with a "
-			    "base URL) or a list of URLs (use mirai_reset to go "
-			    "back to one-shot servers)");
-		}
-	} else {
-		if (o->nurls > 0) {
-			return mirai__fail(err, MIRAI_EINVAL,
-			    "a list of server URLs needs a dispatcher");
-		}
-		if (o->url == NULL && o->n == 0) {
-			return mirai__fail(err, MIRAI_EINVAL,
-			    "give n > 0 local servers, or a URL for servers to "
-			    "dial into (use mirai_reset to go back to one-shot "
-			    "servers)");
-		}
-		if (o->url != NULL && o->n > 0) {
-			return mirai__fail(err, MIRAI_EINVAL,
-			    "without a dispatcher the client listens on one URL "
-			    "and servers dial in themselves: n must be 0 with a "
-			    "URL");
-		}
-	}
-	if (o->hook != NULL &&
-	    (o->hook->name == NULL || *o->hook->name == '\0' ||
-		o->hook->encode == NULL || o->hook->decode == NULL)) {
-		return mirai__fail(err, MIRAI_EINVAL,
-		    "a serialization hook needs a name, encode and decode");
-	}
-	if (o->server.idle_ms < 0 || o->server.walltime_ms < 0 ||
-	    o->server.max_msg > (size_t) UINT32_MAX - 65536) {
-		return mirai__fail(err, MIRAI_EINVAL, "invalid server options");
-	}
 
 	pthread_mutex_lock(&mirai__cl_reg_mtx);
 	if ((n = pname_get(name)) == NULL) {
