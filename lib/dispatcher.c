@@ -18,7 +18,7 @@
  * the round trip.  Everything runs in NNG callbacks under one mutex; the
  * caller of mirai_dispatcher_run() only waits for the end.
  *
- * Closing follows the rule of client.c: a started pipe is closed only once
+ * Closing follows the rule of client.h: a started pipe is closed only once
  * the peer has gone quiet (EXIT sent, or the link already down), because
  * NNG 1.5.2 can hang closing a pipe that is receiving.
  */
@@ -999,7 +999,7 @@ slot_listen_url(mirai_dispatcher *d, slot *sl, char *buf, size_t len)
 
 /* ---- upstream ----------------------------------------------------------- */
 
-/* The status payload (see client.c: status_dispatcher). */
+/* The status payload (see client_status.c: status_dispatcher). */
 static void
 status_payload(mirai_dispatcher *d, mirai__wbuf *w)
 {

@@ -61,8 +61,8 @@ void mirai__sb_json_str(mirai__sb *sb, const char *s); /* quoted, escaped */
  * A pool of zeroed, 8-byte aligned objects of one size, carved from
  * 64 KiB blocks: no per-object malloc header, and short-lived allocations
  * of other sizes cannot take the holes that freed objects leave (see
- * client.c, the task handles).  Thread-safe.  A block is given back once
- * all its objects are free, unless it is the only one with room.
+ * client_handle.c, the task handles).  Thread-safe.  A block is given back
+ * once all its objects are free, unless it is the only one with room.
  */
 typedef struct mirai__pool {
 	pthread_mutex_t mtx;

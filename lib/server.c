@@ -11,7 +11,7 @@
  * can give it to another server; then it waits, bounded, for the client's
  * EXIT, which says every result arrived and nothing more will be sent.
  * Only then does it close: closing a pipe the peer still sends on can hang
- * NNG 1.5.2 (see client.c).
+ * NNG 1.5.2 (see client.h).
  */
 
 #include <dlfcn.h>

@@ -284,6 +284,55 @@ test_attach_errors(void **state)
 	assert_non_null(strstr(err.text, "127.0.0.1:1"));
 }
 
+static int
+copy_hook(void *arg, const void *in, size_t len, void **out, size_t *out_len)
+{
+	(void) arg;
+	if ((*out = malloc(len > 0 ? len : 1)) == NULL) {
+		return MIRAI_ENOMEM;
+	}
+	memcpy(*out, in, len);
+	*out_len = len;
+	return 0;
+}
+
+/* Attaching checks its settings as mirai_daemons() does: half a hook is
+ * refused with a message, before anything is set (it used to attach and
+ * then call the missing function at the first task). */
+static void
+test_attach_bad_hook(void **state)
+{
+	static const mirai_hook no_decode = {"half", copy_hook, NULL, NULL, NULL};
+	static const mirai_hook no_encode = {"half", NULL, copy_hook, NULL, NULL};
+	static const mirai_hook no_name   = {NULL, copy_hook, copy_hook, NULL,
+	    NULL};
+	const mirai_hook *bad[] = {&no_decode, &no_encode, &no_name};
+	mirai_daemons_opts o    = MIRAI_DAEMONS_OPTS_INIT;
+	mirai_status *st;
+
+	(void) state;
+	o.url               = client_url;
+	o.attach            = 1;
+	o.attach_timeout_ms = 5000;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		mirai_errmsg err = {{0}};
+		o.hook           = bad[i];
+		assert_int_equal(mirai_daemons(&o, &err), MIRAI_EINVAL);
+		assert_non_null(strstr(err.text, "serialization hook"));
+		assert_int_equal(mirai_status_get(NULL, &st), 0);
+		assert_int_equal(st->set, 0);
+		mirai_status_free(st);
+	}
+	/* The same attach with a whole hook works, and the dispatcher was
+	 * not taken by the refused ones. */
+	static const mirai_hook whole = {"whole", copy_hook, copy_hook, NULL,
+	    NULL};
+	mirai_errmsg err = {{0}};
+	o.hook           = &whole;
+	assert_int_equal(mirai_daemons(&o, &err), 0);
+	mirai_reset(NULL);
+}
+
 int
 main(void)
 {
@@ -293,6 +342,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_detach_drops_work, reset_all),
 	    cmocka_unit_test_teardown(test_submit_paced, reset_all),
 	    cmocka_unit_test_teardown(test_attach_errors, reset_all),
+	    cmocka_unit_test_teardown(test_attach_bad_hook, reset_all),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

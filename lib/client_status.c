@@ -1,0 +1,480 @@
+/*
+ * client_status.c: what a profile reports and the requests it sends its
+ * dispatcher: the status (built here, or from a dispatcher's payload),
+ * its JSON form, control requests to a dispatcher's link or control URL,
+ * and saisei.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+
+/* How long a control request waits for the dispatcher's reply. */
+#define REQUEST_MS 5000
+
+/*
+ * Ask the dispatcher (op, a, b) and wait up to timeout_ms for the reply,
+ * which fills r.  Returns 0 or an error value (then r->data may hold the
+ * dispatcher's message).  Called unlocked.
+ */
+static int
+request(profile *p, uint32_t op, uint32_t a, uint32_t b, creq *r,
+    int64_t timeout_ms)
+{
+	int64_t deadline = mirai__now_ms() + timeout_ms;
+	mirai__req_view q = {.op = op, .a = a, .b = b};
+	mirai__out *o;
+	peer *pk;
+	int rv;
+
+	memset(r, 0, sizeof *r);
+	pthread_mutex_lock(&p->mtx);
+	if (p->closing || (pk = mirai__cl_dispatcher_peer(p)) == NULL || pk->exit_sent) {
+		pthread_mutex_unlock(&p->mtx);
+		return MIRAI_ECLOSED;
+	}
+	if ((o = mirai__out_new(MIRAI__REQ_LEN)) == NULL) {
+		pthread_mutex_unlock(&p->mtx);
+		return MIRAI_ENOMEM;
+	}
+	r->id = q.req = ++p->next_req;
+	mirai__req_encode(mirai__out_frame(o), &q);
+	r->next = p->reqs;
+	p->reqs = r;
+	mirai__outq_push_front(&pk->queue, o);
+	mirai__cl_try_send(p, pk);
+	while (!r->done && mirai__now_ms() < deadline) {
+		mirai__cond_wait_until(&p->cv, &p->mtx, deadline);
+	}
+	for (creq **pp = &p->reqs; *pp != NULL; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	}
+	rv = r->done ? r->status : MIRAI_ETIMEDOUT;
+	pthread_mutex_unlock(&p->mtx);
+	return rv;
+}
+
+int
+mirai_saisei(const char *name, size_t i, int force, char **new_url,
+    mirai_errmsg *err)
+{
+	profile *p = NULL;
+	pname *n;
+	creq r;
+	int rv;
+
+	if (name == NULL) {
+		name = "default";
+	}
+	if (i > UINT32_MAX) {
+		return mirai__fail(err, MIRAI_EINVAL, "no slot %zu", i);
+	}
+	pthread_mutex_lock(&mirai__cl_reg_mtx);
+	if ((n = mirai__cl_pname_find(name)) != NULL && (p = n->set) != NULL) {
+		mirai__cl_profile_ref(p);
+	}
+	pthread_mutex_unlock(&mirai__cl_reg_mtx);
+	if (p == NULL || !p->dispatcher) {
+		if (p != NULL) {
+			mirai__cl_profile_unref(p);
+		}
+		return mirai__fail(err, MIRAI_ESTATE,
+		    "profile '%s' has no dispatcher: saisei regenerates a "
+		    "dispatcher's server URL",
+		    name);
+	}
+	rv = request(p, MIRAI__OP_SAISEI, (uint32_t) i, force != 0, &r,
+	    REQUEST_MS);
+	if (rv == 0 && new_url != NULL) {
+		*new_url = (char *) r.data;
+		r.data   = NULL;
+	} else if (rv != 0) {
+		mirai__fail(err, rv, "%s",
+		    r.data != NULL ? (char *) r.data : mirai_strerror(rv));
+	}
+	free(r.data);
+	mirai__cl_profile_unref(p);
+	return rv;
+}
+
+/* ---- status ----------------------------------------------------------- */
+
+typedef struct trow {
+	char url[512];
+	char host[64];
+	char binding[96];
+	int online, pid;
+	uint64_t instance, assigned, complete, retries;
+} trow;
+
+/*
+ * A status built from a dispatcher's status payload (rv: 0, or the error
+ * value of asking for it, which leaves the rows empty).  *out is set, or
+ * MIRAI_ENOMEM returned.
+ */
+static int
+status_build(const char *name, const uint8_t *data, size_t len, int rv,
+    mirai_status **out)
+{
+	uint64_t queued = 0, running = 0, completed = 0, retried = 0;
+	mirai__rbuf rb;
+	mirai_status *st;
+	trow *rows = NULL;
+	uint32_t nrows = 0;
+	size_t strings;
+	char *sp;
+	creq r;
+
+	r.data = (uint8_t *) data;
+	r.len  = len;
+	if (rv == 0) {
+		rb.p      = r.data;
+		rb.end    = r.data + r.len;
+		rb.failed = 0;
+		queued    = mirai__r_u64(&rb);
+		running   = mirai__r_u64(&rb);
+		completed = mirai__r_u64(&rb);
+		retried   = mirai__r_u64(&rb);
+		nrows     = mirai__r_u32(&rb);
+		/* Each row takes at least 42 bytes: a bogus count fails here
+		 * instead of allocating. */
+		if (rb.failed || nrows > r.len / 42 ||
+		    (nrows > 0 && (rows = calloc(nrows, sizeof *rows)) == NULL)) {
+			rv    = rb.failed || nrows > r.len / 42 ? MIRAI_EPROTO
+							   : MIRAI_ENOMEM;
+			nrows = 0;
+		}
+		for (uint32_t i = 0; i < nrows; i++) {
+			mirai__r_str(&rb, rows[i].url, sizeof rows[i].url);
+			rows[i].online   = mirai__r_u8(&rb);
+			rows[i].instance = mirai__r_u64(&rb);
+			rows[i].assigned = mirai__r_u64(&rb);
+			rows[i].complete = mirai__r_u64(&rb);
+			rows[i].retries  = mirai__r_u64(&rb);
+			rows[i].pid      = (int) mirai__r_u32(&rb);
+			mirai__r_str(&rb, rows[i].host, sizeof rows[i].host);
+			mirai__r_str(&rb, rows[i].binding, sizeof rows[i].binding);
+		}
+		if (rb.failed) {
+			rv    = MIRAI_EPROTO;
+			nrows = 0;
+		}
+	}
+	strings = strlen(name) + 2;
+	for (uint32_t i = 0; i < nrows; i++) {
+		strings += strlen(rows[i].url) + strlen(rows[i].host) +
+		    strlen(rows[i].binding) + 3;
+	}
+	st = calloc(1, sizeof *st + nrows * sizeof *st->rows + strings);
+	if (st == NULL) {
+		free(rows);
+		return MIRAI_ENOMEM;
+	}
+	st->rows    = (mirai_status_row *) (st + 1);
+	sp          = (char *) (st->rows + nrows);
+	st->profile = strcpy(sp, name);
+	sp += strlen(name) + 1;
+	st->url = strcpy(sp, "");
+	sp += 1;
+	for (uint32_t i = 0; i < nrows; i++) {
+		mirai_status_row *row = &st->rows[i];
+		row->url              = strcpy(sp, rows[i].url);
+		sp += strlen(rows[i].url) + 1;
+		row->host = strcpy(sp, rows[i].host);
+		sp += strlen(rows[i].host) + 1;
+		row->binding = strcpy(sp, rows[i].binding);
+		sp += strlen(rows[i].binding) + 1;
+		row->online   = rows[i].online;
+		row->instance = rows[i].instance;
+		row->assigned = rows[i].assigned;
+		row->complete = rows[i].complete;
+		row->retries  = rows[i].retries;
+		row->pid      = rows[i].pid;
+	}
+	free(rows);
+	st->set        = 1;
+	st->dispatcher = 1;
+	st->nrows      = nrows;
+	st->queued     = queued;
+	st->running    = running;
+	st->completed  = completed;
+	st->retried    = retried;
+	st->error      = rv;
+	*out           = st;
+	return 0;
+}
+
+/* The status matrix, asked of the dispatcher.  Consumes the reference to
+ * p.  A dispatcher that does not answer gives a status with error set. */
+static int
+status_dispatcher(profile *p, const char *name, mirai_status **out)
+{
+	mirai_status *st;
+	creq r;
+	int rv, connected;
+
+	rv = request(p, MIRAI__OP_STATUS, 0, 0, &r, REQUEST_MS);
+	if (status_build(name, r.data, r.len, rv, &st) != 0) {
+		free(r.data);
+		mirai__cl_profile_unref(p);
+		return MIRAI_ENOMEM;
+	}
+	free(r.data);
+	pthread_mutex_lock(&p->mtx);
+	connected       = mirai__cl_dispatcher_peer(p) != NULL;
+	st->dispatcher_pid = connected ? mirai__cl_dispatcher_peer(p)->pid : 0;
+	st->connections    = connected;
+	st->daemons        = p->daemons;
+	/* Tasks still here count as queued too. */
+	st->queued += p->unassigned.count;
+	for (size_t i = 0; i < p->npeers; i++) {
+		st->queued += p->peers[i]->nqueue;
+	}
+	pthread_mutex_unlock(&p->mtx);
+	mirai__cl_profile_unref(p);
+	*out = st;
+	return 0;
+}
+
+/* One control request to a dispatcher's control URL, synchronously.
+ * *data (malloc'd, NUL-terminated) gets the reply's payload. */
+static int
+control_request(const char *url, uint32_t op, uint32_t a, uint32_t b,
+    uint8_t **data, size_t *len, mirai_errmsg *err)
+{
+	mirai__req_view q = {.req = 1, .op = op, .a = a, .b = b};
+	mirai__msghdr h   = {.nframes = 1, .seq = 1};
+	mirai__reader r;
+	mirai__frame f;
+	mirai__rep_view rep;
+	mirai__msg *msg;
+	int rv;
+
+	*data = NULL;
+	*len  = 0;
+	if (url == NULL) {
+		url = getenv("MIRAI_CONTROL_URL");
+	}
+	if (url == NULL || *url == '\0') {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "no control URL: give one or set MIRAI_CONTROL_URL "
+		    "(mirai-launch sets it)");
+	}
+	if ((rv = mirai__msg_alloc(&msg, MIRAI__HDR_LEN + MIRAI__REQ_LEN)) != 0) {
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	mirai__hdr_encode(mirai__msg_body(msg), &h);
+	mirai__req_encode(mirai__msg_body(msg) + MIRAI__HDR_LEN, &q);
+	/* The dispatcher sends one reply and nothing after: closing once it
+	 * arrived is safe. */
+	if ((rv = mirai__request(url, msg, &msg, REQUEST_MS, err)) != 0) {
+		return rv;
+	}
+	rv = MIRAI_EPROTO;
+	if (mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h) == 0 &&
+	    mirai__msg_next(&r, &f) == 1 && mirai__rep_decode(&f, &rep) == 0 &&
+	    (*data = malloc(rep.len + 1)) != NULL) {
+		memcpy(*data, rep.data, rep.len);
+		(*data)[rep.len] = '\0';
+		*len             = rep.len;
+		rv               = (int) rep.status;
+		if (rv != 0) {
+			mirai__fail(err, rv, "%s", (char *) *data);
+		}
+	} else {
+		mirai__fail(err, rv, "a garbled answer from %s", url);
+	}
+	mirai__msg_free(msg);
+	return rv;
+}
+
+int
+mirai_status_query(const char *url, mirai_status **out, mirai_errmsg *err)
+{
+	uint8_t *data;
+	size_t len;
+	int rv;
+
+	if (out == NULL) {
+		return MIRAI_EINVAL;
+	}
+	if ((rv = control_request(url, MIRAI__OP_STATUS, 0, 0, &data, &len, err)) != 0) {
+		free(data);
+		return rv;
+	}
+	rv = status_build("dispatcher", data, len, 0, out);
+	if (rv == 0) {
+		(*out)->connections = 1;
+		if ((*out)->error != 0) {
+			rv = mirai__fail(err, (*out)->error, "a garbled status");
+			mirai_status_free(*out);
+		}
+	}
+	free(data);
+	return rv;
+}
+
+int
+mirai_saisei_query(const char *url, size_t i, int force, char **new_url,
+    mirai_errmsg *err)
+{
+	uint8_t *data;
+	size_t len;
+	int rv;
+
+	if (i > UINT32_MAX) {
+		return mirai__fail(err, MIRAI_EINVAL, "no slot %zu", i);
+	}
+	rv = control_request(url, MIRAI__OP_SAISEI, (uint32_t) i, force != 0,
+	    &data, &len, err);
+	if (rv == 0 && new_url != NULL) {
+		*new_url = (char *) data;
+		data     = NULL;
+	}
+	free(data);
+	return rv;
+}
+
+int
+mirai_status_get(const char *name, mirai_status **out)
+{
+	mirai_status *st;
+	profile *p = NULL;
+	pname *n;
+	size_t strings = 0, rows = 0;
+	const char *url;
+	char *sp;
+
+	if (out == NULL) {
+		return MIRAI_EINVAL;
+	}
+	if (name == NULL) {
+		name = "default";
+	}
+	pthread_mutex_lock(&mirai__cl_reg_mtx);
+	if ((n = mirai__cl_pname_find(name)) != NULL && (p = n->set) != NULL) {
+		mirai__cl_profile_ref(p);
+	}
+	pthread_mutex_unlock(&mirai__cl_reg_mtx);
+	if (p != NULL && p->dispatcher) {
+		return status_dispatcher(p, name, out);
+	}
+	if (p != NULL) {
+		pthread_mutex_lock(&p->mtx);
+	}
+	/* One allocation: the struct, the rows, then the strings. */
+	url     = p != NULL && p->url != NULL ? p->url : "";
+	strings = strlen(name) + 1 + strlen(url) + 1;
+	if (p != NULL) {
+		for (size_t i = 0; i < p->npeers; i++) {
+			if (p->peers[i]->online) {
+				rows++;
+				strings += strlen(p->peers[i]->host) + 1 +
+				    strlen(p->peers[i]->sk->url) + 1 +
+				    strlen(p->peers[i]->binding) + 1;
+			}
+		}
+	}
+	st = calloc(1, sizeof *st + rows * sizeof *st->rows + strings);
+	if (st == NULL) {
+		if (p != NULL) {
+			pthread_mutex_unlock(&p->mtx);
+			mirai__cl_profile_unref(p);
+		}
+		return MIRAI_ENOMEM;
+	}
+	st->rows    = (mirai_status_row *) (st + 1);
+	sp          = (char *) (st->rows + rows);
+	st->profile = strcpy(sp, name);
+	sp += strlen(name) + 1;
+	st->url = strcpy(sp, url);
+	sp += strlen(url) + 1;
+	if (p != NULL) {
+		st->set     = 1;
+		st->daemons = p->daemons;
+		st->queued  = p->unassigned.count;
+		for (size_t i = 0; i < p->npeers; i++) {
+			peer *pk = p->peers[i];
+			mirai_status_row *r;
+			if (!pk->online) {
+				continue;
+			}
+			st->connections++;
+			st->queued += pk->nqueue;
+			st->running += pk->ninflight;
+			r      = &st->rows[st->nrows++];
+			r->url = strcpy(sp, pk->sk->url);
+			sp += strlen(pk->sk->url) + 1;
+			r->host = strcpy(sp, pk->host);
+			sp += strlen(pk->host) + 1;
+			r->binding = strcpy(sp, pk->binding);
+			sp += strlen(pk->binding) + 1;
+			r->online   = 1;
+			r->instance = 1;
+			r->assigned = pk->assigned;
+			r->complete = pk->complete;
+			r->pid      = pk->pid;
+		}
+		st->completed = p->completed;
+		pthread_mutex_unlock(&p->mtx);
+		mirai__cl_profile_unref(p);
+	}
+	*out = st;
+	return 0;
+}
+
+void
+mirai_status_free(mirai_status *st)
+{
+	free(st);
+}
+
+int
+mirai_status_json(const mirai_status *st, char **out)
+{
+	mirai__sb sb = {0};
+
+	if (st == NULL || out == NULL) {
+		return MIRAI_EINVAL;
+	}
+	mirai__sb_printf(&sb, "{\"profile\":");
+	mirai__sb_json_str(&sb, st->profile);
+	mirai__sb_printf(&sb,
+	    ",\"set\":%s,\"dispatcher\":%s,\"connections\":%d,\"daemons\":%d,"
+	    "\"url\":",
+	    st->set ? "true" : "false", st->dispatcher ? "true" : "false",
+	    st->connections, st->daemons);
+	mirai__sb_json_str(&sb, st->url);
+	mirai__sb_printf(&sb,
+	    ",\"queued\":%" PRIu64 ",\"running\":%" PRIu64
+	    ",\"completed\":%" PRIu64 ",\"retried\":%" PRIu64
+	    ",\"error\":%d,\"dispatcher_pid\":%d,\"servers\":[",
+	    st->queued, st->running, st->completed, st->retried, st->error,
+	    st->dispatcher_pid);
+	for (size_t i = 0; i < st->nrows; i++) {
+		const mirai_status_row *r = &st->rows[i];
+		mirai__sb_printf(&sb, "%s{\"url\":", i > 0 ? "," : "");
+		mirai__sb_json_str(&sb, r->url);
+		mirai__sb_printf(&sb,
+		    ",\"online\":%d,\"instance\":%" PRIu64 ",\"assigned\":%" PRIu64
+		    ",\"complete\":%" PRIu64 ",\"retries\":%" PRIu64
+		    ",\"pid\":%d,\"host\":",
+		    r->online, r->instance, r->assigned, r->complete, r->retries,
+		    r->pid);
+		mirai__sb_json_str(&sb, r->host);
+		mirai__sb_printf(&sb, ",\"binding\":");
+		mirai__sb_json_str(&sb, r->binding != NULL ? r->binding : "");
+		mirai__sb_printf(&sb, "}");
+	}
+	mirai__sb_printf(&sb, "]}");
+	if (sb.failed) {
+		free(sb.buf);
+		return MIRAI_ENOMEM;
+	}
+	*out = sb.buf;
+	return 0;
+}
