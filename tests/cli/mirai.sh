@@ -20,7 +20,7 @@ SLOT=$(head -1 "$TMPDIR/d.out")
 export $(grep '^MIRAI_' "$TMPDIR/d.out" | tr '\n' ' ')
 MIRAI_URL=$SLOT "$B/mirai-server" &
 S=$!
-for _ in $(seq 100); do "$B/mirai" status | grep -q '"online":1' && break; sleep 0.05; done
+for _ in $(seq 100); do "$B/mirai" status --json | grep -q '"online":1' && break; sleep 0.05; done
 
 out=$("$B/mirai" exec 'echo out; echo err >&2; exit 4' 2>"$TMPDIR/err")
 [ $? = 4 ] || fail "exec exit status"
@@ -32,7 +32,7 @@ grep -q '^err$' "$TMPDIR/err" || fail "exec stderr"
 grep -q "ENOFUNC" "$TMPDIR/err" || fail "unknown function message"
 "$B/mirai" --timeout 100ms call mirai.sleep 5000 2>"$TMPDIR/err"; [ $? = 1 ] || fail "timeout: exit 1"
 grep -q "ETIMEDOUT" "$TMPDIR/err" || fail "timeout message"
-json=$("$B/mirai" status) || fail "status"
+json=$("$B/mirai" status --json) || fail "status"
 case "$json" in *'"completed":'[3-9]*'"instance":1'*) ;; *) fail "status JSON: $json" ;; esac
 new=$("$B/mirai" saisei 0 2>"$TMPDIR/err"); [ $? = 1 ] || fail "saisei while connected"
 grep -q "force" "$TMPDIR/err" || fail "saisei message"
