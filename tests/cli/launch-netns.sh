@@ -59,7 +59,7 @@ done
 
 SSH=(--ssh-config "$W/ssh_config" --server "$S" --server-url ws://10.201.1.1:0)
 out=$("$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" --report-bindings -q \
-	-- sh -c "'$B/mirai' status; for i in 1 2 3 4 5 6; do '$B/mirai' exec 'hostname -I'; done") ||
+	-- sh -c "'$B/mirai' status --json; for i in 1 2 3 4 5 6; do '$B/mirai' exec 'hostname -I'; done") ||
 	fail "launch on three hosts: $out"
 [ "$(echo "$out" | grep -c '^10\.201\.[123]\.2 slot')" = 6 ] || fail "bindings: $out"
 status=$(echo "$out" | grep '^{')

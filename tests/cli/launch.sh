@@ -50,7 +50,7 @@ printf '127.0.0.1 slots=2\n127.0.0.2 slots=2\n' >"$W/hosts"
 
 # A client command: status, exec, its exit code; bindings reported.
 "$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" --report-bindings -q \
-	-- sh -c "'$B/mirai' status && '$B/mirai' exec 'echo remote' && exit 7" >"$W/out" 2>"$W/err"
+	-- sh -c "'$B/mirai' status --json && '$B/mirai' exec 'echo remote' && exit 7" >"$W/out" 2>"$W/err"
 [ $? = 7 ] || fail "exit status of the command: $(cat "$W/err")"
 grep -q '"online":1' "$W/out" || fail "status: $(cat "$W/out")"
 [ "$(grep -o '"online":1' "$W/out" | wc -l)" = 4 ] || fail "4 online: $(cat "$W/out")"

@@ -52,6 +52,6 @@ pids+=($!)
 [ "$(call "40 2")" = 42 ] || fail "example.sum in sum_server: $(cat "$TMPDIR/o.err")"
 [ "$(timeout 20 "$B/bin/mirai" call mirai.echo built-in)" = built-in ] ||
 	fail "sum_server lacks the built-in functions"
-timeout 20 "$B/bin/mirai" status | grep -q '"instance":2' || fail "status: $("$B/bin/mirai" status)"
+timeout 20 "$B/bin/mirai" status --json | grep -q '"instance":2' || fail "status: $("$B/bin/mirai" status --json)"
 env -u MIRAI_URL "$B/examples/sum_server" 2>/dev/null; [ $? = 2 ] || fail "sum_server without a URL: exit 2"
 echo ok
