@@ -46,6 +46,8 @@
 #define LOST_STATUS 255
 /* Input is written in pieces of at most this size. */
 #define WRITE_MAX (1024 * 1024)
+/* The host table's first size; it doubles as hosts come. */
+#define TABLE_MIN 16
 
 /* What start() returns besides 0 and a command's own error value. */
 #define START_STOPPED (-1) /* the module is stopping */
@@ -82,13 +84,16 @@ struct cmd {
 
 struct host {
 	host *next;      /* in s->hosts */
+	host *prev;
+	host *tnext;     /* in its s->table bucket, while it takes commands */
+	uint32_t hash;   /* of name, user and port */
+	int in_table;    /* 0 once it refused a channel, or is gone */
 	host *qnext;     /* in the worker queue or the handed list */
 	host *knext;     /* in the keeper's list */
 	char *name;      /* as the caller wrote it: messages name it */
 	char *user;      /* NULL: from the ssh config, else the local user */
 	int port;        /* 0: from the ssh config, else 22 */
 	int owner;       /* enum owner; under s->mtx */
-	int full;        /* refused a channel: new commands go elsewhere */
 	cmd *pending;    /* waiting for a channel; under s->mtx */
 	cmd *pending_tail;
 	/* The owner's alone. */
@@ -112,7 +117,10 @@ struct mirai__ssh {
 	char *config;
 	char *known_hosts;
 	/* Under mtx. */
-	host *hosts;
+	host *hosts;    /* every host, also the full ones */
+	host **table;   /* hosts that take commands, by hash; NULL: none yet */
+	size_t nbuckets;
+	size_t ntable;
 	host *queue, *queue_tail;
 	size_t queued;
 	host *handed;
@@ -200,12 +208,21 @@ cmd_forget_input(cmd *c)
 	}
 }
 
-/* Free the channel; the server sees stdin EOF and the channel close. */
+/*
+ * Close and free the channel: the server sees stdin EOF and the channel
+ * close (also one it closed first: that close is answered).  Closed
+ * explicitly rather than left to ssh_channel_free, which closes only in
+ * some states.  The session is nonblocking, so the close is queued and
+ * sent without waiting for a slow host.
+ */
 static void
 cmd_close(cmd *c)
 {
 	if (c->ch != NULL) {
 		ssh_remove_channel_callbacks(c->ch, &c->cbs);
+		if (ssh_is_connected(ssh_channel_get_session(c->ch))) {
+			ssh_channel_close(c->ch);
+		}
 		ssh_channel_free(c->ch);
 		c->ch = NULL;
 	}
@@ -359,17 +376,78 @@ same(const char *a, const char *b)
 	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
 }
 
+/* FNV-1a over name, user and port: the key of the host table. */
+static uint32_t
+host_hash(const char *name, const char *user, int port)
+{
+	uint32_t x = 2166136261u;
+
+	for (const char *p = name; *p != '\0'; p++) {
+		x = (x ^ (unsigned char) *p) * 16777619u;
+	}
+	x = (x ^ 0xffu) * 16777619u; /* no byte of a name: ends it */
+	for (const char *p = user != NULL ? user : ""; *p != '\0'; p++) {
+		x = (x ^ (unsigned char) *p) * 16777619u;
+	}
+	x = (x ^ (user != NULL ? 0xfeu : 0xfdu)) * 16777619u;
+	return (x ^ (uint32_t) port) * 16777619u;
+}
+
+/* Thousands of hosts each get a session: finding one must not walk them
+ * all.  A table that cannot grow still works, with longer chains. */
+static void
+table_grow(mirai__ssh *s)
+{
+	size_t n = s->nbuckets == 0 ? TABLE_MIN : 2 * s->nbuckets;
+	host **t;
+
+	if (s->ntable < s->nbuckets || (t = calloc(n, sizeof *t)) == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < s->nbuckets; i++) {
+		host *h, *next;
+		for (h = s->table[i]; h != NULL; h = next) {
+			next         = h->tnext;
+			h->tnext     = t[h->hash & (n - 1)];
+			t[h->hash & (n - 1)] = h;
+		}
+	}
+	free(s->table);
+	s->table    = t;
+	s->nbuckets = n;
+}
+
+/* h takes no more commands (it is full, or gone): later ones for its
+ * host make a new session. */
+static void
+table_remove(mirai__ssh *s, host *h)
+{
+	host **hp;
+
+	if (!h->in_table) {
+		return;
+	}
+	for (hp = &s->table[h->hash & (s->nbuckets - 1)]; *hp != h;
+	     hp = &(*hp)->tnext) {
+	}
+	*hp         = h->tnext;
+	h->in_table = 0;
+	s->ntable--;
+}
+
 static void
 unlink_host(mirai__ssh *s, host *h)
 {
-	host **hp = &s->hosts;
-
-	while (*hp != NULL && *hp != h) {
-		hp = &(*hp)->next;
+	table_remove(s, h);
+	if (h->prev != NULL) {
+		h->prev->next = h->next;
+	} else if (s->hosts == h) {
+		s->hosts = h->next;
 	}
-	if (*hp == h) {
-		*hp = h->next;
+	if (h->next != NULL) {
+		h->next->prev = h->prev;
 	}
+	h->next = h->prev = NULL;
 }
 
 /* Queue h for a worker, starting one when every worker is busy.  Fails
@@ -407,17 +485,23 @@ queue_host(mirai__ssh *s, host *h)
 static host *
 host_get(mirai__ssh *s, const char *name, const char *user, int port)
 {
+	uint32_t hash = host_hash(name, user, port);
 	host *h;
 
-	for (h = s->hosts; h != NULL; h = h->next) {
-		if (!h->full && h->port == port && same(h->user, user) &&
-		    strcmp(h->name, name) == 0) {
-			return h;
+	if (s->nbuckets > 0) {
+		for (h = s->table[hash & (s->nbuckets - 1)]; h != NULL;
+		     h = h->tnext) {
+			if (h->hash == hash && h->port == port &&
+			    same(h->user, user) && strcmp(h->name, name) == 0) {
+				return h;
+			}
 		}
 	}
-	if ((h = calloc(1, sizeof *h)) == NULL) {
+	table_grow(s);
+	if (s->nbuckets == 0 || (h = calloc(1, sizeof *h)) == NULL) {
 		return NULL;
 	}
+	h->hash = hash;
 	h->port = port;
 	h->name = mirai__strdup(name);
 	h->user = mirai__strdup(user);
@@ -427,8 +511,15 @@ host_get(mirai__ssh *s, const char *name, const char *user, int port)
 		free(h);
 		return NULL;
 	}
-	h->next  = s->hosts;
-	s->hosts = h;
+	h->next = s->hosts;
+	if (s->hosts != NULL) {
+		s->hosts->prev = h;
+	}
+	s->hosts    = h;
+	h->tnext    = s->table[hash & (s->nbuckets - 1)];
+	s->table[hash & (s->nbuckets - 1)] = h;
+	h->in_table = 1;
+	s->ntable++;
 	if (queue_host(s, h) != 0) {
 		unlink_host(s, h);
 		free(h->name);
@@ -826,7 +917,8 @@ reroute(mirai__ssh *s, host *h, cmd *c)
 		last = last->next;
 	}
 	pthread_mutex_lock(&s->mtx);
-	h->full = 1;
+	/* Out of the table: new commands go elsewhere. */
+	table_remove(s, h);
 	if (h->pending != NULL) {
 		last->next = h->pending;
 		last       = h->pending_tail;
@@ -1089,6 +1181,7 @@ free_module(mirai__ssh *s)
 		s->hosts = h->next;
 		host_free(s, h);
 	}
+	free(s->table);
 	if (s->ev != NULL) {
 		if (s->wake_fd >= 0) {
 			ssh_event_remove_fd(s->ev, s->wake_fd);
