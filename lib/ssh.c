@@ -21,7 +21,8 @@
  * The ssh config is read here, once, with OpenSSH's rules rather than
  * libssh's (which matches later Host blocks against a HostName already
  * substituted): each session gets libssh the lines that apply to its host,
- * in order, and libssh keeps the first value of each.
+ * in order, and libssh keeps the first value of each.  Learnt host keys
+ * are written here too when they must be hashed, which libssh cannot do.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -40,11 +41,14 @@
 #include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
+#include <mbedtls/base64.h>
+#include <mbedtls/md.h>
 
 #include "internal.h"
 #include "ssh.h"
@@ -114,6 +118,7 @@ struct host {
 	/* The owner's alone. */
 	ssh_session ss;
 	int hostkey;     /* enum mirai__ssh_hostkey, never FROM_CONFIG */
+	int hash_known;  /* learnt keys are written hashed */
 	int ready;       /* connected and authenticated */
 	int in_event;    /* in the keeper's ssh_event */
 	cmd *running;    /* channel open */
@@ -1048,7 +1053,8 @@ conf_for_host(const conf *c, const char *name, mirai__sb *text,
  * here, as nobody can be asked.
  */
 static int
-host_policy(mirai__ssh *s, host *h, const char *strict, mirai_errmsg *em)
+host_policy(mirai__ssh *s, host *h, const char *strict, const char *hash,
+    mirai_errmsg *em)
 {
 	h->hostkey = s->hostkey;
 	if (h->hostkey == MIRAI__SSH_FROM_CONFIG) {
@@ -1068,6 +1074,14 @@ host_policy(mirai__ssh *s, host *h, const char *strict, mirai_errmsg *em)
 			    "StrictHostKeyChecking %s: not yes, ask, "
 			    "accept-new or no", h->name, strict);
 		}
+	}
+	if (hash == NULL || word_is(hash, "no") || word_is(hash, "false")) {
+		h->hash_known = 0;
+	} else if (word_is(hash, "yes") || word_is(hash, "true")) {
+		h->hash_known = 1;
+	} else {
+		return mirai__fail(em, MIRAI_EINVAL, "%s: ssh config: "
+		    "HashKnownHosts %s: not yes or no", h->name, hash);
 	}
 	return 0;
 }
@@ -1093,7 +1107,7 @@ apply_config(mirai__ssh *s, host *h, mirai_errmsg *em)
 		return mirai__fail(em, MIRAI_ENOMEM, "%s: out of memory",
 		    h->name);
 	}
-	if ((rv = host_policy(s, h, strict, em)) != 0) {
+	if ((rv = host_policy(s, h, strict, hash, em)) != 0) {
 		free(text.buf);
 		return rv;
 	}
@@ -1218,6 +1232,109 @@ connect_failed(host *h, mirai_errmsg *em)
 	    h->name, e);
 }
 
+/* The known_hosts name field for name (len bytes), hashed as ssh-keygen -H
+ * does: "|1|salt|HMAC-SHA1(salt, name)", a fresh random salt, base64. */
+static int
+hash_name(const char *name, size_t len, char *out, size_t out_len)
+{
+	const mbedtls_md_info_t *sha1 =
+	    mbedtls_md_info_from_type(MBEDTLS_MD_SHA1);
+	unsigned char salt[20], mac[20], salt64[32], mac64[32];
+	size_t n;
+
+	if (sha1 == NULL ||
+	    getrandom(salt, sizeof salt, 0) != (ssize_t) sizeof salt ||
+	    mbedtls_md_hmac(sha1, salt, sizeof salt,
+	        (const unsigned char *) name, len, mac) != 0 ||
+	    mbedtls_base64_encode(salt64, sizeof salt64, &n, salt,
+	        sizeof salt) != 0 ||
+	    mbedtls_base64_encode(mac64, sizeof mac64, &n, mac,
+	        sizeof mac) != 0) {
+		return -1;
+	}
+	snprintf(out, out_len, "|1|%s|%s", (char *) salt64, (char *) mac64);
+	return 0;
+}
+
+/* Open path to append to it (and read its last byte), making its
+ * directory (~/.ssh) if missing. */
+static int
+open_known_hosts(const char *path)
+{
+	int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	char *dir, *slash;
+
+	if (fd >= 0 || errno != ENOENT || (dir = mirai__strdup(path)) == NULL) {
+		return fd;
+	}
+	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0700) == 0) {
+			fd = open(path, O_RDWR | O_APPEND | O_CREAT |
+			    O_CLOEXEC, 0600);
+		}
+	}
+	free(dir);
+	return fd;
+}
+
+/*
+ * Add h's host key to known_hosts with its name hashed: libssh writes
+ * only plain names.  The line is libssh's own export with the name field
+ * replaced, written at once; a file whose last line lacks its newline
+ * gets one first.  Under known_hosts_lock.
+ */
+static int
+learn_hashed(host *h, mirai_errmsg *em)
+{
+	char *entry = NULL, *path = NULL, *line = NULL;
+	char field[80], last = '\n';
+	const char *rest;
+	struct stat st;
+	int fd = -1, n, rv = 0;
+
+	if (ssh_session_export_known_hosts_entry(h->ss, &entry) != SSH_OK ||
+	    ssh_options_get(h->ss, SSH_OPTIONS_KNOWNHOSTS, &path) != SSH_OK ||
+	    (rest = strchr(entry, ' ')) == NULL) {
+		rv = mirai__fail(em, MIRAI_ESSH, "%s: cannot add its host key "
+		    "to known_hosts: %s", h->name, ssh_get_error(h->ss));
+		goto out;
+	}
+	if (hash_name(entry, (size_t) (rest - entry), field, sizeof field) !=
+	    0) {
+		rv = mirai__fail(em, MIRAI_ECRYPTO, "%s: cannot hash its name "
+		    "for known_hosts", h->name);
+		goto out;
+	}
+	if ((fd = open_known_hosts(path)) < 0) {
+		rv = mirai__fail(em, MIRAI_ESSH, "%s: cannot add its host key "
+		    "to %s: %s", h->name, path, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) == 0 && st.st_size > 0 &&
+	    pread(fd, &last, 1, st.st_size - 1) != 1) {
+		last = '\n';
+	}
+	n = asprintf(&line, "%s%s%s%s", last == '\n' ? "" : "\n", field, rest,
+	    rest[strlen(rest) - 1] == '\n' ? "" : "\n");
+	if (n < 0) {
+		line = NULL;
+		rv   = mirai__fail(em, MIRAI_ENOMEM, "%s: out of memory",
+		      h->name);
+	} else if (write(fd, line, (size_t) n) != n) {
+		rv = mirai__fail(em, MIRAI_ESSH, "%s: cannot add its host key "
+		    "to %s: %s", h->name, path, strerror(errno));
+	}
+out:
+	if (fd >= 0) {
+		close(fd);
+	}
+	free(line);
+	ssh_string_free_char(entry);
+	ssh_string_free_char(path);
+	return rv;
+}
+
 static int
 check_host_key(mirai__ssh *s, host *h, mirai_errmsg *em)
 {
@@ -1238,6 +1355,12 @@ check_host_key(mirai__ssh *s, host *h, mirai_errmsg *em)
 		if (h->hostkey != MIRAI__SSH_ACCEPT_NEW) {
 			rv = mirai__fail(em, MIRAI_ECRYPTO, "%s: unknown host "
 			    "key (use accept-new to learn it)", h->name);
+		} else if (h->hash_known) {
+			if ((rv = learn_hashed(h, em)) == 0) {
+				MIRAI__LOG(MIRAI_LOG_WARN, "ssh", "%s: host key "
+				    "learned and added, hashed, to "
+				    "known_hosts", h->name);
+			}
 		} else if (ssh_session_update_known_hosts(h->ss) != SSH_OK) {
 			rv = mirai__fail(em, MIRAI_ESSH, "%s: cannot add its "
 			    "host key to known_hosts: %s", h->name,

@@ -29,7 +29,8 @@ enum mirai__ssh_hostkey {
  * patterns are matched once, against the host name as given (the alias,
  * never the HostName it maps to), and the first value found for an option
  * wins.  Match blocks are left to libssh.  StrictHostKeyChecking (when
- * hostkey is MIRAI__SSH_FROM_CONFIG) is honoured outside Match blocks.
+ * hostkey is MIRAI__SSH_FROM_CONFIG) and HashKnownHosts (learnt keys are
+ * written hashed) are honoured outside Match blocks.
  */
 typedef struct mirai__ssh_opts {
 	int max_parallel;        /* connection setups at once; 0: 16 */

@@ -802,6 +802,22 @@ test_unknown_host_strict(void **state)
 	free(got);
 }
 
+/* Create a module with o, run command on dest as id and destroy the
+ * module once the command has ended: the command's exit status. */
+static int
+run_once(const mirai__ssh_opts *o, size_t id, const char *dest,
+    const char *command)
+{
+	event e;
+
+	create(o);
+	run(id, dest, command);
+	e = wait_exit(id);
+	mirai__ssh_destroy(cur);
+	cur = NULL;
+	return e.status;
+}
+
 /* accept-new learns the key; strict then accepts it. */
 static void
 test_accept_new(void **state)
@@ -809,28 +825,33 @@ test_accept_new(void **state)
 	mirai__ssh_opts o = opts();
 	char kh[PATH_MAX], want[64];
 	char *got;
-	event e;
 
 	NEED_SSHD();
 	path_in_dir(kh, sizeof kh, "kh-new");
 	write_file(kh, "");
 	o.known_hosts = kh;
 	o.hostkey     = MIRAI__SSH_ACCEPT_NEW;
-	create(&o);
-	run(1, "127.0.0.1", "exit 0");
-	e = wait_exit(1);
-	assert_int_equal(e.status, 0);
+	assert_int_equal(run_once(&o, 1, "127.0.0.1", "exit 0"), 0);
 	got = slurp(kh, NULL);
 	snprintf(want, sizeof want, "[127.0.0.1]:%d ssh-ed25519 ", env.port);
 	assert_non_null(strstr(got, want));
 	free(got);
-	mirai__ssh_destroy(cur);
-	cur       = NULL;
 	o.hostkey = MIRAI__SSH_STRICT;
-	create(&o);
-	run(2, "127.0.0.1", "exit 4");
-	e = wait_exit(2);
-	assert_int_equal(e.status, 4);
+	assert_int_equal(run_once(&o, 2, "127.0.0.1", "exit 4"), 4);
+}
+
+/* A line of known_hosts for 127.0.0.2 with the key sshd does not have. */
+static void
+changed_line(char *line, size_t len)
+{
+	char pub[PATH_MAX + 8];
+	char *other;
+
+	snprintf(pub, sizeof pub, "%s.pub", env.other_key);
+	other                       = slurp(pub, NULL);
+	other[strcspn(other, "\n")] = '\0';
+	snprintf(line, len, "[127.0.0.2]:%d %s\n", env.port, other);
+	free(other);
 }
 
 /* A host whose key differs from known_hosts is refused, also with
@@ -839,16 +860,12 @@ static void
 test_changed_key(void **state)
 {
 	mirai__ssh_opts o = opts();
-	char kh[PATH_MAX], pub[PATH_MAX + 8], line[1024];
-	char *other, *got;
+	char kh[PATH_MAX], line[1024];
+	char *got;
 	event e;
 
 	NEED_SSHD();
-	snprintf(pub, sizeof pub, "%s.pub", env.other_key);
-	other = slurp(pub, NULL);
-	other[strcspn(other, "\n")] = '\0';
-	snprintf(line, sizeof line, "[127.0.0.2]:%d %s\n", env.port, other);
-	free(other);
+	changed_line(line, sizeof line);
 	path_in_dir(kh, sizeof kh, "kh-changed");
 	write_file(kh, line);
 	o.known_hosts = kh;
@@ -1027,20 +1044,6 @@ test_config_rules(void **state)
 	}
 }
 
-/* A line of known_hosts for 127.0.0.2 with the key sshd does not have. */
-static void
-changed_line(char *line, size_t len)
-{
-	char pub[PATH_MAX + 8];
-	char *other;
-
-	snprintf(pub, sizeof pub, "%s.pub", env.other_key);
-	other                       = slurp(pub, NULL);
-	other[strcspn(other, "\n")] = '\0';
-	snprintf(line, len, "[127.0.0.2]:%d %s\n", env.port, other);
-	free(other);
-}
-
 /*
  * StrictHostKeyChecking from the config, and the options' policy over it:
  * whether an unknown key is learnt or refused, and that a changed key is
@@ -1084,6 +1087,8 @@ test_config_hostkey(void **state)
 		    CHANGED, MIRAI_ECRYPTO, "host key changed"},
 		{"StrictHostKeyChecking maybe\n", MIRAI__SSH_FROM_CONFIG, EMPTY,
 		    MIRAI_EINVAL, "StrictHostKeyChecking maybe"},
+		{"HashKnownHosts perhaps\n", MIRAI__SSH_ACCEPT_NEW, EMPTY,
+		    MIRAI_EINVAL, "HashKnownHosts perhaps"},
 	};
 	char kh[PATH_MAX], path[PATH_MAX], changed[1024], want[64];
 	char tmpl[1024];
@@ -1128,6 +1133,89 @@ test_config_hostkey(void **state)
 		mirai__ssh_destroy(cur);
 		cur = NULL;
 	}
+}
+
+/* Whether OpenSSH's ssh-keygen finds name in the known_hosts file kh. */
+static int
+keygen_finds(const char *kh, const char *name)
+{
+	char cmd[2 * PATH_MAX];
+
+	snprintf(cmd, sizeof cmd, "ssh-keygen -F '%s' -f '%s' >/dev/null "
+	    "2>&1", name, kh);
+	return system(cmd) == 0;
+}
+
+/*
+ * HashKnownHosts yes: a learnt key is written hashed, as OpenSSH writes
+ * it (its ssh-keygen finds it; the name is nowhere in the file), then
+ * accepted on the next connection, strict, and not learnt twice.  A
+ * hashed entry with another key is a changed key.
+ */
+static void
+test_hashed_known_hosts(void **state)
+{
+	mirai__ssh_opts o = {0};
+	char kh[PATH_MAX], kh2[PATH_MAX], path[PATH_MAX], name[64];
+	char changed[1024], cmd[2 * PATH_MAX];
+	char *got, *again;
+	event e;
+
+	NEED_SSHD();
+	path_in_dir(kh, sizeof kh, "kh-hashed");
+	/* A last line without its newline gets one before the new entry. */
+	write_file(kh, "# mine");
+	write_config(path, sizeof path, "config-hashed",
+	    "Host *\n    Port {port}\n    IdentityFile {key}\n"
+	    "    StrictHostKeyChecking accept-new\n"
+	    "Host *\n    HashKnownHosts yes\n",
+	    0);
+	o.config      = path;
+	o.known_hosts = kh;
+	o.timeout_ms  = WAIT_MS;
+	assert_int_equal(run_once(&o, 1, "127.0.0.1", "exit 0"), 0);
+	got = slurp(kh, NULL);
+	print_message("known_hosts: %s", got);
+	assert_memory_equal(got, "# mine\n|1|", 10);
+	assert_null(strstr(got, "127.0.0.1"));
+	assert_non_null(strstr(got, " ssh-ed25519 "));
+	/* One line added, whole. */
+	assert_ptr_equal(strchr(got + 7, '\n'), got + strlen(got) - 1);
+	snprintf(name, sizeof name, "[127.0.0.1]:%d", env.port);
+	assert_true(keygen_finds(kh, name));
+	snprintf(name, sizeof name, "[127.0.0.2]:%d", env.port);
+	assert_false(keygen_finds(kh, name));
+
+	/* The hashed entry is read back: strict accepts the host, and
+	 * accept-new learns nothing more. */
+	o.hostkey = MIRAI__SSH_STRICT;
+	assert_int_equal(run_once(&o, 2, "127.0.0.1", "exit 2"), 2);
+	o.hostkey = MIRAI__SSH_ACCEPT_NEW;
+	assert_int_equal(run_once(&o, 3, "127.0.0.1", "exit 3"), 3);
+	again = slurp(kh, NULL);
+	assert_string_equal(again, got);
+	free(again);
+	free(got);
+
+	/* A changed key behind a hashed name (ssh-keygen -H hashes it). */
+	changed_line(changed, sizeof changed);
+	path_in_dir(kh2, sizeof kh2, "kh-hashed-changed");
+	write_file(kh2, changed);
+	snprintf(cmd, sizeof cmd, "ssh-keygen -H -f '%s' >/dev/null 2>&1",
+	    kh2);
+	assert_int_equal(system(cmd), 0);
+	got = slurp(kh2, NULL);
+	assert_memory_equal(got, "|1|", 3);
+	o.known_hosts = kh2;
+	create(&o);
+	run(4, "127.0.0.2", "exit 0");
+	e = wait_failed(4);
+	assert_int_equal(e.status, MIRAI_ECRYPTO);
+	assert_non_null(strstr(e.msg, "host key changed"));
+	again = slurp(kh2, NULL);
+	assert_string_equal(again, got);
+	free(again);
+	free(got);
 }
 
 /*
@@ -1402,6 +1490,7 @@ main(void)
 		T(test_changed_key),
 		T(test_config_rules),
 		T(test_config_hostkey),
+		T(test_hashed_known_hosts),
 		T(test_many_hosts),
 		T(test_missing_binary),
 		T(test_killed_by_signal),
