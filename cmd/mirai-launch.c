@@ -142,7 +142,8 @@ main(int argc, char **argv)
 	    {"known-hosts", 0, CLI_STR, &known, "FILE",
 		"known_hosts (default ~/.ssh/known_hosts)"},
 	    {"accept-new", 0, CLI_FLAG, &accept_new, NULL,
-		"learn unknown host keys (changed ones are still refused)"},
+		"learn unknown host keys whatever the ssh config says "
+		"(changed ones are still refused)"},
 	    {"ssh-local", 0, CLI_FLAG, &ssh_local, NULL,
 		"start local hosts through ssh too"},
 	    {"min-servers", 0, CLI_INT, &min, "K",

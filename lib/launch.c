@@ -610,7 +610,10 @@ mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
 		so.identity     = l->o.ssh_identity;
 		so.config       = l->o.ssh_config;
 		so.known_hosts  = l->o.known_hosts;
-		so.hostkey = l->o.accept_new ? MIRAI__SSH_ACCEPT_NEW : MIRAI__SSH_STRICT;
+		/* Without --accept-new, the ssh config's StrictHostKeyChecking
+		 * decides (strict when it says nothing). */
+		so.hostkey = l->o.accept_new ? MIRAI__SSH_ACCEPT_NEW
+		                             : MIRAI__SSH_FROM_CONFIG;
 		if ((rv = mirai__ssh_create(&l->ssh, &so, on_ssh, l, err)) != 0) {
 			return rv;
 		}

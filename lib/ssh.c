@@ -17,10 +17,20 @@
  *
  * Events are reported from these threads with no lock held, and not at
  * all once destroy has begun.
+ *
+ * The ssh config is read here, once, with OpenSSH's rules rather than
+ * libssh's (which matches later Host blocks against a HostName already
+ * substituted): each session gets libssh the lines that apply to its host,
+ * in order, and libssh keeps the first value of each.  Learnt host keys
+ * are written here too when they must be hashed, which libssh cannot do.
  */
+#include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
 #include <limits.h>
 #include <poll.h>
+#include <pwd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -28,11 +38,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
+#include <mbedtls/base64.h>
+#include <mbedtls/md.h>
 
 #include "internal.h"
 #include "ssh.h"
@@ -46,6 +62,10 @@
 #define LOST_STATUS 255
 /* Input is written in pieces of at most this size. */
 #define WRITE_MAX (1024 * 1024)
+/* Includes nested deeper than this are refused, as by ssh(1). */
+#define INCLUDE_DEPTH 16
+/* The host table's first size; it doubles as hosts come. */
+#define TABLE_MIN 16
 
 /* What start() returns besides 0 and a command's own error value. */
 #define START_STOPPED (-1) /* the module is stopping */
@@ -61,6 +81,7 @@ enum owner {
 
 typedef struct cmd cmd;
 typedef struct host host;
+typedef struct conf conf;
 
 struct cmd {
 	cmd *next;
@@ -82,17 +103,22 @@ struct cmd {
 
 struct host {
 	host *next;      /* in s->hosts */
+	host *prev;
+	host *tnext;     /* in its s->table bucket, while it takes commands */
+	uint32_t hash;   /* of name, user and port */
+	int in_table;    /* 0 once it refused a channel, or is gone */
 	host *qnext;     /* in the worker queue or the handed list */
 	host *knext;     /* in the keeper's list */
 	char *name;      /* as the caller wrote it: messages name it */
 	char *user;      /* NULL: from the ssh config, else the local user */
 	int port;        /* 0: from the ssh config, else 22 */
 	int owner;       /* enum owner; under s->mtx */
-	int full;        /* refused a channel: new commands go elsewhere */
 	cmd *pending;    /* waiting for a channel; under s->mtx */
 	cmd *pending_tail;
 	/* The owner's alone. */
 	ssh_session ss;
+	int hostkey;     /* enum mirai__ssh_hostkey, never FROM_CONFIG */
+	int hash_known;  /* learnt keys are written hashed */
 	int ready;       /* connected and authenticated */
 	int in_event;    /* in the keeper's ssh_event */
 	cmd *running;    /* channel open */
@@ -109,10 +135,13 @@ struct mirai__ssh {
 	int timeout_ms;
 	char *user;
 	char *identity;
-	char *config;
 	char *known_hosts;
+	conf *conf;     /* read once by create; read-only after */
 	/* Under mtx. */
-	host *hosts;
+	host *hosts;    /* every host, also the full ones */
+	host **table;   /* hosts that take commands, by hash; NULL: none yet */
+	size_t nbuckets;
+	size_t ntable;
 	host *queue, *queue_tail;
 	size_t queued;
 	host *handed;
@@ -200,12 +229,21 @@ cmd_forget_input(cmd *c)
 	}
 }
 
-/* Free the channel; the server sees stdin EOF and the channel close. */
+/*
+ * Close and free the channel: the server sees stdin EOF and the channel
+ * close (also one it closed first: that close is answered).  Closed
+ * explicitly rather than left to ssh_channel_free, which closes only in
+ * some states.  The session is nonblocking, so the close is queued and
+ * sent without waiting for a slow host.
+ */
 static void
 cmd_close(cmd *c)
 {
 	if (c->ch != NULL) {
 		ssh_remove_channel_callbacks(c->ch, &c->cbs);
+		if (ssh_is_connected(ssh_channel_get_session(c->ch))) {
+			ssh_channel_close(c->ch);
+		}
 		ssh_channel_free(c->ch);
 		c->ch = NULL;
 	}
@@ -359,17 +397,78 @@ same(const char *a, const char *b)
 	return a == NULL ? b == NULL : b != NULL && strcmp(a, b) == 0;
 }
 
+/* FNV-1a over name, user and port: the key of the host table. */
+static uint32_t
+host_hash(const char *name, const char *user, int port)
+{
+	uint32_t x = 2166136261u;
+
+	for (const char *p = name; *p != '\0'; p++) {
+		x = (x ^ (unsigned char) *p) * 16777619u;
+	}
+	x = (x ^ 0xffu) * 16777619u; /* no byte of a name: ends it */
+	for (const char *p = user != NULL ? user : ""; *p != '\0'; p++) {
+		x = (x ^ (unsigned char) *p) * 16777619u;
+	}
+	x = (x ^ (user != NULL ? 0xfeu : 0xfdu)) * 16777619u;
+	return (x ^ (uint32_t) port) * 16777619u;
+}
+
+/* Thousands of hosts each get a session: finding one must not walk them
+ * all.  A table that cannot grow still works, with longer chains. */
+static void
+table_grow(mirai__ssh *s)
+{
+	size_t n = s->nbuckets == 0 ? TABLE_MIN : 2 * s->nbuckets;
+	host **t;
+
+	if (s->ntable < s->nbuckets || (t = calloc(n, sizeof *t)) == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < s->nbuckets; i++) {
+		host *h, *next;
+		for (h = s->table[i]; h != NULL; h = next) {
+			next         = h->tnext;
+			h->tnext     = t[h->hash & (n - 1)];
+			t[h->hash & (n - 1)] = h;
+		}
+	}
+	free(s->table);
+	s->table    = t;
+	s->nbuckets = n;
+}
+
+/* h takes no more commands (it is full, or gone): later ones for its
+ * host make a new session. */
+static void
+table_remove(mirai__ssh *s, host *h)
+{
+	host **hp;
+
+	if (!h->in_table) {
+		return;
+	}
+	for (hp = &s->table[h->hash & (s->nbuckets - 1)]; *hp != h;
+	     hp = &(*hp)->tnext) {
+	}
+	*hp         = h->tnext;
+	h->in_table = 0;
+	s->ntable--;
+}
+
 static void
 unlink_host(mirai__ssh *s, host *h)
 {
-	host **hp = &s->hosts;
-
-	while (*hp != NULL && *hp != h) {
-		hp = &(*hp)->next;
+	table_remove(s, h);
+	if (h->prev != NULL) {
+		h->prev->next = h->next;
+	} else if (s->hosts == h) {
+		s->hosts = h->next;
 	}
-	if (*hp == h) {
-		*hp = h->next;
+	if (h->next != NULL) {
+		h->next->prev = h->prev;
 	}
+	h->next = h->prev = NULL;
 }
 
 /* Queue h for a worker, starting one when every worker is busy.  Fails
@@ -407,17 +506,23 @@ queue_host(mirai__ssh *s, host *h)
 static host *
 host_get(mirai__ssh *s, const char *name, const char *user, int port)
 {
+	uint32_t hash = host_hash(name, user, port);
 	host *h;
 
-	for (h = s->hosts; h != NULL; h = h->next) {
-		if (!h->full && h->port == port && same(h->user, user) &&
-		    strcmp(h->name, name) == 0) {
-			return h;
+	if (s->nbuckets > 0) {
+		for (h = s->table[hash & (s->nbuckets - 1)]; h != NULL;
+		     h = h->tnext) {
+			if (h->hash == hash && h->port == port &&
+			    same(h->user, user) && strcmp(h->name, name) == 0) {
+				return h;
+			}
 		}
 	}
-	if ((h = calloc(1, sizeof *h)) == NULL) {
+	table_grow(s);
+	if (s->nbuckets == 0 || (h = calloc(1, sizeof *h)) == NULL) {
 		return NULL;
 	}
+	h->hash = hash;
 	h->port = port;
 	h->name = mirai__strdup(name);
 	h->user = mirai__strdup(user);
@@ -427,8 +532,15 @@ host_get(mirai__ssh *s, const char *name, const char *user, int port)
 		free(h);
 		return NULL;
 	}
-	h->next  = s->hosts;
-	s->hosts = h;
+	h->next = s->hosts;
+	if (s->hosts != NULL) {
+		s->hosts->prev = h;
+	}
+	s->hosts    = h;
+	h->tnext    = s->table[hash & (s->nbuckets - 1)];
+	s->table[hash & (s->nbuckets - 1)] = h;
+	h->in_table = 1;
+	s->ntable++;
 	if (queue_host(s, h) != 0) {
 		unlink_host(s, h);
 		free(h->name);
@@ -479,6 +591,553 @@ host_drop(mirai__ssh *s, host *h, int err, const char *msg)
 	}
 	cmd_free_list(pending);
 	host_free(s, h);
+}
+
+/* ---- the ssh config ------------------------------------------------ */
+
+/*
+ * A Host or Match line: it governs the lines after it in its file, up to
+ * the next one.  A file that an Include inside a block reads depends on
+ * that block too (up), as in ssh(1): its lines apply only where the block
+ * applies.
+ */
+typedef struct conf_block conf_block;
+struct conf_block {
+	conf_block *all;      /* every block of the conf, for freeing */
+	const conf_block *up; /* the block of the Include; NULL: none */
+	int match;            /* a Match block: libssh evaluates it */
+	char *args;           /* Host: the patterns, each NUL-ended, then
+	                         "" ; Match: the criteria as written */
+};
+
+typedef struct conf_line {
+	const conf_block *block; /* NULL: before any Host or Match */
+	char *key;               /* the keyword, in lower case */
+	char *value;             /* the rest, as written, trimmed */
+} conf_line;
+
+struct conf {
+	conf_line *lines;
+	size_t n, cap;
+	conf_block *blocks;
+	char *home;              /* NULL: unknown */
+};
+
+static void
+conf_free(conf *c)
+{
+	if (c == NULL) {
+		return;
+	}
+	for (size_t i = 0; i < c->n; i++) {
+		free(c->lines[i].key);
+		free(c->lines[i].value);
+	}
+	free(c->lines);
+	while (c->blocks != NULL) {
+		conf_block *b = c->blocks;
+		c->blocks     = b->all;
+		free(b->args);
+		free(b);
+	}
+	free(c->home);
+	free(c);
+}
+
+/* Split line, in place, into its keyword and the rest, as ssh(1) reads
+ * "Key value", "Key=value" and "Key = value".  0: blank or a comment. */
+static int
+conf_split(char *line, char **key, char **value)
+{
+	char *p = line + strspn(line, " \t\r\n");
+	char *end;
+	size_t n;
+
+	if (*p == '\0' || *p == '#') {
+		return 0;
+	}
+	*key = p;
+	p += strcspn(p, " \t\r\n=");
+	end = p;
+	p += strspn(p, " \t\r\n");
+	if (*p == '=') {
+		p++;
+		p += strspn(p, " \t\r\n");
+	}
+	*end = '\0';
+	for (n = strlen(p); n > 0 && isspace((unsigned char) p[n - 1]); n--) {
+		p[n - 1] = '\0';
+	}
+	*value = p;
+	for (char *k = *key; *k != '\0'; k++) {
+		*k = (char) tolower((unsigned char) *k);
+	}
+	return 1;
+}
+
+/* The next word of *p, NUL-ended in place (double quotes group words),
+ * or NULL at the end. */
+static char *
+conf_word(char **p)
+{
+	char *s = *p + strspn(*p, " \t");
+	char *w;
+
+	if (*s == '\0') {
+		return NULL;
+	}
+	if (*s == '"') {
+		w = ++s;
+		s += strcspn(s, "\"");
+	} else {
+		w = s;
+		s += strcspn(s, " \t");
+	}
+	if (*s != '\0') {
+		*s++ = '\0';
+	}
+	*p = s;
+	return w;
+}
+
+/* Whether value's first word is w, case aside. */
+static int
+word_is(const char *value, const char *w)
+{
+	size_t n = strlen(w);
+
+	if (*value == '"') {
+		value++;
+	}
+	return strncasecmp(value, w, n) == 0 &&
+	    (value[n] == '\0' || value[n] == '"' ||
+	        isspace((unsigned char) value[n]));
+}
+
+/* A new block after up, made the current one (*cur).  value is used up
+ * (its words are cut in place). */
+static int
+conf_block_add(conf *c, const conf_block *up, int match, char *value,
+    const conf_block **cur)
+{
+	conf_block *b = calloc(1, sizeof *b);
+	size_t len    = strlen(value);
+	char *w, *out;
+
+	if (b == NULL || (b->args = malloc(len + 2)) == NULL) {
+		free(b);
+		return MIRAI_ENOMEM;
+	}
+	b->up    = up;
+	b->match = match;
+	if (match) {
+		memcpy(b->args, value, len + 1);
+	} else {
+		for (out = b->args; (w = conf_word(&value)) != NULL;) {
+			size_t wl = strlen(w);
+			memcpy(out, w, wl + 1);
+			out += wl + 1;
+		}
+		*out = '\0';
+	}
+	b->all    = c->blocks;
+	c->blocks = b;
+	*cur      = b;
+	return 0;
+}
+
+static int
+conf_line_add(conf *c, const conf_block *block, const char *key,
+    const char *value)
+{
+	conf_line *l;
+
+	if (c->n == c->cap) {
+		size_t cap = c->cap == 0 ? 32 : 2 * c->cap;
+		if ((l = realloc(c->lines, cap * sizeof *l)) == NULL) {
+			return MIRAI_ENOMEM;
+		}
+		c->lines = l;
+		c->cap   = cap;
+	}
+	l        = &c->lines[c->n];
+	l->block = block;
+	l->key   = mirai__strdup(key);
+	l->value = mirai__strdup(value);
+	if (l->key == NULL || l->value == NULL) {
+		free(l->key);
+		free(l->value);
+		return MIRAI_ENOMEM;
+	}
+	c->n++;
+	return 0;
+}
+
+static int conf_read(conf *c, const char *path, int user,
+    const conf_block *up, int depth, mirai_errmsg *err);
+
+/*
+ * Read the files an Include names (globs; a relative name is in ~/.ssh
+ * for the user's config, /etc/ssh for the system's), their lines
+ * depending on block.  Files that are missing are skipped, as by ssh(1).
+ */
+static int
+conf_include(conf *c, char *value, int user, const conf_block *block,
+    int depth, const char *from, unsigned lineno, mirai_errmsg *err)
+{
+	char *w;
+	int rv = 0;
+
+	if (depth >= INCLUDE_DEPTH) {
+		return mirai__fail(err, MIRAI_EINVAL, "ssh config %s:%u: "
+		    "Include nested more than %d deep", from, lineno,
+		    INCLUDE_DEPTH);
+	}
+	while (rv == 0 && (w = conf_word(&value)) != NULL) {
+		glob_t g        = {0};
+		char *pattern   = NULL;
+		const char *dir = user ? c->home : "/etc/ssh";
+		int n;
+
+		if (w[0] == '/') {
+			n = asprintf(&pattern, "%s", w);
+		} else if (dir == NULL) {
+			continue; /* no home: no ~/.ssh either */
+		} else if (w[0] == '~' && w[1] == '/') {
+			n = asprintf(&pattern, "%s%s", c->home, w + 1);
+		} else {
+			n = asprintf(&pattern, "%s%s/%s", dir,
+			    user ? "/.ssh" : "", w);
+		}
+		if (n < 0) {
+			return MIRAI_ENOMEM;
+		}
+		n = glob(pattern, 0, NULL, &g);
+		if (n == GLOB_NOSPACE) {
+			rv = MIRAI_ENOMEM;
+		}
+		for (size_t i = 0; n == 0 && rv == 0 && i < g.gl_pathc; i++) {
+			rv = conf_read(c, g.gl_pathv[i], user, block,
+			    depth + 1, err);
+		}
+		globfree(&g);
+		free(pattern);
+	}
+	return rv;
+}
+
+/* Add the lines of the config file path, below the block up. */
+static int
+conf_read(conf *c, const char *path, int user, const conf_block *up,
+    int depth, mirai_errmsg *err)
+{
+	FILE *f                 = fopen(path, "re");
+	const conf_block *block = up;
+	char *line              = NULL;
+	size_t cap              = 0;
+	unsigned lineno         = 0;
+	int rv                  = 0;
+
+	if (f == NULL) {
+		MIRAI__LOG(MIRAI_LOG_DEBUG, "ssh", "ssh config %s skipped: %s",
+		    path, strerror(errno));
+		return 0;
+	}
+	while (rv == 0 && getline(&line, &cap, f) >= 0) {
+		char *key, *value;
+
+		lineno++;
+		if (!conf_split(line, &key, &value)) {
+			continue;
+		}
+		if (strcmp(key, "host") == 0 || strcmp(key, "match") == 0) {
+			rv = conf_block_add(c, up, key[0] == 'm', value,
+			    &block);
+		} else if (strcmp(key, "include") == 0) {
+			rv = conf_include(c, value, user, block, depth, path,
+			    lineno, err);
+		} else {
+			rv = conf_line_add(c, block, key, value);
+		}
+	}
+	free(line);
+	fclose(f);
+	return rv;
+}
+
+/* The home directory, as libssh finds it: the password database, else
+ * $HOME.  NULL if neither says. */
+static char *
+home_dir(void)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	const char *env = getenv("HOME");
+
+	if (getpwuid_r(getuid(), &pw, buf, sizeof buf, &res) == 0 &&
+	    res != NULL && res->pw_dir != NULL && res->pw_dir[0] != '\0') {
+		return mirai__strdup(res->pw_dir);
+	}
+	return env != NULL && *env != '\0' ? mirai__strdup(env) : NULL;
+}
+
+/* Read the ssh config as ssh(1) does: path (its -F) alone, else the
+ * user's file, then the system's.  *out is the caller's (conf_free). */
+static int
+conf_load(conf **out, const char *path, mirai_errmsg *err)
+{
+	conf *c = calloc(1, sizeof *c);
+	char *user_file = NULL;
+	int rv;
+
+	if (c == NULL) {
+		return MIRAI_ENOMEM;
+	}
+	c->home = home_dir();
+	if (path != NULL) {
+		rv = conf_read(c, path, 1, NULL, 0, err);
+	} else {
+		rv = 0;
+		if (c->home != NULL) {
+			if (asprintf(&user_file, "%s/.ssh/config", c->home) <
+			    0) {
+				conf_free(c);
+				return MIRAI_ENOMEM;
+			}
+			rv = conf_read(c, user_file, 1, NULL, 0, err);
+			free(user_file);
+		}
+		if (rv == 0) {
+			rv = conf_read(c, "/etc/ssh/ssh_config", 0, NULL, 0,
+			    err);
+		}
+	}
+	if (rv != 0) {
+		conf_free(c);
+		return rv;
+	}
+	*out = c;
+	return 0;
+}
+
+/* Whether name matches pattern: '*' any run, '?' any one character; case
+ * aside, as ssh(1) compares host names in lower case. */
+static int
+wild_match(const char *name, const char *p)
+{
+	for (; *p != '\0'; p++, name++) {
+		if (*p == '*') {
+			while (p[1] == '*') {
+				p++;
+			}
+			if (p[1] == '\0') {
+				return 1;
+			}
+			for (; *name != '\0'; name++) {
+				if (wild_match(name, p + 1)) {
+					return 1;
+				}
+			}
+			return 0;
+		}
+		if (*name == '\0' ||
+		    (*p != '?' && tolower((unsigned char) *p) !=
+		                      tolower((unsigned char) *name))) {
+			return 0;
+		}
+	}
+	return *name == '\0';
+}
+
+/* A Host line applies when one of its patterns matches name and none of
+ * its negated ones ("!pattern") does. */
+static int
+host_matches(const char *patterns, const char *name)
+{
+	int hit = 0;
+
+	for (const char *w = patterns; *w != '\0'; w += strlen(w) + 1) {
+		if (*w == '!') {
+			if (wild_match(name, w + 1)) {
+				return 0;
+			}
+		} else if (wild_match(name, w)) {
+			hit = 1;
+		}
+	}
+	return hit;
+}
+
+/* Whether the lines of block apply to name, as far as Host lines say. */
+static int
+block_applies(const conf_block *b, const char *name)
+{
+	for (; b != NULL; b = b->up) {
+		if (!b->match && !host_matches(b->args, name)) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* The innermost Match block that b depends on, or NULL. */
+static const conf_block *
+match_of(const conf_block *b)
+{
+	while (b != NULL && !b->match) {
+		b = b->up;
+	}
+	return b;
+}
+
+/*
+ * The config for the host name: into text, the lines for libssh, in
+ * order and without Host lines, so that libssh, which keeps the first
+ * value of an option, cannot match a Host line against a HostName.  Match
+ * blocks go along as such (a "Host *" ends one).  StrictHostKeyChecking
+ * and HashKnownHosts, which libssh does not know (or not all of), are
+ * kept out of it: their first values outside Match blocks go to *strict
+ * and *hash (NULL: none).  They point into c.
+ */
+static void
+conf_for_host(const conf *c, const char *name, mirai__sb *text,
+    const char **strict, const char **hash)
+{
+	const conf_block *open = NULL;
+
+	*strict = *hash = NULL;
+	for (size_t i = 0; i < c->n; i++) {
+		const conf_line *l   = &c->lines[i];
+		const conf_block *m;
+		const char **ours = NULL;
+
+		if (!block_applies(l->block, name)) {
+			continue;
+		}
+		m = match_of(l->block);
+		if (strcmp(l->key, "stricthostkeychecking") == 0) {
+			ours = strict;
+		} else if (strcmp(l->key, "hashknownhosts") == 0) {
+			ours = hash;
+		}
+		if (ours != NULL) {
+			if (m != NULL) {
+				MIRAI__LOG(MIRAI_LOG_DEBUG, "ssh", "%s: %s in "
+				    "a Match block is not honoured", name,
+				    l->key);
+			} else if (*ours == NULL) {
+				*ours = l->value;
+			}
+			continue;
+		}
+		if (m != open) {
+			if (m == NULL) {
+				mirai__sb_printf(text, "Host *\n");
+			} else {
+				mirai__sb_printf(text, "Match");
+				for (const conf_block *b = m; b != NULL;
+				     b = match_of(b->up)) {
+					mirai__sb_printf(text, " %s", b->args);
+				}
+				mirai__sb_printf(text, "\n");
+			}
+			open = m;
+		}
+		mirai__sb_printf(text, "%s %s\n", l->key, l->value);
+	}
+}
+
+/*
+ * h's host key policy and known_hosts form.  The options' policy beats
+ * StrictHostKeyChecking; without either, ssh(1)'s default, ask, is strict
+ * here, as nobody can be asked.
+ */
+static int
+host_policy(mirai__ssh *s, host *h, const char *strict, const char *hash,
+    mirai_errmsg *em)
+{
+	h->hostkey = s->hostkey;
+	if (h->hostkey == MIRAI__SSH_FROM_CONFIG) {
+		if (strict == NULL || word_is(strict, "yes") ||
+		    word_is(strict, "true") || word_is(strict, "ask")) {
+			h->hostkey = MIRAI__SSH_STRICT;
+		} else if (word_is(strict, "accept-new") ||
+		    word_is(strict, "no") || word_is(strict, "off") ||
+		    word_is(strict, "false")) {
+			/* ssh(1) with "no" goes on even when the key has
+			 * changed; a launcher that nobody watches does not:
+			 * "no" learns unknown keys, as accept-new does, and
+			 * still refuses a changed one. */
+			h->hostkey = MIRAI__SSH_ACCEPT_NEW;
+		} else {
+			return mirai__fail(em, MIRAI_EINVAL, "%s: ssh config: "
+			    "StrictHostKeyChecking %s: not yes, ask, "
+			    "accept-new or no", h->name, strict);
+		}
+	}
+	if (hash == NULL || word_is(hash, "no") || word_is(hash, "false")) {
+		h->hash_known = 0;
+	} else if (word_is(hash, "yes") || word_is(hash, "true")) {
+		h->hash_known = 1;
+	} else {
+		return mirai__fail(em, MIRAI_EINVAL, "%s: ssh config: "
+		    "HashKnownHosts %s: not yes or no", h->name, hash);
+	}
+	return 0;
+}
+
+/*
+ * Give h's session the config chosen for it.  libssh reads a config only
+ * from a file: the lines go through a memfd, which libssh opens by its
+ * /proc name.  libssh also quietly skips a file it cannot open, so the
+ * name is checked first.
+ */
+static int
+apply_config(mirai__ssh *s, host *h, mirai_errmsg *em)
+{
+	mirai__sb text = {0};
+	const char *strict, *hash;
+	char path[64];
+	size_t off = 0;
+	int fd, rv;
+
+	conf_for_host(s->conf, h->name, &text, &strict, &hash);
+	if (text.failed) {
+		free(text.buf);
+		return mirai__fail(em, MIRAI_ENOMEM, "%s: out of memory",
+		    h->name);
+	}
+	if ((rv = host_policy(s, h, strict, hash, em)) != 0) {
+		free(text.buf);
+		return rv;
+	}
+	if ((fd = memfd_create("mirai-ssh-config", MFD_CLOEXEC)) < 0) {
+		free(text.buf);
+		return mirai__fail(em, MIRAI_ENOFILES, "%s: memfd: %s",
+		    h->name, strerror(errno));
+	}
+	while (rv == 0 && off < text.len) {
+		ssize_t n = write(fd, text.buf + off, text.len - off);
+		if (n >= 0) {
+			off += (size_t) n;
+		} else if (errno != EINTR) {
+			rv = mirai__fail(em, MIRAI_ENOMEM, "%s: writing its "
+			    "ssh config: %s", h->name, strerror(errno));
+		}
+	}
+	free(text.buf);
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	if (rv == 0 && access(path, R_OK) != 0) {
+		rv = mirai__fail(em, MIRAI_ESSH, "%s: cannot hand the ssh "
+		    "config to libssh (%s: %s)", h->name, path,
+		    strerror(errno));
+	}
+	if (rv == 0 && ssh_options_parse_config(h->ss, path) != 0) {
+		rv = mirai__fail(em, MIRAI_ESSH, "%s: cannot use the ssh "
+		    "config: %s", h->name, ssh_get_error(h->ss));
+	}
+	close(fd);
+	return rv;
 }
 
 /* ---- workers -------------------------------------------------------- */
@@ -573,6 +1232,109 @@ connect_failed(host *h, mirai_errmsg *em)
 	    h->name, e);
 }
 
+/* The known_hosts name field for name (len bytes), hashed as ssh-keygen -H
+ * does: "|1|salt|HMAC-SHA1(salt, name)", a fresh random salt, base64. */
+static int
+hash_name(const char *name, size_t len, char *out, size_t out_len)
+{
+	const mbedtls_md_info_t *sha1 =
+	    mbedtls_md_info_from_type(MBEDTLS_MD_SHA1);
+	unsigned char salt[20], mac[20], salt64[32], mac64[32];
+	size_t n;
+
+	if (sha1 == NULL ||
+	    getrandom(salt, sizeof salt, 0) != (ssize_t) sizeof salt ||
+	    mbedtls_md_hmac(sha1, salt, sizeof salt,
+	        (const unsigned char *) name, len, mac) != 0 ||
+	    mbedtls_base64_encode(salt64, sizeof salt64, &n, salt,
+	        sizeof salt) != 0 ||
+	    mbedtls_base64_encode(mac64, sizeof mac64, &n, mac,
+	        sizeof mac) != 0) {
+		return -1;
+	}
+	snprintf(out, out_len, "|1|%s|%s", (char *) salt64, (char *) mac64);
+	return 0;
+}
+
+/* Open path to append to it (and read its last byte), making its
+ * directory (~/.ssh) if missing. */
+static int
+open_known_hosts(const char *path)
+{
+	int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	char *dir, *slash;
+
+	if (fd >= 0 || errno != ENOENT || (dir = mirai__strdup(path)) == NULL) {
+		return fd;
+	}
+	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+		*slash = '\0';
+		if (mkdir(dir, 0700) == 0) {
+			fd = open(path, O_RDWR | O_APPEND | O_CREAT |
+			    O_CLOEXEC, 0600);
+		}
+	}
+	free(dir);
+	return fd;
+}
+
+/*
+ * Add h's host key to known_hosts with its name hashed: libssh writes
+ * only plain names.  The line is libssh's own export with the name field
+ * replaced, written at once; a file whose last line lacks its newline
+ * gets one first.  Under known_hosts_lock.
+ */
+static int
+learn_hashed(host *h, mirai_errmsg *em)
+{
+	char *entry = NULL, *path = NULL, *line = NULL;
+	char field[80], last = '\n';
+	const char *rest;
+	struct stat st;
+	int fd = -1, n, rv = 0;
+
+	if (ssh_session_export_known_hosts_entry(h->ss, &entry) != SSH_OK ||
+	    ssh_options_get(h->ss, SSH_OPTIONS_KNOWNHOSTS, &path) != SSH_OK ||
+	    (rest = strchr(entry, ' ')) == NULL) {
+		rv = mirai__fail(em, MIRAI_ESSH, "%s: cannot add its host key "
+		    "to known_hosts: %s", h->name, ssh_get_error(h->ss));
+		goto out;
+	}
+	if (hash_name(entry, (size_t) (rest - entry), field, sizeof field) !=
+	    0) {
+		rv = mirai__fail(em, MIRAI_ECRYPTO, "%s: cannot hash its name "
+		    "for known_hosts", h->name);
+		goto out;
+	}
+	if ((fd = open_known_hosts(path)) < 0) {
+		rv = mirai__fail(em, MIRAI_ESSH, "%s: cannot add its host key "
+		    "to %s: %s", h->name, path, strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) == 0 && st.st_size > 0 &&
+	    pread(fd, &last, 1, st.st_size - 1) != 1) {
+		last = '\n';
+	}
+	n = asprintf(&line, "%s%s%s%s", last == '\n' ? "" : "\n", field, rest,
+	    rest[strlen(rest) - 1] == '\n' ? "" : "\n");
+	if (n < 0) {
+		line = NULL;
+		rv   = mirai__fail(em, MIRAI_ENOMEM, "%s: out of memory",
+		      h->name);
+	} else if (write(fd, line, (size_t) n) != n) {
+		rv = mirai__fail(em, MIRAI_ESSH, "%s: cannot add its host key "
+		    "to %s: %s", h->name, path, strerror(errno));
+	}
+out:
+	if (fd >= 0) {
+		close(fd);
+	}
+	free(line);
+	ssh_string_free_char(entry);
+	ssh_string_free_char(path);
+	return rv;
+}
+
 static int
 check_host_key(mirai__ssh *s, host *h, mirai_errmsg *em)
 {
@@ -590,9 +1352,15 @@ check_host_key(mirai__ssh *s, host *h, mirai_errmsg *em)
 		break;
 	case SSH_KNOWN_HOSTS_UNKNOWN:
 	case SSH_KNOWN_HOSTS_NOT_FOUND:
-		if (s->hostkey != MIRAI__SSH_ACCEPT_NEW) {
+		if (h->hostkey != MIRAI__SSH_ACCEPT_NEW) {
 			rv = mirai__fail(em, MIRAI_ECRYPTO, "%s: unknown host "
 			    "key (use accept-new to learn it)", h->name);
+		} else if (h->hash_known) {
+			if ((rv = learn_hashed(h, em)) == 0) {
+				MIRAI__LOG(MIRAI_LOG_WARN, "ssh", "%s: host key "
+				    "learned and added, hashed, to "
+				    "known_hosts", h->name);
+			}
 		} else if (ssh_session_update_known_hosts(h->ss) != SSH_OK) {
 			rv = mirai__fail(em, MIRAI_ESSH, "%s: cannot add its "
 			    "host key to known_hosts: %s", h->name,
@@ -682,9 +1450,8 @@ setup(mirai__ssh *s, host *h, mirai_errmsg *em)
 		return mirai__fail(em, MIRAI_EINVAL, "%s: invalid host or "
 		    "user name", h->name);
 	}
-	if (ssh_options_parse_config(h->ss, s->config) != 0) {
-		return mirai__fail(em, MIRAI_ESSH, "%s: cannot use the ssh "
-		    "config: %s", h->name, ssh_get_error(h->ss));
+	if ((rv = apply_config(s, h, em)) != 0) {
+		return rv;
 	}
 	/* Without TCP_NODELAY each request waits for the peer's delayed ACK
 	 * (40 ms on Linux): opening a channel took 45 ms instead of 2. */
@@ -826,7 +1593,8 @@ reroute(mirai__ssh *s, host *h, cmd *c)
 		last = last->next;
 	}
 	pthread_mutex_lock(&s->mtx);
-	h->full = 1;
+	/* Out of the table: new commands go elsewhere. */
+	table_remove(s, h);
 	if (h->pending != NULL) {
 		last->next = h->pending;
 		last       = h->pending_tail;
@@ -1089,6 +1857,8 @@ free_module(mirai__ssh *s)
 		s->hosts = h->next;
 		host_free(s, h);
 	}
+	free(s->table);
+	conf_free(s->conf);
 	if (s->ev != NULL) {
 		if (s->wake_fd >= 0) {
 			ssh_event_remove_fd(s->ev, s->wake_fd);
@@ -1106,7 +1876,6 @@ free_module(mirai__ssh *s)
 	free(s->workers);
 	free(s->user);
 	free(s->identity);
-	free(s->config);
 	free(s->known_hosts);
 	free(s);
 }
@@ -1121,10 +1890,11 @@ check_opts(const mirai__ssh_opts *o, mirai_errmsg *err)
 		return mirai__fail(err, MIRAI_EINVAL, "ssh: max_parallel, "
 		    "timeout and port must be positive (port at most 65535)");
 	}
-	if (o->hostkey != MIRAI__SSH_STRICT &&
+	if (o->hostkey != MIRAI__SSH_FROM_CONFIG &&
+	    o->hostkey != MIRAI__SSH_STRICT &&
 	    o->hostkey != MIRAI__SSH_ACCEPT_NEW) {
 		return mirai__fail(err, MIRAI_EINVAL, "ssh: the host key "
-		    "policy must be strict or accept-new");
+		    "policy must be from the config, strict or accept-new");
 	}
 	/* libssh quietly skips a config file it cannot read: a typo in its
 	 * name would go unnoticed. */
@@ -1168,6 +1938,10 @@ mirai__ssh_create(mirai__ssh **out, const mirai__ssh_opts *opts,
 	if ((s = calloc(1, sizeof *s)) == NULL) {
 		return MIRAI_ENOMEM;
 	}
+	if ((rv = conf_load(&s->conf, o->config, err)) != 0) {
+		free(s);
+		return rv;
+	}
 	pthread_mutex_init(&s->mtx, NULL);
 	pthread_cond_init(&s->work, NULL);
 	atomic_init(&s->stopping, 0);
@@ -1180,7 +1954,6 @@ mirai__ssh_create(mirai__ssh **out, const mirai__ssh_opts *opts,
 	s->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : DEFAULT_TIMEOUT_MS;
 	s->user        = mirai__strdup(o->user);
 	s->identity    = mirai__strdup(o->identity);
-	s->config      = mirai__strdup(o->config);
 	s->known_hosts = mirai__strdup(o->known_hosts);
 	s->workers     = calloc((size_t) s->max_parallel, sizeof *s->workers);
 	s->wake_fd     = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1193,7 +1966,6 @@ mirai__ssh_create(mirai__ssh **out, const mirai__ssh_opts *opts,
 	}
 	if (s->workers == NULL || (o->user != NULL && s->user == NULL) ||
 	    (o->identity != NULL && s->identity == NULL) ||
-	    (o->config != NULL && s->config == NULL) ||
 	    (o->known_hosts != NULL && s->known_hosts == NULL) ||
 	    (s->ev = ssh_event_new()) == NULL ||
 	    ssh_event_add_fd(s->ev, s->wake_fd, POLLIN, on_wake, s) !=

@@ -12,19 +12,36 @@
 
 typedef struct mirai__ssh mirai__ssh;
 
+/*
+ * What is done with a host key that known_hosts lacks or contradicts.  A
+ * changed key is refused under every policy: the launcher cannot ask
+ * anyone, and a changed key is what an attack looks like.
+ */
 enum mirai__ssh_hostkey {
-	MIRAI__SSH_STRICT     = 0, /* unknown or changed host key: refuse */
-	MIRAI__SSH_ACCEPT_NEW = 1, /* learn unknown keys; refuse changed ones */
+	MIRAI__SSH_FROM_CONFIG = 0, /* StrictHostKeyChecking of the ssh
+	                               config decides; strict without one */
+	MIRAI__SSH_STRICT      = 1, /* unknown or changed host key: refuse */
+	MIRAI__SSH_ACCEPT_NEW  = 2, /* learn unknown keys; refuse changed ones */
 };
 
+/*
+ * The ssh config is read with OpenSSH's rules (ssh_config(5)): Host
+ * patterns are matched once, against the host name as given (the alias,
+ * never the HostName it maps to), and the first value found for an option
+ * wins.  Match blocks are left to libssh.  StrictHostKeyChecking (when
+ * hostkey is MIRAI__SSH_FROM_CONFIG) and HashKnownHosts (learnt keys are
+ * written hashed) are honoured outside Match blocks.
+ */
 typedef struct mirai__ssh_opts {
 	int max_parallel;        /* connection setups at once; 0: 16 */
 	int port;                /* 0: from the ssh config, else 22 */
 	const char *user;        /* NULL: from the ssh config, else local user */
 	const char *identity;    /* a private key file; NULL: the agent and
 	                            the default keys */
-	const char *config;      /* ssh config file; NULL: ~/.ssh/config */
-	const char *known_hosts; /* NULL: ~/.ssh/known_hosts */
+	const char *config;      /* ssh config file; NULL: ~/.ssh/config, then
+	                            /etc/ssh/ssh_config (as ssh(1) without -F) */
+	const char *known_hosts; /* NULL: from the ssh config, else
+	                            ~/.ssh/known_hosts */
 	int hostkey;             /* enum mirai__ssh_hostkey */
 	int timeout_ms;          /* connect and authentication; 0: 10000 */
 } mirai__ssh_opts;

@@ -35,7 +35,7 @@
 
 /* Long enough for a loaded machine, short enough to fail fast. */
 #define WAIT_MS 10000
-#define MAX_EVENTS 64
+#define MAX_EVENTS 300
 
 /* ---- the sshd --------------------------------------------------------- */
 
@@ -49,6 +49,8 @@ static struct {
 	char other_key[PATH_MAX]; /* a key sshd does not accept */
 	char known_hosts[PATH_MAX];
 	char config[PATH_MAX];
+	char empty_config[PATH_MAX]; /* keeps ~/.ssh/config and the
+	                                system's out of the tests */
 	char user[256];
 } env;
 
@@ -152,6 +154,7 @@ group_setup(void **state)
 	const char *tmp = getenv("TMPDIR");
 	struct passwd *pw = getpwuid(geteuid());
 	char cmd[2 * PATH_MAX];
+	FILE *f;
 	int rv;
 
 	if (find_harness() != 0) {
@@ -184,6 +187,13 @@ group_setup(void **state)
 	}
 	snprintf(env.other_key, sizeof env.other_key, "%s/other_key",
 	    env.dir);
+	snprintf(env.empty_config, sizeof env.empty_config,
+	    "%s/empty_config", env.dir);
+	if ((f = fopen(env.empty_config, "w")) == NULL || fclose(f) != 0) {
+		print_error("cannot write %s\n", env.empty_config);
+		harness("stop", NULL);
+		return -1;
+	}
 	snprintf(cmd, sizeof cmd, "ssh-keygen -q -t ed25519 -N '' -f '%s' "
 	    "</dev/null >/dev/null", env.other_key);
 	if (system(cmd) != 0) {
@@ -494,6 +504,7 @@ opts(void)
 {
 	mirai__ssh_opts o = {0};
 
+	o.config      = env.empty_config;
 	o.identity    = env.key;
 	o.known_hosts = env.known_hosts;
 	o.port        = env.port;
@@ -791,6 +802,22 @@ test_unknown_host_strict(void **state)
 	free(got);
 }
 
+/* Create a module with o, run command on dest as id and destroy the
+ * module once the command has ended: the command's exit status. */
+static int
+run_once(const mirai__ssh_opts *o, size_t id, const char *dest,
+    const char *command)
+{
+	event e;
+
+	create(o);
+	run(id, dest, command);
+	e = wait_exit(id);
+	mirai__ssh_destroy(cur);
+	cur = NULL;
+	return e.status;
+}
+
 /* accept-new learns the key; strict then accepts it. */
 static void
 test_accept_new(void **state)
@@ -798,28 +825,33 @@ test_accept_new(void **state)
 	mirai__ssh_opts o = opts();
 	char kh[PATH_MAX], want[64];
 	char *got;
-	event e;
 
 	NEED_SSHD();
 	path_in_dir(kh, sizeof kh, "kh-new");
 	write_file(kh, "");
 	o.known_hosts = kh;
 	o.hostkey     = MIRAI__SSH_ACCEPT_NEW;
-	create(&o);
-	run(1, "127.0.0.1", "exit 0");
-	e = wait_exit(1);
-	assert_int_equal(e.status, 0);
+	assert_int_equal(run_once(&o, 1, "127.0.0.1", "exit 0"), 0);
 	got = slurp(kh, NULL);
 	snprintf(want, sizeof want, "[127.0.0.1]:%d ssh-ed25519 ", env.port);
 	assert_non_null(strstr(got, want));
 	free(got);
-	mirai__ssh_destroy(cur);
-	cur       = NULL;
 	o.hostkey = MIRAI__SSH_STRICT;
-	create(&o);
-	run(2, "127.0.0.1", "exit 4");
-	e = wait_exit(2);
-	assert_int_equal(e.status, 4);
+	assert_int_equal(run_once(&o, 2, "127.0.0.1", "exit 4"), 4);
+}
+
+/* A line of known_hosts for 127.0.0.2 with the key sshd does not have. */
+static void
+changed_line(char *line, size_t len)
+{
+	char pub[PATH_MAX + 8];
+	char *other;
+
+	snprintf(pub, sizeof pub, "%s.pub", env.other_key);
+	other                       = slurp(pub, NULL);
+	other[strcspn(other, "\n")] = '\0';
+	snprintf(line, len, "[127.0.0.2]:%d %s\n", env.port, other);
+	free(other);
 }
 
 /* A host whose key differs from known_hosts is refused, also with
@@ -828,16 +860,12 @@ static void
 test_changed_key(void **state)
 {
 	mirai__ssh_opts o = opts();
-	char kh[PATH_MAX], pub[PATH_MAX + 8], line[1024];
-	char *other, *got;
+	char kh[PATH_MAX], line[1024];
+	char *got;
 	event e;
 
 	NEED_SSHD();
-	snprintf(pub, sizeof pub, "%s.pub", env.other_key);
-	other = slurp(pub, NULL);
-	other[strcspn(other, "\n")] = '\0';
-	snprintf(line, sizeof line, "[127.0.0.2]:%d %s\n", env.port, other);
-	free(other);
+	changed_line(line, sizeof line);
 	path_in_dir(kh, sizeof kh, "kh-changed");
 	write_file(kh, line);
 	o.known_hosts = kh;
@@ -852,6 +880,386 @@ test_changed_key(void **state)
 	got = slurp(kh, NULL);
 	assert_string_equal(got, line);
 	free(got);
+}
+
+/* ---- the ssh config, with OpenSSH's rules ----------------------------- */
+
+/*
+ * Write the config tmpl to dir/name, with {port}, {key}, {other}, {kh},
+ * {user}, {dir} and {closed} replaced; its path goes to path.
+ */
+static void
+write_config(char *path, size_t len, const char *name, const char *tmpl,
+    int closed)
+{
+	static const char *const names[] = {"{port}", "{key}", "{other}",
+		"{kh}", "{user}", "{dir}", "{closed}"};
+	char port[16], closed_s[16], text[4096];
+	const char *vals[] = {port, env.key, env.other_key, env.known_hosts,
+		env.user, env.dir, closed_s};
+	size_t n = 0;
+
+	snprintf(port, sizeof port, "%d", env.port);
+	snprintf(closed_s, sizeof closed_s, "%d", closed);
+	while (*tmpl != '\0') {
+		size_t i, k = sizeof names / sizeof names[0];
+		for (i = 0; i < k; i++) {
+			if (strncmp(tmpl, names[i], strlen(names[i])) == 0) {
+				break;
+			}
+		}
+		if (i < k) {
+			n += (size_t) snprintf(text + n, sizeof text - n, "%s",
+			    vals[i]);
+			tmpl += strlen(names[i]);
+		} else {
+			text[n++] = *tmpl++;
+		}
+		assert_true(n < sizeof text);
+	}
+	text[n] = '\0';
+	path_in_dir(path, len, name);
+	write_file(path, text);
+}
+
+/* Where the test sshd is, for any host: the tail of the configs below. */
+#define REACH_SSHD                                                          \
+	"Host *\n    Port {port}\n    UserKnownHostsFile {kh}\n"            \
+	"    IdentityFile {key}\n    User {user}\n"
+
+/*
+ * Host blocks as ssh(1) reads them, each case against the real sshd: the
+ * user it logs in as (or is refused as) shows which values applied.
+ */
+static void
+test_config_rules(void **state)
+{
+	static const struct {
+		const char *what;
+		const char *config;
+		const char *dest;
+		int status;       /* 0: the command ran; else the failure */
+		const char *user; /* the user refused; NULL: any message */
+	} cases[] = {
+		/* The issue: a block for the HostName must not apply to an
+		 * alias that maps to it. */
+		{"alias, not its HostName",
+		    "Host alias\n    HostName 127.0.0.2\n"
+		    "Host 127.0.0.2\n    User nosuch-hostname\n" REACH_SSHD,
+		    "alias", 0, NULL},
+		{"the HostName's own block",
+		    "Host alias\n    HostName 127.0.0.2\n"
+		    "Host 127.0.0.2\n    User nosuch-hostname\n" REACH_SSHD,
+		    "127.0.0.2", MIRAI_EPEERAUTH, "nosuch-hostname"},
+		/* The key of the HostName's block is not the alias's: it
+		 * is refused where ssh(1) is. */
+		{"no IdentityFile from the HostName's block",
+		    "Host alias\n    HostName 127.0.0.2\n"
+		    "Host 127.0.0.2\n    IdentityFile {key}\n"
+		    "Host *\n    Port {port}\n    UserKnownHostsFile {kh}\n"
+		    "    IdentityFile {other}\n    User {user}\n",
+		    "alias", MIRAI_EPEERAUTH, NULL},
+		{"IdentityFile of the name's block",
+		    "Host alias\n    HostName 127.0.0.2\n"
+		    "Host 127.0.0.2\n    IdentityFile {key}\n"
+		    "Host *\n    Port {port}\n    UserKnownHostsFile {kh}\n"
+		    "    IdentityFile {other}\n    User {user}\n",
+		    "127.0.0.2", 0, NULL},
+		{"first value wins: Host * first",
+		    "Host *\n    User nosuch-first\n"
+		    "Host 127.0.0.1\n    User {user}\n" REACH_SSHD,
+		    "127.0.0.1", MIRAI_EPEERAUTH, "nosuch-first"},
+		{"first value wins: the host's block first",
+		    "Host 127.0.0.1\n    User {user}\n"
+		    "Host *\n    User nosuch-first\n" REACH_SSHD,
+		    "127.0.0.1", 0, NULL},
+		{"first value wins: before any Host",
+		    "Port {port}\nHost *\n    Port {closed}\n" REACH_SSHD,
+		    "127.0.0.1", 0, NULL},
+		{"negation excludes",
+		    "Host 127.0.0.* !127.0.0.2\n    User nosuch-negated\n"
+		    REACH_SSHD,
+		    "127.0.0.2", 0, NULL},
+		{"negation leaves the others",
+		    "Host 127.0.0.* !127.0.0.2\n    User nosuch-negated\n"
+		    REACH_SSHD,
+		    "127.0.0.1", MIRAI_EPEERAUTH, "nosuch-negated"},
+		{"a negation alone matches nothing",
+		    "Host !127.0.0.2\n    User nosuch-negated\n" REACH_SSHD,
+		    "127.0.0.1", 0, NULL},
+		{"several patterns, '?', case, '='",
+		    "HOST nothere Alias-? other\n    hostname=127.0.0.1\n"
+		    REACH_SSHD,
+		    "alias-7", 0, NULL},
+		{"'?' is one character",
+		    "Host alias-?\n    HostName 127.0.0.1\n" REACH_SSHD,
+		    "alias-77", MIRAI_EUNREACHABLE, NULL},
+		{"Include inside a block that does not apply",
+		    "Host 127.0.0.3\n    Include {dir}/inc-rules.conf\n"
+		    REACH_SSHD,
+		    "127.0.0.1", 0, NULL},
+		{"Include inside a block that applies",
+		    "Host 127.0.0.3\n    Include {dir}/inc-rules.conf\n"
+		    REACH_SSHD,
+		    "127.0.0.3", MIRAI_EPEERAUTH, "nosuch-included"},
+	};
+	char path[PATH_MAX], inc[PATH_MAX];
+
+	NEED_SSHD();
+	write_config(inc, sizeof inc, "inc-rules.conf",
+	    "# no Host line: the block of the Include governs\n"
+	    "User nosuch-included\n",
+	    0);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		mirai__ssh_opts o = {0};
+		event e;
+
+		print_message("case: %s\n", cases[i].what);
+		write_config(path, sizeof path, "config-rules", cases[i].config,
+		    closed_port());
+		o.config     = path;
+		o.timeout_ms = WAIT_MS;
+		create(&o);
+		run(i, cases[i].dest, "exit 0");
+		if (cases[i].status == 0) {
+			e = wait_exit(i);
+			assert_int_equal(e.status, 0);
+		} else {
+			char want[128];
+			e = wait_failed(i);
+			if (cases[i].status == MIRAI_EUNREACHABLE) {
+				/* A name that does not resolve. */
+				assert_non_null(strstr(e.msg, "unreachable"));
+			} else {
+				assert_int_equal(e.status, cases[i].status);
+			}
+			snprintf(want, sizeof want, "refused for user %s",
+			    cases[i].user != NULL ? cases[i].user : "");
+			if (cases[i].user != NULL) {
+				assert_non_null(strstr(e.msg, want));
+			}
+		}
+		mirai__ssh_destroy(cur);
+		cur = NULL;
+	}
+}
+
+/*
+ * StrictHostKeyChecking from the config, and the options' policy over it:
+ * whether an unknown key is learnt or refused, and that a changed key is
+ * refused under every policy, "no" included.
+ */
+static void
+test_config_hostkey(void **state)
+{
+	enum { EMPTY, CHANGED };
+	static const struct {
+		const char *config; /* before REACH_SSHD's lines */
+		int hostkey;        /* the options' policy */
+		int kh;             /* what known_hosts holds first */
+		int status;         /* 0: the command ran */
+		const char *msg;    /* in the failure */
+	} cases[] = {
+		{"StrictHostKeyChecking accept-new\n", MIRAI__SSH_FROM_CONFIG,
+		    EMPTY, 0, NULL},
+		{"StrictHostKeyChecking=no\n", MIRAI__SSH_FROM_CONFIG, EMPTY, 0,
+		    NULL},
+		{"StrictHostKeyChecking yes\n", MIRAI__SSH_FROM_CONFIG, EMPTY,
+		    MIRAI_ECRYPTO, "unknown host key"},
+		{"StrictHostKeyChecking ask\n", MIRAI__SSH_FROM_CONFIG, EMPTY,
+		    MIRAI_ECRYPTO, "unknown host key"},
+		{"", MIRAI__SSH_FROM_CONFIG, EMPTY, MIRAI_ECRYPTO,
+		    "unknown host key"},
+		{"Host 127.0.0.2\n    StrictHostKeyChecking yes\n"
+		 "Host *\n    StrictHostKeyChecking accept-new\n",
+		    MIRAI__SSH_FROM_CONFIG, EMPTY, MIRAI_ECRYPTO,
+		    "unknown host key"},
+		{"Host !127.0.0.2\n    StrictHostKeyChecking yes\n"
+		 "Host *\n    StrictHostKeyChecking accept-new\n",
+		    MIRAI__SSH_FROM_CONFIG, EMPTY, 0, NULL},
+		{"StrictHostKeyChecking yes\n", MIRAI__SSH_ACCEPT_NEW, EMPTY, 0,
+		    NULL},
+		{"StrictHostKeyChecking accept-new\n", MIRAI__SSH_STRICT, EMPTY,
+		    MIRAI_ECRYPTO, "unknown host key"},
+		{"StrictHostKeyChecking no\n", MIRAI__SSH_FROM_CONFIG, CHANGED,
+		    MIRAI_ECRYPTO, "host key changed"},
+		{"StrictHostKeyChecking accept-new\n", MIRAI__SSH_FROM_CONFIG,
+		    CHANGED, MIRAI_ECRYPTO, "host key changed"},
+		{"StrictHostKeyChecking maybe\n", MIRAI__SSH_FROM_CONFIG, EMPTY,
+		    MIRAI_EINVAL, "StrictHostKeyChecking maybe"},
+		{"HashKnownHosts perhaps\n", MIRAI__SSH_ACCEPT_NEW, EMPTY,
+		    MIRAI_EINVAL, "HashKnownHosts perhaps"},
+	};
+	char kh[PATH_MAX], path[PATH_MAX], changed[1024], want[64];
+	char tmpl[1024];
+
+	NEED_SSHD();
+	changed_line(changed, sizeof changed);
+	path_in_dir(kh, sizeof kh, "kh-policy");
+	snprintf(want, sizeof want, "[127.0.0.2]:%d ssh-ed25519 ", env.port);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		mirai__ssh_opts o = {0};
+		char *got;
+		event e;
+
+		print_message("case %zu: %s", i, cases[i].config);
+		write_file(kh, cases[i].kh == CHANGED ? changed : "");
+		snprintf(tmpl, sizeof tmpl, "%sHost *\n    Port {port}\n"
+		    "    IdentityFile {key}\n    HashKnownHosts no\n",
+		    cases[i].config);
+		write_config(path, sizeof path, "config-policy", tmpl, 0);
+		o.config      = path;
+		o.known_hosts = kh;
+		o.hostkey     = cases[i].hostkey;
+		o.timeout_ms  = WAIT_MS;
+		create(&o);
+		run(i, "127.0.0.2", "exit 0");
+		got = NULL;
+		if (cases[i].status == 0) {
+			e = wait_exit(i);
+			assert_int_equal(e.status, 0);
+			got = slurp(kh, NULL);
+			assert_non_null(strstr(got, want));
+		} else {
+			e = wait_failed(i);
+			assert_int_equal(e.status, cases[i].status);
+			assert_non_null(strstr(e.msg, cases[i].msg));
+			got = slurp(kh, NULL);
+			assert_string_equal(got, cases[i].kh == CHANGED
+			                             ? changed
+			                             : "");
+		}
+		free(got);
+		mirai__ssh_destroy(cur);
+		cur = NULL;
+	}
+}
+
+/* Whether OpenSSH's ssh-keygen finds name in the known_hosts file kh. */
+static int
+keygen_finds(const char *kh, const char *name)
+{
+	char cmd[2 * PATH_MAX];
+
+	snprintf(cmd, sizeof cmd, "ssh-keygen -F '%s' -f '%s' >/dev/null "
+	    "2>&1", name, kh);
+	return system(cmd) == 0;
+}
+
+/*
+ * HashKnownHosts yes: a learnt key is written hashed, as OpenSSH writes
+ * it (its ssh-keygen finds it; the name is nowhere in the file), then
+ * accepted on the next connection, strict, and not learnt twice.  A
+ * hashed entry with another key is a changed key.
+ */
+static void
+test_hashed_known_hosts(void **state)
+{
+	mirai__ssh_opts o = {0};
+	char kh[PATH_MAX], kh2[PATH_MAX], path[PATH_MAX], name[64];
+	char changed[1024], cmd[2 * PATH_MAX];
+	char *got, *again;
+	event e;
+
+	NEED_SSHD();
+	path_in_dir(kh, sizeof kh, "kh-hashed");
+	/* A last line without its newline gets one before the new entry. */
+	write_file(kh, "# mine");
+	write_config(path, sizeof path, "config-hashed",
+	    "Host *\n    Port {port}\n    IdentityFile {key}\n"
+	    "    StrictHostKeyChecking accept-new\n"
+	    "Host *\n    HashKnownHosts yes\n",
+	    0);
+	o.config      = path;
+	o.known_hosts = kh;
+	o.timeout_ms  = WAIT_MS;
+	assert_int_equal(run_once(&o, 1, "127.0.0.1", "exit 0"), 0);
+	got = slurp(kh, NULL);
+	print_message("known_hosts: %s", got);
+	assert_memory_equal(got, "# mine\n|1|", 10);
+	assert_null(strstr(got, "127.0.0.1"));
+	assert_non_null(strstr(got, " ssh-ed25519 "));
+	/* One line added, whole. */
+	assert_ptr_equal(strchr(got + 7, '\n'), got + strlen(got) - 1);
+	snprintf(name, sizeof name, "[127.0.0.1]:%d", env.port);
+	assert_true(keygen_finds(kh, name));
+	snprintf(name, sizeof name, "[127.0.0.2]:%d", env.port);
+	assert_false(keygen_finds(kh, name));
+
+	/* The hashed entry is read back: strict accepts the host, and
+	 * accept-new learns nothing more. */
+	o.hostkey = MIRAI__SSH_STRICT;
+	assert_int_equal(run_once(&o, 2, "127.0.0.1", "exit 2"), 2);
+	o.hostkey = MIRAI__SSH_ACCEPT_NEW;
+	assert_int_equal(run_once(&o, 3, "127.0.0.1", "exit 3"), 3);
+	again = slurp(kh, NULL);
+	assert_string_equal(again, got);
+	free(again);
+	free(got);
+
+	/* A changed key behind a hashed name (ssh-keygen -H hashes it). */
+	changed_line(changed, sizeof changed);
+	path_in_dir(kh2, sizeof kh2, "kh-hashed-changed");
+	write_file(kh2, changed);
+	snprintf(cmd, sizeof cmd, "ssh-keygen -H -f '%s' >/dev/null 2>&1",
+	    kh2);
+	assert_int_equal(system(cmd), 0);
+	got = slurp(kh2, NULL);
+	assert_memory_equal(got, "|1|", 3);
+	o.known_hosts = kh2;
+	create(&o);
+	run(4, "127.0.0.2", "exit 0");
+	e = wait_failed(4);
+	assert_int_equal(e.status, MIRAI_ECRYPTO);
+	assert_non_null(strstr(e.msg, "host key changed"));
+	again = slurp(kh2, NULL);
+	assert_string_equal(again, got);
+	free(again);
+	free(got);
+}
+
+/*
+ * More hosts than the host table's first size (16), each its own
+ * session: a
+ * second command finds its host's session (no new login), and hosts that
+ * fail leave the table for a new session on the next command.
+ */
+static void
+test_many_hosts(void **state)
+{
+	enum { HOSTS = 20 };
+	mirai__ssh_opts o = {0};
+	char path[PATH_MAX], name[32];
+	int logins0 = logins();
+	event e;
+
+	NEED_SSHD();
+	write_config(path, sizeof path, "config-many",
+	    "Host n-*\n    HostName 127.0.0.1\n" REACH_SSHD, 0);
+	o.config       = path;
+	o.timeout_ms   = WAIT_MS;
+	o.max_parallel = 4;
+	create(&o);
+	for (size_t i = 0; i < HOSTS; i++) {
+		snprintf(name, sizeof name, "n-%zu", i);
+		run(i, name, "exit 0");
+	}
+	for (size_t i = 0; i < HOSTS; i++) {
+		e = wait_exit(i);
+		assert_int_equal(e.status, 0);
+	}
+	assert_int_equal(logins() - logins0, HOSTS);
+	for (size_t i = 0; i < HOSTS; i++) {
+		char cmd[32];
+		snprintf(name, sizeof name, "n-%zu", i);
+		snprintf(cmd, sizeof cmd, "exit %zu", i % 100);
+		run(HOSTS + i, name, cmd);
+	}
+	for (size_t i = 0; i < HOSTS; i++) {
+		e = wait_exit(HOSTS + i);
+		assert_int_equal(e.status, (int) (i % 100));
+	}
+	assert_int_equal(logins() - logins0, HOSTS);
 }
 
 /* A binary that is not there: the remote shell's 127 and its words. */
@@ -1080,6 +1488,10 @@ main(void)
 		T(test_unknown_host_strict),
 		T(test_accept_new),
 		T(test_changed_key),
+		T(test_config_rules),
+		T(test_config_hostkey),
+		T(test_hashed_known_hosts),
+		T(test_many_hosts),
 		T(test_missing_binary),
 		T(test_killed_by_signal),
 		T(test_destroy_while_running),
