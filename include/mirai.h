@@ -788,8 +788,10 @@ typedef struct mirai_launch_opts {
 	 * from the remote PATH otherwise). */
 	mirai_server_opts server;
 	/* ssh: parallel connection setups (0: 16), port, user, identity
-	 * file, config file, known_hosts file, and whether unknown host keys
-	 * are learnt (accept-new) instead of refused. */
+	 * file, config file, known_hosts file, and what to do with unknown
+	 * host keys: 0 lets the ssh config's StrictHostKeyChecking decide
+	 * (refuse when it says nothing), 1 learns them (accept-new), -1
+	 * refuses them.  A changed key is always refused. */
 	int max_ssh;
 	int ssh_port;
 	const char *ssh_user;

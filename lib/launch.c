@@ -612,8 +612,9 @@ mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
 		so.known_hosts  = l->o.known_hosts;
 		/* Without --accept-new, the ssh config's StrictHostKeyChecking
 		 * decides (strict when it says nothing). */
-		so.hostkey = l->o.accept_new ? MIRAI__SSH_ACCEPT_NEW
-		                             : MIRAI__SSH_FROM_CONFIG;
+		so.hostkey = l->o.accept_new > 0   ? MIRAI__SSH_ACCEPT_NEW
+			   : l->o.accept_new < 0 ? MIRAI__SSH_STRICT
+						 : MIRAI__SSH_FROM_CONFIG;
 		if ((rv = mirai__ssh_create(&l->ssh, &so, on_ssh, l, err)) != 0) {
 			return rv;
 		}
