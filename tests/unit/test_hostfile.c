@@ -1,5 +1,6 @@
 /*
- * test_hostfile.c: unit tests of lib/hostfile.c, the host list parsers.
+ * test_hostfile.c: unit tests of the host list parsers: lib/hostfile.c
+ * (builder, API), lib/hostfile_lines.c and lib/hostfile_slurm.c.
  *
  * Table-driven: realistic files of every format with what they must give,
  * bad lines with the exact message (source and line) they must give, then
