@@ -220,9 +220,12 @@ typedef struct mirai_server_opts {
 	 * (cgroup-aware); past the last one it wraps round, with a warning. */
 	const char *bind_to;
 	int bind_index;
+	/* How many units from bind_index on the server binds to (each past
+	 * the last wrapping round); 0: 1. */
+	int bind_count;
 } mirai_server_opts;
 
-#define MIRAI_SERVER_OPTS_INIT {0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, 0}
+#define MIRAI_SERVER_OPTS_INIT {0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0}
 
 typedef struct mirai_server mirai_server;
 typedef struct mirai_task   mirai_task;
