@@ -1134,11 +1134,18 @@ bind_cpus(mirai_server *srv, mirai_errmsg *err)
 		srv->binding, sizeof srv->binding, &wrapped, err) != 0) {
 		return MIRAI_EXIT_ERROR;
 	}
-	if (wrapped) {
+	if (wrapped && n == 1) {
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-		    "bind index %d (%d unit%s) is past the last of %d usable "
-		    "%s units: wrapped round to %s, shared with other servers",
-		    srv->opts.bind_index, n, n == 1 ? "" : "s", count, kind,
+		    "bind index %d is past the last of %d usable %s units: "
+		    "wrapped round to %s, shared with other servers",
+		    srv->opts.bind_index, count, kind, srv->binding);
+	} else if (wrapped) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "bind indexes %d to %lld go past the last of %d usable "
+		    "%s units: wrapped round to %s, shared with other "
+		    "servers",
+		    srv->opts.bind_index,
+		    (long long) srv->opts.bind_index + n - 1, count, kind,
 		    srv->binding);
 	}
 	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "bound to %s", srv->binding);
