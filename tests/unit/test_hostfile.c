@@ -909,6 +909,16 @@ test_format_names(void **state)
  * in a file word by word (a fresh expression each), the builder's
  * messages with the line of the text.
  */
+/* A call that failed: its code, no output, the message. */
+static void
+expect_failure(int rv, int want, const void *out, const mirai_errmsg *err,
+    const char *msg)
+{
+	assert_int_equal(rv, want);
+	assert_null(out);
+	assert_string_equal(err->text, msg);
+}
+
 static const struct {
 	int format;
 	const char *text;
@@ -942,9 +952,7 @@ test_split(void **state)
 		    &l, &err);
 
 		if (split_cases[i].hosts == NULL) {
-			assert_int_equal(rv, MIRAI_EPARSE);
-			assert_null(l);
-			assert_string_equal(err.text, split_cases[i].msg);
+			expect_failure(rv, MIRAI_EPARSE, l, &err, split_cases[i].msg);
 			continue;
 		}
 		assert_int_equal(rv, 0);
@@ -1087,9 +1095,7 @@ test_plan(void **state)
 		rv = mirai_launch_create(&l, &o, &err);
 		mirai_hostlist_free(hl);
 		if (plan_cases[i].plan == NULL) {
-			assert_int_equal(rv, MIRAI_EINVAL);
-			assert_null(l);
-			assert_string_equal(err.text, plan_cases[i].msg);
+			expect_failure(rv, MIRAI_EINVAL, l, &err, plan_cases[i].msg);
 			continue;
 		}
 		assert_int_equal(rv, 0);
