@@ -4,6 +4,7 @@
  * with the dispatcher's address in its environment, then tear everything
  * down and exit with the command's status.
  */
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -31,8 +32,16 @@ static const char epilog[] =
     "status); mirai-launch exits with its status.  Without one it prints\n"
     "those and the server URLs and serves until SIGINT or SIGTERM.\n"
     "\n"
-    "Exit status: the command's; 0 without one; 1 the launch failed; 2 bad\n"
-    "command line.";
+    "Placement: slots count cores.  A host holds slots / --cpus-per-server\n"
+    "servers, each bound to that many cores; hosts fill in order.  -n above\n"
+    "what the slots hold is an error unless --oversubscribe, which places\n"
+    "the rest round robin, a host at most max_slots / --cpus-per-server.\n"
+    "--dry-run prints the plan.\n"
+    "\n"
+    "Exit status: the command's; 0 without one; 1 the launch failed (a\n"
+    "hostfile that cannot be read or parsed, fewer than --min-servers\n"
+    "online); 2 bad command line, or options the hosts cannot meet (-n,\n"
+    "--cpus-per-server, --min-servers).";
 
 /* Signals are blocked in every thread and taken here. */
 static pthread_mutex_t sig_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -108,18 +117,25 @@ main(int argc, char **argv)
 	const char *server_url = NULL, *advertise = NULL, *client_url = NULL;
 	const char *control_url = NULL;
 	long long n = 0, max_ssh = 0, ssh_port = 0, min = 0, retries = 0,
-		  max_tasks = 0;
+		  max_tasks = 0, cpus = 0;
 	int64_t timeout = 0, idle = 0, walltime = 0;
 	size_t max_msg = 0;
 	int dry = 0, report = 0, accept_new = 0, ssh_local = 0, no_token = 0,
-	    output = 0, verbose = 0, quiet = 0;
+	    output = 0, verbose = 0, quiet = 0, oversub = 0, no_oversub = 0;
 	cli_list plugins = {0}, env = {0};
 	const cli_opt opts[] = {
 	    {"hostfile", 'f', CLI_STR, &hostfile, "FILE", "the hosts and slots"},
 	    {"hostfile-format", 0, CLI_STR, &format, "FMT",
 		"openmpi, mpich, nodefile, sge, lsf or slurm (default: guess)"},
 	    {"host", 'H', CLI_STR, &hostarg, "LIST", "hosts: a,b:2,user@c:4"},
-	    {"np", 'n', CLI_INT, &n, "N", "start at most N servers"},
+	    {"np", 'n', CLI_INT, &n, "N",
+		"start N servers (default: as many as the slots hold)"},
+	    {"cpus-per-server", 0, CLI_INT, &cpus, "N",
+		"N cores (slots) per server, bound to them (default 1)"},
+	    {"oversubscribe", 0, CLI_FLAG, &oversub, NULL,
+		"allow -n above the slots, up to max_slots"},
+	    {"no-oversubscribe", 0, CLI_FLAG, &no_oversub, NULL,
+		"-n above the slots is an error (the default)"},
 	    {"dry-run", 0, CLI_FLAG, &dry, NULL,
 		"print the plan (JSON, one server a line), start nothing"},
 	    {"report-bindings", 0, CLI_FLAG, &report, NULL,
@@ -204,11 +220,34 @@ main(int argc, char **argv)
 		fprintf(stderr, "mirai-launch: --hostfile or --host, not both\n");
 		return 2;
 	}
-	if (n < 0 || min < 0 || retries < 0 || retries > 255 || max_tasks < 0 ||
-	    max_ssh < 0 || ssh_port < 0 || ssh_port > 65535) {
-		fprintf(stderr, "mirai-launch: a number is out of range (see "
-				"--help)\n");
+	if (oversub && no_oversub) {
+		fprintf(stderr, "mirai-launch: --oversubscribe or "
+				"--no-oversubscribe, not both\n");
 		return 2;
+	}
+	{
+		const struct {
+			const char *name;
+			long long v, lo, hi;
+		} ranges[] = {
+		    {"-n", n, 0, 100000},
+		    {"--min-servers", min, 0, 100000},
+		    {"--cpus-per-server", cpus, 0, 4096},
+		    {"--retries", retries, 0, 255},
+		    {"--max-tasks", max_tasks, 0, LLONG_MAX},
+		    {"--max-ssh", max_ssh, 0, 100000},
+		    {"--ssh-port", ssh_port, 0, 65535},
+		};
+		for (size_t i = 0; i < sizeof ranges / sizeof ranges[0]; i++) {
+			if (ranges[i].v < ranges[i].lo ||
+			    ranges[i].v > ranges[i].hi) {
+				fprintf(stderr, "mirai-launch: %s %lld: out of "
+						"range %lld to %lld\n",
+				    ranges[i].name, ranges[i].v, ranges[i].lo,
+				    ranges[i].hi);
+				return 2;
+			}
+		}
 	}
 	mirai_log_set(mirai_log_stderr, "mirai-launch",
 	    quiet ? MIRAI_LOG_ERROR : verbose ? MIRAI_LOG_INFO : MIRAI_LOG_WARN);
@@ -257,6 +296,8 @@ main(int argc, char **argv)
 	lo.min_servers        = (int) min;
 	lo.timeout_ms         = timeout;
 	lo.retries            = (int) retries;
+	lo.cpus_per_server    = (int) cpus;
+	lo.oversubscribe      = oversub;
 	rv = mirai_launch_create(&l, &lo, &err);
 	mirai_hostlist_free(hosts);
 	free(plugins.items);
@@ -297,11 +338,29 @@ main(int argc, char **argv)
 		const mirai_launch_slot *slots;
 		size_t ns;
 		mirai_launch_slots(l, &slots, &ns);
-		for (size_t i = 0; i < ns; i++) {
-			if (slots[i].state != MIRAI_LAUNCH_ONLINE) {
-				fprintf(stderr, "mirai-launch: server %zu on %s: %s\n",
+		/* Servers that failed, a line for each run of one host with
+		 * one reason: a dead host is one line however many slots. */
+		for (size_t i = 0, end; i < ns; i = end) {
+			for (end = i + 1; end < ns &&
+			     slots[end].state != MIRAI_LAUNCH_ONLINE &&
+			     strcmp(slots[end].host, slots[i].host) == 0 &&
+			     strcmp(slots[end].error, slots[i].error) == 0;
+			     end++) {
+			}
+			if (slots[i].state == MIRAI_LAUNCH_ONLINE) {
+				end = i + 1;
+			} else if (end - i > 1) {
+				fprintf(stderr, "mirai-launch: servers %zu-%zu on "
+						"%s: %s\n",
+				    i, end - 1, slots[i].host, slots[i].error);
+			} else {
+				fprintf(stderr, "mirai-launch: server %zu on %s: "
+						"%s\n",
 				    i, slots[i].host, slots[i].error);
-			} else if (report) {
+			}
+		}
+		for (size_t i = 0; i < ns; i++) {
+			if (slots[i].state == MIRAI_LAUNCH_ONLINE && report) {
 				printf("%s slot %zu %s %d cpus %s\n", slots[i].host,
 				    slots[i].slot, bind != NULL ? bind : "core",
 				    slots[i].unit, slots[i].binding);

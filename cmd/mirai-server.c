@@ -222,7 +222,7 @@ main(int argc, char **argv)
 {
 	const char *url = NULL, *bind_to = NULL;
 	int64_t idle = 0, walltime = 0;
-	long long max_tasks = 0, bind_index = 0;
+	long long max_tasks = 0, bind_index = 0, bind_count = 0;
 	size_t max_msg = 0;
 	int output = 0, dial_once = 0, verbose = 0, quiet = 0, use_stdin = 0;
 	cli_list plugins = {0};
@@ -247,6 +247,8 @@ main(int argc, char **argv)
 		"bind before dialing: core, numa, socket or none"},
 	    {"bind-index", 0, CLI_INT, &bind_index, "K",
 		"bind to unit K (from 0); past the last, wrap round"},
+	    {"bind-count", 0, CLI_INT, &bind_count, "N",
+		"bind to N units from K on (default 1)"},
 	    {"stdin", 0, CLI_FLAG, &use_stdin, NULL,
 		"read URL and environment from stdin; exit at its end"},
 	    {"verbose", 'v', CLI_FLAG, &verbose, NULL, "log connections and exits"},
@@ -320,6 +322,11 @@ main(int argc, char **argv)
 		    INT_MAX);
 		return MIRAI_EXIT_USAGE;
 	}
+	if (bind_count < 0 || bind_count > 65536) {
+		fprintf(stderr, "mirai-server: --bind-count must be from 1 "
+				"to 65536\n");
+		return MIRAI_EXIT_USAGE;
+	}
 	mirai_log_set(mirai_log_stderr, "mirai-server",
 	    quiet ? MIRAI_LOG_ERROR : verbose ? MIRAI_LOG_INFO : MIRAI_LOG_WARN);
 	/* A client that vanished mid-send must not kill us with SIGPIPE. */
@@ -339,6 +346,7 @@ main(int argc, char **argv)
 	so.max_msg     = max_msg;
 	so.bind_to     = bind_to;
 	so.bind_index  = (int) bind_index;
+	so.bind_count  = (int) bind_count;
 	so.plugins     = plugins.items;
 	so.nplugins    = plugins.n;
 	if ((rv = mirai_server_create(&srv, &so)) != 0) {

@@ -220,9 +220,12 @@ typedef struct mirai_server_opts {
 	 * (cgroup-aware); past the last one it wraps round, with a warning. */
 	const char *bind_to;
 	int bind_index;
+	/* How many units from bind_index on the server binds to (each past
+	 * the last wrapping round); 0: 1. */
+	int bind_count;
 } mirai_server_opts;
 
-#define MIRAI_SERVER_OPTS_INIT {0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, 0}
+#define MIRAI_SERVER_OPTS_INIT {0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0}
 
 typedef struct mirai_server mirai_server;
 typedef struct mirai_task   mirai_task;
@@ -760,9 +763,11 @@ MIRAI_API void mirai_hostlist_free(mirai_hostlist *list);
 typedef struct mirai_launch mirai_launch;
 
 typedef struct mirai_launch_opts {
-	/* Where servers go: one per slot (copied). */
+	/* Where servers go: one per slot, or per cpus_per_server slots
+	 * (copied). */
 	const mirai_hostlist *hosts;
-	/* Cap on the number of servers; 0: every slot. */
+	/* How many servers; 0: as many as the slots hold.  More than the
+	 * slots hold is an error unless oversubscribe is set. */
 	int max_servers;
 	/* Base URL of the server slots; NULL: ws on every interface, port 0
 	 * (one port; a path with a random token per server), or on 127.0.0.1
@@ -777,7 +782,8 @@ typedef struct mirai_launch_opts {
 	const char *client_url;
 	const char *control_url;
 	/* "core" (NULL), "numa", "socket" or "none": the k-th server on a
-	 * host binds to the k-th unit of that kind it may use. */
+	 * host binds to the k-th unit of that kind it may use (units k*c to
+	 * k*c + c - 1 with c cpus_per_server). */
 	const char *bind_to;
 	/* Environment for the servers: "VAR" (its value here) or
 	 * "VAR=value".  Sent over the ssh channel, never on a command line. */
@@ -808,11 +814,22 @@ typedef struct mirai_launch_opts {
 	int64_t timeout_ms;
 	/* Retries of a task whose server died. */
 	int retries;
+	/* Cores per server (0: 1): slots count cores, a host with S slots
+	 * holds S / cpus_per_server servers (the rest of its slots stay
+	 * idle), each bound to that many cores.  Needs bind_to "core" or
+	 * "none"; at most 4096. */
+	int cpus_per_server;
+	/* 1: more servers than the slots hold are placed round robin over
+	 * the hosts, a host taking at most max_slots / cpus_per_server
+	 * servers when its max_slots is given (no limit otherwise); 0: that
+	 * is an error. */
+	int oversubscribe;
 } mirai_launch_opts;
 
 #define MIRAI_LAUNCH_OPTS_INIT                                               \
 	{NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0,                  \
-	    MIRAI_SERVER_OPTS_INIT, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0}
+	    MIRAI_SERVER_OPTS_INIT, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, \
+	    0, 0}
 
 enum mirai_launch_state {
 	MIRAI_LAUNCH_PLANNED  = 0,
@@ -841,8 +858,14 @@ typedef struct mirai_launch_slot {
 typedef void (*mirai_launch_progress_fn)(void *arg, size_t online,
     size_t failed, size_t total);
 
-/* Plan a launch (nothing starts): one server per slot, bindings counted per
- * host.  err explains a failure. */
+/*
+ * Plan a launch (nothing starts): servers on the hosts in order, one per
+ * slot (or per cpus_per_server slots), a host's servers numbered one after
+ * the other; bindings counted per host.  MIRAI_EINVAL when the options
+ * cannot be met: more servers than the slots hold without oversubscribe,
+ * or than max_slots allow with it, min_servers above the servers planned.
+ * err explains a failure in one line, naming mirai-launch's options.
+ */
 MIRAI_API int mirai_launch_create(mirai_launch **out,
     const mirai_launch_opts *opts, mirai_errmsg *err);
 

@@ -307,6 +307,10 @@ void mirai__topo_binding(char *buf, size_t len);
  */
 int mirai__topo_bind(const char *kind, int index, char *desc, size_t len,
     int *wrapped, mirai_errmsg *err);
+/* The same for n units (n >= 1) from index on: units index .. index + n - 1,
+ * each wrapping round on its own; desc reads "core 4-7: cpus 4-7". */
+int mirai__topo_bind_range(const char *kind, int index, int n, char *desc,
+    size_t len, int *wrapped, mirai_errmsg *err);
 
 /* How many units of kind this process may use (0 on error). */
 int mirai__topo_count(const char *kind);

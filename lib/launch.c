@@ -27,6 +27,9 @@
 #define TAG "launch"
 #define START_WAIT_MS 60000
 #define REAP_WAIT_MS 5000
+#define MAX_SERVERS 100000
+/* Keeps the first unit of every server (k * cpus) within an int. */
+#define MAX_CPUS_PER_SERVER 4096
 
 struct mirai_launch {
 	mirai_launch_opts o;
@@ -69,6 +72,107 @@ keep(mirai_launch *l, const char *s)
 	return l->strs[l->nstrs++] = mirai__strdup(s);
 }
 
+/*
+ * How many servers each host gets: counts[0 .. hosts->n), *total their sum.
+ * Slots are cores: a host holds slots / per servers.  Up to what the hosts
+ * hold, they fill in order (like Open MPI's default, by slot); beyond it,
+ * with oversubscribe, the rest go round robin, one a host a round, a host
+ * taking at most max_slots / per servers when its max_slots is given.
+ * The plan is counts rather than a list so that a host's servers stay
+ * next to each other, started by one ssh exec.
+ */
+static int
+plan_counts(const mirai_launch_opts *o, int per, size_t *counts,
+    size_t *total, mirai_errmsg *err)
+{
+	const mirai_hostlist *hl = o->hosts;
+	size_t held = 0, want, left, room = 0, *ready, nready;
+	int limited = 1;
+
+	for (size_t h = 0; h < hl->n; h++) {
+		const mirai_host *host = &hl->hosts[h];
+
+		if (host->slots < per && !o->oversubscribe) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "host %s has %d slot%s, fewer than --cpus-per-server "
+			    "%d (--oversubscribe shares them)", host->name,
+			    host->slots, host->slots == 1 ? "" : "s", per);
+		}
+		held += (size_t) (host->slots / per);
+		if (host->max_slots == 0) {
+			limited = 0;
+		} else {
+			room += (size_t) (host->max_slots / per);
+		}
+	}
+	want = o->max_servers > 0 ? (size_t) o->max_servers : held;
+	if (want == 0) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "no host has the %d slots of --cpus-per-server %d: give "
+		    "-n to oversubscribe", per, per);
+	}
+	if (want > MAX_SERVERS) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "%zu servers: at most %d per launch", want, MAX_SERVERS);
+	}
+	if (want > held && !o->oversubscribe) {
+		if (per > 1) {
+			return mirai__fail(err, MIRAI_EINVAL,
+			    "-n %zu is more than the %zu slots of %zu host%s "
+			    "hold at --cpus-per-server %d (%zu servers; "
+			    "--oversubscribe places more)", want,
+			    hl->total_slots, hl->n, hl->n == 1 ? "" : "s",
+			    per, held);
+		}
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "-n %zu is more than the %zu slots of %zu host%s "
+		    "(--oversubscribe places more)", want, hl->total_slots,
+		    hl->n, hl->n == 1 ? "" : "s");
+	}
+	if (want > held && limited && want > room) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "-n %zu is more than the max_slots of the hosts allow "
+		    "(%zu servers%s)", want, room, per > 1 ? " at "
+		    "--cpus-per-server" : "");
+	}
+	left = want;
+	for (size_t h = 0; h < hl->n; h++) {
+		size_t c = (size_t) (hl->hosts[h].slots / per);
+
+		counts[h] = c < left ? c : left;
+		left -= counts[h];
+	}
+	/* Round robin over the hosts with room left; a host whose max_slots
+	 * is reached drops out, so every round places at least one. */
+	if (left > 0) {
+		if ((ready = calloc(hl->n, sizeof *ready)) == NULL) {
+			return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+		}
+		nready = 0;
+		for (size_t h = 0; h < hl->n; h++) {
+			ready[nready++] = h;
+		}
+		while (left > 0 && nready > 0) {
+			size_t k = 0;
+			for (size_t j = 0; j < nready && left > 0; j++) {
+				const mirai_host *host = &hl->hosts[ready[j]];
+				size_t c = counts[ready[j]];
+				if (host->max_slots != 0 &&
+				    c >= (size_t) (host->max_slots / per)) {
+					continue;
+				}
+				counts[ready[j]]++;
+				left--;
+				ready[k++] = ready[j];
+			}
+			nready = k;
+		}
+		free(ready);
+	}
+	*total = want - left;
+	return 0;
+}
+
 /* Whether name is this machine: started without ssh. */
 static int
 is_local(const mirai_launch *l, const char *name)
@@ -84,8 +188,9 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
     mirai_errmsg *err)
 {
 	mirai_launch *l;
-	size_t total = 0, k = 0;
+	size_t total = 0, k = 0, *counts;
 	const char *bind;
+	int per, rv;
 
 	if (out == NULL || o == NULL || o->hosts == NULL || o->hosts->n == 0) {
 		return mirai__fail(err, MIRAI_EINVAL, "no hosts to launch on");
@@ -97,20 +202,35 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 		    "bind to '%s'? use core, numa, socket or none", bind);
 	}
 	if (o->max_servers < 0 || o->min_servers < 0 || o->retries < 0 ||
-	    o->retries > 255 || o->timeout_ms < 0) {
+	    o->retries > 255 || o->timeout_ms < 0 || o->cpus_per_server < 0) {
 		return mirai__fail(err, MIRAI_EINVAL, "invalid launch options");
 	}
-	for (size_t i = 0; i < o->hosts->n; i++) {
-		total += (size_t) o->hosts->hosts[i].slots;
-	}
-	if (o->max_servers > 0 && (size_t) o->max_servers < total) {
-		total = (size_t) o->max_servers;
-	}
-	if (total > 100000) {
+	per = o->cpus_per_server > 0 ? o->cpus_per_server : 1;
+	if (per > MAX_CPUS_PER_SERVER) {
 		return mirai__fail(err, MIRAI_EINVAL,
-		    "%zu servers: at most 100000 per launch", total);
+		    "--cpus-per-server %d: at most %d", per,
+		    MAX_CPUS_PER_SERVER);
+	}
+	if (per > 1 && strcmp(bind, "core") != 0 && strcmp(bind, "none") != 0) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "--cpus-per-server %d needs --bind-to core or none, not %s",
+		    per, bind);
+	}
+	if ((counts = calloc(o->hosts->n, sizeof *counts)) == NULL) {
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	if ((rv = plan_counts(o, per, counts, &total, err)) != 0) {
+		free(counts);
+		return rv;
+	}
+	if ((size_t) o->min_servers > total) {
+		free(counts);
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "--min-servers %d is more than the %zu server%s planned",
+		    o->min_servers, total, total == 1 ? "" : "s");
 	}
 	if ((l = calloc(1, sizeof *l)) == NULL) {
+		free(counts);
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
 	pthread_mutex_init(&l->mtx, NULL);
@@ -123,12 +243,14 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 	    (l->snap_pid = calloc(total, sizeof *l->snap_pid)) == NULL ||
 	    (l->snap_binding = calloc(total, sizeof *l->snap_binding)) == NULL ||
 	    (l->pids = calloc(total, sizeof *l->pids)) == NULL) {
+		free(counts);
 		mirai_launch_destroy(l);
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
 	mirai__hostname(l->myhost, sizeof l->myhost);
 	l->o       = *o;
 	l->o.hosts = NULL;
+	l->o.cpus_per_server = per;
 	l->o.bind_to = keep(l, bind);
 	l->o.server_url  = keep(l, o->server_url != NULL ? o->server_url : "ws://*:0");
 	l->o.advertise   = keep(l, o->advertise);
@@ -146,6 +268,7 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 	l->plugins = calloc(o->server.nplugins + 1, sizeof *l->plugins);
 	l->env     = calloc(o->nenv + 1, sizeof *l->env);
 	if (l->plugins == NULL || l->env == NULL) {
+		free(counts);
 		mirai_launch_destroy(l);
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
@@ -169,18 +292,23 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 		l->o.env            = l->env;
 	}
 	/* The plan: slots in host order, the k-th server of a host bound to
-	 * its k-th unit. */
+	 * its k-th unit (its k-th group of per units). */
 	for (size_t h = 0; h < o->hosts->n && k < total; h++) {
 		const mirai_host *host = &o->hosts->hosts[h];
-		const char *name       = keep(l, host->name);
-		const char *user       = keep(l, host->user ? host->user : "");
-		for (int s = 0; s < host->slots && k < total; s++, k++) {
+		const char *name, *user;
+		if (counts[h] == 0) {
+			continue;
+		}
+		name = keep(l, host->name);
+		user = keep(l, host->user ? host->user : "");
+		for (size_t s = 0; s < counts[h] && k < total; s++, k++) {
 			mirai_launch_slot *sl = &l->slots[k];
 			sl->slot      = k;
 			sl->host      = name;
 			sl->user      = user;
-			sl->host_slot = s;
-			sl->unit      = strcmp(bind, "none") == 0 ? -1 : s;
+			sl->host_slot = (int) s;
+			sl->unit      = strcmp(bind, "none") == 0 ? -1
+								: (int) s * per;
 			sl->local     = !o->ssh_local && is_local(l, name);
 			sl->state     = MIRAI_LAUNCH_PLANNED;
 			sl->url       = l->urls[k];
@@ -188,6 +316,7 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 			sl->error     = l->errors[k];
 		}
 	}
+	free(counts);
 	l->n = k;
 	/* All servers here: listen and advertise on loopback only, which
 	 * needs no name resolution and opens nothing to the network. */
@@ -283,7 +412,8 @@ mirai_launch_plan_json(mirai_launch *l, char **out)
 		mirai__sb_printf(&sb, ",\"core\":%d,\"local\":%s,\"url\":", sl->unit,
 		    sl->local ? "true" : "false");
 		mirai__sb_json_str(&sb, url);
-		mirai__sb_printf(&sb, "}\n");
+		mirai__sb_printf(&sb, ",\"cpus\":%d}\n",
+		    sl->unit >= 0 ? l->o.cpus_per_server : 0);
 	}
 	if (sb.failed) {
 		free(sb.buf);
@@ -327,26 +457,73 @@ on_watch(void *arg)
 	pthread_mutex_unlock(&l->mtx);
 }
 
+/*
+ * Fail servers [first, end) (of one host) with one reason, logged once:
+ * a dead host with 50 slots is one line, not 50.  The caller's message
+ * is complete; a server online already or failed already is left alone.
+ * Logged at INFO: the launch's error, or mirai-launch's summary once it
+ * goes on without them, reports each host once.
+ */
 static void
-fail_slot(mirai_launch *l, size_t i, const char *fmt, ...)
-    MIRAI_PRINTF(3, 4);
+fail_range(mirai_launch *l, size_t first, size_t end, const char *fmt, ...)
+    MIRAI_PRINTF(4, 5);
 
 static void
-fail_slot(mirai_launch *l, size_t i, const char *fmt, ...)
+fail_range(mirai_launch *l, size_t first, size_t end, const char *fmt, ...)
 {
+	char why[sizeof l->errors[0]];
+	size_t failed = 0;
 	va_list ap;
 
-	if (l->slots[i].state == MIRAI_LAUNCH_ONLINE ||
-	    l->slots[i].state == MIRAI_LAUNCH_FAILED) {
-		return;
-	}
 	va_start(ap, fmt);
-	vsnprintf(l->errors[i], sizeof l->errors[i], fmt, ap);
+	vsnprintf(why, sizeof why, fmt, ap);
 	va_end(ap);
-	l->slots[i].state = MIRAI_LAUNCH_FAILED;
-	MIRAI__LOG(MIRAI_LOG_WARN, TAG, "server %zu on %s: %s", i,
-	    l->slots[i].host, l->errors[i]);
-	changed(l);
+	for (size_t i = first; i < end; i++) {
+		if (l->slots[i].state == MIRAI_LAUNCH_ONLINE ||
+		    l->slots[i].state == MIRAI_LAUNCH_FAILED) {
+			continue;
+		}
+		memcpy(l->errors[i], why, sizeof why);
+		l->slots[i].state = MIRAI_LAUNCH_FAILED;
+		failed++;
+	}
+	if (failed > 0) {
+		MIRAI__LOG(MIRAI_LOG_INFO, TAG, "%s: %zu server%s failed: %s",
+		    l->slots[first].host, failed, failed == 1 ? "" : "s", why);
+		changed(l);
+	}
+}
+
+/*
+ * The ssh layer's hints named in the launcher's terms: what the user can
+ * give is mirai-launch's option, not the ssh module's policy name.
+ */
+static const struct {
+	const char *from, *to;
+} hints[] = {
+    {"(use accept-new to learn it)", "(--accept-new learns it)"},
+};
+
+/* msg from the ssh layer without the "host: " it opens with (the launch
+ * names the host itself) and with its hints in mirai-launch's terms. */
+static void
+ssh_reason(const char *host, const char *msg, char *buf, size_t len)
+{
+	size_t n = strlen(host);
+	char *at;
+
+	if (strncmp(msg, host, n) == 0 && strncmp(msg + n, ": ", 2) == 0) {
+		msg += n + 2;
+	}
+	snprintf(buf, len, "%s", msg);
+	for (size_t i = 0; i < sizeof hints / sizeof hints[0]; i++) {
+		size_t fl = strlen(hints[i].from), tl = strlen(hints[i].to);
+		if ((at = strstr(buf, hints[i].from)) != NULL &&
+		    strlen(buf) - fl + tl < len) {
+			memmove(at + tl, at + fl, strlen(at + fl) + 1);
+			memcpy(at, hints[i].to, tl);
+		}
+	}
 }
 
 /* id is the first slot of the host the event is about; it applies to
@@ -355,18 +532,21 @@ static void
 on_ssh(void *arg, size_t id, int event, int status, const char *msg)
 {
 	mirai_launch *l = arg;
+	char why[256];
+	size_t end;
 
 	pthread_mutex_lock(&l->mtx);
-	for (size_t i = id; i < l->n && l->slots[i].host == l->slots[id].host;
-	     i++) {
-		if (event == MIRAI__SSH_FAILED) {
-			fail_slot(l, i, "%s (%s)", msg, mirai_errname(status));
-		} else if (event == MIRAI__SSH_EXITED && status == 127) {
-			fail_slot(l, i, "server binary missing: %s", msg);
-		} else if (event == MIRAI__SSH_EXITED) {
-			fail_slot(l, i, "server exited with status %d%s%s",
-			    status, *msg ? ": " : "", msg);
-		}
+	for (end = id; end < l->n && l->slots[end].host == l->slots[id].host;
+	     end++) {
+	}
+	ssh_reason(l->slots[id].host, msg, why, sizeof why);
+	if (event == MIRAI__SSH_FAILED) {
+		fail_range(l, id, end, "%s (%s)", why, mirai_errname(status));
+	} else if (event == MIRAI__SSH_EXITED && status == 127) {
+		fail_range(l, id, end, "server binary missing: %s", why);
+	} else if (event == MIRAI__SSH_EXITED) {
+		fail_range(l, id, end, "server exited with status %d%s%s",
+		    status, *why ? ": " : "", why);
 	}
 	pthread_mutex_unlock(&l->mtx);
 }
@@ -381,12 +561,14 @@ on_child_exit(pid_t pid, int status, void *arg)
 		if (l->pids[i] == pid) {
 			l->pids[i] = 0;
 			if (status == -1) {
-				fail_slot(l, i, "server ended");
+				fail_range(l, i, i + 1, "server ended");
 			} else if (WIFEXITED(status)) {
-				fail_slot(l, i, "server exited with status %d",
+				fail_range(l, i, i + 1,
+				    "server exited with status %d",
 				    WEXITSTATUS(status));
 			} else {
-				fail_slot(l, i, "server killed by signal %d",
+				fail_range(l, i, i + 1,
+				    "server killed by signal %d",
 				    WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 			}
 		}
@@ -455,6 +637,10 @@ start_remote(mirai_launch *l, size_t first, size_t count, mirai_errmsg *err)
 	mirai__sb_printf(&cmd, " --stdin");
 	if (sl->unit >= 0) {
 		mirai__sb_printf(&cmd, " --bind-to %s", l->o.bind_to);
+		if (l->o.cpus_per_server > 1) {
+			mirai__sb_printf(&cmd, " --bind-count %d",
+			    l->o.cpus_per_server);
+		}
 	}
 	if (so->idle_ms > 0) {
 		mirai__sb_printf(&cmd, " --idle %" PRId64, so->idle_ms);
@@ -512,6 +698,7 @@ start_local(mirai_launch *l, size_t i, mirai_errmsg *err)
 	if (l->slots[i].unit >= 0) {
 		so.bind_to    = l->o.bind_to;
 		so.bind_index = l->slots[i].unit;
+		so.bind_count = l->o.cpus_per_server;
 	}
 	if ((rv = mirai__spawn_server(&so, l->slots[i].url, 0, &pid, err)) != 0) {
 		return rv;
@@ -562,6 +749,48 @@ refresh(mirai_launch *l, size_t *online, size_t *failed)
 		*online += sl->state == MIRAI_LAUNCH_ONLINE;
 		*failed += sl->state == MIRAI_LAUNCH_FAILED ||
 		    sl->state == MIRAI_LAUNCH_GONE;
+	}
+}
+
+/*
+ * What went wrong, into buf: runs of servers of one host with one reason
+ * ("servers 2-51 on nohost.invalid: unreachable: ..."), the first three,
+ * then how many more.  Called with the states settled.
+ */
+static void
+failures(const mirai_launch *l, char *buf, size_t len)
+{
+	size_t shown = 0, more = 0, used = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0, end; i < l->n; i = end) {
+		for (end = i + 1; end < l->n &&
+		     l->slots[end].host == l->slots[i].host &&
+		     strcmp(l->errors[end], l->errors[i]) == 0;
+		     end++) {
+		}
+		if (l->errors[i][0] == '\0') {
+			continue;
+		}
+		if (shown == 3) {
+			more += end - i;
+			continue;
+		}
+		if (end - i > 1) {
+			used += (size_t) snprintf(buf + used, len - used,
+			    "%sservers %zu-%zu on %s: %s", shown ? "; " : "", i,
+			    end - 1, l->slots[i].host, l->errors[i]);
+		} else {
+			used += (size_t) snprintf(buf + used, len - used,
+			    "%sserver %zu on %s: %s", shown ? "; " : "", i,
+			    l->slots[i].host, l->errors[i]);
+		}
+		used = used < len ? used : len - 1;
+		shown++;
+	}
+	if (more > 0) {
+		snprintf(buf + used, len - used, "; %zu more server%s failed",
+		    more, more == 1 ? "" : "s");
 	}
 }
 
@@ -643,9 +872,7 @@ mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
 			rv = start_remote(l, i, end - i, &e2);
 			if (rv != 0) {
 				pthread_mutex_lock(&l->mtx);
-				for (size_t k = i; k < end; k++) {
-					fail_slot(l, k, "%s", e2.text);
-				}
+				fail_range(l, i, end, "%s", e2.text);
 				pthread_mutex_unlock(&l->mtx);
 			}
 			continue;
@@ -653,7 +880,7 @@ mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
 		for (size_t k = i; k < end; k++) {
 			if (start_local(l, k, &e2) != 0) {
 				pthread_mutex_lock(&l->mtx);
-				fail_slot(l, k, "%s", e2.text);
+				fail_range(l, k, k + 1, "%s", e2.text);
 				pthread_mutex_unlock(&l->mtx);
 			}
 		}
@@ -685,17 +912,8 @@ mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
 	}
 	pthread_mutex_unlock(&l->mtx);
 	if (online < need) {
-		size_t shown = 0;
-		char list[300] = "";
-		for (size_t i = 0; i < l->n && shown < 3; i++) {
-			if (l->errors[i][0] != '\0') {
-				size_t n = strlen(list);
-				snprintf(list + n, sizeof list - n, "%s%s: %s",
-				    shown > 0 ? "; " : "", l->slots[i].host,
-				    l->errors[i]);
-				shown++;
-			}
-		}
+		char list[800];
+		failures(l, list, sizeof list);
 		return mirai__fail(err, MIRAI_ESPAWN,
 		    "%zu of %zu servers online, %zu needed: %s", online, l->n,
 		    need, list);

@@ -1118,6 +1118,7 @@ static int
 bind_cpus(mirai_server *srv, mirai_errmsg *err)
 {
 	const char *kind = srv->opts.bind_to;
+	int n = srv->opts.bind_count > 0 ? srv->opts.bind_count : 1;
 	int wrapped = 0, count;
 
 	if (kind == NULL || strcmp(kind, "none") == 0) {
@@ -1126,15 +1127,23 @@ bind_cpus(mirai_server *srv, mirai_errmsg *err)
 	}
 	/* Counted before binding: afterwards only the one unit is usable. */
 	count = mirai__topo_count(kind);
-	if (mirai__topo_bind(kind, srv->opts.bind_index, srv->binding,
-		sizeof srv->binding, &wrapped, err) != 0) {
+	if (mirai__topo_bind_range(kind, srv->opts.bind_index, n,
+		srv->binding, sizeof srv->binding, &wrapped, err) != 0) {
 		return MIRAI_EXIT_ERROR;
 	}
-	if (wrapped) {
+	if (wrapped && n == 1) {
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
 		    "bind index %d is past the last of %d usable %s units: "
 		    "wrapped round to %s, shared with other servers",
 		    srv->opts.bind_index, count, kind, srv->binding);
+	} else if (wrapped) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "bind indexes %d to %lld go past the last of %d usable "
+		    "%s units: wrapped round to %s, shared with other "
+		    "servers",
+		    srv->opts.bind_index,
+		    (long long) srv->opts.bind_index + n - 1, count, kind,
+		    srv->binding);
 	}
 	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "bound to %s", srv->binding);
 	return 0;

@@ -178,7 +178,7 @@ mirai__spawn_server(const mirai_server_opts *o, const char *url,
 	char path[4096];
 	const char *exe;
 	const char *argv[32 + 2 * 64];
-	char nums[5][32];
+	char nums[6][32];
 	char *env[2] = {NULL, NULL};
 	size_t n = 0;
 	int rv;
@@ -235,6 +235,11 @@ mirai__spawn_server(const mirai_server_opts *o, const char *url,
 		argv[n++] = o->bind_to;
 		argv[n++] = "--bind-index";
 		argv[n++] = nums[4];
+		if (o->bind_count > 1) {
+			snprintf(nums[5], sizeof nums[5], "%d", o->bind_count);
+			argv[n++] = "--bind-count";
+			argv[n++] = nums[5];
+		}
 	}
 	for (size_t i = 0; i < o->nplugins; i++) {
 		argv[n++] = "--plugin";

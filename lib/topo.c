@@ -199,12 +199,20 @@ int
 mirai__topo_bind(const char *kind, int index, char *desc, size_t len,
     int *wrapped, mirai_errmsg *err)
 {
-	hwloc_bitmap_t usable = NULL, cpus = NULL, got = NULL;
+	return mirai__topo_bind_range(kind, index, 1, desc, len, wrapped, err);
+}
+
+int
+mirai__topo_bind_range(const char *kind, int index, int n, char *desc,
+    size_t len, int *wrapped, mirai_errmsg *err)
+{
+	hwloc_bitmap_t usable = NULL, cpus = NULL, got = NULL, one = NULL,
+		       logicals = NULL;
 	hwloc_obj_type_t type;
 	hwloc_topology_t t;
-	char what[64], cpus_s[256];
+	char what[64], cpus_s[256], units_s[48];
 	unsigned logical = 0;
-	int count, k, rv;
+	int count, rv;
 
 	if (wrapped != NULL) {
 		*wrapped = 0;
@@ -224,10 +232,10 @@ mirai__topo_bind(const char *kind, int index, char *desc, size_t len,
 		    "and none",
 		    kind);
 	}
-	if (index < 0) {
+	if (index < 0 || n < 1) {
 		return mirai__fail(err, MIRAI_EINVAL,
-		    "cannot bind to %s %d: the index must be 0 or more", kind,
-		    index);
+		    "cannot bind to %d %s from %d: the index must be 0 or "
+		    "more, the count 1 or more", n, kind, index);
 	}
 	if ((t = get_topology(err)) == NULL) {
 		return MIRAI_ETOPO;
@@ -241,7 +249,9 @@ mirai__topo_bind(const char *kind, int index, char *desc, size_t len,
 	}
 	if ((usable = hwloc_bitmap_alloc()) == NULL ||
 	    (cpus = hwloc_bitmap_alloc()) == NULL ||
-	    (got = hwloc_bitmap_alloc()) == NULL) {
+	    (got = hwloc_bitmap_alloc()) == NULL ||
+	    (one = hwloc_bitmap_alloc()) == NULL ||
+	    (logicals = hwloc_bitmap_alloc()) == NULL) {
 		rv = mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 		goto out;
 	}
@@ -256,15 +266,21 @@ mirai__topo_bind(const char *kind, int index, char *desc, size_t len,
 		    kind, index, kind);
 		goto unlock;
 	}
-	k = index % count;
-	units(t, type, usable, k, cpus, &logical);
-	snprintf(what, sizeof what, "%s %u", kind, logical);
+	/* n units from index on, each wrapping round on its own. */
+	for (int j = 0; j < n; j++) {
+		units(t, type, usable, (int) (((long long) index + j) % count),
+		    one, &logical);
+		hwloc_bitmap_or(cpus, cpus, one);
+		hwloc_bitmap_set(logicals, logical);
+	}
+	hwloc_bitmap_list_snprintf(units_s, sizeof units_s, logicals);
+	snprintf(what, sizeof what, "%s %s", kind, units_s);
 	rv = bind_and_check(t, cpus, got, what, err);
 unlock:
 	pthread_mutex_unlock(&topo_mtx);
 	if (rv == 0) {
 		if (wrapped != NULL) {
-			*wrapped = index >= count;
+			*wrapped = (long long) index + n > count;
 		}
 		if (desc != NULL && len > 0) {
 			hwloc_bitmap_list_snprintf(cpus_s, sizeof cpus_s, cpus);
@@ -275,6 +291,8 @@ out:
 	hwloc_bitmap_free(usable);
 	hwloc_bitmap_free(cpus);
 	hwloc_bitmap_free(got);
+	hwloc_bitmap_free(one);
+	hwloc_bitmap_free(logicals);
 	return rv;
 }
 

@@ -59,6 +59,13 @@ grep -q '^127.0.0.2 slot 3 core 1 cpus' "$W/out" || fail "report-bindings: $(cat
 for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.1; done
 [ "$(left)" = 0 ] || fail "servers left after the launch"
 
+# Servers of 2 cores over ssh: the host agent passes --bind-count on.
+"$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" --cpus-per-server 2 --report-bindings -q \
+	-- "$B/mirai" exec true >"$W/out" 2>"$W/err" || fail "cpus-per-server over ssh: $(cat "$W/err")"
+grep -Eq '^127.0.0.2 slot 1 core 0 cpus core 0(-1)?: cpus ' "$W/out" ||
+	fail "report-bindings with --cpus-per-server: $(cat "$W/out")"
+for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.1; done
+
 # No secret on a command line: the tokens are not in ps.
 "$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" -q >"$W/urls" 2>"$W/err" &
 L=$!

@@ -1,5 +1,7 @@
 /*
- * test_hostfile.c: unit tests of lib/hostfile.c, the host list parsers.
+ * test_hostfile.c: unit tests of the host list parsers: lib/hostfile.c
+ * (builder, API), lib/hostfile_lines.c and lib/hostfile_slurm.c; and of
+ * the launch plan made from a host list (lib/launch.c, nothing started).
  *
  * Table-driven: realistic files of every format with what they must give,
  * bad lines with the exact message (source and line) they must give, then
@@ -899,6 +901,243 @@ test_format_names(void **state)
 	assert_int_equal(mirai_hosts_format_parse(NULL), -1);
 }
 
+/* ---- across the split ------------------------------------------------ */
+
+/*
+ * Paths that cross from one file of the parser to another: line formats
+ * into the builder (repeats merged across lines and words), Slurm lists
+ * in a file word by word (a fresh expression each), the builder's
+ * messages with the line of the text.
+ */
+/* A call that failed: its code, no output, the message. */
+static void
+expect_failure(int rv, int want, const void *out, const mirai_errmsg *err,
+    const char *msg)
+{
+	assert_int_equal(rv, want);
+	assert_null(out);
+	assert_string_equal(err->text, msg);
+}
+
+static const struct {
+	int format;
+	const char *text;
+	const char *hosts; /* NULL: an error */
+	const char *msg;
+} split_cases[] = {
+	{MIRAI_HOSTS_SLURM, "tux[1-2] tux[2-3]\ntux1\n", "tux1:2 tux2:2 tux3:1",
+	    NULL},
+	{MIRAI_HOSTS_SLURM, "tux[1-2] bad[3-1]\n", NULL,
+	    "hosts:1: reversed range '3-1' in 'bad[3-1]'"},
+	{MIRAI_HOSTS_SLURM, "a[1-2]-b[1-2] c\n", "a1-b1:1 a1-b2:1 a2-b1:1 "
+	    "a2-b2:1 c:1", NULL},
+	{MIRAI_HOSTS_OPENMPI, "n1 slots=2\nn1 slots=3 max_slots=4\n", "n1:5",
+	    NULL},
+	{MIRAI_HOSTS_LSF, "n1 2 n2 1 n1 3\n", "n1:5 n2:1", NULL},
+	{MIRAI_HOSTS_MPICH, "n1:2\n-n2:1\n", NULL,
+	    "hosts:2: host name '-n2' cannot start with '-'"},
+	{MIRAI_HOSTS_SGE, "n1 4 q@n1 UNDEFINED\nn1 x q@n1 UNDEFINED\n", NULL,
+	    "hosts:2: slots must be a positive integer"},
+};
+
+static void
+test_split(void **state)
+{
+	for (size_t i = 0; i < sizeof split_cases / sizeof split_cases[0];
+	     i++) {
+		mirai_hostlist *l = NULL;
+		mirai_errmsg err  = {{0}};
+		int rv = mirai_hosts_parse(split_cases[i].text,
+		    strlen(split_cases[i].text), split_cases[i].format, NULL,
+		    &l, &err);
+
+		if (split_cases[i].hosts == NULL) {
+			expect_failure(rv, MIRAI_EPARSE, l, &err, split_cases[i].msg);
+			continue;
+		}
+		assert_int_equal(rv, 0);
+		char *got = render(l, 0);
+		assert_string_equal(got, split_cases[i].hosts);
+		free(got);
+		mirai_hostlist_free(l);
+	}
+}
+
+/* ---- the launch plan ------------------------------------------------- */
+
+/*
+ * Hostfile text and options in, the plan out as one string: a server a
+ * word, "host/k@unit" (k-th server of its host, first unit it binds to,
+ * '-' for none), or the one-line error.  Host names are not this
+ * machine's, so nothing is local; nothing starts.
+ */
+static const struct {
+	const char *hosts;
+	int n, cpus, oversub, min;
+	const char *bind;
+	const char *plan; /* NULL: an error */
+	const char *msg;
+} plan_cases[] = {
+	/* A server a slot, hosts in order; -n fills the first ones. */
+	{"a slots=2\nb slots=1\n", 0, 0, 0, 0, NULL, "a/0@0 a/1@1 b/0@0",
+	    NULL},
+	{"a slots=2\nb slots=2\n", 3, 0, 0, 0, NULL, "a/0@0 a/1@1 b/0@0",
+	    NULL},
+	{"a slots=2\n", 0, 0, 0, 0, "none", "a/0@- a/1@-", NULL},
+	/* Slots are cores: slots / cpus servers, each its cpus units. */
+	{"a slots=8\nb slots=8\n", 0, 4, 0, 0, NULL, "a/0@0 a/1@4 b/0@0 b/1@4",
+	    NULL},
+	{"a slots=10\n", 0, 4, 0, 0, NULL, "a/0@0 a/1@4", NULL},
+	{"a slots=8\nb slots=8\n", 3, 4, 0, 0, NULL, "a/0@0 a/1@4 b/0@0",
+	    NULL},
+	{"a slots=8\n", 0, 4, 0, 0, "none", "a/0@- a/1@-", NULL},
+	/* More than the slots hold: an error, unless oversubscribing. */
+	{"a slots=2\nb slots=2\n", 5, 0, 0, 0, NULL, NULL,
+	    "-n 5 is more than the 4 slots of 2 hosts (--oversubscribe "
+	    "places more)"},
+	{"a slots=8\n", 3, 4, 0, 0, NULL, NULL,
+	    "-n 3 is more than the 8 slots of 1 host hold at "
+	    "--cpus-per-server 4 (2 servers; --oversubscribe places more)"},
+	{"a slots=2\nb slots=2\n", 7, 0, 1, 0, NULL,
+	    "a/0@0 a/1@1 a/2@2 a/3@3 b/0@0 b/1@1 b/2@2", NULL},
+	{"a slots=8\nb slots=8\n", 5, 4, 1, 0, NULL,
+	    "a/0@0 a/1@4 a/2@8 b/0@0 b/1@4", NULL},
+	/* max_slots bounds oversubscription, per host. */
+	{"a slots=2 max_slots=2\nb slots=2\n", 6, 0, 1, 0, NULL,
+	    "a/0@0 a/1@1 b/0@0 b/1@1 b/2@2 b/3@3", NULL},
+	{"a slots=2 max_slots=3\nb slots=2 max_slots=4\n", 7, 0, 1, 0, NULL,
+	    "a/0@0 a/1@1 a/2@2 b/0@0 b/1@1 b/2@2 b/3@3", NULL},
+	{"a slots=2 max_slots=3\nb slots=2 max_slots=4\n", 8, 0, 1, 0, NULL,
+	    NULL, "-n 8 is more than the max_slots of the hosts allow (7 "
+	    "servers)"},
+	{"a slots=8 max_slots=10\n", 3, 4, 1, 0, NULL, NULL,
+	    "-n 3 is more than the max_slots of the hosts allow (2 servers "
+	    "at --cpus-per-server)"},
+	/* max_slots does nothing without oversubscription. */
+	{"a slots=2 max_slots=8\n", 3, 0, 0, 0, NULL, NULL,
+	    "-n 3 is more than the 2 slots of 1 host (--oversubscribe "
+	    "places more)"},
+	/* A host too small for one server. */
+	{"a slots=8\nb slots=2\n", 0, 4, 0, 0, NULL, NULL,
+	    "host b has 2 slots, fewer than --cpus-per-server 4 "
+	    "(--oversubscribe shares them)"},
+	/* Round robin from the first host: a, whose slots are full, first. */
+	{"a slots=8\nb slots=2\n", 3, 4, 1, 0, NULL, "a/0@0 a/1@4 a/2@8",
+	    NULL},
+	{"a slots=8\nb slots=2\n", 4, 4, 1, 0, NULL,
+	    "a/0@0 a/1@4 a/2@8 b/0@0", NULL},
+	{"a slots=2\n", 0, 4, 1, 0, NULL, NULL,
+	    "no host has the 4 slots of --cpus-per-server 4: give -n to "
+	    "oversubscribe"},
+	{"a slots=2\n", 1, 4, 1, 0, NULL, "a/0@0", NULL},
+	/* --min-servers against the plan. */
+	{"a slots=2\nb slots=2\n", 3, 0, 0, 3, NULL, "a/0@0 a/1@1 b/0@0",
+	    NULL},
+	{"a slots=2\nb slots=2\n", 3, 0, 0, 4, NULL, NULL,
+	    "--min-servers 4 is more than the 3 servers planned"},
+	{"a slots=8\n", 0, 4, 0, 3, NULL, NULL,
+	    "--min-servers 3 is more than the 2 servers planned"},
+	/* Options that do not go together, or out of range. */
+	{"a slots=8\n", 0, 2, 0, 0, "numa", NULL,
+	    "--cpus-per-server 2 needs --bind-to core or none, not numa"},
+	{"a slots=8\n", 0, 4097, 0, 0, NULL, NULL,
+	    "--cpus-per-server 4097: at most 4096"},
+	{"a slots=8\n", 100001, 0, 1, 0, NULL, NULL,
+	    "100001 servers: at most 100000 per launch"},
+};
+
+static char *
+render_plan(mirai_launch *l)
+{
+	const mirai_launch_slot *sl;
+	size_t n, len = 0;
+	char *s;
+
+	mirai_launch_slots(l, &sl, &n);
+	s = malloc(n * 32 + 1);
+	assert_non_null(s);
+	s[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(sl[i].slot, i);
+		assert_int_equal(sl[i].state, MIRAI_LAUNCH_PLANNED);
+		assert_false(sl[i].local);
+		if (sl[i].unit >= 0) {
+			len += (size_t) sprintf(s + len, "%s%s/%d@%d",
+			    i > 0 ? " " : "", sl[i].host, sl[i].host_slot,
+			    sl[i].unit);
+		} else {
+			len += (size_t) sprintf(s + len, "%s%s/%d@-",
+			    i > 0 ? " " : "", sl[i].host, sl[i].host_slot);
+		}
+	}
+	return s;
+}
+
+static void
+test_plan(void **state)
+{
+	for (size_t i = 0; i < sizeof plan_cases / sizeof plan_cases[0]; i++) {
+		mirai_launch_opts o = MIRAI_LAUNCH_OPTS_INIT;
+		mirai_hostlist *hl  = NULL;
+		mirai_launch *l     = NULL;
+		mirai_errmsg err    = {{0}};
+		int rv;
+
+		assert_int_equal(mirai_hosts_parse(plan_cases[i].hosts,
+		    strlen(plan_cases[i].hosts), MIRAI_HOSTS_OPENMPI, NULL, &hl,
+		    NULL), 0);
+		o.hosts           = hl;
+		o.max_servers     = plan_cases[i].n;
+		o.cpus_per_server = plan_cases[i].cpus;
+		o.oversubscribe   = plan_cases[i].oversub;
+		o.min_servers     = plan_cases[i].min;
+		o.bind_to         = plan_cases[i].bind;
+		rv = mirai_launch_create(&l, &o, &err);
+		mirai_hostlist_free(hl);
+		if (plan_cases[i].plan == NULL) {
+			expect_failure(rv, MIRAI_EINVAL, l, &err, plan_cases[i].msg);
+			continue;
+		}
+		assert_int_equal(rv, 0);
+		char *got = render_plan(l);
+		assert_string_equal(got, plan_cases[i].plan);
+		free(got);
+		mirai_launch_destroy(l);
+	}
+}
+
+/* The JSON plan says how many CPUs each server gets. */
+static void
+test_plan_json(void **state)
+{
+	mirai_launch_opts o = MIRAI_LAUNCH_OPTS_INIT;
+	mirai_hostlist *hl  = NULL;
+	mirai_launch *l     = NULL;
+	char *json          = NULL;
+
+	assert_int_equal(mirai_hosts_from_arg("n1:8", &hl, NULL), 0);
+	o.hosts           = hl;
+	o.cpus_per_server = 4;
+	o.server_url      = "ws://127.0.0.1:5555";
+	o.no_token        = 1;
+	assert_int_equal(mirai_launch_create(&l, &o, NULL), 0);
+	mirai_hostlist_free(hl);
+	assert_int_equal(mirai_launch_plan_json(l, &json), 0);
+	assert_string_equal(json,
+	    "{\"slot\":0,\"host\":\"n1\",\"user\":\"\",\"host_slot\":0,"
+	    "\"bind\":\"core\",\"core\":0,\"local\":false,"
+	    "\"url\":\"ws://127.0.0.1:5555/0\",\"cpus\":4}\n"
+	    "{\"slot\":1,\"host\":\"n1\",\"user\":\"\",\"host_slot\":1,"
+	    "\"bind\":\"core\",\"core\":4,\"local\":false,"
+	    "\"url\":\"ws://127.0.0.1:5555/1\",\"cpus\":4}\n");
+	free(json);
+	mirai_launch_destroy(l);
+	/* Bad options, and no hosts, say so without a plan. */
+	assert_int_equal(mirai_launch_create(&l, NULL, NULL), MIRAI_EINVAL);
+	o.hosts = NULL;
+	assert_int_equal(mirai_launch_create(&l, &o, NULL), MIRAI_EINVAL);
+}
+
 int
 main(void)
 {
@@ -913,6 +1152,9 @@ main(void)
 		cmocka_unit_test(test_env),
 		cmocka_unit_test(test_args),
 		cmocka_unit_test(test_format_names),
+		cmocka_unit_test(test_split),
+		cmocka_unit_test(test_plan),
+		cmocka_unit_test(test_plan_json),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
