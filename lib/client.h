@@ -113,6 +113,7 @@ struct peer {
 	int leaving;             /* BYE received */
 	int exit_sent;           /* told to exit: send it nothing more */
 	int gone;                /* answered GONE: it sends nothing more */
+	int muted;               /* cut off for a forged frame: ignored */
 	int sending;
 	uint32_t seq_sent, seq_acked;
 	mirai__outq queue;
@@ -186,6 +187,7 @@ struct profile {
 	size_t tcap, tcount;
 	uint64_t next_id;
 	uint64_t completed;
+	uint64_t retried;         /* direct mode: tasks requeued after their server was lost */
 	child *children;
 	int alive;               /* local child processes not yet reaped */
 	char last_failure[600];  /* why the last local server failed to start */

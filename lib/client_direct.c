@@ -54,18 +54,43 @@ typedef struct pack_ctx {
 	uint32_t seq;
 } pack_ctx;
 
-static void
+/*
+ * A task frame went out.  A server's tasks keep their frame while the
+ * server holds them: a bounce is checked against it and requeues it, and a
+ * lost server's task can be retried.  A dispatcher keeps its own copies.
+ */
+static int
 on_packed(void *arg, mirai__out *o)
 {
 	pack_ctx *c = arg;
 	mirai *m    = o->owner;
+	mirai__out *copy;
 
-	if (m != NULL) {
-		m->out = NULL;
-		c->pk->nqueue--;
-		c->pk->qbytes -= m->bytes;
-		inflight_push(c->pk, m);
+	if (m == NULL) {
+		return 0;
 	}
+	m->out = NULL;
+	c->pk->nqueue--;
+	c->pk->qbytes -= m->bytes;
+	inflight_push(c->pk, m);
+	if (c->pk->kind != MIRAI__KIND_SERVER) {
+		return 0;
+	}
+	if (o->msg == NULL) {
+		m->out = o;
+		return 1;
+	}
+	/* A big frame is the message that goes: keep a copy.  Without one
+	 * the task can be neither retried nor bounced. */
+	if ((copy = calloc(1, sizeof *copy)) != NULL &&
+	    mirai__msg_dup(&copy->msg, o->msg) == 0) {
+		copy->len   = o->len;
+		copy->owner = m;
+		m->out      = copy;
+	} else {
+		free(copy);
+	}
+	return 0;
 }
 
 /* Send what pk's queue holds, as far as its window allows.  Called
@@ -290,7 +315,9 @@ on_hello(profile *p, peer *pk, const mirai__frame *f)
 	    p->name, pk->host, pk->pid);
 }
 
-static void
+/* Returns 0, or -1 for a result the peer could not have: garbled, or for
+ * a task it was never given. */
+static int
 on_result(profile *p, peer *pk, const mirai__frame *f, mirai__msg **keep,
     mirai **list)
 {
@@ -298,14 +325,20 @@ on_result(profile *p, peer *pk, const mirai__frame *f, mirai__msg **keep,
 	mirai *m;
 
 	if (mirai__result_decode(f, &r) != 0) {
-		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "rejected a garbled result");
-		return;
+		return -1;
 	}
 	m = mirai__cl_table_find(p, r.id);
-	if (m == NULL || m->peer != pk || m->where != AT_INFLIGHT) {
+	if (m == NULL) {
 		/* Cancelled or timed out already: nobody waits for it. */
-		return;
+		return 0;
 	}
+	if (m->peer != pk || m->where != AT_INFLIGHT) {
+		return -1;
+	}
+	/* The copy kept while the server held it shares room with the
+	 * result's owner. */
+	mirai__out_free(m->out);
+	m->out = NULL;
 	pk->complete++;
 	p->completed++;
 	if (r.status == 0 && r.hook != p->hook_fp) {
@@ -314,13 +347,13 @@ on_result(profile *p, peer *pk, const mirai__frame *f, mirai__msg **keep,
 		    "serialization hook mismatch: server %s:%d encoded the result "
 		    "with another hook",
 		    pk->host, pk->pid);
-		return;
+		return 0;
 	}
 	if (r.status != 0) {
 		mirai__cl_claim(p, m, (int) r.status, list);
 		mirai__cl_set_errtext(m, "%.*s", (int) (r.len > 900 ? 900 : r.len),
 		    (const char *) r.data);
-		return;
+		return 0;
 	}
 	if (*keep != NULL) {
 		m->owner = *keep;
@@ -330,7 +363,7 @@ on_result(profile *p, peer *pk, const mirai__frame *f, mirai__msg **keep,
 	} else if (r.len > 0) {
 		if ((m->owner = malloc(r.len)) == NULL) {
 			mirai__cl_claim(p, m, MIRAI_ENOMEM, list);
-			return;
+			return 0;
 		}
 		memcpy(m->owner, r.data, r.len);
 		m->own = OWN_BUF;
@@ -338,38 +371,79 @@ on_result(profile *p, peer *pk, const mirai__frame *f, mirai__msg **keep,
 	}
 	m->res_len = (uint32_t) r.len;
 	mirai__cl_claim(p, m, 0, list);
+	return 0;
 }
 
+/* In-flight task m of pk goes back to the head of the line, its kept
+ * frame with it.  Called locked. */
 static void
+requeue_inflight(profile *p, peer *pk, mirai *m)
+{
+	mirai__cl_inflight_remove(pk, m);
+	m->peer  = NULL;
+	m->where = AT_QUEUE;
+	mirai__outq_push_front(&p->unassigned, m->out);
+}
+
+/* A BOUNCE: a leaving server gives back a task unstarted.  It must be
+ * byte for byte the frame pk was given; the kept copy goes back to the
+ * queue.  Returns 0, or -1 when it is not. */
+static int
 on_bounce(profile *p, peer *pk, const mirai__frame *f)
 {
 	mirai__frame inner;
 	mirai__task_view t;
-	mirai__out *o;
 	mirai *m;
 
-	inner.type = MIRAI__F_TASK;
-	inner.body = f->body + MIRAI__FRAME_HDR_LEN;
-	inner.len  = f->len >= MIRAI__FRAME_HDR_LEN
-	     ? f->len - MIRAI__FRAME_HDR_LEN : 0;
-	if (f->len < MIRAI__FRAME_HDR_LEN || mirai__task_decode(&inner, &t) != 0) {
-		return;
+	if (mirai__bounce_decode(f, &inner) != 0 ||
+	    mirai__task_decode(&inner, &t) != 0) {
+		return -1;
 	}
 	m = mirai__cl_table_find(p, t.id);
-	if (m == NULL || m->peer != pk || m->where != AT_INFLIGHT) {
-		return;
+	if (m == NULL) {
+		return 0; /* cancelled meanwhile */
 	}
-	if ((o = mirai__out_new(f->len)) == NULL) {
-		return; /* it stays in flight; losing the server resolves it */
+	if (m->peer != pk || m->where != AT_INFLIGHT) {
+		return -1;
 	}
-	memcpy(mirai__out_frame(o), f->body, f->len);
-	o->owner = m;
-	mirai__cl_inflight_remove(pk, m);
-	m->out   = o;
-	m->peer  = NULL;
-	m->where = AT_QUEUE;
+	if (m->out == NULL) {
+		/* No copy (out of memory when it went): it stays in flight
+		 * and resolves when the server goes. */
+		return 0;
+	}
+	if (m->out->len != MIRAI__FRAME_HDR_LEN + (size_t) inner.len ||
+	    memcmp(mirai__out_frame(m->out) + MIRAI__FRAME_HDR_LEN, inner.body,
+		inner.len) != 0) {
+		return -1;
+	}
 	/* Unstarted work goes back to the head of the line. */
-	mirai__outq_push_front(&p->unassigned, o);
+	requeue_inflight(p, pk, m);
+	return 0;
+}
+
+/* Whether in-flight task m may run again after its server was lost: it
+ * has a kept frame and retries left (one is used up).  Called locked. */
+static int
+retry(profile *p, mirai *m)
+{
+	mirai__frame f;
+	mirai__task_view t;
+	uint8_t *frame;
+
+	if (m->out == NULL || p->closing) {
+		return 0;
+	}
+	frame  = mirai__out_frame(m->out);
+	f.type = frame[0];
+	f.body = frame + MIRAI__FRAME_HDR_LEN;
+	f.len  = (uint32_t) (m->out->len - MIRAI__FRAME_HDR_LEN);
+	if (mirai__task_decode(&f, &t) != 0 ||
+	    (t.flags & MIRAI__TF_RETRIES) == 0) {
+		return 0;
+	}
+	mirai__task_set_flags(frame, t.flags - 1);
+	p->retried++;
+	return 1;
 }
 
 static void
@@ -442,15 +516,55 @@ dispatcher_leaving(profile *p, peer *pk, mirai **list)
 	mirai__cl_send_exit(p, pk, 0);
 }
 
+/*
+ * Server pk sent what no honest server sends: nothing more is read from it,
+ * the tasks it holds go back to the head of the line (their kept frames;
+ * without one a task resolves with ECONNRESET), and it is told to exit.
+ * Called locked.
+ */
+static void
+peer_cut(profile *p, peer *pk, const char *what, mirai **list)
+{
+	if (pk->online) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "profile '%s': refused %s from %s %s:%d; cutting it off",
+		    p->name, what,
+		    pk->kind == MIRAI__KIND_DISPATCHER ? "the dispatcher"
+						       : "server",
+		    pk->host, pk->pid);
+	} else {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "profile '%s': refused %s from a peer; cutting it off",
+		    p->name, what);
+	}
+	pk->muted   = 1;
+	pk->leaving = 1;
+	requeue_peer_queue(p, pk);
+	while (pk->inflight_tail != NULL) {
+		mirai *m = pk->inflight_tail;
+		if (m->out != NULL) {
+			requeue_inflight(p, pk, m);
+		} else {
+			mirai__cl_claim(p, m, MIRAI_ECONNRESET, list);
+			mirai__cl_set_errtext(m,
+			    "server %s:%d was cut off for a forged frame while it "
+			    "held the task",
+			    pk->host[0] ? pk->host : "?", pk->pid);
+		}
+	}
+	mirai__cl_send_exit(p, pk, MIRAI__EXIT_CANCEL);
+}
+
 static void
 handle_msg(profile *p, mirai__msg *msg)
 {
 	mirai__reader r;
 	mirai__msghdr h;
 	mirai__frame f;
-	mirai__msg *keep = NULL;
-	mirai *list   = NULL;
-	uint32_t pid  = mirai__msg_pipe(msg);
+	mirai__msg *keep   = NULL;
+	mirai *list        = NULL;
+	uint32_t pid       = mirai__msg_pipe(msg);
+	const char *forged = NULL;
 	peer *pk;
 	int rv;
 
@@ -465,7 +579,7 @@ handle_msg(profile *p, mirai__msg *msg)
 		mirai__msg_free(msg);
 		return;
 	}
-	if (p->closing) {
+	if (p->closing || pk->muted) {
 		while (mirai__msg_next(&r, &f) == 1) {
 			if (f.type == MIRAI__F_GONE) {
 				pk->gone = 1;
@@ -477,12 +591,11 @@ handle_msg(profile *p, mirai__msg *msg)
 		return;
 	}
 	if (rv != 0) {
-		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-		    "profile '%s': rejected a message from %s:%d: %s",
-		    p->name, pk->host[0] ? pk->host : "?", pk->pid,
-		    mirai_strerror(rv));
+		peer_cut(p, pk, "a malformed message", &list);
+		mirai__cl_dispatch(p, &list);
 		pthread_mutex_unlock(&p->mtx);
 		mirai__msg_free(msg);
+		mirai__cl_publish(list);
 		return;
 	}
 	if (h.nframes == 1) {
@@ -492,12 +605,13 @@ handle_msg(profile *p, mirai__msg *msg)
 	    (int32_t) (h.ack - pk->seq_sent) <= 0) {
 		pk->seq_acked = h.ack;
 	}
-	while ((rv = mirai__msg_next(&r, &f)) == 1) {
+	while (forged == NULL && (rv = mirai__msg_next(&r, &f)) == 1) {
 		uint32_t why;
 
 		if (!pk->online && f.type != MIRAI__F_HELLO &&
 		    f.type != MIRAI__F_GONE) {
-			continue;
+			forged = "a frame before HELLO";
+			break;
 		}
 		switch (f.type) {
 		case MIRAI__F_HELLO:
@@ -506,10 +620,14 @@ handle_msg(profile *p, mirai__msg *msg)
 			}
 			break;
 		case MIRAI__F_RESULT:
-			on_result(p, pk, &f, &keep, &list);
+			if (on_result(p, pk, &f, &keep, &list) != 0) {
+				forged = "a result for a task it does not hold";
+			}
 			break;
 		case MIRAI__F_BOUNCE:
-			on_bounce(p, pk, &f);
+			if (on_bounce(p, pk, &f) != 0) {
+				forged = "a bounce that does not match a task it holds";
+			}
 			break;
 		case MIRAI__F_GONE:
 			pk->gone = 1;
@@ -534,16 +652,20 @@ handle_msg(profile *p, mirai__msg *msg)
 			}
 			requeue_peer_queue(p, pk);
 			break;
+		case MIRAI__F_PING:
+		case MIRAI__F_PONG:
+			break;
 		default:
+			forged = "a frame a server never sends";
 			break;
 		}
 	}
-	if (rv < 0) {
-		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-		    "profile '%s': garbled frame from %s:%d ignored", p->name,
-		    pk->host, pk->pid);
+	if (forged == NULL && rv != 0) {
+		forged = "a garbled frame";
 	}
-	if (pk->leaving && pk->ninflight == 0 && pk->nqueue == 0) {
+	if (forged != NULL) {
+		peer_cut(p, pk, forged, &list);
+	} else if (pk->leaving && pk->ninflight == 0 && pk->nqueue == 0) {
 		/* Every result is in: let it go. */
 		mirai__cl_send_exit(p, pk, 0);
 	}
@@ -573,7 +695,7 @@ peer_lost(void *arg)
 	peer *pk   = arg;
 	profile *p = pk->prof;
 	mirai *list = NULL;
-	size_t lost = 0;
+	size_t lost = 0, retried = 0;
 
 	pthread_mutex_lock(&p->mtx);
 	for (size_t i = 0; i < p->npeers; i++) {
@@ -583,8 +705,15 @@ peer_lost(void *arg)
 		}
 	}
 	requeue_peer_queue(p, pk);
-	while (pk->inflight_head != NULL) {
-		mirai *m = pk->inflight_head;
+	/* From the tail, so that retried tasks keep their order at the head
+	 * of the line. */
+	while (pk->inflight_tail != NULL) {
+		mirai *m = pk->inflight_tail;
+		if (retry(p, m)) {
+			requeue_inflight(p, pk, m);
+			retried++;
+			continue;
+		}
 		mirai__cl_claim(p, m, MIRAI_ECONNRESET, &list);
 		mirai__cl_set_errtext(m,
 		    "connection to %s %s:%d was lost while it held the task",
@@ -602,10 +731,11 @@ peer_lost(void *arg)
 		pthread_cond_broadcast(&p->cv);
 	}
 	if (!p->closing && pk->online) {
-		MIRAI__LOG(lost > 0 ? MIRAI_LOG_WARN : MIRAI_LOG_INFO, TAG,
-		    "profile '%s': server %s:%d disconnected%s (tasks lost: %zu)",
+		MIRAI__LOG(lost + retried > 0 ? MIRAI_LOG_WARN : MIRAI_LOG_INFO, TAG,
+		    "profile '%s': server %s:%d disconnected%s (tasks lost: "
+		    "%zu, retried: %zu)",
 		    p->name, pk->host, pk->pid, pk->leaving ? " after BYE" : "",
-		    lost);
+		    lost, retried);
 	}
 	if (!p->closing) {
 		mirai__cl_dispatch(p, &list);

@@ -190,6 +190,11 @@ mirai__cl_claim(profile *p, mirai *m, int status, mirai **list)
 		m->out = NULL;
 	} else if (m->where == AT_INFLIGHT) {
 		mirai__cl_inflight_remove(m->peer, m);
+		if (m->own == OWN_NONE) {
+			/* The copy kept while a server held it. */
+			mirai__out_free(m->out);
+			m->out = NULL;
+		}
 	}
 	m->where = AT_NONE;
 	table_remove(p, m);
@@ -422,7 +427,11 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	t.data       = data;
 	t.len        = len;
 	t.hook       = p->hook_fp;
-	t.flags      = 0x100u | (uint32_t) (retries > 255 ? 255 : retries);
+	/* The task's own choice travels as such; the profile's default is
+	 * applied here in direct mode and by the dispatcher otherwise, whose
+	 * default may be another (mirai-launch -r). */
+	t.flags = (uint32_t) (retries > 255 ? 255 : retries) |
+	    (opts->retries != 0 ? MIRAI__TF_RETRIES_SET : 0);
 	t.timeout_ms = opts->timeout_ms > UINT32_MAX ? UINT32_MAX
 						     : (uint32_t) opts->timeout_ms;
 	size = mirai__task_size(t.fn_len, len);

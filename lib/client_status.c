@@ -420,6 +420,7 @@ mirai_status_get(const char *name, mirai_status **out)
 			r->pid      = pk->pid;
 		}
 		st->completed = p->completed;
+		st->retried   = p->retried;
 		pthread_mutex_unlock(&p->mtx);
 		mirai__cl_profile_unref(p);
 	}

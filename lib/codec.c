@@ -138,6 +138,12 @@ mirai__task_decode(const mirai__frame *f, mirai__task_view *t)
 	return 0;
 }
 
+void
+mirai__task_set_flags(uint8_t *frame, uint32_t flags)
+{
+	mirai__put32(frame + MIRAI__FRAME_HDR_LEN + 12, flags);
+}
+
 size_t
 mirai__bounce_size(size_t fn_len, size_t len)
 {

@@ -51,9 +51,10 @@ enum mirai__op {
 /* EXIT flags: cancel the running task instead of finishing it. */
 #define MIRAI__EXIT_CANCEL 0x1u
 
-/* TASK flags: the low byte is the number of retries left; 0x100 says the
- * client set it (else the dispatcher's default applies). */
+/* TASK flags: the low byte is the number of retries left; RETRIES_SET says
+ * the task chose it (else the dispatcher's default applies). */
 #define MIRAI__TF_RETRIES 0xffu
+#define MIRAI__TF_RETRIES_SET 0x100u
 
 /* Kinds of peer announced in HELLO. */
 enum mirai__kind {
@@ -162,6 +163,9 @@ int mirai__task_decode(const mirai__frame *f, mirai__task_view *t);
 size_t mirai__bounce_size(size_t fn_len, size_t len);
 void mirai__bounce_encode(uint8_t *dst, const mirai__task_view *t);
 int mirai__bounce_decode(const mirai__frame *f, mirai__frame *inner);
+
+/* Rewrite the flags of the encoded TASK frame at frame (header included). */
+void mirai__task_set_flags(uint8_t *frame, uint32_t flags);
 
 size_t mirai__result_size(size_t len);
 void mirai__result_encode(uint8_t *dst, const mirai__result_view *r);

@@ -721,7 +721,7 @@ slot_msg(dsock *ds, mirai__msg *msg)
 			break;
 		case MIRAI__F_BOUNCE:
 			if (slot_bounce(d, sl, &f) != 0) {
-				forged = "a bounce of a task it does not hold";
+				forged = "a bounce that does not match a task it holds";
 			}
 			break;
 		case MIRAI__F_BYE:

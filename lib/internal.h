@@ -220,12 +220,14 @@ void mirai__outq_clear(mirai__outq *q);
 /*
  * Take frames from the head of q (one big frame, or small ones up to
  * MIRAI__PACK_CAP) and return them as one message with header h (nframes is
- * filled in).  each(ctx, out) runs for every frame taken, before it is freed.
- * An empty q gives a header-only message.  Returns 0 or MIRAI_ENOMEM (q is
- * then unchanged).
+ * filled in).  each(ctx, out) runs for every frame taken, before it is
+ * freed; it returns nonzero to keep a small frame (the callee then owns
+ * out).  A big frame's out is always freed: its msg is the message that
+ * goes, so a callee that wants the bytes copies them.  An empty q gives a
+ * header-only message.  Returns 0 or MIRAI_ENOMEM (q is then unchanged).
  */
 int mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, mirai__msg **msgp,
-    void (*each)(void *ctx, mirai__out *o), void *ctx);
+    int (*each)(void *ctx, mirai__out *o), void *ctx);
 
 /* ---- service.c: the library's one background thread ---------------- */
 

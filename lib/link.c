@@ -124,7 +124,7 @@ mirai__outq_clear(mirai__outq *q)
 
 int
 mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, mirai__msg **msgp,
-    void (*each)(void *ctx, mirai__out *o), void *ctx)
+    int (*each)(void *ctx, mirai__out *o), void *ctx)
 {
 	mirai__msg *msg;
 	mirai__out *o;
@@ -168,10 +168,9 @@ mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, mirai__msg **msgp,
 		o = mirai__outq_pop(q);
 		memcpy(p, o->data, o->len);
 		p += o->len;
-		if (each != NULL) {
-			each(ctx, o);
+		if (each == NULL || !each(ctx, o)) {
+			mirai__out_free(o);
 		}
-		mirai__out_free(o);
 	}
 	*msgp = msg;
 	return 0;

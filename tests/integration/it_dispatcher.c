@@ -63,6 +63,8 @@ reset_all(void **state)
 	return 0;
 }
 
+static int mode; /* the dispatcher setting local() uses */
+
 static void
 local(int n, const char *plugin, int retries)
 {
@@ -70,8 +72,9 @@ local(int n, const char *plugin, int retries)
 	const char *plugins[1];
 	mirai_errmsg err = {{0}};
 
-	d.n       = n;
-	d.retries = retries;
+	d.n          = n;
+	d.retries    = retries;
+	d.dispatcher = mode;
 	if (plugin != NULL) {
 		plugins[0]        = h_plugin(plugin);
 		d.server.plugins  = plugins;
@@ -444,27 +447,44 @@ run_and_kill(int retries, int want)
 	mirai_reset(NULL);
 }
 
+/* Retries mean the same with the dispatcher (thread or process) and
+ * without: the task goes back to the head of the line and runs again on
+ * the server that is left. */
 static void
 test_server_dies(void **state)
 {
+	static const int modes[] = {MIRAI_DISPATCHER_THREAD,
+	    MIRAI_DISPATCHER_PROCESS, MIRAI_DISPATCHER_OFF};
+
 	(void) state;
-	run_and_kill(0, MIRAI_ECONNRESET);
-	run_and_kill(1, 0);
+	for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+		mode = modes[i];
+		run_and_kill(0, MIRAI_ECONNRESET);
+		run_and_kill(1, 0);
+	}
+	mode = 0;
 }
 
 static void
 test_per_task_retries(void **state)
 {
+	static const int modes[] = {MIRAI_DISPATCHER_THREAD,
+	    MIRAI_DISPATCHER_OFF};
 	mirai_call_opts o = MIRAI_CALL_OPTS_INIT;
 	mirai *m;
 
 	(void) state;
-	local(1, "testplug", 3);
-	/* The profile allows 3 retries; this task asks for none. */
-	o.retries = -1;
-	assert_int_equal(mirai_call(&o, "test.crash", NULL, 0, &m), 0);
-	assert_int_equal(mirai_wait_for(m, 10000), MIRAI_ECONNRESET);
-	mirai_free(m);
+	for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+		mode = modes[i];
+		local(1, "testplug", 3);
+		/* The profile allows 3 retries; this task asks for none. */
+		o.retries = -1;
+		assert_int_equal(mirai_call(&o, "test.crash", NULL, 0, &m), 0);
+		assert_int_equal(mirai_wait_for(m, 10000), MIRAI_ECONNRESET);
+		mirai_free(m);
+		mirai_reset(NULL);
+	}
+	mode = 0;
 }
 
 typedef struct blocker {

@@ -1,14 +1,15 @@
 /*
- * test_hostile.c: a peer that holds a valid slot URL and lies.  A real
- * dispatcher (the client's thread) owns two tcp slots; a hand-written peer
- * takes slot 1, says HELLO, and answers every task it is given with a
+ * test_hostile.c: a peer that holds a valid URL and lies.  A real
+ * dispatcher (the client's thread) owns two tcp slots, or a client without
+ * a dispatcher listens; a hand-written peer takes slot 1 (or dials the
+ * client), says HELLO, and answers every task it is given with a
  * forged frame: a result for another task, a bounce with other bytes of the
  * same length, a short bounce, a bounce whose inner length lies, a frame
  * before HELLO, a frame type servers never send, a message whose header
  * announces frames that are not there, a frame longer than its message.
- * Each time the dispatcher must refuse it, cut the peer off (EXIT), and
- * give the next peer its own copy of the task, byte for byte.  At the end
- * a real mirai-server takes slot 0 and every task completes with its own
+ * Each time the dispatcher (or client) must refuse it, cut the peer off
+ * (EXIT), and give the next peer its own copy of the task, byte for byte.
+ * At the end a real mirai-server takes over and every task completes with its own
  * input echoed back (checked by content).  ASan and valgrind run this too.
  */
 #include <inttypes.h>
@@ -40,14 +41,20 @@ typedef struct liar {
 	mirai__msg *inbox[64];
 	int n;
 	int up, gone;
+	uint32_t ack; /* last message seq received, acknowledged as servers do */
 } liar;
 
 static void
 liar_recv(void *arg, mirai__msg *m)
 {
 	liar *l = arg;
+	mirai__reader r;
+	mirai__msghdr h;
 
 	pthread_mutex_lock(&l->mtx);
+	if (mirai__msg_open(&r, mirai__msg_body(m), mirai__msg_len(m), &h) == 0) {
+		l->ack = h.seq;
+	}
 	if (l->n < 64) {
 		l->inbox[l->n++] = m;
 		m                = NULL;
@@ -130,6 +137,9 @@ liar_frame(liar *l, const uint8_t *frame, size_t len)
 	mirai__msghdr h   = {.nframes = 1, .seq = 1};
 
 	assert_non_null(buf);
+	pthread_mutex_lock(&l->mtx);
+	h.ack = l->ack;
+	pthread_mutex_unlock(&l->mtx);
 	mirai__hdr_encode(buf, &h);
 	memcpy(buf + MIRAI__HDR_LEN, frame, len);
 	liar_send(l, buf, MIRAI__HDR_LEN + len);
@@ -290,7 +300,7 @@ static void
 attack_missing_frames(liar *l, const uint8_t *task, size_t tlen)
 {
 	uint8_t buf[MIRAI__HDR_LEN + MIRAI__U32_FRAME_LEN];
-	mirai__msghdr h = {.nframes = 3, .seq = 2};
+	mirai__msghdr h = {.nframes = 3, .seq = 2, .ack = l->ack};
 
 	(void) task;
 	(void) tlen;
@@ -304,7 +314,7 @@ static void
 attack_long_frame(liar *l, const uint8_t *task, size_t tlen)
 {
 	uint8_t buf[MIRAI__HDR_LEN + MIRAI__FRAME_HDR_LEN + 8];
-	mirai__msghdr h = {.nframes = 1, .seq = 2};
+	mirai__msghdr h = {.nframes = 1, .seq = 2, .ack = l->ack};
 
 	(void) task;
 	(void) tlen;
@@ -369,15 +379,31 @@ spawn_server(const char *url)
 	return pid;
 }
 
+/*
+ * direct: no dispatcher, the liar and then an honest server dial the
+ * client; else a thread dispatcher with the liar at slot 1.
+ */
 static void
-test_forged_frames(void **state)
+forged_frames(int direct)
 {
-	static const attack_fn attacks[] = {attack_result_other,
+	static const attack_fn with_dispatcher[] = {attack_result_other,
 	    attack_bounce_swap, attack_bounce_short, attack_bounce_inner_lies,
-	    attack_wrong_type, attack_missing_frames, attack_long_frame,
+	    NULL, attack_missing_frames, attack_long_frame,
 	    attack_bounce_swap, attack_wrong_type, attack_result_twice};
-	const size_t nattacks = sizeof attacks / sizeof attacks[0];
-	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
+	/* Without a dispatcher the liar holds every task at once: a result
+	 * for another of them is its own to give, and a second result is
+	 * one the client no longer waits for (as after a cancel). */
+	static const attack_fn without[] = {attack_bounce_swap,
+	    attack_bounce_short, attack_bounce_inner_lies, NULL,
+	    attack_missing_frames, attack_long_frame, attack_wrong_type,
+	    attack_bounce_swap};
+	const attack_fn *attacks = direct ? without : with_dispatcher;
+	const size_t nattacks    = direct ? sizeof without / sizeof without[0]
+					  : sizeof with_dispatcher /
+		    sizeof with_dispatcher[0];
+	const char *profile      = direct ? "hostile-direct" : "hostile";
+	mirai_call_opts co       = {.profile = profile};
+	mirai_daemons_opts d     = MIRAI_DAEMONS_OPTS_INIT;
 	mirai_status *st;
 	mirai_errmsg err;
 	mirai *m[NSMALL + 2];
@@ -392,23 +418,30 @@ test_forged_frames(void **state)
 	if (getenv("MIRAI_SERVER") == NULL) {
 		skip();
 	}
-	d.profile = "hostile";
+	d.profile = profile;
 	d.url     = "tcp://127.0.0.1:0";
-	d.n       = 2;
+	if (direct) {
+		d.dispatcher = MIRAI_DISPATCHER_OFF;
+	} else {
+		d.n = 2;
+	}
 	assert_int_equal(mirai_daemons(&d, &err), 0);
-	assert_int_equal(mirai_status_get("hostile", &st), 0);
-	assert_int_equal(st->nrows, 2);
-	snprintf(url0, sizeof url0, "%s", st->rows[0].url);
-	snprintf(url1, sizeof url1, "%s", st->rows[1].url);
+	assert_int_equal(mirai_status_get(profile, &st), 0);
+	if (direct) {
+		snprintf(url0, sizeof url0, "%s", st->url);
+		snprintf(url1, sizeof url1, "%s", st->url);
+	} else {
+		assert_int_equal(st->nrows, 2);
+		snprintf(url0, sizeof url0, "%s", st->rows[0].url);
+		snprintf(url1, sizeof url1, "%s", st->rows[1].url);
+	}
 	mirai_status_free(st);
 
 	/* Big tasks last: the liar sees small and big ones. */
 	for (size_t i = 0; i < ntasks; i++) {
 		in[i] = payload((int) i, &inlen[i]);
-		assert_int_equal(mirai_call(&(mirai_call_opts) {
-					     .profile = "hostile"},
-				     "mirai.echo", in[i], inlen[i], &m[i]),
-		    0);
+		assert_int_equal(
+		    mirai_call(&co, "mirai.echo", in[i], inlen[i], &m[i]), 0);
 	}
 
 	for (size_t a = 0; a < nattacks; a++) {
@@ -418,7 +451,7 @@ test_forged_frames(void **state)
 		mirai__task_view v;
 
 		liar_open(&l, url1);
-		if (a == 4) {
+		if (attacks[a] == NULL) {
 			/* A frame before HELLO: cut off at once. */
 			attack_wrong_type(&l, NULL, 0);
 			assert_true(liar_wait(&l, MIRAI__F_EXIT, NULL, NULL));
@@ -428,8 +461,8 @@ test_forged_frames(void **state)
 		liar_hello(&l);
 		assert_true(liar_wait(&l, MIRAI__F_TASK, &task, &tlen));
 		task_view(task, tlen, &v);
-		/* Whatever an earlier liar did to this task, the dispatcher
-		 * sends its own bytes. */
+		/* Whatever an earlier liar did to this task, the client or
+		 * the dispatcher sends its own bytes. */
 		for (size_t i = 0; i < ntasks; i++) {
 			if (mirai_id(m[i]) != v.id) {
 				continue;
@@ -471,14 +504,16 @@ test_forged_frames(void **state)
 		free(in[i]);
 		free(first[i]);
 	}
-	assert_int_equal(completed_by_liar, 1);
-	/* The dispatcher still answers. */
-	assert_int_equal(mirai_status_get("hostile", &st), 0);
+	assert_int_equal(completed_by_liar, direct ? 0 : 1);
+	/* The client (and dispatcher) still answers. */
+	assert_int_equal(mirai_status_get(profile, &st), 0);
 	assert_int_equal(st->error, 0);
-	assert_int_equal(st->rows[0].online, 1);
-	assert_int_equal(st->rows[1].online, 0);
+	if (!direct) {
+		assert_int_equal(st->rows[0].online, 1);
+		assert_int_equal(st->rows[1].online, 0);
+	}
 	mirai_status_free(st);
-	mirai_reset("hostile");
+	mirai_reset(profile);
 	if (pid > 0) {
 		int status;
 		int64_t deadline = mirai__now_ms() + 5000;
@@ -491,11 +526,26 @@ test_forged_frames(void **state)
 	}
 }
 
+static void
+test_forged_frames_dispatcher(void **state)
+{
+	(void) state;
+	forged_frames(0);
+}
+
+static void
+test_forged_frames_direct(void **state)
+{
+	(void) state;
+	forged_frames(1);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_forged_frames),
+		cmocka_unit_test(test_forged_frames_dispatcher),
+		cmocka_unit_test(test_forged_frames_direct),
 	};
 
 	if (getenv("MIRAI_TEST_LOG") != NULL) {

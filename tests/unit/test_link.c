@@ -279,9 +279,11 @@ typedef struct seen {
 	const size_t *sizes;
 	size_t next;    /* index of the frame it must see next */
 	size_t calls;
+	mirai__out *kept[8]; /* with keep set: the frames it kept */
+	int keep;
 } seen;
 
-static void
+static int
 on_each(void *ctx, mirai__out *o)
 {
 	seen *s = ctx;
@@ -293,13 +295,18 @@ on_each(void *ctx, mirai__out *o)
 	assert_null(o->prev);
 	s->next++;
 	s->calls++;
+	if (s->keep && o->msg == NULL && s->calls <= 8) {
+		s->kept[s->calls - 1] = o;
+		return 1;
+	}
+	return 0;
 }
 
 /* mirai__outq_pack(), checking that h comes back as it went but for
  * nframes: the caller's seq and ack must reach the wire as given. */
 static int
 pack(mirai__outq *q, mirai__msghdr *h, mirai__msg **msgp,
-    void (*each)(void *ctx, mirai__out *o), void *ctx)
+    int (*each)(void *ctx, mirai__out *o), void *ctx)
 {
 	mirai__msghdr before = *h;
 	int rv = mirai__outq_pack(q, h, msgp, each, ctx);
@@ -373,7 +380,7 @@ test_pack(void **state)
 	for (size_t i = 0; i < ARRAY_LEN(rows); i++) {
 		mirai__outq q = {NULL, NULL, 0};
 		size_t total = 0, k, idx = 0, m = 0;
-		seen s = {NULL, 0, 0};
+		seen s = {.sizes = NULL};
 		size_t *sizes;
 
 		for (k = 0; k < ARRAY_LEN(rows[i].runs); k++) {
@@ -425,7 +432,7 @@ test_pack_empty(void **state)
 {
 	mirai__outq q = {NULL, NULL, 0};
 	mirai__msghdr h = {.flags = 0, .nframes = 7, .seq = 5, .ack = 4};
-	seen s = {NULL, 0, 0};
+	seen s = {.sizes = NULL};
 	mirai__msg *msg = NULL;
 
 	assert_int_equal(pack(&q, &h, &msg, on_each, &s), 0);
@@ -493,7 +500,7 @@ test_pack_enomem(void **state)
 	mirai__outq q = {NULL, NULL, 0};
 	mirai__msghdr h = {.seq = 1};
 	mirai__out *order[3], *big;
-	seen s = {NULL, 0, 0};
+	seen s = {.sizes = NULL};
 	size_t sizes[4] = {10, 20, 30, BIG};
 	mirai__msg *msg, *sentinel = (mirai__msg *) &h;
 
@@ -530,6 +537,34 @@ test_pack_enomem(void **state)
 	check_queue(&q, NULL, 0);
 }
 
+/* A callback may keep small frames: they outlive the pack, intact. */
+static void
+test_pack_keep(void **state)
+{
+	static const size_t sizes[] = {20, 30, 40};
+	mirai__outq q = {NULL, NULL, 0};
+	mirai__msghdr h = {.seq = 5};
+	seen s = {.sizes = sizes, .keep = 1};
+	mirai__msg *msg;
+
+	for (size_t i = 0; i < 3; i++) {
+		mirai__outq_push(&q, make_out(i, sizes[i]));
+	}
+	assert_int_equal(pack(&q, &h, &msg, on_each, &s), 0);
+	check_packed(msg, &h, 3, 0, sizes);
+	mirai__msg_free(msg);
+	check_queue(&q, NULL, 0);
+	for (size_t i = 0; i < 3; i++) {
+		mirai__out *want = make_out(i, sizes[i]);
+		assert_non_null(s.kept[i]);
+		assert_int_equal(s.kept[i]->len, sizes[i]);
+		assert_memory_equal(mirai__out_frame(s.kept[i]),
+		    mirai__out_frame(want), sizes[i]);
+		mirai__out_free(want);
+		mirai__out_free(s.kept[i]);
+	}
+}
+
 static int
 reset_failures(void **state)
 {
@@ -548,6 +583,7 @@ main(void)
 		cmocka_unit_test(test_pack_empty),
 		cmocka_unit_test(test_pack_big_in_place),
 		cmocka_unit_test(test_pack_no_callback),
+		cmocka_unit_test(test_pack_keep),
 		cmocka_unit_test_teardown(test_pack_enomem, reset_failures),
 	};
 
