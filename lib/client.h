@@ -193,6 +193,8 @@ struct profile {
 	char last_failure[600];  /* why the last local server failed to start */
 	int dead_spawns;         /* one-shot servers that died unconnected and
 	                            have not failed a task yet */
+	int oneshot_max;         /* one-shot servers running at once */
+	int spawning;            /* one-shot servers being started */
 	profile *reg_next;
 };
 
@@ -233,6 +235,9 @@ int mirai__cl_sock_open(profile *p, sock *sk, int64_t retry_min,
 
 /* ---- client_proc.c ---------------------------------------------------- */
 
+/* One-shot profile: start servers for waiting tasks while fewer than
+ * oneshot_max run.  Called unlocked. */
+void mirai__cl_oneshot_more(profile *p);
 int mirai__cl_start_local(profile *p, const char *url, int k, int one_shot,
     mirai_errmsg *err);
 int mirai__cl_wait_local(profile *p, mirai_errmsg *err);

@@ -398,7 +398,7 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	mirai_errmsg err;
 	size_t size;
 	profile *p;
-	int rv, retries, behind;
+	int rv, retries, behind, spawn = 0;
 
 	if (opts == NULL) {
 		opts = &def;
@@ -471,10 +471,24 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	atomic_init(&m->refs, 2); /* the caller's and the runtime's */
 	atomic_init(&m->state, 0);
 
-	if (p->kind == KIND_ONESHOT &&
-	    (rv = mirai__cl_start_local(p, p->socks[0]->url, 0, 1, &err)) != 0) {
-		MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "%s", err.text);
-		goto unreserve;
+	if (p->kind == KIND_ONESHOT) {
+		/* A server for this task when there is room; else it waits
+		 * for one that ends (mirai__cl_oneshot_more).  A server that
+		 * cannot start at all fails the call. */
+		pthread_mutex_lock(&p->mtx);
+		spawn = p->alive + p->spawning < p->oneshot_max;
+		p->spawning += spawn;
+		pthread_mutex_unlock(&p->mtx);
+		if (spawn) {
+			rv = mirai__cl_start_local(p, p->socks[0]->url, 0, 1, &err);
+			pthread_mutex_lock(&p->mtx);
+			p->spawning--;
+			pthread_mutex_unlock(&p->mtx);
+			if (rv != 0) {
+				MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "%s", err.text);
+				goto unreserve;
+			}
+		}
 	}
 	pthread_mutex_lock(&p->mtx);
 	if (p->closing || (rv = table_insert(p, m)) != 0) {
@@ -499,6 +513,11 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	pthread_mutex_unlock(&p->mtx);
 	mirai__cl_publish(list);
 	*out = m;
+	if (p->kind == KIND_ONESHOT && !spawn) {
+		/* A server may have ended since: then nobody else starts
+		 * one for this task. */
+		mirai__cl_oneshot_more(p);
+	}
 	if (behind && !nowait && in_callback == 0) {
 		pace(p);
 	}

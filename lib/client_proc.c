@@ -87,6 +87,9 @@ on_child_exit(pid_t pid, int status, void *arg)
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mtx);
 	mirai__cl_publish(list);
+	if (p->kind == KIND_ONESHOT) {
+		mirai__cl_oneshot_more(p);
+	}
 	mirai__cl_profile_unref(p);
 }
 
@@ -118,6 +121,57 @@ watch(profile *p, pid_t pid, int is_dispatcher, mirai_errmsg *err)
 		return mirai__fail(err, rv, "cannot watch a child process");
 	}
 	return 0;
+}
+
+/* Tasks waiting for a one-shot server that nobody starts yet: those not
+ * handed out, less the servers started that have not said HELLO.  Called
+ * locked. */
+static size_t
+oneshot_waiting(profile *p)
+{
+	size_t starting = (size_t) p->spawning;
+
+	for (child *c = p->children; c != NULL; c = c->next) {
+		starting += !c->hello;
+	}
+	return p->unassigned.count > starting ? p->unassigned.count - starting
+					       : 0;
+}
+
+void
+mirai__cl_oneshot_more(profile *p)
+{
+	mirai_errmsg err;
+	mirai *list;
+	int rv;
+
+	for (;;) {
+		pthread_mutex_lock(&p->mtx);
+		if (p->closing || p->alive + p->spawning >= p->oneshot_max ||
+		    oneshot_waiting(p) == 0) {
+			pthread_mutex_unlock(&p->mtx);
+			return;
+		}
+		p->spawning++;
+		pthread_mutex_unlock(&p->mtx);
+		rv   = mirai__cl_start_local(p, p->socks[0]->url, 0, 1, &err);
+		list = NULL;
+		pthread_mutex_lock(&p->mtx);
+		p->spawning--;
+		if (rv != 0) {
+			/* One waiting task learns why. */
+			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "%s", err.text);
+			snprintf(p->last_failure, sizeof p->last_failure, "%s",
+			    err.text);
+			p->dead_spawns++;
+			mirai__cl_dispatch(p, &list);
+		}
+		pthread_mutex_unlock(&p->mtx);
+		mirai__cl_publish(list);
+		if (rv != 0) {
+			return;
+		}
+	}
 }
 
 /* Start local server number k dialing url (it binds to unit bind_index +

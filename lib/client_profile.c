@@ -114,6 +114,23 @@ copy_opts(profile *p, const mirai_server_opts *o, const mirai_hook *hook)
 	return 0;
 }
 
+/* How many one-shot servers may run at once: MIRAI_ONESHOT_MAX, else the
+ * cores this process may use. */
+static int
+oneshot_default(void)
+{
+	const char *e = getenv("MIRAI_ONESHOT_MAX");
+	long n        = e != NULL ? strtol(e, NULL, 10) : 0;
+
+	if (n <= 0 || n > 100000) {
+		n = mirai__topo_count("core");
+	}
+	if (n <= 0) {
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	}
+	return n > 0 ? (int) n : 1;
+}
+
 static profile *
 profile_new(const char *name, int kind)
 {
@@ -126,8 +143,12 @@ profile_new(const char *name, int kind)
 	atomic_init(&p->refs, 1);
 	pthread_mutex_init(&p->mtx, NULL);
 	mirai__cond_init(&p->cv);
-	p->kind    = kind;
-	p->max_msg = MIRAI__DEFAULT_MAX_MSG;
+	p->kind      = kind;
+	p->max_msg   = MIRAI__DEFAULT_MAX_MSG;
+	p->max_queue = (size_t) 1 << 30;
+	if (kind == KIND_ONESHOT) {
+		p->oneshot_max = oneshot_default();
+	}
 	return p;
 }
 

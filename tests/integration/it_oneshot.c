@@ -38,25 +38,60 @@ test_fresh_process_per_task(void **state)
 	mirai_status_free(st);
 }
 
+/*
+ * One-shot tasks run at once up to the limit (MIRAI_ONESHOT_MAX, read when
+ * a profile is first used; default the cores), each resolving as it ends.
+ */
 static void
 test_concurrent_oneshots(void **state)
 {
-	enum { N = 6 };
-	mirai *ms[N];
+	enum { N = 4 };
+	mirai_call_opts o = MIRAI_CALL_OPTS_INIT;
+	mirai *ms[N], *quick, *slow;
+	int64_t t0;
 
 	(void) state;
+	setenv("MIRAI_ONESHOT_MAX", "4", 1);
+	o.profile = "para";
+	t0        = h_now_ms();
 	for (int i = 0; i < N; i++) {
-		assert_int_equal(mirai_call(NULL, "mirai.sleep", "200", 3, &ms[i]), 0);
+		assert_int_equal(mirai_call(&o, "mirai.sleep", "1000", 4, &ms[i]), 0);
 	}
-	/* Each has its own process: together they take about one task's
-	 * time, not six. */
-	int64_t t0 = h_now_ms();
+	/* The calls do not wait for each other's servers. */
+	assert_true(h_now_ms() - t0 < 900);
 	assert_int_equal(mirai_wait_all(ms, N, 20000), 0);
-	assert_true(h_now_ms() - t0 < 6 * 200 + 2000);
+	/* Together about one task's time (one after the other: 4 s). */
+	assert_true(h_now_ms() - t0 < 3000);
 	for (int i = 0; i < N; i++) {
 		assert_int_equal(mirai_error(ms[i]), 0);
 		mirai_free(ms[i]);
 	}
+	/* A short task resolves while a long one still runs. */
+	assert_int_equal(mirai_call(&o, "mirai.sleep", "3000", 4, &slow), 0);
+	assert_int_equal(mirai_call(&o, "mirai.sleep", "200", 3, &quick), 0);
+	assert_int_equal(mirai_wait_for(quick, 2500), 0);
+	assert_int_equal(mirai_resolved(slow), 0);
+	mirai_free(quick);
+	assert_int_equal(mirai_wait_for(slow, 10000), 0);
+	mirai_free(slow);
+
+	/* The limit holds: one at a time here. */
+	setenv("MIRAI_ONESHOT_MAX", "1", 1);
+	o.profile = "serial";
+	t0        = h_now_ms();
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(mirai_call(&o, "mirai.sleep", "300", 3, &ms[i]), 0);
+	}
+	assert_int_equal(mirai_wait_for(ms[0], 10000), 0);
+	/* The first resolved before the others ran. */
+	assert_int_equal(mirai_resolved(ms[2]), 0);
+	assert_int_equal(mirai_wait_all(ms, 3, 20000), 0);
+	assert_true(h_now_ms() - t0 >= 900);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(mirai_error(ms[i]), 0);
+		mirai_free(ms[i]);
+	}
+	unsetenv("MIRAI_ONESHOT_MAX");
 }
 
 static void
