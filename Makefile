@@ -33,8 +33,9 @@ endif
 
 # Debian ships no nng.pc: fall back to plain -lnng.
 NNG_LIBS := $(shell pkg-config --libs nng 2>/dev/null || echo -lnng)
-# mbedcrypto (NNG's TLS library) hashes host names for known_hosts.
-DEP_LIBS := $(NNG_LIBS) -lssh -lmbedcrypto -lhwloc -lpthread -ldl
+# mbedcrypto (NNG's TLS library) hashes host names for known_hosts, and
+# with mbedx509 makes the per-launch CA and certificates (tls.c).
+DEP_LIBS := $(NNG_LIBS) -lssh -lmbedx509 -lmbedcrypto -lhwloc -lpthread -ldl
 
 WARN    = -Wall -Wextra -Wformat=2 -Wshadow -Wstrict-prototypes \
           -Wmissing-prototypes -Wno-unused-parameter

@@ -317,4 +317,49 @@ int mirai__topo_bind_range(const char *kind, int index, int n, char *desc,
 /* How many units of kind this process may use (0 on error). */
 int mirai__topo_count(const char *kind);
 
+/* ---- tls.c: the per-launch CA and its certificates (mbedTLS) --------- */
+
+/*
+ * The DNS name in every certificate a launch issues to the dispatcher, and
+ * the name a dialer verifies it by (nng_tls_config_server_name): peers are
+ * mostly reached by IP address, and mbedTLS 2.28 does not check IP
+ * addresses in certificates.  .invalid never resolves (RFC 2606), so the
+ * name cannot be mistaken for a real host.
+ */
+#define MIRAI__TLS_NAME "mirai-dispatcher.invalid"
+/* A launch's CA and every certificate it issues are valid from an hour
+ * ago (clock drift between nodes) until this many days from its creation. */
+#define MIRAI__TLS_DAYS 7
+
+/* A per-launch certificate authority: an EC P-256 key that never leaves
+ * this process, and its self-signed certificate. */
+typedef struct mirai__tls_ca mirai__tls_ca;
+
+/* A fresh CA whose certificate names cn (1-64 letters, digits, spaces or
+ * ._:-).  Returns 0, MIRAI_EINVAL, MIRAI_ENOMEM or MIRAI_ECRYPTO (err names
+ * the mbedTLS step and its message). */
+int mirai__tls_ca_create(mirai__tls_ca **out, const char *cn,
+    mirai_errmsg *err);
+/* A leaf certificate for dns_name (subjectAltName and CN; good for TLS
+ * servers and clients alike) with a fresh P-256 key, signed by ca.  On
+ * success *cert_pem and *key_pem are malloc'd PEM strings owned by the
+ * caller: free the key with mirai__tls_secret_free().  Safe to call from
+ * several threads on one CA. */
+int mirai__tls_cert_issue(const mirai__tls_ca *ca, const char *dns_name,
+    char **cert_pem, char **key_pem, mirai_errmsg *err);
+/* The CA's certificate in PEM (what peers trust); owned by ca. */
+const char *mirai__tls_ca_pem(const mirai__tls_ca *ca);
+/* Wipe the CA's key and free it.  ca may be NULL. */
+void mirai__tls_ca_destroy(mirai__tls_ca *ca);
+/* Wipe and free a string holding a secret (a key's PEM).  s may be NULL. */
+void mirai__tls_secret_free(char *s);
+/*
+ * Write pem to the new file dir/name, mode 0600, synced to disk.  Refuses
+ * (MIRAI_EPERM) a dir not owned by this user or writable by group or
+ * others, a name with a '/' (MIRAI_EINVAL) and an existing file or link
+ * (MIRAI_EEXIST).  *path gets dir/name, malloc'd, owned by the caller.
+ */
+int mirai__tls_write_private(const char *dir, const char *name,
+    const char *pem, char **path, mirai_errmsg *err);
+
 #endif /* MIRAI_INTERNAL_H */
