@@ -301,7 +301,7 @@ on_result(profile *p, peer *pk, const mirai__frame *f, mirai__msg **keep,
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "rejected a garbled result");
 		return;
 	}
-	m = mirai__cl_table_find(p, r.id);
+	m = mirai__idmap_get(&p->tasks, r.id);
 	if (m == NULL || m->peer != pk || m->where != AT_INFLIGHT) {
 		/* Cancelled or timed out already: nobody waits for it. */
 		return;
@@ -355,7 +355,7 @@ on_bounce(profile *p, peer *pk, const mirai__frame *f)
 	if (f->len < MIRAI__FRAME_HDR_LEN || mirai__task_decode(&inner, &t) != 0) {
 		return;
 	}
-	m = mirai__cl_table_find(p, t.id);
+	m = mirai__idmap_get(&p->tasks, t.id);
 	if (m == NULL || m->peer != pk || m->where != AT_INFLIGHT) {
 		return;
 	}

@@ -1,73 +1,19 @@
 /*
- * disp_queue.c: the dispatcher's tasks: the task table (id -> dtask),
- * the lifetime of a dtask, the FIFO of queued tasks, the list of idle
- * slots, and dispatch(), which pairs the two.
+ * disp_queue.c: the dispatcher's tasks: the lifetime of a dtask (in and
+ * out of the task table, d->tasks), the FIFO of queued tasks, the list of
+ * idle slots, and dispatch(), which pairs the two.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "dispatcher.h"
 
-/* ---- the task table --------------------------------------------------- */
-
-int
-mirai__d_table_put(mirai_dispatcher *d, dtask *t)
-{
-	if (d->tcount >= d->tcap) {
-		size_t cap = d->tcap == 0 ? 1024 : d->tcap * 2;
-		dtask **tb = calloc(cap, sizeof *tb);
-		if (tb == NULL) {
-			return MIRAI_ENOMEM;
-		}
-		for (size_t i = 0; i < d->tcap; i++) {
-			for (dtask *e = d->table[i], *n; e != NULL; e = n) {
-				n        = e->hnext;
-				e->hnext = tb[e->id & (cap - 1)];
-				tb[e->id & (cap - 1)] = e;
-			}
-		}
-		free(d->table);
-		d->table = tb;
-		d->tcap  = cap;
-	}
-	t->hnext                        = d->table[t->id & (d->tcap - 1)];
-	d->table[t->id & (d->tcap - 1)] = t;
-	d->tcount++;
-	return 0;
-}
-
-dtask *
-mirai__d_table_get(mirai_dispatcher *d, uint64_t id)
-{
-	dtask *t;
-
-	if (d->tcap == 0) {
-		return NULL;
-	}
-	for (t = d->table[id & (d->tcap - 1)]; t != NULL && t->id != id;
-	     t = t->hnext) {
-	}
-	return t;
-}
-
-void
-mirai__d_table_del(mirai_dispatcher *d, dtask *t)
-{
-	dtask **pp = &d->table[t->id & (d->tcap - 1)];
-
-	while (*pp != NULL && *pp != t) {
-		pp = &(*pp)->hnext;
-	}
-	if (*pp == t) {
-		*pp = t->hnext;
-		d->tcount--;
-	}
-}
+/* ---- dtask lifetime ----------------------------------------------------- */
 
 void
 mirai__d_dtask_free(mirai_dispatcher *d, dtask *t)
 {
-	mirai__d_table_del(d, t);
+	mirai__idmap_del(&d->tasks, t);
 	if (t->big && mirai__d_msg_of(t) != NULL) {
 		mirai__msg_free(mirai__d_msg_of(t));
 	}
@@ -125,7 +71,7 @@ mirai__d_q_pop(mirai_dispatcher *d)
 void
 mirai__d_q_drop(mirai_dispatcher *d, dtask *t)
 {
-	mirai__d_table_del(d, t);
+	mirai__idmap_del(&d->tasks, t);
 	if (t->big && mirai__d_msg_of(t) != NULL) {
 		mirai__msg_free(mirai__d_msg_of(t));
 		mirai__d_set_msg(t, NULL);

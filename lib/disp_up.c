@@ -79,7 +79,7 @@ drop_client_work(mirai_dispatcher *d)
 	for (size_t i = 0; i < d->nslots; i++) {
 		dtask *t = d->slots[i].busy;
 		if (t != NULL && !t->orphan) {
-			mirai__d_table_del(d, t);
+			mirai__idmap_del(&d->tasks, t);
 			t->orphan = 1;
 			mirai__d_slot_ctrl(d, &d->slots[i], MIRAI__F_CANCEL, t->id, 1);
 		}
@@ -97,7 +97,7 @@ up_task(mirai_dispatcher *d, const mirai__frame *f, mirai__msg **keep)
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "rejected a garbled task frame");
 		return;
 	}
-	if (mirai__d_table_get(d, tv.id) != NULL) {
+	if (mirai__idmap_get(&d->tasks, tv.id) != NULL) {
 		mirai__d_up_error(d, tv.id, MIRAI_EPROTO, "duplicate task id");
 		return;
 	}
@@ -119,7 +119,7 @@ up_task(mirai_dispatcher *d, const mirai__frame *f, mirai__msg **keep)
 	t->len     = (uint32_t) flen;
 	t->retries = (tv.flags & 0x100u) ? (uint8_t) (tv.flags & MIRAI__TF_RETRIES)
 					 : (uint8_t) d->opts.retries;
-	if (mirai__d_table_put(d, t) != 0) {
+	if (mirai__idmap_put(&d->tasks, t) != 0) {
 		if (t->big) {
 			*keep = mirai__d_msg_of(t);
 		}
@@ -135,7 +135,7 @@ oom:
 static void
 up_cancel(mirai_dispatcher *d, uint64_t id)
 {
-	dtask *t = mirai__d_table_get(d, id);
+	dtask *t = mirai__idmap_get(&d->tasks, id);
 
 	if (t == NULL) {
 		return;

@@ -187,6 +187,7 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 	}
 	pthread_mutex_init(&d->mtx, NULL);
 	mirai__cond_init(&d->cv);
+	MIRAI__IDMAP_INIT(&d->tasks, dtask, id, hnext);
 	d->opts          = *o;
 	d->opts.urls     = NULL;
 	d->opts.url      = NULL;
@@ -581,7 +582,7 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 		mirai__d_dtask_free(d, t);
 	}
 	mirai__outq_clear(&d->up_q);
-	free(d->table);
+	mirai__idmap_fini(&d->tasks);
 	free(d->slots);
 	free(d->client_url);
 	free(d->control_url);

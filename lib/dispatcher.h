@@ -56,7 +56,7 @@ typedef struct dsock dsock;
  */
 typedef struct dtask {
 	struct dtask *next;        /* FIFO while queued */
-	struct dtask *hnext;       /* id table */
+	struct dtask *hnext;       /* chain in d->tasks */
 	uint64_t id;
 	uint32_t len;              /* frame length */
 	uint8_t retries;
@@ -158,8 +158,7 @@ struct mirai_dispatcher {
 	/* queue */
 	dtask *head, *tail;
 	size_t qlen;
-	dtask **table;
-	size_t tcap, tcount;
+	mirai__idmap tasks;  /* id -> dtask, queued or running */
 	slot *idle_head, *idle_tail;
 	uint64_t completed, retried;
 	uint64_t forged;    /* peers cut off for frames no server sends */
@@ -174,9 +173,6 @@ struct mirai_dispatcher {
 
 /* ---- disp_queue.c ----------------------------------------------------- */
 
-int mirai__d_table_put(mirai_dispatcher *d, dtask *t);
-dtask *mirai__d_table_get(mirai_dispatcher *d, uint64_t id);
-void mirai__d_table_del(mirai_dispatcher *d, dtask *t);
 /* Out of the table, and freed with its message. */
 void mirai__d_dtask_free(mirai_dispatcher *d, dtask *t);
 /* Queue t at the tail, or at the head (front: a retry or a bounce). */
