@@ -81,7 +81,7 @@ struct mirai {
 	uint64_t id;
 	profile *prof;
 	peer *peer;              /* queued at or in flight to */
-	struct mirai *hnext;     /* task table chain */
+	struct mirai *hnext;     /* chain in the profile's tasks */
 	struct mirai *prev, *next; /* in flight list of its peer; next also
 	                              links a list of claimed mirais */
 	/* Never both at once: the encoded TASK frame while queued, then
@@ -183,8 +183,7 @@ struct profile {
 	uint64_t next_req;
 	creq *reqs;
 	mirai__outq unassigned;
-	mirai **table;           /* task table: id -> mirai */
-	size_t tcap, tcount;
+	mirai__idmap tasks;      /* task table: id -> mirai */
 	uint64_t next_id;
 	uint64_t completed;
 	uint64_t retried;         /* direct mode: tasks requeued after their server was lost */
@@ -220,7 +219,6 @@ int mirai__cl_profile_for_call(const char *name, profile **out);
 void mirai__cl_claim(profile *p, mirai *m, int status, mirai **list);
 void mirai__cl_set_errtext(mirai *m, const char *fmt, ...) MIRAI_PRINTF(2, 3);
 void mirai__cl_publish(mirai *list);
-mirai *mirai__cl_table_find(profile *p, uint64_t id);
 
 /* ---- client_direct.c -------------------------------------------------- */
 

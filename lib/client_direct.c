@@ -327,7 +327,7 @@ on_result(profile *p, peer *pk, const mirai__frame *f, mirai__msg **keep,
 	if (mirai__result_decode(f, &r) != 0) {
 		return -1;
 	}
-	m = mirai__cl_table_find(p, r.id);
+	m = mirai__idmap_get(&p->tasks, r.id);
 	if (m == NULL) {
 		/* Cancelled or timed out already: nobody waits for it. */
 		return 0;
@@ -399,7 +399,7 @@ on_bounce(profile *p, peer *pk, const mirai__frame *f)
 	    mirai__task_decode(&inner, &t) != 0) {
 		return -1;
 	}
-	m = mirai__cl_table_find(p, t.id);
+	m = mirai__idmap_get(&p->tasks, t.id);
 	if (m == NULL) {
 		return 0; /* cancelled meanwhile */
 	}

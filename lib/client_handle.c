@@ -105,66 +105,6 @@ mirai_unref(mirai *m)
 	mirai__pool_put(&handles, m);
 }
 
-/* ---- task table ------------------------------------------------------- */
-
-static int
-table_insert(profile *p, mirai *m)
-{
-	if (p->tcount >= p->tcap) {
-		size_t cap = p->tcap == 0 ? 1024 : p->tcap * 2;
-		mirai **t  = calloc(cap, sizeof *t);
-		if (t == NULL) {
-			return MIRAI_ENOMEM;
-		}
-		for (size_t i = 0; i < p->tcap; i++) {
-			mirai *e = p->table[i];
-			while (e != NULL) {
-				mirai *n     = e->hnext;
-				size_t b     = e->id & (cap - 1);
-				e->hnext     = t[b];
-				t[b]         = e;
-				e            = n;
-			}
-		}
-		free(p->table);
-		p->table = t;
-		p->tcap  = cap;
-	}
-	m->hnext                         = p->table[m->id & (p->tcap - 1)];
-	p->table[m->id & (p->tcap - 1)] = m;
-	p->tcount++;
-	return 0;
-}
-
-mirai *
-mirai__cl_table_find(profile *p, uint64_t id)
-{
-	mirai *m;
-
-	if (p->tcap == 0) {
-		return NULL;
-	}
-	for (m = p->table[id & (p->tcap - 1)]; m != NULL && m->id != id;
-	     m = m->hnext) {
-	}
-	return m;
-}
-
-static void
-table_remove(profile *p, mirai *m)
-{
-	mirai **pp = &p->table[m->id & (p->tcap - 1)];
-
-	while (*pp != NULL && *pp != m) {
-		pp = &(*pp)->hnext;
-	}
-	if (*pp == m) {
-		*pp = m->hnext;
-		p->tcount--;
-	}
-	m->hnext = NULL;
-}
-
 /* ---- claiming and publishing results ----------------------------------- */
 
 /*
@@ -197,7 +137,7 @@ mirai__cl_claim(profile *p, mirai *m, int status, mirai **list)
 		}
 	}
 	m->where = AT_NONE;
-	table_remove(p, m);
+	mirai__idmap_del(&p->tasks, m);
 	p->queued_bytes -= m->bytes;
 	if (p->room_waiters > 0) {
 		pthread_cond_broadcast(&p->cv);
@@ -491,7 +431,7 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 		}
 	}
 	pthread_mutex_lock(&p->mtx);
-	if (p->closing || (rv = table_insert(p, m)) != 0) {
+	if (p->closing || (rv = mirai__idmap_put(&p->tasks, m)) != 0) {
 		pthread_mutex_unlock(&p->mtx);
 		rv = rv != 0 ? rv : MIRAI_ECLOSED;
 		goto unreserve;

@@ -54,7 +54,7 @@ profile_free(profile *p)
 		free(p->socks[i]);
 	}
 	free(p->socks);
-	free(p->table);
+	mirai__idmap_fini(&p->tasks);
 	free(p->hook_name);
 	free(p->url);
 	free(p->name);
@@ -143,6 +143,7 @@ profile_new(const char *name, int kind)
 	atomic_init(&p->refs, 1);
 	pthread_mutex_init(&p->mtx, NULL);
 	mirai__cond_init(&p->cv);
+	MIRAI__IDMAP_INIT(&p->tasks, mirai, id, hnext);
 	p->kind      = kind;
 	p->max_msg   = MIRAI__DEFAULT_MAX_MSG;
 	p->max_queue = (size_t) 1 << 30;

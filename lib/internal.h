@@ -79,6 +79,43 @@ void mirai__pool_put(mirai__pool *p, void *o); /* o may be NULL */
 /* Give back every block; every object must have been put back. */
 void mirai__pool_fini(mirai__pool *p);
 
+/* ---- idmap.c: entries found by a uint64_t id ------------------------- */
+
+/*
+ * An intrusive hash map: an entry is the caller's struct, which holds its
+ * id (a uint64_t) and the map's chain pointer (a pointer to its own type)
+ * at the offsets given to mirai__idmap_init.  The map owns only its bucket
+ * array, which starts at 1024 buckets and doubles when the entries reach
+ * the bucket count.  Ids in one map must be distinct.  Not thread-safe:
+ * the owner's lock guards it.
+ */
+typedef struct mirai__idmap {
+	void **b;          /* buckets: chains through the entries */
+	size_t cap;        /* buckets, a power of two; 0 until the first put */
+	size_t count;      /* entries */
+	size_t id_off;     /* offsetof the entry's uint64_t id */
+	size_t next_off;   /* offsetof the entry's chain pointer */
+} mirai__idmap;
+
+/* An empty map of entries of type, keyed by type.id_field and chained
+ * through type.next_field. */
+#define MIRAI__IDMAP_INIT(m, type, id_field, next_field)                   \
+	mirai__idmap_init((m), offsetof(type, id_field),                    \
+	    offsetof(type, next_field))
+
+void mirai__idmap_init(mirai__idmap *m, size_t id_off, size_t next_off);
+/* Add e (not in the map; its id not either).  The map does not own e.
+ * Returns 0 or MIRAI_ENOMEM (the map is then unchanged). */
+int mirai__idmap_put(mirai__idmap *m, void *e);
+/* The entry with id, or NULL. */
+void *mirai__idmap_get(const mirai__idmap *m, uint64_t id);
+/* Take e out of the map; an e not in it is left alone. */
+void mirai__idmap_del(mirai__idmap *m, void *e);
+size_t mirai__idmap_count(const mirai__idmap *m);
+/* Free the buckets (the entries are the caller's); the map is then empty
+ * and may be used again. */
+void mirai__idmap_fini(mirai__idmap *m);
+
 /* ---- transport.c: the only user of NNG ------------------------------ */
 
 /* A message of the transport (an NNG message under a name of ours). */

@@ -1,0 +1,362 @@
+/*
+ * disp_up.c: the dispatcher's link to its client: the upstream socket
+ * (dialed, or listened on for clients to attach and detach), sending to
+ * the client (results, errors, our HELLO), frames from the client (tasks,
+ * cancels, EXIT, requests, pings) and the client's pipe coming and going.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dispatcher.h"
+
+/* ---- sending ---------------------------------------------------------- */
+
+void
+mirai__d_up_send(mirai_dispatcher *d)
+{
+	mirai__msghdr h = {0};
+	mirai__msg *msg;
+
+	while (!d->up_sending && d->up_q.head != NULL && !d->up_lost) {
+		memset(&h, 0, sizeof h);
+		h.seq = ++d->up_seq;
+		h.ack = d->up_recv_seq;
+		if (mirai__outq_pack(&d->up_q, &h, &msg, NULL, NULL) != 0) {
+			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
+			return;
+		}
+		if (!mirai__link_send(d->up, msg)) {
+			d->up_sending = 1;
+		}
+	}
+}
+
+void
+mirai__d_up_queue(mirai_dispatcher *d, mirai__out *o)
+{
+	if (d->up_mute) {
+		mirai__out_free(o);
+		return;
+	}
+	mirai__outq_push(&d->up_q, o);
+	mirai__d_up_send(d);
+}
+
+/* An error RESULT for the client. */
+void
+mirai__d_up_error(mirai_dispatcher *d, uint64_t id, int status,
+    const char *text)
+{
+	size_t len           = strlen(text);
+	mirai__result_view r = {.id = id, .status = (uint32_t) status,
+	    .data = (const uint8_t *) text, .len = len};
+	mirai__out *o        = mirai__out_new(mirai__result_size(len));
+
+	if (o == NULL) {
+		MIRAI__LOG(MIRAI_LOG_ERROR, TAG,
+		    "out of memory: the client will not hear of task %" PRIu64,
+		    id);
+		return;
+	}
+	mirai__result_encode(mirai__out_frame(o), &r);
+	mirai__d_up_queue(d, o);
+}
+
+/* ---- receiving -------------------------------------------------------- */
+
+/* The client left or detached: its queued tasks go, its running ones
+ * are cancelled and their results dropped (a next client's ids may be the
+ * same).  Called locked. */
+static void
+drop_client_work(mirai_dispatcher *d)
+{
+	for (dtask *t; (t = mirai__d_q_pop(d)) != NULL;) {
+		mirai__d_dtask_free(d, t);
+	}
+	for (size_t i = 0; i < d->nslots; i++) {
+		dtask *t = d->slots[i].busy;
+		if (t != NULL && !t->orphan) {
+			mirai__idmap_del(&d->tasks, t);
+			t->orphan = 1;
+			mirai__d_slot_ctrl(d, &d->slots[i], MIRAI__F_CANCEL, t->id, 1);
+		}
+	}
+}
+
+static void
+up_task(mirai_dispatcher *d, const mirai__frame *f, mirai__msg **keep)
+{
+	size_t flen = MIRAI__FRAME_HDR_LEN + (size_t) f->len;
+	mirai__task_view tv;
+	dtask *t;
+
+	if (mirai__task_decode(f, &tv) != 0) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "rejected a garbled task frame");
+		return;
+	}
+	if (mirai__idmap_get(&d->tasks, tv.id) != NULL) {
+		mirai__d_up_error(d, tv.id, MIRAI_EPROTO, "duplicate task id");
+		return;
+	}
+	if (*keep != NULL && flen >= MIRAI__BIG_FRAME) {
+		if ((t = calloc(1, DTASK_HDR + sizeof(mirai__msg *))) == NULL) {
+			goto oom;
+		}
+		t->big     = 1;
+		mirai__d_set_msg(t, *keep);
+		*keep      = NULL;
+	} else {
+		if ((t = malloc(DTASK_HDR + f->len)) == NULL) {
+			goto oom;
+		}
+		memset(t, 0, DTASK_HDR);
+		memcpy(t->frame, f->body, f->len);
+	}
+	t->id      = tv.id;
+	t->len     = (uint32_t) flen;
+	t->retries = (tv.flags & 0x100u) ? (uint8_t) (tv.flags & MIRAI__TF_RETRIES)
+					 : (uint8_t) d->opts.retries;
+	if (mirai__idmap_put(&d->tasks, t) != 0) {
+		if (t->big) {
+			*keep = mirai__d_msg_of(t);
+		}
+		free(t);
+		goto oom;
+	}
+	mirai__d_q_push(d, t, 0);
+	return;
+oom:
+	mirai__d_up_error(d, tv.id, MIRAI_ENOMEM, "dispatcher out of memory");
+}
+
+static void
+up_cancel(mirai_dispatcher *d, uint64_t id)
+{
+	dtask *t = mirai__idmap_get(&d->tasks, id);
+
+	if (t == NULL) {
+		return;
+	}
+	if (t->queued) {
+		/* Never runs. */
+		mirai__d_q_drop(d, t);
+	} else {
+		/* Running: at the slot that has it. */
+		for (size_t i = 0; i < d->nslots; i++) {
+			if (d->slots[i].busy == t) {
+				mirai__d_slot_ctrl(d, &d->slots[i], MIRAI__F_CANCEL, id, 1);
+				break;
+			}
+		}
+	}
+}
+
+static void
+up_msg(mirai_dispatcher *d, mirai__msg *msg)
+{
+	mirai__reader r;
+	mirai__msghdr h;
+	mirai__frame f;
+	mirai__msg *keep = NULL;
+	int rv;
+
+	rv = mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h);
+	if (rv != 0) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG, "rejected a message from the "
+						"client: %s",
+		    mirai_strerror(rv));
+		mirai__msg_free(msg);
+		return;
+	}
+	if (h.nframes == 1) {
+		keep = msg;
+	}
+	pthread_mutex_lock(&d->mtx);
+	d->up_recv_seq = h.seq;
+	while ((rv = mirai__msg_next(&r, &f)) == 1) {
+		mirai__req_view q;
+		uint64_t id;
+
+		switch (f.type) {
+		case MIRAI__F_TASK:
+			if (!d->up_mute) {
+				up_task(d, &f, &keep);
+			}
+			break;
+		case MIRAI__F_CANCEL:
+			if (mirai__u64_frame_decode(&f, &id) == 0) {
+				up_cancel(d, id);
+			}
+			break;
+		case MIRAI__F_EXIT:
+			/* GONE first, then silence: the client may close. */
+			if (!d->up_mute) {
+				mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN);
+				if (o != NULL) {
+					mirai__frame_hdr_encode(mirai__out_frame(o),
+					    MIRAI__F_GONE, 0);
+					mirai__d_up_queue(d, o);
+				}
+				d->up_mute = 1;
+			}
+			if (d->listen) {
+				/* An attached client detaches: its work goes,
+				 * the dispatcher stays for the next one. */
+				drop_client_work(d);
+			} else {
+				d->exit_req   = 1;
+				d->exit_flags = f.len == 4 ? mirai__get32(f.body)
+							   : 0;
+			}
+			pthread_cond_broadcast(&d->cv);
+			break;
+		case MIRAI__F_REQ:
+			if (mirai__req_decode(&f, &q) == 0) {
+				mirai__out *o = mirai__d_answer(d, &q);
+				if (o != NULL && !d->up_mute) {
+					mirai__outq_push_front(&d->up_q, o);
+					mirai__d_up_send(d);
+				} else {
+					mirai__out_free(o);
+				}
+			}
+			break;
+		case MIRAI__F_PING:
+			if (mirai__u64_frame_decode(&f, &id) == 0) {
+				mirai__out *o = mirai__out_new(MIRAI__U64_FRAME_LEN);
+				if (o != NULL) {
+					mirai__u64_frame_encode(mirai__out_frame(o),
+					    MIRAI__F_PONG, id);
+					mirai__d_up_queue(d, o);
+				}
+			}
+			break;
+		default:
+			break;
+		}
+	}
+	mirai__d_dispatch(d);
+	mirai__d_up_send(d);
+	pthread_mutex_unlock(&d->mtx);
+	if (h.nframes != 1 || keep != NULL) {
+		mirai__msg_free(msg);
+	}
+}
+
+static void
+up_rx(void *arg, mirai__msg *msg)
+{
+	up_msg(arg, msg);
+}
+
+static void
+up_tx(void *arg, int rv)
+{
+	mirai_dispatcher *d = arg;
+
+	pthread_mutex_lock(&d->mtx);
+	d->up_sending = 0;
+	if (rv == 0) {
+		mirai__d_up_send(d);
+	}
+	pthread_mutex_unlock(&d->mtx);
+}
+
+static void
+up_kick(void *arg)
+{
+	mirai_dispatcher *d = arg;
+
+	pthread_mutex_lock(&d->mtx);
+	mirai__d_up_send(d);
+	d->pending--;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mtx);
+}
+
+static int
+up_pipe(void *arg, int ev, uint32_t id)
+{
+	mirai_dispatcher *d = arg;
+	int refuse          = 0;
+
+	pthread_mutex_lock(&d->mtx);
+	if (ev == MIRAI__PIPE_ADD && d->listen) {
+		if (d->up_connected || d->closing) {
+			/* One client at a time: refuse before NNG receives
+			 * on the pipe, which is safe. */
+			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+			    "refused a client: another one is attached");
+			refuse = 1;
+		} else {
+			d->up_connected = 1;
+			d->up_pipe_id   = id;
+			d->up_lost      = 0;
+			d->up_mute      = 0;
+			mirai__outq_clear(&d->up_q);
+			mirai__d_send_hello(d);
+			/* Sending is a socket call: not from here. */
+			d->pending++;
+			if (mirai__defer(up_kick, d) != 0) {
+				d->pending--;
+			}
+			MIRAI__LOG(MIRAI_LOG_INFO, TAG, "a client attached");
+		}
+	} else if (ev == MIRAI__PIPE_UP && !d->listen && !d->up_lost) {
+		d->up_connected = 1;
+		d->up_pipe_id   = id;
+	} else if (ev == MIRAI__PIPE_GONE && d->up_connected &&
+	    id == d->up_pipe_id) {
+		d->up_connected = 0;
+		d->up_lost      = 1;
+		mirai__outq_clear(&d->up_q);
+		if (d->listen) {
+			drop_client_work(d);
+			MIRAI__LOG(MIRAI_LOG_INFO, TAG, "the client detached");
+		} else {
+			MIRAI__LOG(MIRAI_LOG_INFO, TAG, "the client went away");
+		}
+	}
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mtx);
+	return refuse;
+}
+
+/* Queue our HELLO first in line.  Called locked. */
+void
+mirai__d_send_hello(mirai_dispatcher *d)
+{
+	char host[256];
+	mirai__hello_view h = {.proto = MIRAI__PROTO,
+	    .kind = MIRAI__KIND_DISPATCHER, .pid = (uint32_t) getpid(),
+	    .version = MIRAI_VERSION_STRING,
+	    .version_len = (uint16_t) strlen(MIRAI_VERSION_STRING)};
+	mirai__out *o;
+
+	mirai__hostname(host, sizeof host);
+	h.host     = host;
+	h.host_len = (uint16_t) strlen(host);
+	if ((o = mirai__out_new(mirai__hello_size(&h))) != NULL) {
+		mirai__hello_encode(mirai__out_frame(o), &h);
+		mirai__outq_push_front(&d->up_q, o);
+	}
+}
+
+int
+mirai__d_open_up(mirai_dispatcher *d, mirai_errmsg *err)
+{
+	mirai__link_cfg cfg = {
+		.max_msg = d->opts.server.max_msg,
+		.events  = (1u << MIRAI__PIPE_ADD) | (1u << MIRAI__PIPE_UP) |
+		    (1u << MIRAI__PIPE_GONE),
+		.recv = up_rx,
+		.pipe = up_pipe,
+		.sent = up_tx,
+		.arg  = d,
+	};
+
+	return mirai__link_open(&d->up, &cfg, err);
+}

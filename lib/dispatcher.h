@@ -1,0 +1,221 @@
+/*
+ * dispatcher.h: what the dispatcher's files share, and nothing else
+ * includes: the structs of the dispatcher, its slots, their sockets and
+ * its tasks, and the mirai__d_ functions one dispatcher file calls in
+ * another.
+ *
+ *   dispatcher.c   life cycle and public API, local servers, the control
+ *                  socket, answers to status and saisei requests
+ *   disp_queue.c   the task table, dtask lifetime, the FIFO, the idle
+ *                  list, dispatch
+ *   disp_slots.c   slot sockets, sending to servers, frames from servers
+ *                  (cutting off forged ones), pipes, lost servers, saisei
+ *   disp_up.c      the link to the client: frames from it, results to
+ *                  it, attach and detach
+ *
+ * The dispatcher sits between one client and a set of server slots, keeps
+ * the FIFO queue of tasks and gives a task only to a server that is online
+ * and idle.
+ *
+ * Links: upstream, the dispatcher dials the client like a server does and
+ * introduces itself as a dispatcher; or it listens for one client at a
+ * time to attach (mirai-launch), and outlives its clients.  A control
+ * socket, if asked for, answers status and saisei requests of any
+ * process.  Downstream, every slot listens on a URL of its own with a
+ * monogamous PAIR1 socket: a send waits for the pipe instead of being
+ * dropped, NNG itself refuses a second pipe, and the dispatcher addresses
+ * each server directly.  ws slots share one port.
+ *
+ * Scheduling is event driven: a task arrives, a server says HELLO, or a
+ * result comes back, and mirai__d_dispatch() pairs the head of the queue
+ * with the server that has been idle longest.  On a result the server gets
+ * its next task before the result is forwarded, so the server waits for
+ * nothing but the round trip.  Everything runs in NNG callbacks under one
+ * mutex; the caller of mirai_dispatcher_run() only waits for the end.
+ *
+ * Closing follows the rule of client.h: a started pipe is closed only once
+ * the peer has gone quiet (EXIT sent, or the link already down), because
+ * NNG 1.5.2 can hang closing a pipe that is receiving.
+ */
+#ifndef MIRAI_DISPATCHER_H
+#define MIRAI_DISPATCHER_H
+
+#include <string.h>
+
+#include "internal.h"
+
+#define TAG "dispatcher"
+
+typedef struct slot slot;
+typedef struct dsock dsock;
+
+/*
+ * A queued or running task: its TASK frame as it came.  Small, because a
+ * million may wait: a big task keeps its message instead, its pointer
+ * where a small task's frame starts.
+ */
+typedef struct dtask {
+	struct dtask *next;        /* FIFO while queued */
+	struct dtask *hnext;       /* chain in d->tasks */
+	uint64_t id;
+	uint32_t len;              /* frame length */
+	uint8_t retries;
+	unsigned queued : 1;
+	unsigned orphan : 1;       /* its client left: run out, report nothing */
+	unsigned big : 1;          /* in a message of its own: see
+	                              mirai__d_msg_of() */
+	unsigned dropped : 1;      /* cancelled while queued: freed when
+	                              reached, so the FIFO needs one link */
+	uint8_t frame[];           /* a small task's frame, without its 8-byte
+	                              frame header (rebuilt from len) */
+} dtask;
+
+/* A task is allocated to the end of its frame, not to sizeof(dtask): a
+ * million queued tasks are a million of these. */
+#define DTASK_HDR offsetof(dtask, frame)
+
+/* The message of a big task (NULL once handed on), kept unaligned where a
+ * small task's frame would be. */
+static inline mirai__msg *
+mirai__d_msg_of(const dtask *t)
+{
+	mirai__msg *m;
+
+	memcpy(&m, t->frame, sizeof m);
+	return m;
+}
+
+static inline void
+mirai__d_set_msg(dtask *t, mirai__msg *m)
+{
+	memcpy(t->frame, &m, sizeof m);
+}
+
+/* One listening socket of a slot; saisei replaces it with a new one. */
+struct dsock {
+	slot *sl;
+	mirai_dispatcher *d;
+	mirai__link *link;
+	mirai__outq q;
+	int sending;
+	int has_pipe;
+	uint32_t pipe_id;
+	int retired;
+	int muted;         /* its peer was cut off: nothing more is read */
+	uint32_t seq;
+};
+
+struct slot {
+	mirai_dispatcher *d;
+	size_t idx;
+	dsock *cur;
+	char *url;         /* what servers dial */
+	char *base;        /* scheme://host:port for regenerating paths */
+	int has_path;
+	int online;        /* HELLO received on the current pipe */
+	int leaving;       /* BYE received */
+	int exit_sent;
+	int gone;          /* GONE received: it sends nothing more */
+	dtask *busy;
+	uint64_t instance, assigned, complete, retries;
+	int pid;
+	char host[64];
+	char binding[96];
+	slot *idle_next;
+	int idle;
+};
+
+struct mirai_dispatcher {
+	mirai_dispatcher_opts opts;
+	char **strings;    /* copies of the option strings */
+	size_t nstrings;
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	slot *slots;
+	size_t nslots;
+	int no_token;
+
+	/* upstream */
+	int listen;        /* clients attach to us (else we dial one) */
+	int listened;      /* sockets bound (mirai_dispatcher_listen) */
+	uint32_t up_pipe_id;
+	char *client_url;  /* resolved listen URL */
+	mirai__link *ctl;  /* control socket, if any */
+	char *control_url;
+	mirai__link *up;
+	mirai__outq up_q;
+	int up_sending;
+	uint32_t up_seq;
+	uint32_t up_recv_seq;
+	int up_connected;
+	int up_lost;
+	int exit_req;
+	uint32_t exit_flags;
+	int stop_req;
+	int closing;
+	int up_mute;       /* GONE sent to the client */
+
+	/* queue */
+	dtask *head, *tail;
+	size_t qlen;
+	mirai__idmap tasks;  /* id -> dtask, queued or running */
+	slot *idle_head, *idle_tail;
+	uint64_t completed, retried;
+	uint64_t forged;    /* peers cut off for frames no server sends */
+
+	void (*watch)(void *arg); /* told of servers coming and going */
+	void *watch_arg;
+	int alive;         /* local servers not yet reaped */
+	int live_pipes;    /* slot pipes not yet removed */
+	int pending;       /* deferred jobs holding a reference */
+	char last_failure[128];
+};
+
+/* ---- disp_queue.c ----------------------------------------------------- */
+
+/* Out of the table, and freed with its message. */
+void mirai__d_dtask_free(mirai_dispatcher *d, dtask *t);
+/* Queue t at the tail, or at the head (front: a retry or a bounce). */
+void mirai__d_q_push(mirai_dispatcher *d, dtask *t, int front);
+dtask *mirai__d_q_pop(mirai_dispatcher *d);
+void mirai__d_q_drop(mirai_dispatcher *d, dtask *t);
+void mirai__d_idle_push(mirai_dispatcher *d, slot *sl);
+void mirai__d_idle_remove(mirai_dispatcher *d, slot *sl);
+void mirai__d_dispatch(mirai_dispatcher *d);
+
+/* ---- disp_slots.c ----------------------------------------------------- */
+
+void mirai__d_slot_send(mirai_dispatcher *d, dsock *ds);
+/* A control frame (u64: with a 64-bit value) first in sl's line. */
+void mirai__d_slot_ctrl(mirai_dispatcher *d, slot *sl, uint8_t type,
+    uint64_t v, int u64);
+void mirai__d_slot_exit(mirai_dispatcher *d, slot *sl, uint32_t flags);
+int mirai__d_send_task(mirai_dispatcher *d, slot *sl, dtask *t);
+/* Open a slot socket listening on listen_url; *resolved (malloc'd) is the
+ * URL servers dial. */
+int mirai__d_dsock_open(mirai_dispatcher *d, slot *sl, const char *listen_url,
+    dsock **out, char **resolved, mirai_errmsg *err);
+void mirai__d_slot_listen_url(mirai_dispatcher *d, slot *sl, char *buf,
+    size_t len);
+/* A REP frame for request req (0 when nobody asked); the caller owns it. */
+mirai__out *mirai__d_saisei(mirai_dispatcher *d, uint64_t req, uint32_t i,
+    int force);
+
+/* ---- disp_up.c -------------------------------------------------------- */
+
+void mirai__d_up_send(mirai_dispatcher *d);
+/* Queue o (consumed) for the client. */
+void mirai__d_up_queue(mirai_dispatcher *d, mirai__out *o);
+void mirai__d_up_error(mirai_dispatcher *d, uint64_t id, int status,
+    const char *text);
+void mirai__d_send_hello(mirai_dispatcher *d);
+/* Open the upstream link (d->up); nothing listens or dials yet. */
+int mirai__d_open_up(mirai_dispatcher *d, mirai_errmsg *err);
+
+/* ---- dispatcher.c ----------------------------------------------------- */
+
+/* The REP frame answering q (the caller owns it; NULL: no memory). */
+mirai__out *mirai__d_answer(mirai_dispatcher *d, const mirai__req_view *q);
+mirai__out *mirai__d_reply_text(uint64_t req, int status, const char *text);
+
+#endif /* MIRAI_DISPATCHER_H */
