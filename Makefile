@@ -176,9 +176,11 @@ check: tests
 check-fast: tests
 	BUILD=$(BUILD) tests/run-tests.sh fast
 
-# Every workload, with and without the dispatcher; w5 against mpirun.
+# Every workload, with and without the dispatcher (w6 needs it); w1 direct
+# at 2 and 32 servers; w5 against mpirun.
 bench: all
 	$(BUILD)/bin/mirai-bench w1 --no-dispatcher
+	$(BUILD)/bin/mirai-bench w1 --no-dispatcher --servers 32
 	$(BUILD)/bin/mirai-bench w1
 	$(BUILD)/bin/mirai-bench w2 --no-dispatcher
 	$(BUILD)/bin/mirai-bench w2

@@ -1,8 +1,9 @@
 /*
- * mirai-bench: the yardstick.  Runs one workload (DESIGN.md, w1-w4) on local
- * servers and, in the same run, the floor: the same traffic over raw NNG
- * request/reply between processes on the same transport.  The last line of
- * output is one JSON object; its keys are stable.
+ * mirai-bench: the yardstick.  Runs one workload (DESIGN.md, w1-w4, w6) on
+ * local servers and, in the same run, the floor: the same traffic over raw
+ * NNG request/reply between processes on the same transport.  Every task
+ * carries distinct bytes and every result is checked.  The last line of
+ * output is one JSON object; its keys are stable (new ones are only added).
  */
 #include <inttypes.h>
 #include <math.h>
@@ -28,6 +29,9 @@
 extern char **environ;
 
 #define FLOOR_CTX_PER_SERVER 32
+/* Messages in flight per server in the batched floor (the library keeps
+ * at most 2 unacknowledged per server on a shared link). */
+#define FLOOR_BATCHES_PER_SERVER 4
 
 static double
 now_s(void)
@@ -52,14 +56,338 @@ die_nng(const char *what, int rv)
 	exit(1);
 }
 
+static void
+put_le(uint8_t *p, uint64_t v, int n)
+{
+	for (int i = 0; i < n; i++) {
+		p[i] = (uint8_t) (v >> (8 * i));
+	}
+}
+
+static uint64_t
+get_le(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+
+	for (int i = n - 1; i >= 0; i--) {
+		v = v << 8 | p[i];
+	}
+	return v;
+}
+
+/* ---- distinct payloads, checked results ------------------------------ */
+
+/*
+ * Every task carries bytes of its own: a fixed pattern with the task's
+ * index and a checksum of it over its first 16 bytes and another checksum
+ * over its last 8, so that a result that belongs to another task, or is
+ * shifted, cut short or garbled, differs from what the echo should return.
+ * Stamping a task writes those 24 bytes into a buffer that holds the
+ * pattern; checking compares them and the pattern around them.
+ */
+static uint8_t *pattern;   /* pattern_len bytes, made once */
+static uint8_t *sendbuf;   /* the pattern, stamped for the task at hand */
+static size_t pattern_len;
+static long long checked;       /* mirai results verified */
+static long long bad_task = -1; /* --bad-task */
+
+static uint64_t
+mix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15u;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9u;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebu;
+	return x ^ (x >> 31);
+}
+
+static void
+pattern_init(size_t len)
+{
+	pattern     = malloc(len > 0 ? len : 1);
+	sendbuf     = malloc(len > 0 ? len : 1);
+	pattern_len = len;
+	if (pattern == NULL || sendbuf == NULL) {
+		die("payload", MIRAI_ENOMEM);
+	}
+	for (size_t j = 0; j < len; j++) {
+		pattern[j] = (uint8_t) mix64(j);
+	}
+	memcpy(sendbuf, pattern, len);
+}
+
+/* The stamp of task idx: *nh bytes of head at the start, *nt of tail at
+ * the end (short payloads get what fits). */
+static void
+stamp_of(uint64_t idx, uint8_t head[16], uint8_t tail[8], size_t *nh,
+    size_t *nt)
+{
+	put_le(head, idx, 8);
+	put_le(head + 8, mix64(idx), 8);
+	put_le(tail, mix64(~idx), 8);
+	*nh = pattern_len < 16 ? pattern_len : 16;
+	*nt = pattern_len >= 24 ? 8 : 0;
+}
+
+/* Stamp p (which holds the pattern) as the payload of task idx. */
+static void
+payload_stamp(uint8_t *p, uint64_t idx)
+{
+	uint8_t head[16], tail[8];
+	size_t nh, nt;
+
+	stamp_of(idx, head, tail, &nh, &nt);
+	memcpy(p, head, nh);
+	memcpy(p + pattern_len - nt, tail, nt);
+}
+
+static void
+payload_write(uint8_t *p, uint64_t idx)
+{
+	memcpy(p, pattern, pattern_len);
+	payload_stamp(p, idx);
+}
+
+/* 1 if got[0..len) is the payload of task idx. */
+static int
+payload_ok(const uint8_t *got, size_t len, uint64_t idx)
+{
+	uint8_t head[16], tail[8];
+	size_t nh, nt;
+
+	if (len != pattern_len || (got == NULL && len > 0)) {
+		return 0;
+	}
+	stamp_of(idx, head, tail, &nh, &nt);
+	return memcmp(got, head, nh) == 0 &&
+	    memcmp(got + nh, pattern + nh, len - nh - nt) == 0 &&
+	    memcmp(got + len - nt, tail, nt) == 0;
+}
+
+/*
+ * m (waited for with result rv) is task idx of what; its result must equal
+ * expect[0..len), or with expect NULL the payload of task idx (what
+ * mirai.echo returns).  Anything else ends the run with status 1, naming
+ * the task.  count: a measured task (counted in "checked", subject to
+ * --bad-task), not a warm-up one.
+ */
+static void
+check_result(const char *what, long long idx, mirai *m, int rv,
+    const void *expect, size_t len, int count)
+{
+	const uint8_t *got;
+	size_t got_len;
+	int ok;
+
+	if (rv != 0) {
+		fprintf(stderr, "mirai-bench: %s task %lld: no result: %s\n", what,
+		    idx, mirai_errortext(m));
+		exit(1);
+	}
+	got = mirai_data(m, &got_len);
+	ok  = expect == NULL ? payload_ok(got, got_len, (uint64_t) idx)
+			     : got_len == len && memcmp(got, expect, len) == 0;
+	if (!ok || (count && idx == bad_task)) {
+		fprintf(stderr,
+		    "mirai-bench: %s task %lld: wrong result (%zu bytes): not "
+		    "the %zu bytes the task should return\n",
+		    what, idx, got_len, expect == NULL ? pattern_len : len);
+		exit(1);
+	}
+	checked += count;
+}
+
+/* ---- the library's wire layout, for the batched floor ---------------- */
+
+/*
+ * The library packs the frames queued for a peer into one message of at
+ * most 64 KiB of frames (MIRAI__PACK_CAP in lib/internal.h; a frame of
+ * 64 KiB or more goes alone), in both directions.  The batched floor sends
+ * the same bytes: TASK frames laid out as lib/codec.h lays them out (a
+ * 16-byte message header; per task an 8-byte frame header, 26 fixed bytes,
+ * the function name and the payload), as many to a message as the library
+ * packs, and its raw server answers each message with one message of
+ * RESULT frames (8 + 24 bytes and the payload each).  A tool does not
+ * include the library's internal headers, so the layout is repeated here.
+ */
+#define WIRE_MAGIC 0x4941524du /* "MRAI" */
+#define WIRE_PROTO 1
+#define WIRE_HDR 16
+#define WIRE_FRAME_HDR 8
+#define WIRE_TASK_FIXED 26
+#define WIRE_RESULT_FIXED 24
+#define WIRE_F_TASK 2
+#define WIRE_F_RESULT 3
+#define WIRE_PACK_CAP (64u * 1024u)
+#define WIRE_BIG_FRAME (64u * 1024u)
+
+static const char echo_fn[] = "mirai.echo";
+#define ECHO_FN_LEN (sizeof echo_fn - 1)
+
+static size_t
+task_frame_len(size_t size)
+{
+	return WIRE_FRAME_HDR + WIRE_TASK_FIXED + ECHO_FN_LEN + size;
+}
+
+/* Tasks of size bytes the library packs into one message. */
+static long
+batch_tasks(size_t size)
+{
+	size_t f = task_frame_len(size);
+
+	return f >= WIRE_BIG_FRAME ? 1 : (long) (WIRE_PACK_CAP / f);
+}
+
+static void
+wire_hdr(uint8_t *p, uint64_t nframes, uint64_t seq)
+{
+	put_le(p, WIRE_MAGIC, 4);
+	p[4] = WIRE_PROTO;
+	p[5] = 0;
+	put_le(p + 6, nframes, 2);
+	put_le(p + 8, seq, 4);
+	put_le(p + 12, 0, 4);
+}
+
+static void
+wire_frame_hdr(uint8_t *p, uint8_t type, uint64_t body)
+{
+	p[0] = type;
+	p[1] = 0;
+	put_le(p + 2, 0, 2);
+	put_le(p + 4, body, 4);
+}
+
+/* One message of the TASK frames of tasks first .. first+n-1. */
+static nng_msg *
+batch_msg(size_t size, long first, long n)
+{
+	size_t flen = task_frame_len(size);
+	nng_msg *m;
+	uint8_t *p;
+	int rv;
+
+	if ((rv = nng_msg_alloc(&m, WIRE_HDR + (size_t) n * flen)) != 0) {
+		die_nng("batched floor", rv);
+	}
+	p = nng_msg_body(m);
+	wire_hdr(p, (uint64_t) n, (uint64_t) first);
+	p += WIRE_HDR;
+	for (long k = 0; k < n; k++, p += flen) {
+		uint8_t *b = p + WIRE_FRAME_HDR;
+		wire_frame_hdr(p, WIRE_F_TASK, flen - WIRE_FRAME_HDR);
+		put_le(b, (uint64_t) (first + k), 8); /* id */
+		put_le(b + 8, 0, 4);                  /* timeout */
+		put_le(b + 12, 0, 4);                 /* flags */
+		put_le(b + 16, 0, 8);                 /* hook */
+		put_le(b + 24, ECHO_FN_LEN, 2);
+		memcpy(b + WIRE_TASK_FIXED, echo_fn, ECHO_FN_LEN);
+		payload_write(b + WIRE_TASK_FIXED + ECHO_FN_LEN,
+		    (uint64_t) (first + k));
+	}
+	return m;
+}
+
+/*
+ * The raw server's answer to a message of TASK frames: one message of
+ * RESULT frames echoing each task's payload.  NULL if in is not such a
+ * message (it is then echoed as it is, and the client's check fails).
+ */
+static nng_msg *
+batch_results(nng_msg *in)
+{
+	const uint8_t *p = nng_msg_body(in);
+	size_t left      = nng_msg_len(in), used = WIRE_HDR;
+	uint64_t n;
+	nng_msg *out;
+	uint8_t *q;
+
+	if (left < WIRE_HDR || get_le(p, 4) != WIRE_MAGIC) {
+		return NULL;
+	}
+	n = get_le(p + 6, 2);
+	p += WIRE_HDR;
+	left -= WIRE_HDR;
+	/* A RESULT frame is shorter than its TASK frame. */
+	if (nng_msg_alloc(&out, WIRE_HDR + left) != 0) {
+		return NULL;
+	}
+	q = nng_msg_body(out);
+	wire_hdr(q, n, get_le(p - WIRE_HDR + 8, 4));
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t body, fn_len, len;
+		if (left < WIRE_FRAME_HDR + WIRE_TASK_FIXED || p[0] != WIRE_F_TASK ||
+		    (body = get_le(p + 4, 4)) > left - WIRE_FRAME_HDR ||
+		    body < WIRE_TASK_FIXED ||
+		    (fn_len = get_le(p + WIRE_FRAME_HDR + 24, 2)) >
+			body - WIRE_TASK_FIXED) {
+			nng_msg_free(out);
+			return NULL;
+		}
+		len = body - WIRE_TASK_FIXED - fn_len;
+		wire_frame_hdr(q + used, WIRE_F_RESULT, WIRE_RESULT_FIXED + len);
+		memcpy(q + used + WIRE_FRAME_HDR, p + WIRE_FRAME_HDR, 8); /* id */
+		memset(q + used + WIRE_FRAME_HDR + 8, 0, 16); /* status .. hook */
+		memcpy(q + used + WIRE_FRAME_HDR + WIRE_RESULT_FIXED,
+		    p + WIRE_FRAME_HDR + WIRE_TASK_FIXED + fn_len, len);
+		used += WIRE_FRAME_HDR + WIRE_RESULT_FIXED + len;
+		p += WIRE_FRAME_HDR + body;
+		left -= WIRE_FRAME_HDR + body;
+	}
+	nng_msg_chop(out, nng_msg_len(out) - used);
+	return out;
+}
+
+/* The answer to batch_msg(size, first, n) must hold the n results, in
+ * order, each its task's payload. */
+static void
+batch_check(nng_msg *m, size_t size, long first, long n)
+{
+	const uint8_t *p = nng_msg_body(m);
+	size_t left      = nng_msg_len(m);
+	long k           = 0;
+
+	if (left < WIRE_HDR || get_le(p, 4) != WIRE_MAGIC ||
+	    get_le(p + 6, 2) != (uint64_t) n) {
+		goto bad;
+	}
+	p += WIRE_HDR;
+	left -= WIRE_HDR;
+	for (; k < n; k++) {
+		uint64_t body;
+		if (left < WIRE_FRAME_HDR + WIRE_RESULT_FIXED ||
+		    p[0] != WIRE_F_RESULT ||
+		    (body = get_le(p + 4, 4)) > left - WIRE_FRAME_HDR ||
+		    body != WIRE_RESULT_FIXED + size ||
+		    get_le(p + WIRE_FRAME_HDR, 8) != (uint64_t) (first + k) ||
+		    get_le(p + WIRE_FRAME_HDR + 8, 4) != 0 ||
+		    !payload_ok(p + WIRE_FRAME_HDR + WIRE_RESULT_FIXED, size,
+			(uint64_t) (first + k))) {
+			goto bad;
+		}
+		p += WIRE_FRAME_HDR + body;
+		left -= WIRE_FRAME_HDR + body;
+	}
+	if (left == 0) {
+		return;
+	}
+bad:
+	fprintf(stderr, "mirai-bench: batched floor task %ld: wrong or missing "
+			"result\n",
+	    first + (k < n ? k : n - 1));
+	exit(1);
+}
+
 /* ---- the floor: raw NNG request/reply ------------------------------- */
 
-/* A raw REP server: echo every request.  Runs in its own process. */
+/* A raw REP server: echo every request, or answer a message of TASK
+ * frames with one of RESULT frames (the batched floor).  Runs in its own
+ * process. */
 static int
 floor_server(const char *url)
 {
 	nng_socket s;
-	nng_msg *msg;
+	nng_msg *msg, *res;
 	int rv;
 
 	if ((rv = nng_rep0_open(&s)) != 0 ||
@@ -68,6 +396,10 @@ floor_server(const char *url)
 		die_nng("floor server", rv);
 	}
 	while (nng_recvmsg(s, &msg, 0) == 0) {
+		if ((res = batch_results(msg)) != NULL) {
+			nng_msg_free(msg);
+			msg = res;
+		}
 		if (nng_sendmsg(s, msg, 0) != 0) {
 			nng_msg_free(msg);
 		}
@@ -122,6 +454,7 @@ req_listen(char *url_out, size_t len)
 	    (rv = nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME,
 	         NNG_DURATION_INFINITE)) != 0 ||
 	    (rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 512u << 20)) != 0 ||
+	    /* TODO(tls): tls+tcp:// with --tls (see set_daemons). */
 	    (rv = nng_listen(s, "tcp://127.0.0.1:0", &l, 0)) != 0 ||
 	    (rv = nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port)) != 0) {
 		die_nng("floor socket", rv);
@@ -175,18 +508,24 @@ floor_latency(size_t size, int n, double *lat)
 	floor_kill(&fp);
 }
 
-/* Many requests in flight over one REQ socket to nserv servers. */
+/*
+ * Many requests in flight over one REQ socket to nserv servers.  A request
+ * is one task of size bytes, or with per > 0 a message of up to per TASK
+ * frames (batch_msg) whose answer is checked.
+ */
 typedef struct fctx {
 	nng_ctx ctx;
 	nng_aio *aio;
 	int sending;
+	long first, n; /* the tasks of the request in flight */
 	struct fthru *ft;
 } fctx;
 
 typedef struct fthru {
 	nng_socket s;
 	size_t size;
-	atomic_long left;  /* requests still to start */
+	long per;         /* tasks per request; 0: one, not framed */
+	atomic_long next; /* first task not yet sent */
 	atomic_long done;
 	pthread_mutex_t mtx;
 	pthread_cond_t cv;
@@ -196,13 +535,25 @@ typedef struct fthru {
 static void
 fctx_send(fctx *c)
 {
+	fthru *ft = c->ft;
+	long n    = ft->per > 0 ? ft->per : 1;
+	long first = atomic_fetch_add(&ft->next, n);
 	nng_msg *m;
 
-	if (atomic_fetch_sub(&c->ft->left, 1) <= 0) {
+	if (first >= ft->total) {
 		return;
 	}
-	nng_msg_alloc(&m, c->ft->size);
-	memset(nng_msg_body(m), 'x', c->ft->size);
+	if (n > ft->total - first) {
+		n = ft->total - first;
+	}
+	if (ft->per > 0) {
+		m = batch_msg(ft->size, first, n);
+	} else {
+		nng_msg_alloc(&m, ft->size);
+		memset(nng_msg_body(m), 'x', ft->size);
+	}
+	c->first   = first;
+	c->n       = n;
 	c->sending = 1;
 	nng_aio_set_msg(c->aio, m);
 	nng_ctx_send(c->ctx, c->aio);
@@ -213,6 +564,7 @@ fctx_cb(void *arg)
 {
 	fctx *c = arg;
 	int rv  = nng_aio_result(c->aio);
+	nng_msg *m;
 
 	if (rv != 0) {
 		fprintf(stderr, "mirai-bench: floor request failed: %s\n",
@@ -225,8 +577,12 @@ fctx_cb(void *arg)
 		nng_ctx_recv(c->ctx, c->aio);
 		return;
 	}
-	nng_msg_free(nng_aio_get_msg(c->aio));
-	if (atomic_fetch_add(&c->ft->done, 1) + 1 == c->ft->total) {
+	m = nng_aio_get_msg(c->aio);
+	if (c->ft->per > 0) {
+		batch_check(m, c->ft->size, c->first, c->n);
+	}
+	nng_msg_free(m);
+	if (atomic_fetch_add(&c->ft->done, c->n) + c->n == c->ft->total) {
 		pthread_mutex_lock(&c->ft->mtx);
 		pthread_cond_signal(&c->ft->cv);
 		pthread_mutex_unlock(&c->ft->mtx);
@@ -234,24 +590,31 @@ fctx_cb(void *arg)
 	fctx_send(c);
 }
 
+/* Tasks per second of ntasks through nserv raw servers; per as in fthru,
+ * with FLOOR_BATCHES_PER_SERVER messages in flight per server. */
 static double
-floor_throughput(int nserv, long ntasks, size_t size)
+floor_throughput(int nserv, long ntasks, size_t size, long per)
 {
 	floor_procs fp = {0};
 	char url[64];
 	fthru ft;
-	int nctx = nserv * FLOOR_CTX_PER_SERVER;
+	int nctx = nserv *
+	    (per > 0 ? FLOOR_BATCHES_PER_SERVER : FLOOR_CTX_PER_SERVER);
 	fctx *cs = calloc((size_t) nctx, sizeof *cs);
 	double t0, t1;
 
+	if (cs == NULL) {
+		die("floor", MIRAI_ENOMEM);
+	}
 	ft.s = req_listen(url, sizeof url);
 	for (int i = 0; i < nserv; i++) {
 		floor_spawn(&fp, url);
 	}
 	wait_pipes(ft.s, nserv);
 	ft.size  = size;
+	ft.per   = per;
 	ft.total = ntasks;
-	atomic_init(&ft.left, ntasks);
+	atomic_init(&ft.next, 0);
 	atomic_init(&ft.done, 0);
 	pthread_mutex_init(&ft.mtx, NULL);
 	pthread_cond_init(&ft.cv, NULL);
@@ -347,15 +710,24 @@ set_daemons(int n, int dispatcher)
 
 	d.n          = n;
 	d.dispatcher = dispatcher;
+	/* TODO(tls): once the library has TLS, --tls sets d.url to a wss://
+	 * base URL here (ws:// becomes wss://) with the certificate options,
+	 * and req_listen() listens on tls+tcp:// instead of tcp://, so that
+	 * mirai and its floors pay for TLS alike.  Until then main() refuses
+	 * --tls. */
 	if ((rv = mirai_daemons(&d, &err)) != 0) {
 		fprintf(stderr, "mirai-bench: daemons: %s\n", err.text);
 		exit(1);
 	}
 }
 
-/* Run ntasks of fn(payload) at once; returns seconds. */
+/*
+ * Run ntasks of mirai.echo at once, tasks first .. first+ntasks-1 with
+ * their own payloads, and check every result as it is consumed; returns
+ * seconds.  count: measured tasks (see check_result).
+ */
 static double
-run_batch(const char *fn, const void *payload, size_t size, long ntasks)
+run_batch(const char *what, long long first, long ntasks, int count)
 {
 	mirai **ms = malloc((size_t) ntasks * sizeof *ms);
 	double t0, t1;
@@ -366,17 +738,16 @@ run_batch(const char *fn, const void *payload, size_t size, long ntasks)
 	}
 	t0 = now_s();
 	for (long i = 0; i < ntasks; i++) {
-		if ((rv = mirai_call(NULL, fn, payload, size, &ms[i])) != 0) {
+		payload_stamp(sendbuf, (uint64_t) (first + i));
+		if ((rv = mirai_call(NULL, echo_fn, sendbuf, pattern_len,
+		         &ms[i])) != 0) {
 			die("submit", rv);
 		}
 	}
 	/* Consume results as they come, as a client streaming them would. */
 	for (long i = 0; i < ntasks; i++) {
-		if ((rv = mirai_wait(ms[i])) != 0) {
-			fprintf(stderr, "mirai-bench: task failed: %s\n",
-			    mirai_errortext(ms[i]));
-			exit(1);
-		}
+		rv = mirai_wait(ms[i]);
+		check_result(what, first + i, ms[i], rv, NULL, 0, count);
 		mirai_free(ms[i]);
 	}
 	t1 = now_s();
@@ -387,33 +758,56 @@ run_batch(const char *fn, const void *payload, size_t size, long ntasks)
 static void
 warm_up(int n)
 {
-	run_batch("mirai.echo", "x", 1, 20L * n);
+	run_batch("warm-up", 0, 20L * n, 0);
+}
+
+/*
+ * w3's payloads: mirai.sleep returns its input and ignores trailing
+ * blanks, so blanks after the milliseconds spell the task's index in
+ * binary (' ' 0, '\n' 1, lowest bit first, ending at the highest 1): each
+ * task is distinct and its result must equal it.  At most 20 bits fit in
+ * the 31 bytes mirai.sleep takes.
+ */
+#define W3_MAX_TASKS 1000000
+
+static size_t
+sleep_payload(char *buf, const char *ms, long long idx)
+{
+	size_t n = strlen(ms);
+
+	memcpy(buf, ms, n);
+	for (; idx > 0; idx >>= 1) {
+		buf[n++] = idx & 1 ? '\n' : ' ';
+	}
+	return n;
 }
 
 static double
 w3_run(int daemons, int disp, long long ntasks)
 {
 	mirai **ms = malloc((size_t) (ntasks + 1) * sizeof *ms);
+	char buf[32];
+	size_t len;
 	double t0, span;
 	int rv;
 
+	if (ms == NULL) {
+		die("w3", MIRAI_ENOMEM);
+	}
 	set_daemons(daemons, disp);
 	warm_up(daemons);
 	t0 = now_s();
-	if ((rv = mirai_call(NULL, "mirai.sleep", "2000", 4, &ms[0])) != 0) {
-		die("submit", rv);
-	}
-	for (long long i = 1; i <= ntasks; i++) {
-		if ((rv = mirai_call(NULL, "mirai.sleep", "20", 2, &ms[i])) != 0) {
+	for (long long i = 0; i <= ntasks; i++) {
+		len = sleep_payload(buf, i == 0 ? "2000" : "20", i);
+		if ((rv = mirai_call(NULL, "mirai.sleep", buf, len, &ms[i])) != 0) {
 			die("submit", rv);
 		}
 	}
 	mirai_wait_all(ms, (size_t) ntasks + 1, -1);
 	span = now_s() - t0;
 	for (long long i = 0; i <= ntasks; i++) {
-		if (mirai_error(ms[i]) != 0) {
-			die("w3 task", mirai_error(ms[i]));
-		}
+		len = sleep_payload(buf, i == 0 ? "2000" : "20", i);
+		check_result("w3", i, ms[i], mirai_error(ms[i]), buf, len, 1);
 		mirai_free(ms[i]);
 	}
 	free(ms);
@@ -450,16 +844,14 @@ w6_run(int daemons, int disp, const char *dname, long long ntasks,
     size_t size, double p50f)
 {
 	mirai **ms = malloc((size_t) ntasks * sizeof *ms);
-	char *payload = malloc(size);
 	mirai_status *st;
 	double c0, c1, d0 = 0, d1 = 0, t0, t1, t2, per, cper, dper;
 	int dpid = 0, rv;
 	long long done;
 
-	if (ms == NULL || payload == NULL) {
+	if (ms == NULL) {
 		die("w6", MIRAI_ENOMEM);
 	}
-	memset(payload, 'x', size);
 	/* The handle array is this program's, not the library's: make it
 	 * resident before the first reading. */
 	memset(ms, 0, (size_t) ntasks * sizeof *ms);
@@ -477,7 +869,8 @@ w6_run(int daemons, int disp, const char *dname, long long ntasks,
 	d0 = dpid > 0 ? rss(dpid) : 0;
 	t0 = now_s();
 	for (long long i = 0; i < ntasks; i++) {
-		if ((rv = mirai_call(NULL, "mirai.echo", payload, size, &ms[i])) != 0) {
+		payload_stamp(sendbuf, (uint64_t) i);
+		if ((rv = mirai_call(NULL, echo_fn, sendbuf, size, &ms[i])) != 0) {
 			die("submit", rv);
 		}
 	}
@@ -493,13 +886,18 @@ w6_run(int daemons, int disp, const char *dname, long long ntasks,
 		done = 0;
 	}
 	for (long long i = 0; i < ntasks; i++) {
-		if ((rv = mirai_wait(ms[i])) != 0) {
-			die("w6 task", rv);
-		}
+		rv = mirai_wait(ms[i]);
+		check_result("w6", i, ms[i], rv, NULL, 0, 1);
 		mirai_free(ms[i]);
 	}
 	t2 = now_s();
 	mirai_reset(NULL);
+	if (done >= ntasks) {
+		fprintf(stderr, "mirai-bench: w6: all %lld tasks were done before "
+				"the memory was read: give more --tasks\n",
+		    ntasks);
+		exit(1);
+	}
 	/* Memory held for the tasks not yet done when measured. */
 	cper = (c1 - c0) / (double) (ntasks - done);
 	dper = (d1 - d0) / (double) (ntasks - done);
@@ -513,11 +911,10 @@ w6_run(int daemons, int disp, const char *dname, long long ntasks,
 	       "\"client_bytes_per_task\":%.1f,"
 	       "\"dispatcher_bytes_per_task\":%.1f,"
 	       "\"bytes_per_task_beyond_payload\":%.1f,\"tasks_per_s\":%.1f,"
-	       "\"floor_p50_us\":%.1f,\"ratio_budget\":%.3f}\n",
+	       "\"floor_p50_us\":%.1f,\"ratio_budget\":%.3f,\"checked\":%lld}\n",
 	    daemons, dname, ntasks, size, cper, dper, per,
-	    (double) ntasks / (t2 - t0), p50f, per / 256.0);
+	    (double) ntasks / (t2 - t0), p50f, per / 256.0, checked);
 	free(ms);
-	free(payload);
 }
 
 static int
@@ -560,28 +957,105 @@ median(double *v, int n)
 
 #define MAXROUNDS 16
 
+/* w1 and w4: rounds of floors and mirai; the JSON line. */
+static void
+throughput_run(const char *w, long long daemons, int disp, const char *dname,
+    long long ntasks, size_t size, int R)
+{
+	double ft[MAXROUNDS], fi[MAXROUNDS], fb[MAXROUNDS], mt[MAXROUNDS],
+	    fl[MAXROUNDS];
+	double tps, ftm, fim, fbm = 0, p50f;
+	int w1    = strcmp(w, "w1") == 0;
+	long per  = batch_tasks(size);
+
+	set_daemons((int) daemons, disp);
+	warm_up((int) daemons);
+	for (int r = 0; r < R; r++) {
+		fl[r] = floor_p50(64, NULL);
+		ft[r] = floor_throughput((int) daemons, (long) ntasks, size, 0);
+		fi[r] = floor_idle((int) daemons, (long) ntasks, size);
+		fb[r] = w1 ? floor_throughput((int) daemons, (long) ntasks, size,
+				 per)
+			   : 0;
+		mt[r] = (double) ntasks /
+		    run_batch(w, (long long) r * ntasks, (long) ntasks, 1);
+		printf("round %d: floor %.0f tasks/s, idle floor %.0f tasks/s, ",
+		    r + 1, ft[r], fi[r]);
+		if (w1) {
+			printf("batched floor %.0f tasks/s, ", fb[r]);
+		}
+		printf("mirai %.0f tasks/s\n", mt[r]);
+		fflush(stdout);
+	}
+	mirai_reset(NULL);
+	tps  = median(mt, R);
+	ftm  = median(ft, R);
+	fim  = median(fi, R);
+	p50f = median(fl, R);
+	if (!w1) {
+		double mb = 2.0 * (double) size / 1e6;
+		double mbps = tps * mb, fmb = ftm * mb, fimb = fim * mb;
+		printf("median: mirai %.0f MB/s in+out; floor %.0f MB/s, idle "
+		       "floor %.0f MB/s; %.3f x the faster floor\n",
+		    mbps, fmb, fimb, mbps / fmax(fmb, fimb));
+		printf("{\"workload\":\"w4\",\"transport\":\"tcp\","
+		       "\"daemons\":%lld,\"dispatcher\":%s,\"tasks\":%lld,"
+		       "\"size\":%zu,\"rounds\":%d,\"MBps\":%.1f,"
+		       "\"floor_MBps\":%.1f,\"floor_idle_MBps\":%.1f,"
+		       "\"tasks_per_s\":%.1f,\"floor_tasks_per_s\":%.1f,"
+		       "\"floor_idle_tasks_per_s\":%.1f,\"floor_p50_us\":%.1f,"
+		       "\"ratio_floor\":%.3f,\"ratio_floor_idle\":%.3f,"
+		       "\"ratio_floor_best\":%.3f,\"checked\":%lld}\n",
+		    daemons, dname, ntasks, size, R, mbps, fmb, fimb, tps, ftm,
+		    fim, p50f, mbps / fmb, mbps / fimb, mbps / fmax(fmb, fimb),
+		    checked);
+		return;
+	}
+	fbm = median(fb, R);
+	printf("median: mirai %.0f tasks/s; floor %.0f, idle floor %.0f, "
+	       "batched floor %.0f (%ld tasks a message)\n",
+	    tps, ftm, fim, fbm, per);
+	printf("{\"workload\":\"w1\",\"transport\":\"tcp\","
+	       "\"daemons\":%lld,\"dispatcher\":%s,\"tasks\":%lld,"
+	       "\"size\":%zu,\"rounds\":%d,\"tasks_per_s\":%.1f,"
+	       "\"floor_tasks_per_s\":%.1f,"
+	       "\"floor_idle_tasks_per_s\":%.1f,\"floor_p50_us\":%.1f,"
+	       "\"ratio_floor\":%.3f,\"ratio_floor_idle\":%.3f,"
+	       "\"floor_batched_tasks_per_s\":%.1f,\"floor_batch_tasks\":%ld,"
+	       "\"ratio_floor_batched\":%.3f,\"checked\":%lld}\n",
+	    daemons, dname, ntasks, size, R, tps, ftm, fim, p50f, tps / ftm,
+	    tps / fim, fbm, per, tps / fbm, checked);
+}
+
 int
 main(int argc, char **argv)
 {
 	long long daemons = 0, ntasks = 0, rounds = 0;
 	size_t size       = 0;
-	int dispatcher = 0, no_dispatcher = 0;
+	int dispatcher = 0, no_dispatcher = 0, tls = 0;
 	const char *floor_url = NULL;
 	const cli_opt opts[] = {
 	    {"daemons", 'n', CLI_INT, &daemons, "N",
 		"local servers (default: 2; w2: 1)"},
+	    {"servers", 0, CLI_INT, &daemons, "N",
+		"the same as --daemons"},
 	    {"dispatcher", 0, CLI_FLAG, &dispatcher, NULL,
 		"use a dispatcher (the default)"},
 	    {"no-dispatcher", 0, CLI_FLAG, &no_dispatcher, NULL,
-		"send tasks straight to the servers"},
+		"send tasks straight to the servers (not w6)"},
 	    {"tasks", 't', CLI_INT, &ntasks, "N",
-		"number of tasks (w1 100000, w2 10000, w3 100, w4 500, w6 1M)"},
+		"number of tasks (w1 100000, w2 10000, w3 100 (at most 1M), "
+		"w4 500, w6 1M)"},
 	    {"size", 's', CLI_SIZE, &size, "BYTES",
 		"payload size (w4 1M, else 64)"},
 	    {"rounds", 'r', CLI_INT, &rounds, "R",
 		"alternate floor and mirai R times (default 3; w3, w6: 1)"},
+	    {"tls", 0, CLI_FLAG, &tls, NULL,
+		"measure over TLS (not available in this build: exits 2)"},
 	    {"floor-server", 0, CLI_STR, &floor_url, "URL",
 		"(internal) run a raw NNG echo server for the floor"},
+	    {"bad-task", 0, CLI_INT, &bad_task, "N",
+		"(internal, for tests) take measured task N's result as wrong"},
 	    {NULL, 0, 0, NULL, NULL, NULL},
 	};
 	const cli_tool tool = {"mirai-bench", "[OPTIONS] WORKLOAD",
@@ -590,14 +1064,17 @@ main(int argc, char **argv)
 	    "alternating floor and mirai in rounds so that drift hits both.\n"
 	    "WORKLOAD: w1 (many small tasks at once), w2 (sequential round\n"
 	    "trips), w3 (one 2 s task then many 20 ms tasks), w4 (1 MiB in and\n"
-	    "out), w6 (a million tasks queued at once: memory per task).\n"
-	    "The last line is one JSON object with the figures, the floors and\n"
-	    "their ratios.  MIRAI_BENCH_PROCESS=1 runs the dispatcher as a\n"
-	    "separate process instead of a thread.",
-	    "Exit status: 0 done, 1 a measurement failed, 2 bad command line.",
+	    "out), w6 (a million tasks queued at once: memory per task; needs\n"
+	    "the dispatcher).  w1 also measures a batched floor: the library's\n"
+	    "frames, as many to a message as it packs.  Every task carries its\n"
+	    "own bytes and every result is checked; a wrong or missing one ends\n"
+	    "the run.  The last line is one JSON object with the figures, the\n"
+	    "floors and their ratios.  MIRAI_BENCH_PROCESS=1 runs the dispatcher\n"
+	    "as a separate process instead of a thread.",
+	    "Exit status: 0 done, 1 a measurement failed or a result was wrong,\n"
+	    "2 bad command line (also --tls, and w6 with --no-dispatcher).",
 	    opts, 0};
 	const char *w;
-	char *payload;
 	const char *dname;
 	int first, disp, R;
 	double p50f, p99f;
@@ -607,6 +1084,11 @@ main(int argc, char **argv)
 	}
 	if (floor_url != NULL) {
 		return floor_server(floor_url);
+	}
+	if (tls) {
+		/* TODO(tls): see set_daemons() for where the URLs change. */
+		fprintf(stderr, "mirai-bench: TLS is not available in this build\n");
+		return 2;
 	}
 	if (first + 1 != argc) {
 		fprintf(stderr, "mirai-bench: give one WORKLOAD (see --help)\n");
@@ -621,6 +1103,14 @@ main(int argc, char **argv)
 	}
 	if (dispatcher && no_dispatcher) {
 		fprintf(stderr, "mirai-bench: --dispatcher or --no-dispatcher\n");
+		return 2;
+	}
+	if (no_dispatcher && strcmp(w, "w6") == 0) {
+		/* The queued tasks would wait in the servers, whose memory w6
+		 * does not read: the figure would mean nothing. */
+		fprintf(stderr, "mirai-bench: w6 needs the dispatcher: without "
+				"one the tasks queue in the servers, which w6 does "
+				"not measure\n");
 		return 2;
 	}
 	disp = no_dispatcher ? MIRAI_DISPATCHER_OFF
@@ -646,6 +1136,11 @@ main(int argc, char **argv)
 		    : strcmp(w, "w6") == 0    ? 1000000
 					      : 500;
 	}
+	if (strcmp(w, "w3") == 0 && ntasks > W3_MAX_TASKS) {
+		fprintf(stderr, "mirai-bench: w3: at most %d tasks\n",
+		    W3_MAX_TASKS);
+		return 2;
+	}
 	if (size == 0) {
 		size = strcmp(w, "w4") == 0 ? (size_t) 1 << 20 : 64;
 	}
@@ -658,10 +1153,7 @@ main(int argc, char **argv)
 	}
 	R = (int) rounds;
 	signal(SIGPIPE, SIG_IGN);
-	if ((payload = malloc(size)) == NULL) {
-		die("payload", MIRAI_ENOMEM);
-	}
-	memset(payload, 'x', size);
+	pattern_init(size);
 
 	printf("mirai-bench %s: %lld daemons, dispatcher %s, %lld tasks of %zu "
 	       "bytes, %d rounds, transport tcp loopback\n",
@@ -672,61 +1164,15 @@ main(int argc, char **argv)
 	fflush(stdout);
 
 	if (strcmp(w, "w1") == 0 || strcmp(w, "w4") == 0) {
-		double ft[MAXROUNDS], fi[MAXROUNDS], mt[MAXROUNDS], fl[MAXROUNDS];
-		double tps, ftm, fim, mbps = 0, fmb = 0, fimb = 0;
-		set_daemons((int) daemons, disp);
-		warm_up((int) daemons);
-		for (int r = 0; r < R; r++) {
-			fl[r] = floor_p50(64, NULL);
-			ft[r] = floor_throughput((int) daemons, ntasks, size);
-			fi[r] = floor_idle((int) daemons, ntasks, size);
-			mt[r] = (double) ntasks /
-			    run_batch("mirai.echo", payload, size, ntasks);
-			printf("round %d: floor %.0f tasks/s, idle floor %.0f "
-			       "tasks/s, mirai %.0f tasks/s\n",
-			    r + 1, ft[r], fi[r], mt[r]);
-			fflush(stdout);
-		}
-		mirai_reset(NULL);
-		tps  = median(mt, R);
-		ftm  = median(ft, R);
-		fim  = median(fi, R);
-		p50f = median(fl, R);
-		if (strcmp(w, "w4") == 0) {
-			double per = 2.0 * (double) size / 1e6;
-			mbps = tps * per;
-			fmb  = ftm * per;
-			fimb = fim * per;
-			printf("median: mirai %.0f MB/s in+out; floor %.0f MB/s, "
-			       "idle floor %.0f MB/s\n",
-			    mbps, fmb, fimb);
-			printf("{\"workload\":\"w4\",\"transport\":\"tcp\","
-			       "\"daemons\":%lld,\"dispatcher\":%s,\"tasks\":%lld,"
-			       "\"size\":%zu,\"rounds\":%d,\"MBps\":%.1f,"
-			       "\"floor_MBps\":%.1f,\"floor_idle_MBps\":%.1f,"
-			       "\"tasks_per_s\":%.1f,\"floor_tasks_per_s\":%.1f,"
-			       "\"floor_idle_tasks_per_s\":%.1f,\"floor_p50_us\":%.1f,"
-			       "\"ratio_floor\":%.3f,\"ratio_floor_idle\":%.3f}\n",
-			    daemons, dname, ntasks, size, R, mbps, fmb, fimb, tps,
-			    ftm, fim, p50f, mbps / fmb, mbps / fimb);
-		} else {
-			printf("median: mirai %.0f tasks/s; floor %.0f, idle floor "
-			       "%.0f\n",
-			    tps, ftm, fim);
-			printf("{\"workload\":\"w1\",\"transport\":\"tcp\","
-			       "\"daemons\":%lld,\"dispatcher\":%s,\"tasks\":%lld,"
-			       "\"size\":%zu,\"rounds\":%d,\"tasks_per_s\":%.1f,"
-			       "\"floor_tasks_per_s\":%.1f,"
-			       "\"floor_idle_tasks_per_s\":%.1f,\"floor_p50_us\":%.1f,"
-			       "\"ratio_floor\":%.3f,\"ratio_floor_idle\":%.3f}\n",
-			    daemons, dname, ntasks, size, R, tps, ftm, fim, p50f,
-			    tps / ftm, tps / fim);
-		}
+		throughput_run(w, daemons, disp, dname, ntasks, size, R);
 	} else if (strcmp(w, "w2") == 0) {
 		double *lat   = malloc((size_t) ntasks * sizeof *lat);
 		double *flat  = malloc((size_t) ntasks * sizeof *flat);
 		long long at  = 0;
 		double p50, p99;
+		if (lat == NULL || flat == NULL) {
+			die("w2", MIRAI_ENOMEM);
+		}
 		set_daemons((int) daemons, disp);
 		warm_up((int) daemons);
 		for (int r = 0; r < R; r++) {
@@ -735,12 +1181,17 @@ main(int argc, char **argv)
 			floor_latency(size, (int) per, flat + at);
 			for (long long i = 0; i < per; i++) {
 				mirai *m;
-				double t0 = now_s();
-				int rv = mirai_call(NULL, "mirai.echo", payload, size, &m);
-				if (rv != 0 || (rv = mirai_wait(m)) != 0) {
+				double t0;
+				int rv;
+				payload_stamp(sendbuf, (uint64_t) (at + i));
+				t0 = now_s();
+				rv = mirai_call(NULL, echo_fn, sendbuf, size, &m);
+				if (rv != 0) {
 					die("round trip", rv);
 				}
+				rv = mirai_wait(m);
 				lat[at + i] = (now_s() - t0) * 1e6;
+				check_result("w2", at + i, m, rv, NULL, 0, 1);
 				mirai_free(m);
 			}
 			at += per;
@@ -760,9 +1211,9 @@ main(int argc, char **argv)
 		printf("{\"workload\":\"w2\",\"transport\":\"tcp\",\"daemons\":%lld,"
 		       "\"dispatcher\":%s,\"tasks\":%lld,\"size\":%zu,\"rounds\":%d,"
 		       "\"p50_us\":%.1f,\"p99_us\":%.1f,\"floor_p50_us\":%.1f,"
-		       "\"floor_p99_us\":%.1f,\"ratio_p50\":%.3f}\n",
+		       "\"floor_p99_us\":%.1f,\"ratio_p50\":%.3f,\"checked\":%lld}\n",
 		    daemons, dname, ntasks, size, R, p50, p99, p50f, p99f,
-		    p50 / p50f);
+		    p50 / p50f, checked);
 	} else if (strcmp(w, "w3") == 0) {
 		double span, other = 0, optimal;
 		p50f = floor_p50(64, &p99f);
@@ -784,12 +1235,13 @@ main(int argc, char **argv)
 		if (dispatcher) {
 			printf(",\"makespan_no_dispatcher_s\":%.3f", other);
 		}
-		printf("}\n");
+		printf(",\"checked\":%lld}\n", checked);
 	} else {
 		p50f = floor_p50(64, &p99f);
 		w6_run((int) daemons, disp, dname, ntasks, size, p50f);
 	}
-	free(payload);
+	free(pattern);
+	free(sendbuf);
 	mirai_shutdown();
 	return 0;
 }

@@ -1,28 +1,68 @@
 #!/usr/bin/env bash
 # mirai-bench's command line, and a short run of each workload whose last
-# line must be one JSON object with the published keys.
+# line must be one JSON object with the published keys; the keys added for
+# the batched floor, the w4 headline and the result checks must be positive.
 set -u
 B=${BUILD:-build}/bin
 fail() { echo "FAIL: $*"; exit 1; }
 
 "$B/mirai-bench" --help >"$TMPDIR/out" || fail "--help"
 grep -q "WORKLOAD" "$TMPDIR/out" || fail "--help text"
+for o in --servers --tls --no-dispatcher; do
+	grep -q -- "$o" "$TMPDIR/out" || fail "--help does not mention $o"
+done
 "$B/mirai-bench" w9 2>/dev/null && fail "unknown workload accepted"
 [ $? = 2 ] || fail "unknown workload exit code"
 
+# Refusals: exit 2 with a message that says why.
+"$B/mirai-bench" w1 --tls >/dev/null 2>"$TMPDIR/err"
+[ $? = 2 ] || fail "--tls exit code"
+grep -q "TLS is not available in this build" "$TMPDIR/err" || fail "--tls message: $(cat "$TMPDIR/err")"
+"$B/mirai-bench" w6 --no-dispatcher >/dev/null 2>"$TMPDIR/err"
+[ $? = 2 ] || fail "w6 --no-dispatcher not refused"
+grep -q "w6 needs the dispatcher" "$TMPDIR/err" || fail "w6 --no-dispatcher message: $(cat "$TMPDIR/err")"
+
+LAST=
 check() {  # WORKLOAD KEYS... : short run, check the keys of the last line
 	local w=$1
 	shift
 	"$B/mirai-bench" "$w" $ARGS >"$TMPDIR/b.out" 2>&1 || fail "$w run: $(tail -3 "$TMPDIR/b.out")"
-	local last
-	last=$(tail -n 1 "$TMPDIR/b.out")
-	case "$last" in "{"*"}") ;; *) fail "$w: last line is not JSON: $last" ;; esac
+	LAST=$(tail -n 1 "$TMPDIR/b.out")
+	case "$LAST" in "{"*"}") ;; *) fail "$w: last line is not JSON: $LAST" ;; esac
 	for k in "$@"; do
-		echo "$last" | grep -q "\"$k\":" || fail "$w: key $k missing: $last"
+		echo "$LAST" | grep -q "\"$k\":" || fail "$w: key $k missing: $LAST"
 	done
 }
-ARGS="--tasks 2000" check w1 tasks_per_s floor_tasks_per_s floor_idle_tasks_per_s floor_p50_us ratio_floor
-ARGS="--tasks 300" check w2 p50_us p99_us floor_p50_us ratio_p50
-ARGS="--tasks 10" check w3 makespan_s optimal_s
-ARGS="--tasks 20" check w4 MBps floor_MBps floor_idle_MBps floor_p50_us ratio_floor
+value() {  # KEY: its number in $LAST
+	echo "$LAST" | sed -n "s/.*\"$1\":\([-0-9.e+]*\).*/\1/p"
+}
+positive() {  # WORKLOAD KEYS...
+	local w=$1
+	shift
+	for k in "$@"; do
+		awk -v v="$(value "$k")" 'BEGIN { exit !(v + 0 > 0) }' ||
+			fail "$w: $k is not positive: $LAST"
+	done
+}
+
+ARGS="--tasks 2000" check w1 tasks_per_s floor_tasks_per_s floor_idle_tasks_per_s floor_p50_us ratio_floor \
+	ratio_floor_idle floor_batched_tasks_per_s floor_batch_tasks ratio_floor_batched checked
+positive w1 floor_batched_tasks_per_s floor_batch_tasks ratio_floor_batched checked
+[ "$(value checked)" = 6000 ] || fail "w1: 3 rounds of 2000 tasks, checked $(value checked)"
+ARGS="--tasks 2000 --rounds 1 --no-dispatcher --servers 3" check w1 daemons checked
+[ "$(value daemons)" = 3 ] || fail "w1 --servers 3: $LAST"
+positive w1 floor_batched_tasks_per_s ratio_floor_batched checked
+ARGS="--tasks 300" check w2 p50_us p99_us floor_p50_us ratio_p50 checked
+positive w2 checked
+ARGS="--tasks 10" check w3 makespan_s optimal_s checked
+positive w3 checked
+ARGS="--tasks 20" check w4 MBps floor_MBps floor_idle_MBps floor_p50_us ratio_floor ratio_floor_best checked
+positive w4 ratio_floor_best checked
+ARGS="--tasks 20000" check w6 client_bytes_per_task bytes_per_task_beyond_payload checked
+[ "$(value checked)" = 20000 ] || fail "w6: checked $(value checked)"
+
+# A wrong result ends the run with status 1 and names the task.
+"$B/mirai-bench" w1 --tasks 300 --rounds 1 --bad-task 57 >/dev/null 2>"$TMPDIR/err"
+[ $? = 1 ] || fail "a wrong result did not fail the run"
+grep -q "task 57" "$TMPDIR/err" || fail "the failure does not name the task: $(cat "$TMPDIR/err")"
 echo ok
