@@ -443,23 +443,44 @@ floor_kill(floor_procs *fp)
 	fp->n = 0;
 }
 
+/*
+ * The library links local servers through ipc sockets in an owner-only
+ * directory: the floors use the same transport, in a directory of their
+ * own, removed at exit.
+ */
+static char floor_dir[32];
+
+static void
+floor_dir_remove(void)
+{
+	rmdir(floor_dir);
+}
+
 static nng_socket
 req_listen(char *url_out, size_t len)
 {
+	static int seq;
 	nng_socket s;
-	nng_listener l;
-	int rv, port;
+	int rv;
 
+	if (floor_dir[0] == '\0') {
+		snprintf(floor_dir, sizeof floor_dir, "/tmp/mirai-bench-XXXXXX");
+		if (mkdtemp(floor_dir) == NULL) {
+			fprintf(stderr, "mirai-bench: cannot make a directory "
+					"in /tmp\n");
+			exit(1);
+		}
+		atexit(floor_dir_remove);
+	}
+	snprintf(url_out, len, "ipc://%s/%d", floor_dir, seq++);
 	if ((rv = nng_req0_open(&s)) != 0 ||
 	    (rv = nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME,
 	         NNG_DURATION_INFINITE)) != 0 ||
 	    (rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 512u << 20)) != 0 ||
 	    /* TODO(tls): tls+tcp:// with --tls (see set_daemons). */
-	    (rv = nng_listen(s, "tcp://127.0.0.1:0", &l, 0)) != 0 ||
-	    (rv = nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port)) != 0) {
+	    (rv = nng_listen(s, url_out, NULL, 0)) != 0) {
 		die_nng("floor socket", rv);
 	}
-	snprintf(url_out, len, "tcp://127.0.0.1:%d", port);
 	return s;
 }
 
@@ -906,7 +927,7 @@ w6_run(int daemons, int disp, const char *dname, long long ntasks,
 	       "client %.0f + dispatcher %.0f bytes per queued task, %.0f "
 	       "beyond the %zu-byte payload\n",
 	    ntasks, t1 - t0, t2 - t0, cper, dper, per, size);
-	printf("{\"workload\":\"w6\",\"transport\":\"tcp\",\"daemons\":%d,"
+	printf("{\"workload\":\"w6\",\"transport\":\"ipc\",\"daemons\":%d,"
 	       "\"dispatcher\":%s,\"tasks\":%lld,\"size\":%zu,"
 	       "\"client_bytes_per_task\":%.1f,"
 	       "\"dispatcher_bytes_per_task\":%.1f,"
@@ -998,7 +1019,7 @@ throughput_run(const char *w, long long daemons, int disp, const char *dname,
 		printf("median: mirai %.0f MB/s in+out; floor %.0f MB/s, idle "
 		       "floor %.0f MB/s; %.3f x the faster floor\n",
 		    mbps, fmb, fimb, mbps / fmax(fmb, fimb));
-		printf("{\"workload\":\"w4\",\"transport\":\"tcp\","
+		printf("{\"workload\":\"w4\",\"transport\":\"ipc\","
 		       "\"daemons\":%lld,\"dispatcher\":%s,\"tasks\":%lld,"
 		       "\"size\":%zu,\"rounds\":%d,\"MBps\":%.1f,"
 		       "\"floor_MBps\":%.1f,\"floor_idle_MBps\":%.1f,"
@@ -1015,7 +1036,7 @@ throughput_run(const char *w, long long daemons, int disp, const char *dname,
 	printf("median: mirai %.0f tasks/s; floor %.0f, idle floor %.0f, "
 	       "batched floor %.0f (%ld tasks a message)\n",
 	    tps, ftm, fim, fbm, per);
-	printf("{\"workload\":\"w1\",\"transport\":\"tcp\","
+	printf("{\"workload\":\"w1\",\"transport\":\"ipc\","
 	       "\"daemons\":%lld,\"dispatcher\":%s,\"tasks\":%lld,"
 	       "\"size\":%zu,\"rounds\":%d,\"tasks_per_s\":%.1f,"
 	       "\"floor_tasks_per_s\":%.1f,"
@@ -1156,7 +1177,7 @@ main(int argc, char **argv)
 	pattern_init(size);
 
 	printf("mirai-bench %s: %lld daemons, dispatcher %s, %lld tasks of %zu "
-	       "bytes, %d rounds, transport tcp loopback\n",
+	       "bytes, %d rounds, transport ipc (owner-only sockets)\n",
 	    w, daemons, dispatcher ? (disp == MIRAI_DISPATCHER_PROCESS
 					     ? "process" : "thread")
 				   : "off",
@@ -1208,7 +1229,7 @@ main(int argc, char **argv)
 		printf("mirai: round trip p50 %.1f us, p99 %.1f us; floor p50 "
 		       "%.1f us, p99 %.1f us\n",
 		    p50, p99, p50f, p99f);
-		printf("{\"workload\":\"w2\",\"transport\":\"tcp\",\"daemons\":%lld,"
+		printf("{\"workload\":\"w2\",\"transport\":\"ipc\",\"daemons\":%lld,"
 		       "\"dispatcher\":%s,\"tasks\":%lld,\"size\":%zu,\"rounds\":%d,"
 		       "\"p50_us\":%.1f,\"p99_us\":%.1f,\"floor_p50_us\":%.1f,"
 		       "\"floor_p99_us\":%.1f,\"ratio_p50\":%.3f,\"checked\":%lld}\n",
@@ -1226,7 +1247,7 @@ main(int argc, char **argv)
 			other = w3_run((int) daemons, MIRAI_DISPATCHER_OFF, ntasks);
 			printf("mirai without dispatcher: makespan %.3f s\n", other);
 		}
-		printf("{\"workload\":\"w3\",\"transport\":\"tcp\",\"daemons\":%lld,"
+		printf("{\"workload\":\"w3\",\"transport\":\"ipc\",\"daemons\":%lld,"
 		       "\"dispatcher\":%s,\"tasks\":%lld,\"makespan_s\":%.3f,"
 		       "\"optimal_s\":%.3f,\"floor_p50_us\":%.1f,"
 		       "\"ratio_optimal\":%.3f",

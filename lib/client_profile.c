@@ -316,7 +316,9 @@ mirai__cl_profile_for_call(const char *name, profile **out)
 				pthread_mutex_unlock(&mirai__cl_reg_mtx);
 				return MIRAI_ENOMEM;
 			}
-			if ((rv = profile_listen(p, "tcp://127.0.0.1:0", 1, NULL, &err)) != 0) {
+			char local[128];
+			if ((rv = mirai__local_url(local, sizeof local, &err)) != 0 ||
+			    (rv = profile_listen(p, local, 1, NULL, &err)) != 0) {
 				MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "%s", err.text);
 				mirai__cl_profile_unref(p);
 				pthread_mutex_unlock(&mirai__cl_reg_mtx);
@@ -569,17 +571,19 @@ mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 		/* One link: the dispatcher's (in memory for a thread, loopback
 		 * for a process), or the user's URL. */
 		static atomic_uint inproc_seq;
-		char inproc[64];
+		char inproc[128];
 		sock *sk;
 		const char *lurl = o->url;
+		rv               = 0;
 		if (disp && o->dispatcher == MIRAI_DISPATCHER_PROCESS) {
-			lurl = "tcp://127.0.0.1:0";
+			rv   = mirai__local_url(inproc, sizeof inproc, err);
+			lurl = inproc;
 		} else if (disp) {
 			snprintf(inproc, sizeof inproc, "inproc://mirai-dispatcher-%ld-%u",
 			    (long) getpid(), atomic_fetch_add(&inproc_seq, 1));
 			lurl = inproc;
 		}
-		if ((rv = profile_listen(p, lurl, !disp, &sk, err)) != 0 ||
+		if (rv != 0 || (rv = profile_listen(p, lurl, !disp, &sk, err)) != 0 ||
 		    (!disp && (p->url = mirai__strdup(sk->url)) == NULL)) {
 			pthread_mutex_unlock(&mirai__cl_reg_mtx);
 			profile_close(p);
@@ -588,8 +592,9 @@ mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 		}
 	} else {
 		for (int i = 0; i < o->n; i++) {
-			if ((rv = profile_listen(p, "tcp://127.0.0.1:0", 0, NULL,
-				 err)) != 0) {
+			char local[128];
+			if ((rv = mirai__local_url(local, sizeof local, err)) != 0 ||
+			    (rv = profile_listen(p, local, 0, NULL, err)) != 0) {
 				pthread_mutex_unlock(&mirai__cl_reg_mtx);
 				profile_close(p);
 				mirai__cl_profile_unref(p);

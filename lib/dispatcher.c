@@ -229,7 +229,12 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 			sl->has_path = 0;
 			sl->base     = mirai__strdup(o->urls[i]);
 		} else if (o->url == NULL) {
-			sl->base = mirai__strdup("tcp://127.0.0.1:0");
+			/* Slots of this machine: owner-only ipc sockets. */
+			if ((rv = mirai__local_url(url, sizeof url, err)) != 0) {
+				mirai_dispatcher_destroy(d);
+				return rv;
+			}
+			sl->base = mirai__strdup(url);
 		} else if (has_path) {
 			/* ws: all slots on one port; port 0 becomes the port
 			 * the first slot got. */

@@ -145,6 +145,13 @@ int mirai__transport_err(int rv);
  */
 int mirai__url_check(const char *url, int listening, mirai_errmsg *err);
 
+/*
+ * A fresh URL for a link within this machine: an ipc:// socket in this
+ * process's owner-only (0700) directory, made on first use and removed at
+ * exit.  Returns 0 or an error value with err filled.
+ */
+int mirai__local_url(char *buf, size_t len, mirai_errmsg *err);
+
 /* A PAIR1 socket with its receive loop: one peer, or many (poly). */
 typedef struct mirai__link mirai__link;
 /* A sender on a link: one message in flight at a time. */

@@ -254,10 +254,23 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 	l->o.bind_to = keep(l, bind);
 	l->o.server_url  = keep(l, o->server_url != NULL ? o->server_url : "ws://*:0");
 	l->o.advertise   = keep(l, o->advertise);
-	l->o.client_url  = keep(l, o->client_url != NULL ? o->client_url
-							  : "tcp://127.0.0.1:0");
-	l->o.control_url = keep(l, o->control_url != NULL ? o->control_url
-							   : "tcp://127.0.0.1:0");
+	{
+		/* The client command and `mirai` run here: by default they
+		 * reach the dispatcher through owner-only ipc sockets. */
+		char cu[128], ku[128];
+		if ((o->client_url == NULL &&
+			(rv = mirai__local_url(cu, sizeof cu, err)) != 0) ||
+		    (o->control_url == NULL &&
+			(rv = mirai__local_url(ku, sizeof ku, err)) != 0)) {
+			free(counts);
+			mirai_launch_destroy(l);
+			return rv;
+		}
+		l->o.client_url  = keep(l, o->client_url != NULL ? o->client_url
+								  : cu);
+		l->o.control_url = keep(l, o->control_url != NULL ? o->control_url
+								   : ku);
+	}
 	l->o.ssh_user     = keep(l, o->ssh_user);
 	l->o.ssh_identity = keep(l, o->ssh_identity);
 	l->o.ssh_config   = keep(l, o->ssh_config);

@@ -18,9 +18,13 @@
  *    one thread hop.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
@@ -297,6 +301,86 @@ dial_url(nng_listener l, const char *url, char **out)
 	return 0;
 }
 
+/* ---- local links: ipc sockets in an owner-only directory ---------------- */
+
+/*
+ * Links within this machine listen on ipc:// sockets in a directory only
+ * this user can enter (0700): the kernel refuses every other user before
+ * NNG sees a connection, so a local link needs no secret of its own, and
+ * nothing of ours shows as a loopback port other users could dial.  The
+ * directory is made once per process and removed at exit.
+ */
+static pthread_once_t dir_once = PTHREAD_ONCE_INIT;
+static char dir_path[96];
+static int dir_err;
+
+static void
+dir_remove(void)
+{
+	/* NNG removes each socket file when its listener closes; what is
+	 * left at exit belongs to listeners never closed. */
+	char path[128];
+
+	for (unsigned k = 0; k < 4096; k++) {
+		snprintf(path, sizeof path, "%s/%u", dir_path, k);
+		if (unlink(path) != 0 && errno == ENOENT && k > 64) {
+			break;
+		}
+	}
+	rmdir(dir_path);
+}
+
+static void
+dir_make(void)
+{
+	const char *bases[] = {getenv("XDG_RUNTIME_DIR"), getenv("TMPDIR"),
+	    "/tmp"};
+	struct stat st;
+
+	dir_err = MIRAI_EPERM;
+	for (size_t i = 0; i < sizeof bases / sizeof bases[0]; i++) {
+		const char *b = bases[i];
+		/* A socket path must fit sun_path (108 bytes) with room for
+		 * the name. */
+		if (b == NULL || *b != '/' || strlen(b) > 60) {
+			continue;
+		}
+		snprintf(dir_path, sizeof dir_path, "%s/mirai-XXXXXX", b);
+		if (mkdtemp(dir_path) == NULL) {
+			continue;
+		}
+		/* mkdtemp makes it 0700; check, in case of an odd umask or
+		 * filesystem. */
+		if (stat(dir_path, &st) != 0 || st.st_uid != geteuid() ||
+		    (st.st_mode & 077) != 0) {
+			rmdir(dir_path);
+			continue;
+		}
+		dir_err = 0;
+		atexit(dir_remove);
+		return;
+	}
+	dir_path[0] = '\0';
+}
+
+int
+mirai__local_url(char *buf, size_t len, mirai_errmsg *err)
+{
+	static atomic_uint seq;
+
+	pthread_once(&dir_once, dir_make);
+	if (dir_err != 0) {
+		return mirai__fail(err, dir_err,
+		    "cannot make a private directory for local links in "
+		    "$XDG_RUNTIME_DIR, $TMPDIR or /tmp");
+	}
+	if ((size_t) snprintf(buf, len, "ipc://%s/%u", dir_path,
+		atomic_fetch_add(&seq, 1)) >= len) {
+		return mirai__fail(err, MIRAI_EINVAL, "local URL too long");
+	}
+	return 0;
+}
+
 /* ---- links ---------------------------------------------------------------- */
 
 static void
@@ -403,7 +487,23 @@ mirai__link_listen(mirai__link *l, const char *url, char **dial,
 	if ((rv = mirai__url_check(url, 1, err)) != 0) {
 		return rv;
 	}
-	if ((rv = nng_listen(l->s, url, &lst, 0)) != 0) {
+	if ((rv = nng_listener_create(&lst, l->s, url)) != 0) {
+		return mirai__fail(err, mirai__transport_err(rv),
+		    "cannot listen on %s: %s", url, nng_strerror(rv));
+	}
+	if (strncmp(url, "ipc://", 6) == 0) {
+		/* Owner only, beside the directory's own check. */
+		nng_listener_set_int(lst, NNG_OPT_IPC_PERMISSIONS, 0600);
+	} else if (strncmp(url, "tcp", 3) == 0) {
+		/* Nothing but the address guards a plain tcp listener. */
+		MIRAI__LOG(MIRAI_LOG_WARN, "transport",
+		    "%s: a tcp listener has no secret: anyone who can reach "
+		    "it can connect (ws:// slots get a secret path; links "
+		    "within this machine default to owner-only ipc sockets)",
+		    url);
+	}
+	if ((rv = nng_listener_start(lst, 0)) != 0) {
+		nng_listener_close(lst);
 		return mirai__fail(err, mirai__transport_err(rv),
 		    "cannot listen on %s: %s", url, nng_strerror(rv));
 	}

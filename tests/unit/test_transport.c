@@ -249,7 +249,8 @@ test_link_pair(void **state)
 		open_end(&c, &lc, 0);
 		mirai__link_start(lc);
 		assert_int_equal(mirai__link_dial(lc, url, 1, NULL), 0);
-		mirai__link_send(lc, text_msg("intruder"));
+		/* (Nothing is sent from it: NNG 1.5.2 leaks a message queued
+		 * on a socket whose only pipe was refused.) */
 		wait_for(&a, &a.gones, 1);
 		mirai__link_close(lc);
 		/* NNG 1.5.2 frees a closed dialer later, on its reaper
