@@ -138,12 +138,27 @@ void mirai__msg_set_pipe(mirai__msg *m, uint32_t pipe);
 int mirai__transport_err(int rv);
 
 /*
+ * TLS material of a link, for tls+tcp:// and wss:// URLs: PEM text or PEM
+ * files (text wins when both are set).  A listener needs its certificate
+ * and key (and a CA to require peers' certificates); a dialer needs the CA
+ * that signed the listener's certificate, and verifies it by server_name
+ * (NULL: MIRAI__TLS_NAME, since mbedTLS 2.28 does not check IP addresses).
+ */
+typedef struct mirai__tls {
+	const char *ca_pem, *cert_pem, *key_pem;
+	const char *ca_file, *cert_file, *key_file;
+	const char *server_name;
+} mirai__tls;
+
+/*
  * Check url before anything listens on or dials it: a known scheme, a
  * host to dial, a port written out and in range (0 only when listening),
- * no TLS scheme without certificates.  Returns 0 or MIRAI_EADDRINVAL /
- * MIRAI_ENOTSUP with err naming the URL and the problem.
+ * and for a TLS scheme the material tls (may be NULL) must hold.  Returns
+ * 0 or MIRAI_EADDRINVAL / MIRAI_ENOTSUP with err naming the URL and the
+ * problem.
  */
-int mirai__url_check(const char *url, int listening, mirai_errmsg *err);
+int mirai__url_check(const char *url, int listening, const mirai__tls *tls,
+    mirai_errmsg *err);
 
 /*
  * A fresh URL for a link within this machine: an ipc:// socket in this
@@ -184,6 +199,9 @@ typedef struct mirai__link_cfg {
 	 * message was taken, else the message was freed. */
 	void (*sent)(void *arg, int rv);
 	void *arg;
+	/* For tls+tcp:// and wss:// URLs (copied pointers: the strings must
+	 * outlive the link's listens and dials). */
+	mirai__tls tls;
 } mirai__link_cfg;
 
 /* Open a link (nothing listens, dials or receives yet).  cfg is copied. */

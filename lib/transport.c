@@ -28,6 +28,7 @@
 
 #include <nng/nng.h>
 #include <nng/protocol/pair1/pair.h>
+#include <nng/supplemental/tls/tls.h>
 
 #include "internal.h"
 
@@ -157,8 +158,22 @@ is_tls(const char *scheme)
 	return strncmp(scheme, "wss", 3) == 0 || strncmp(scheme, "tls+", 4) == 0;
 }
 
+static int
+tls_ready(const mirai__tls *t, int listening)
+{
+	if (t == NULL) {
+		return 0;
+	}
+	if (listening) {
+		return (t->cert_pem != NULL && t->key_pem != NULL) ||
+		    (t->cert_file != NULL && t->key_file != NULL);
+	}
+	return t->ca_pem != NULL || t->ca_file != NULL;
+}
+
 int
-mirai__url_check(const char *url, int listening, mirai_errmsg *err)
+mirai__url_check(const char *url, int listening, const mirai__tls *tls,
+    mirai_errmsg *err)
 {
 	nng_url *u;
 	const char *p;
@@ -185,12 +200,14 @@ mirai__url_check(const char *url, int listening, mirai_errmsg *err)
 		rv = mirai__fail(err, MIRAI_EADDRINVAL,
 		    "%s: unknown scheme '%s' (tcp, ws, ipc or inproc)", url,
 		    u->u_scheme);
-	} else if (is_tls(u->u_scheme)) {
+	} else if (is_tls(u->u_scheme) && !tls_ready(tls, listening)) {
 		/* Without certificates NNG would bind, and every peer would
 		 * fail its handshake in silence. */
 		rv = mirai__fail(err, MIRAI_ENOTSUP,
-		    "%s: TLS needs a certificate, a key and a CA, which this "
-		    "build cannot set up yet",
+		    listening ? "%s: TLS needs a certificate and its key to "
+				"listen (tls_cert, tls_key)"
+			      : "%s: TLS needs the CA that signed the other "
+				"side's certificate (tls_ca)",
 		    url);
 	} else if (strcmp(u->u_scheme, "ipc") == 0 ||
 	    strcmp(u->u_scheme, "inproc") == 0) {
@@ -381,6 +398,103 @@ mirai__local_url(char *buf, size_t len, mirai_errmsg *err)
 	return 0;
 }
 
+/* ---- TLS -------------------------------------------------------------------- */
+
+/*
+ * A TLS configuration from t: a listener presents its certificate (and
+ * requires peers' certificates signed by the CA when one is given); a
+ * dialer requires the listener's certificate signed by the CA, verified
+ * by name.  *out is released with nng_tls_config_free once attached.
+ */
+/* The whole of a PEM file (at most 1 MiB), NUL-terminated; NULL when it
+ * cannot be read. */
+static char *
+read_pem(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	char *buf;
+	size_t n;
+
+	if (f == NULL) {
+		return NULL;
+	}
+	if ((buf = malloc((1u << 20) + 1)) != NULL) {
+		n = fread(buf, 1, 1u << 20, f);
+		if (ferror(f) || !feof(f)) {
+			free(buf);
+			buf = NULL;
+		} else {
+			buf[n] = '\0';
+		}
+	}
+	fclose(f);
+	return buf;
+}
+
+static int
+tls_config(const mirai__tls *t, int listening, nng_tls_config **out,
+    const char *url, mirai_errmsg *err)
+{
+	nng_tls_config *c;
+	const char *step = "setting up";
+	int rv;
+
+	if ((rv = nng_tls_config_alloc(&c, listening ? NNG_TLS_MODE_SERVER
+						     : NNG_TLS_MODE_CLIENT)) !=
+	    0) {
+		return mirai__fail(err, mirai__transport_err(rv),
+		    "%s: cannot set up TLS: %s", url, nng_strerror(rv));
+	}
+	if (t->cert_pem != NULL && t->key_pem != NULL) {
+		step = "the certificate";
+		rv   = nng_tls_config_own_cert(c, t->cert_pem, t->key_pem, NULL);
+	} else if (t->cert_file != NULL && t->key_file != NULL) {
+		char *cert = NULL, *key = NULL;
+		step       = "reading the certificate or key file";
+		rv         = NNG_EINVAL;
+		if ((cert = read_pem(t->cert_file)) != NULL &&
+		    (key = read_pem(t->key_file)) != NULL) {
+			step = "the certificate";
+			rv   = nng_tls_config_own_cert(c, cert, key, NULL);
+		}
+		free(cert);
+		if (key != NULL) {
+			mirai__tls_secret_free(key);
+		}
+	}
+	if (rv == 0 && (t->ca_pem != NULL || t->ca_file != NULL)) {
+		step = "the CA";
+		rv   = t->ca_pem != NULL
+		      ? nng_tls_config_ca_chain(c, t->ca_pem, NULL)
+		      : nng_tls_config_ca_file(c, t->ca_file);
+		if (rv == 0) {
+			rv = nng_tls_config_auth_mode(c,
+			    NNG_TLS_AUTH_MODE_REQUIRED);
+		}
+	} else if (rv == 0) {
+		rv = nng_tls_config_auth_mode(c, NNG_TLS_AUTH_MODE_NONE);
+	}
+	if (rv == 0 && !listening) {
+		step = "the server name";
+		rv   = nng_tls_config_server_name(c,
+                    t->server_name != NULL ? t->server_name : MIRAI__TLS_NAME);
+	}
+	if (rv != 0) {
+		nng_tls_config_free(c);
+		return mirai__fail(err, rv == NNG_ENOMEM ? MIRAI_ENOMEM
+							 : MIRAI_ECRYPTO,
+		    "%s: TLS: %s: %s", url, step, nng_strerror(rv));
+	}
+	*out = c;
+	return 0;
+}
+
+static int
+url_is_tls(const char *url)
+{
+	return strncmp(url, "wss", 3) == 0 || strncmp(url, "tls+", 4) == 0;
+}
+
 /* ---- links ---------------------------------------------------------------- */
 
 static void
@@ -484,12 +598,26 @@ mirai__link_listen(mirai__link *l, const char *url, char **dial,
 	nng_listener lst;
 	int rv;
 
-	if ((rv = mirai__url_check(url, 1, err)) != 0) {
+	if ((rv = mirai__url_check(url, 1, &l->cfg.tls, err)) != 0) {
 		return rv;
 	}
 	if ((rv = nng_listener_create(&lst, l->s, url)) != 0) {
 		return mirai__fail(err, mirai__transport_err(rv),
 		    "cannot listen on %s: %s", url, nng_strerror(rv));
+	}
+	if (url_is_tls(url)) {
+		nng_tls_config *c;
+		if ((rv = tls_config(&l->cfg.tls, 1, &c, url, err)) != 0) {
+			nng_listener_close(lst);
+			return rv;
+		}
+		rv = nng_listener_set_ptr(lst, NNG_OPT_TLS_CONFIG, c);
+		nng_tls_config_free(c);
+		if (rv != 0) {
+			nng_listener_close(lst);
+			return mirai__fail(err, MIRAI_ECRYPTO,
+			    "%s: TLS: %s", url, nng_strerror(rv));
+		}
 	}
 	if (strncmp(url, "ipc://", 6) == 0) {
 		/* Owner only, beside the directory's own check. */
@@ -518,15 +646,35 @@ mirai__link_listen(mirai__link *l, const char *url, char **dial,
 int
 mirai__link_dial(mirai__link *l, const char *url, int wait, mirai_errmsg *err)
 {
+	nng_dialer d;
 	int rv;
 
-	if ((rv = mirai__url_check(url, 0, err)) != 0) {
+	if ((rv = mirai__url_check(url, 0, &l->cfg.tls, err)) != 0) {
 		return rv;
 	}
+	if ((rv = nng_dialer_create(&d, l->s, url)) != 0) {
+		return mirai__fail(err, mirai__transport_err(rv),
+		    "cannot dial %s: %s", url, nng_strerror(rv));
+	}
+	if (url_is_tls(url)) {
+		nng_tls_config *c;
+		if ((rv = tls_config(&l->cfg.tls, 0, &c, url, err)) != 0) {
+			nng_dialer_close(d);
+			return rv;
+		}
+		rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, c);
+		nng_tls_config_free(c);
+		if (rv != 0) {
+			nng_dialer_close(d);
+			return mirai__fail(err, MIRAI_ECRYPTO, "%s: TLS: %s",
+			    url, nng_strerror(rv));
+		}
+	}
 	/* Without wait the dialer keeps retrying in the background until
-	 * the first connection is made. */
-	if ((rv = nng_dial(l->s, url, NULL, wait ? 0 : NNG_FLAG_NONBLOCK)) !=
-	    0) {
+	 * the first connection is made.  With TLS, a peer that cannot prove
+	 * itself fails the first attempt with a cryptographic error. */
+	if ((rv = nng_dialer_start(d, wait ? 0 : NNG_FLAG_NONBLOCK)) != 0) {
+		nng_dialer_close(d);
 		return mirai__fail(err, mirai__transport_err(rv),
 		    "cannot dial %s: %s", url, nng_strerror(rv));
 	}
@@ -645,7 +793,7 @@ mirai__request(const char *url, mirai__msg *req, mirai__msg **rep,
 		mirai__msg_free(req);
 		return rv;
 	}
-	if ((rv = mirai__url_check(url, 0, err)) != 0) {
+	if ((rv = mirai__url_check(url, 0, NULL, err)) != 0) {
 		mirai__link_close(l);
 		mirai__msg_free(req);
 		return rv;

@@ -48,13 +48,14 @@ test_url_check(void **state)
 		{"udp://127.0.0.1:5", 0, MIRAI_EADDRINVAL, "unknown scheme"},
 		{"127.0.0.1:5555", 0, MIRAI_EADDRINVAL, "not a URL"},
 		{"", 0, MIRAI_EADDRINVAL, "no URL"},
-		{"wss://host:443/x", 0, MIRAI_ENOTSUP, "TLS"},
-		{"tls+tcp://127.0.0.1:0", 1, MIRAI_ENOTSUP, "TLS"},
+		{"wss://host:443/x", 0, MIRAI_ENOTSUP, "CA"},
+		{"tls+tcp://127.0.0.1:0", 1, MIRAI_ENOTSUP, "certificate"},
 	};
 
 	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
 		mirai_errmsg err = {{0}};
-		int rv = mirai__url_check(cases[i].url, cases[i].listening, &err);
+		int rv = mirai__url_check(cases[i].url, cases[i].listening, NULL,
+		    &err);
 
 		if (rv != cases[i].want) {
 			fail_msg("%s (listening %d): got %d, want %d (%s)",
@@ -69,7 +70,7 @@ test_url_check(void **state)
 			    cases[i].url, err.text, cases[i].says);
 		}
 	}
-	assert_int_equal(mirai__url_check(NULL, 0, NULL), MIRAI_EADDRINVAL);
+	assert_int_equal(mirai__url_check(NULL, 0, NULL, NULL), MIRAI_EADDRINVAL);
 }
 
 /* One end of a test link: what it received and which pipes it saw. */
@@ -321,6 +322,113 @@ test_request(void **state)
 	free(url);
 }
 
+/*
+ * TLS: a listener with a certificate from a per-launch CA; a dialer that
+ * trusts that CA exchanges a message, one that trusts another CA cannot
+ * connect, one without a CA is refused at setup.  PEM text and files.
+ */
+static void
+test_tls(void **state)
+{
+	mirai__tls_ca *ca, *other;
+	char *cert, *key, *url = NULL;
+	char dir[] = "/tmp/mirai-tls-test-XXXXXX";
+	char *ca_file = NULL, *cert_file = NULL, *key_file = NULL;
+	end a, b;
+	mirai__link *la, *lb, *lc;
+	mirai_errmsg err;
+
+	assert_int_equal(mirai__tls_ca_create(&ca, "test CA", &err), 0);
+	assert_int_equal(mirai__tls_ca_create(&other, "other CA", &err), 0);
+	assert_int_equal(
+	    mirai__tls_cert_issue(ca, MIRAI__TLS_NAME, &cert, &key, &err), 0);
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(mirai__tls_write_private(dir, "ca.pem",
+			     mirai__tls_ca_pem(ca), &ca_file, &err),
+	    0);
+	assert_int_equal(
+	    mirai__tls_write_private(dir, "cert.pem", cert, &cert_file, &err), 0);
+	assert_int_equal(
+	    mirai__tls_write_private(dir, "key.pem", key, &key_file, &err), 0);
+
+	/* Without material a TLS URL is refused up front. */
+	end_init(&a);
+	open_end(&a, &la, 1);
+	assert_int_equal(mirai__link_listen(la, "tls+tcp://127.0.0.1:0", NULL,
+			     &err),
+	    MIRAI_ENOTSUP);
+	assert_non_null(strstr(err.text, "certificate"));
+	mirai__link_close(la);
+	end_fini(&a);
+
+	for (int files = 0; files < 2; files++) {
+		mirai__link_cfg cfg = {
+			.poly   = 1,
+			.events = (1u << MIRAI__PIPE_ADD) | (1u << MIRAI__PIPE_UP) |
+			    (1u << MIRAI__PIPE_GONE),
+			.recv = on_recv,
+			.pipe = on_pipe,
+			.sent = on_sent,
+		};
+
+		end_init(&a);
+		end_init(&b);
+		cfg.arg = &a;
+		if (files) {
+			cfg.tls.cert_file = cert_file;
+			cfg.tls.key_file  = key_file;
+		} else {
+			cfg.tls.cert_pem = cert;
+			cfg.tls.key_pem  = key;
+		}
+		assert_int_equal(mirai__link_open(&la, &cfg, NULL), 0);
+		assert_int_equal(mirai__link_listen(la, "tls+tcp://127.0.0.1:0",
+				     &url, &err),
+		    0);
+		assert_int_equal(strncmp(url, "tls+tcp://127.0.0.1:", 20), 0);
+		mirai__link_start(la);
+
+		/* A dialer trusting another CA: the handshake fails. */
+		memset(&cfg.tls, 0, sizeof cfg.tls);
+		cfg.poly       = 0;
+		cfg.arg        = &b;
+		cfg.tls.ca_pem = mirai__tls_ca_pem(other);
+		assert_int_equal(mirai__link_open(&lc, &cfg, NULL), 0);
+		assert_int_not_equal(mirai__link_dial(lc, url, 1, &err), 0);
+		mirai__link_close(lc);
+
+		/* The right CA: a message goes through. */
+		memset(&cfg.tls, 0, sizeof cfg.tls);
+		if (files) {
+			cfg.tls.ca_file = ca_file;
+		} else {
+			cfg.tls.ca_pem = mirai__tls_ca_pem(ca);
+		}
+		assert_int_equal(mirai__link_open(&lb, &cfg, NULL), 0);
+		mirai__link_start(lb);
+		assert_int_equal(mirai__link_dial(lb, url, 1, &err), 0);
+		mirai__link_send(lb, text_msg("over tls"));
+		wait_for(&a, &a.ngot, 1);
+		assert_memory_equal(mirai__msg_body(a.got[0]), "over tls", 8);
+		mirai__link_close(lb);
+		mirai__link_close(la);
+		free(url);
+		end_fini(&a);
+		end_fini(&b);
+	}
+	unlink(ca_file);
+	unlink(cert_file);
+	unlink(key_file);
+	rmdir(dir);
+	free(ca_file);
+	free(cert_file);
+	free(key_file);
+	free(cert);
+	mirai__tls_secret_free(key);
+	mirai__tls_ca_destroy(ca);
+	mirai__tls_ca_destroy(other);
+}
+
 static void
 test_errors(void **state)
 {
@@ -351,6 +459,7 @@ main(void)
 		cmocka_unit_test(test_url_check),
 		cmocka_unit_test(test_link_pair),
 		cmocka_unit_test(test_request),
+		cmocka_unit_test(test_tls),
 		cmocka_unit_test(test_errors),
 	};
 
