@@ -103,14 +103,6 @@ mirai_saisei(const char *name, size_t i, int force, char **new_url,
 
 /* ---- status ----------------------------------------------------------- */
 
-typedef struct trow {
-	char url[512];
-	char host[64];
-	char binding[96];
-	int online, pid;
-	uint64_t instance, assigned, complete, retries;
-} trow;
-
 /*
  * A status built from a dispatcher's status payload (rv: 0, or the error
  * value of asking for it, which leaves the rows empty).  *out is set, or
@@ -120,89 +112,60 @@ static int
 status_build(const char *name, const uint8_t *data, size_t len, int rv,
     mirai_status **out)
 {
-	uint64_t queued = 0, running = 0, completed = 0, retried = 0;
-	mirai__rbuf rb;
+	mirai__status_head h = {0};
+	mirai__status_row *rows = NULL;
 	mirai_status *st;
-	trow *rows = NULL;
-	uint32_t nrows = 0;
 	size_t strings;
 	char *sp;
-	creq r;
 
-	r.data = (uint8_t *) data;
-	r.len  = len;
-	if (rv == 0) {
-		rb.p      = r.data;
-		rb.end    = r.data + r.len;
-		rb.failed = 0;
-		queued    = mirai__r_u64(&rb);
-		running   = mirai__r_u64(&rb);
-		completed = mirai__r_u64(&rb);
-		retried   = mirai__r_u64(&rb);
-		nrows     = mirai__r_u32(&rb);
-		/* Each row takes at least 42 bytes: a bogus count fails here
-		 * instead of allocating. */
-		if (rb.failed || nrows > r.len / 42 ||
-		    (nrows > 0 && (rows = calloc(nrows, sizeof *rows)) == NULL)) {
-			rv    = rb.failed || nrows > r.len / 42 ? MIRAI_EPROTO
-							   : MIRAI_ENOMEM;
-			nrows = 0;
-		}
-		for (uint32_t i = 0; i < nrows; i++) {
-			mirai__r_str(&rb, rows[i].url, sizeof rows[i].url);
-			rows[i].online   = mirai__r_u8(&rb);
-			rows[i].instance = mirai__r_u64(&rb);
-			rows[i].assigned = mirai__r_u64(&rb);
-			rows[i].complete = mirai__r_u64(&rb);
-			rows[i].retries  = mirai__r_u64(&rb);
-			rows[i].pid      = (int) mirai__r_u32(&rb);
-			mirai__r_str(&rb, rows[i].host, sizeof rows[i].host);
-			mirai__r_str(&rb, rows[i].binding, sizeof rows[i].binding);
-		}
-		if (rb.failed) {
-			rv    = MIRAI_EPROTO;
-			nrows = 0;
-		}
+	if (rv == 0 && (rv = mirai__status_decode(data, len, &h, &rows)) != 0) {
+		h = (mirai__status_head) {0};
 	}
 	strings = strlen(name) + 2;
-	for (uint32_t i = 0; i < nrows; i++) {
-		strings += strlen(rows[i].url) + strlen(rows[i].host) +
-		    strlen(rows[i].binding) + 3;
+	for (uint32_t i = 0; i < h.nrows; i++) {
+		strings += (size_t) rows[i].url_len + rows[i].host_len +
+		    rows[i].binding_len + 3;
 	}
-	st = calloc(1, sizeof *st + nrows * sizeof *st->rows + strings);
+	st = calloc(1, sizeof *st + h.nrows * sizeof *st->rows + strings);
 	if (st == NULL) {
 		free(rows);
 		return MIRAI_ENOMEM;
 	}
 	st->rows    = (mirai_status_row *) (st + 1);
-	sp          = (char *) (st->rows + nrows);
+	sp          = (char *) (st->rows + h.nrows);
 	st->profile = strcpy(sp, name);
 	sp += strlen(name) + 1;
 	st->url = strcpy(sp, "");
 	sp += 1;
-	for (uint32_t i = 0; i < nrows; i++) {
+	for (uint32_t i = 0; i < h.nrows; i++) {
 		mirai_status_row *row = &st->rows[i];
-		row->url              = strcpy(sp, rows[i].url);
-		sp += strlen(rows[i].url) + 1;
-		row->host = strcpy(sp, rows[i].host);
-		sp += strlen(rows[i].host) + 1;
-		row->binding = strcpy(sp, rows[i].binding);
-		sp += strlen(rows[i].binding) + 1;
+		row->url              = sp;
+		sp = (char *) memcpy(sp, rows[i].url, rows[i].url_len) +
+		    rows[i].url_len;
+		*sp++     = '\0';
+		row->host = sp;
+		sp = (char *) memcpy(sp, rows[i].host, rows[i].host_len) +
+		    rows[i].host_len;
+		*sp++        = '\0';
+		row->binding = sp;
+		sp = (char *) memcpy(sp, rows[i].binding, rows[i].binding_len) +
+		    rows[i].binding_len;
+		*sp++         = '\0';
 		row->online   = rows[i].online;
 		row->instance = rows[i].instance;
 		row->assigned = rows[i].assigned;
 		row->complete = rows[i].complete;
 		row->retries  = rows[i].retries;
-		row->pid      = rows[i].pid;
+		row->pid      = (int) rows[i].pid;
 	}
 	free(rows);
 	st->set        = 1;
 	st->dispatcher = 1;
-	st->nrows      = nrows;
-	st->queued     = queued;
-	st->running    = running;
-	st->completed  = completed;
-	st->retried    = retried;
+	st->nrows      = h.nrows;
+	st->queued     = h.queued;
+	st->running    = h.running;
+	st->completed  = h.completed;
+	st->retried    = h.retried;
 	st->error      = rv;
 	*out           = st;
 	return 0;

@@ -504,6 +504,96 @@ mirai__r_str(mirai__rbuf *r, char *buf, size_t cap)
 	buf[keep] = '\0';
 }
 
+/* A string view: a 16-bit length and its bytes. */
+static void
+r_view(mirai__rbuf *r, const char **s, uint16_t *len)
+{
+	const uint8_t *p = r_take(r, 2);
+	uint16_t n       = p != NULL ? mirai__get16(p) : 0;
+
+	*s   = "";
+	*len = 0;
+	if (p != NULL && (p = r_take(r, n)) != NULL) {
+		*s   = (const char *) p;
+		*len = n;
+	}
+}
+
+static void
+w_view(mirai__wbuf *w, const char *s, uint16_t len)
+{
+	uint8_t *p = w_room(w, 2 + (size_t) len);
+
+	if (p != NULL) {
+		mirai__put16(p, len);
+		if (len > 0) {
+			memcpy(p + 2, s, len);
+		}
+	}
+}
+
+void
+mirai__status_head_encode(mirai__wbuf *w, const mirai__status_head *h)
+{
+	mirai__w_u64(w, h->queued);
+	mirai__w_u64(w, h->running);
+	mirai__w_u64(w, h->completed);
+	mirai__w_u64(w, h->retried);
+	mirai__w_u32(w, h->nrows);
+}
+
+void
+mirai__status_row_encode(mirai__wbuf *w, const mirai__status_row *r)
+{
+	w_view(w, r->url, r->url_len);
+	mirai__w_u8(w, r->online);
+	mirai__w_u64(w, r->instance);
+	mirai__w_u64(w, r->assigned);
+	mirai__w_u64(w, r->complete);
+	mirai__w_u64(w, r->retries);
+	mirai__w_u32(w, r->pid);
+	w_view(w, r->host, r->host_len);
+	w_view(w, r->binding, r->binding_len);
+}
+
+int
+mirai__status_decode(const uint8_t *data, size_t len, mirai__status_head *h,
+    mirai__status_row **rows)
+{
+	mirai__rbuf rb = {data, data + len, 0};
+	mirai__status_row *v = NULL;
+
+	*rows        = NULL;
+	h->queued    = mirai__r_u64(&rb);
+	h->running   = mirai__r_u64(&rb);
+	h->completed = mirai__r_u64(&rb);
+	h->retried   = mirai__r_u64(&rb);
+	h->nrows     = mirai__r_u32(&rb);
+	if (rb.failed || h->nrows > len / MIRAI__STATUS_ROW_MIN) {
+		return MIRAI_EPROTO;
+	}
+	if (h->nrows > 0 && (v = calloc(h->nrows, sizeof *v)) == NULL) {
+		return MIRAI_ENOMEM;
+	}
+	for (uint32_t i = 0; i < h->nrows && !rb.failed; i++) {
+		r_view(&rb, &v[i].url, &v[i].url_len);
+		v[i].online   = mirai__r_u8(&rb);
+		v[i].instance = mirai__r_u64(&rb);
+		v[i].assigned = mirai__r_u64(&rb);
+		v[i].complete = mirai__r_u64(&rb);
+		v[i].retries  = mirai__r_u64(&rb);
+		v[i].pid      = mirai__r_u32(&rb);
+		r_view(&rb, &v[i].host, &v[i].host_len);
+		r_view(&rb, &v[i].binding, &v[i].binding_len);
+	}
+	if (rb.failed || rb.p != rb.end) {
+		free(v);
+		return MIRAI_EPROTO;
+	}
+	*rows = v;
+	return 0;
+}
+
 uint64_t
 mirai__hash64(const char *s)
 {

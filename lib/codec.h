@@ -207,6 +207,27 @@ void mirai__w_u32(mirai__wbuf *w, uint32_t v);
 void mirai__w_u64(mirai__wbuf *w, uint64_t v);
 void mirai__w_str(mirai__wbuf *w, const char *s);
 
+/*
+ * The status payload a dispatcher answers OP_STATUS with: the counts, then
+ * one row per slot.  Strings are views into the payload (not terminated).
+ */
+typedef struct mirai__status_head {
+	uint64_t queued, running, completed, retried;
+	uint32_t nrows;
+} mirai__status_head;
+
+typedef struct mirai__status_row {
+	const char *url, *host, *binding;
+	uint16_t url_len, host_len, binding_len;
+	uint8_t online;
+	uint64_t instance, assigned, complete, retries;
+	uint32_t pid;
+} mirai__status_row;
+
+/* Smallest encoded row: a bogus row count fails before anything is
+ * allocated for it. */
+#define MIRAI__STATUS_ROW_MIN (3 * 2 + 1 + 4 * 8 + 4)
+
 typedef struct mirai__rbuf {
 	const uint8_t *p, *end;
 	int failed;
@@ -263,6 +284,19 @@ mirai__get64(const uint8_t *p)
 
 /* FNV-1a 64 of a NUL-terminated string; never 0 (0 means "no hook"). */
 uint64_t mirai__hash64(const char *s);
+
+/* Write the status head, then each row (w records running out of room). */
+void mirai__status_head_encode(mirai__wbuf *w, const mirai__status_head *h);
+void mirai__status_row_encode(mirai__wbuf *w, const mirai__status_row *r);
+/*
+ * Read a status payload: the head into *h, then each row (pointing into
+ * data) into rows[0..h->nrows), an array decode allocates (*rows, freed by
+ * the caller; NULL when there are none).  Every length is checked against
+ * the payload; nothing may follow the last row.  Returns 0, MIRAI_EPROTO
+ * or MIRAI_ENOMEM.
+ */
+int mirai__status_decode(const uint8_t *data, size_t len,
+    mirai__status_head *h, mirai__status_row **rows);
 
 /* The mirai.exec result layout: i32 status | u32 n | out | u32 n | err. */
 size_t mirai__exec_size(size_t out_len, size_t err_len);

@@ -23,27 +23,26 @@
 static void
 status_payload(mirai_dispatcher *d, mirai__wbuf *w)
 {
-	uint64_t running = 0;
+	mirai__status_head h = {.queued = d->qlen, .completed = d->completed,
+	    .retried = d->retried, .nrows = (uint32_t) d->nslots};
 
 	for (size_t i = 0; i < d->nslots; i++) {
-		running += d->slots[i].busy != NULL;
+		h.running += d->slots[i].busy != NULL;
 	}
-	mirai__w_u64(w, d->qlen);
-	mirai__w_u64(w, running);
-	mirai__w_u64(w, d->completed);
-	mirai__w_u64(w, d->retried);
-	mirai__w_u32(w, (uint32_t) d->nslots);
+	mirai__status_head_encode(w, &h);
 	for (size_t i = 0; i < d->nslots; i++) {
-		slot *sl = &d->slots[i];
-		mirai__w_str(w, sl->url);
-		mirai__w_u8(w, (uint8_t) sl->online);
-		mirai__w_u64(w, sl->instance);
-		mirai__w_u64(w, sl->assigned);
-		mirai__w_u64(w, sl->complete);
-		mirai__w_u64(w, sl->retries);
-		mirai__w_u32(w, (uint32_t) (sl->online ? sl->pid : 0));
-		mirai__w_str(w, sl->online ? sl->host : "");
-		mirai__w_str(w, sl->online ? sl->binding : "");
+		slot *sl              = &d->slots[i];
+		const char *host      = sl->online ? sl->host : "";
+		const char *binding   = sl->online ? sl->binding : "";
+		mirai__status_row row = {.url = sl->url,
+		    .url_len          = (uint16_t) strnlen(sl->url, 0xffff),
+		    .host = host, .host_len = (uint16_t) strlen(host),
+		    .binding = binding, .binding_len = (uint16_t) strlen(binding),
+		    .online = (uint8_t) sl->online, .instance = sl->instance,
+		    .assigned = sl->assigned, .complete = sl->complete,
+		    .retries = sl->retries,
+		    .pid     = (uint32_t) (sl->online ? sl->pid : 0)};
+		mirai__status_row_encode(w, &row);
 	}
 }
 

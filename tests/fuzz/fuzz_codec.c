@@ -6,8 +6,8 @@
  * their own; the u64 and u32 decoders go by length only (the caller picks
  * them by type) and must refuse any other length.  The body of a BOUNCE
  * frame, after its own frame header, goes to the TASK decoder as the
- * client reads it; a REP payload is read with mirai__rbuf as the status
- * reader does.  The raw input and every RESULT payload also go to
+ * client reads it, and to the codec's bounce reader; a REP payload is
+ * read with mirai__rbuf and as a status payload.  The raw input and every RESULT payload also go to
  * mirai_exec_parse().  Beyond "no crash, no read out of bounds" (the
  * sanitizers' part) the target checks that every pointer a decoder returns
  * lies inside the input and that whatever decodes re-encodes to the same
@@ -263,6 +263,31 @@ walk_rbuf(const uint8_t *p, size_t len)
 	CHECK(mirai__r_u64(&r) == 0 && r.failed && r.p <= r.end);
 }
 
+/* A REP payload as a status: every view inside the input, and what
+ * decodes re-encodes to the same bytes. */
+static void
+check_status(const uint8_t *p, size_t len)
+{
+	mirai__status_head h;
+	mirai__status_row *rows;
+	mirai__wbuf w = {0};
+
+	if (mirai__status_decode(p, len, &h, &rows) != 0) {
+		return;
+	}
+	CHECK(h.nrows <= len / MIRAI__STATUS_ROW_MIN);
+	mirai__status_head_encode(&w, &h);
+	for (uint32_t i = 0; i < h.nrows; i++) {
+		check_range(rows[i].url, rows[i].url_len);
+		check_range(rows[i].host, rows[i].host_len);
+		check_range(rows[i].binding, rows[i].binding_len);
+		mirai__status_row_encode(&w, &rows[i]);
+	}
+	CHECK(!w.failed && w.len == len && memcmp(w.p, p, len) == 0);
+	free(w.p);
+	free(rows);
+}
+
 static void
 check_rep(const mirai__frame *f)
 {
@@ -282,6 +307,7 @@ check_rep(const mirai__frame *f)
 	CHECK(size - MIRAI__FRAME_HDR_LEN == f->len);
 	check_reencode(f, again, size);
 	walk_rbuf(r.data, r.len);
+	check_status(r.data, r.len);
 }
 
 /*
@@ -305,6 +331,24 @@ check_bounce(const mirai__frame *f)
 	if (mirai__task_decode(&inner, &t) == 0) {
 		check_range(t.fn, t.fn_len);
 		check_range(t.data, t.len);
+	}
+	/* The codec's own bounce reader: its inner frame fills the bounce
+	 * exactly and re-encodes to it. */
+	if (mirai__bounce_decode(f, &inner) == 0) {
+		CHECK(inner.type == MIRAI__F_TASK &&
+		    inner.len == f->len - MIRAI__FRAME_HDR_LEN);
+		check_range(inner.body, inner.len);
+		if (mirai__task_decode(&inner, &t) == 0) {
+			size_t size   = mirai__bounce_size(t.fn_len, t.len);
+			uint8_t *again = malloc(size);
+			CHECK(again != NULL);
+			mirai__bounce_encode(again, &t);
+			CHECK(size == MIRAI__FRAME_HDR_LEN + f->len);
+			CHECK(memcmp(again + MIRAI__FRAME_HDR_LEN, f->body,
+				  f->len) == 0 ||
+			    f->body[1] != 0 || f->body[2] != 0 || f->body[3] != 0);
+			free(again);
+		}
 	}
 	inner.type = f->body[0];
 	inner.len  = mirai__get32(f->body + 4);

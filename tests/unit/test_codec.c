@@ -1902,6 +1902,65 @@ test_exec_parse_every_cut(void **state)
 	free(b);
 }
 
+/* The status payload: what is written reads back; a cut, a bogus count,
+ * trailing bytes and a string running past the end are refused. */
+static void
+test_status_payload(void **state)
+{
+	static const mirai__status_row in[2] = {
+	    {.url = "ws://node01:5555/abc/0", .url_len = 22, .host = "node01",
+		.host_len = 6, .binding = "0-3", .binding_len = 3, .online = 1,
+		.instance = 2, .assigned = 7, .complete = 6, .retries = 1,
+		.pid = 4242},
+	    {.url = "ipc:///tmp/x/1", .url_len = 14, .host = "", .binding = ""},
+	};
+	mirai__status_head h = {.queued = 5, .running = 1, .completed = 99,
+	    .retried = 3, .nrows = 2}, got;
+	mirai__status_row *rows;
+	mirai__wbuf w = {0};
+
+	(void) state;
+	mirai__status_head_encode(&w, &h);
+	mirai__status_row_encode(&w, &in[0]);
+	mirai__status_row_encode(&w, &in[1]);
+	assert_false(w.failed);
+	assert_int_equal(mirai__status_decode(w.p, w.len, &got, &rows), 0);
+	assert_int_equal(got.queued, 5);
+	assert_int_equal(got.completed, 99);
+	assert_int_equal(got.nrows, 2);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(rows[i].url_len, in[i].url_len);
+		assert_memory_equal(rows[i].url, in[i].url, in[i].url_len);
+		assert_int_equal(rows[i].host_len, in[i].host_len);
+		assert_int_equal(rows[i].pid, in[i].pid);
+		assert_int_equal(rows[i].instance, in[i].instance);
+		/* Views into the payload. */
+		assert_true((const uint8_t *) rows[i].url >= w.p &&
+		    (const uint8_t *) rows[i].url + rows[i].url_len <= w.p + w.len);
+	}
+	free(rows);
+	/* Every cut of the payload is refused. */
+	for (size_t cut = 0; cut < w.len; cut++) {
+		assert_int_equal(mirai__status_decode(w.p, cut, &got, &rows),
+		    MIRAI_EPROTO);
+		assert_null(rows);
+	}
+	/* A byte too many. */
+	{
+		uint8_t *more = malloc(w.len + 1);
+		memcpy(more, w.p, w.len);
+		more[w.len] = 0;
+		assert_int_equal(mirai__status_decode(more, w.len + 1, &got, &rows),
+		    MIRAI_EPROTO);
+		free(more);
+	}
+	/* A row count no payload of this size can hold. */
+	mirai__put32(w.p + 32, 0xffffffffu);
+	assert_int_equal(mirai__status_decode(w.p, w.len, &got, &rows),
+	    MIRAI_EPROTO);
+	free(w.p);
+}
+
 int
 main(void)
 {
@@ -1945,6 +2004,7 @@ main(void)
 		cmocka_unit_test(test_exec_parse_rejects),
 		cmocka_unit_test(test_exec_parse_null),
 		cmocka_unit_test(test_exec_parse_every_cut),
+		cmocka_unit_test(test_status_payload),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
