@@ -158,9 +158,11 @@ $(BUILD)/tests/it_%: $(BUILD)/obj/tests/integration/it_%.o \
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/obj/tests/integration/harness.o \
 	    -L$(BUILD)/lib -lmirai -lcmocka -lpthread $(RPATH)
 
+# Hidden by default, as careful plugin builds are: mirai.h's MIRAI_API must
+# still export mirai_plugin_init.
 $(BUILD)/tests/%.so: tests/plugins/%.c $(SO)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -fPIC -shared -o $@ $< -L$(BUILD)/lib -lmirai $(RPATH)
+	$(CC) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -shared -o $@ $< -L$(BUILD)/lib -lmirai $(RPATH)
 
 # Fuzz targets: built with the standalone driver here; `make fuzz` uses
 # libFuzzer when clang is there.

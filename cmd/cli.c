@@ -112,6 +112,11 @@ set_value(const cli_tool *tool, const cli_opt *o, const char *v)
 		}
 		break;
 	case CLI_MS:
+		/* The library's MIRAI_FOREVER (-1): no limit. */
+		if (strcmp(v, "forever") == 0) {
+			*(int64_t *) o->target = -1;
+			return 0;
+		}
 		if ((*(int64_t *) o->target = cli_parse_ms(v)) >= 0) {
 			return 0;
 		}

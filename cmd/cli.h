@@ -14,7 +14,8 @@ enum cli_type {
 	CLI_LIST,     /* cli_list: repeatable string */
 	CLI_INT,      /* long long, a plain integer */
 	CLI_SIZE,     /* size_t, bytes with optional k/M/G suffix */
-	CLI_MS,       /* int64_t milliseconds, with optional ms/s/m/h suffix */
+	CLI_MS,       /* int64_t milliseconds, with optional ms/s/m/h suffix;
+	                 "forever" gives -1 (MIRAI_FOREVER) */
 };
 
 typedef struct cli_list {

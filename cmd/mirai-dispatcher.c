@@ -72,6 +72,7 @@ main(int argc, char **argv)
 {
 	const char *client = NULL, *url = NULL, *urls = NULL, *server = NULL;
 	const char *listen = NULL, *control = NULL, *bind_to = NULL;
+	const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
 	long long bind_index = 0;
 	long long n = 0, retries = 0, max_tasks = 0;
 	int64_t idle = 0, walltime = 0;
@@ -111,6 +112,12 @@ main(int argc, char **argv)
 		"the first local server's unit; the next ones follow"},
 	    {"max-msg", 0, CLI_SIZE, &max_msg, "BYTES",
 		"largest message (default 256M)"},
+	    {"tls-cert", 0, CLI_STR, &tls_cert, "FILE",
+		"PEM certificate of the server slots (TLS: see README)"},
+	    {"tls-key", 0, CLI_STR, &tls_key, "FILE",
+		"PEM key of that certificate (TLS: see README)"},
+	    {"tls-ca", 0, CLI_STR, &tls_ca, "FILE",
+		"require client certificates of this PEM CA (TLS: see README)"},
 	    {"print-urls", 0, CLI_FLAG, &print, NULL,
 		"print the slot URLs (they hold tokens)"},
 	    {"verbose", 'v', CLI_FLAG, &verbose, NULL, "log servers coming and going"},
@@ -122,6 +129,7 @@ main(int argc, char **argv)
 	    "online and idle, first in first out.",
 	    epilog, opts, 0};
 	mirai_dispatcher_opts o = MIRAI_DISPATCHER_OPTS_INIT;
+	mirai_server_opts so    = MIRAI_SERVER_OPTS_INIT;
 	mirai_dispatcher *d;
 	mirai_errmsg err = {{0}};
 	const char **list = NULL;
@@ -183,16 +191,20 @@ main(int argc, char **argv)
 	o.no_token           = no_token;
 	o.local              = local;
 	o.retries            = (int) retries;
-	o.server.idle_ms     = idle;
-	o.server.walltime_ms = walltime;
-	o.server.max_tasks   = (uint64_t) max_tasks;
-	o.server.output      = output;
-	o.server.max_msg     = max_msg;
-	o.server.plugins     = plugins.items;
-	o.server.nplugins    = plugins.n;
-	o.server.server_path = server;
-	o.server.bind_to     = bind_to;
-	o.server.bind_index  = (int) bind_index;
+	o.tls_cert           = tls_cert;
+	o.tls_key            = tls_key;
+	o.tls_ca             = tls_ca;
+	so.idle_ms           = idle;
+	so.walltime_ms       = walltime;
+	so.max_tasks         = (uint64_t) max_tasks;
+	so.output            = output;
+	so.max_msg           = max_msg;
+	so.plugins           = plugins.items;
+	so.nplugins          = plugins.n;
+	so.server_path       = server;
+	so.bind_to           = bind_to;
+	so.bind_index        = (int) bind_index;
+	o.server             = &so;
 	rv = mirai_dispatcher_create(&d, &o, &err);
 	free(list);
 	free(plugins.items);

@@ -165,7 +165,8 @@ main(int argc, char **argv)
 	    {"min-servers", 0, CLI_INT, &min, "K",
 		"go on when at least K servers came up (default: all)"},
 	    {"timeout", 't', CLI_MS, &timeout, "TIME",
-		"time for servers to come online (default 60s)"},
+		"time for servers to come online (default and 0: 60s; "
+		"'forever')"},
 	    {"server-url", 0, CLI_STR, &server_url, "URL",
 		"base URL of the server slots (default: ws, any interface, "
 		"port 0)"},
@@ -193,6 +194,7 @@ main(int argc, char **argv)
 	    "ssh, bound to cores), run COMMAND as their client, tear down.",
 	    epilog, opts, 1};
 	mirai_launch_opts lo = MIRAI_LAUNCH_OPTS_INIT;
+	mirai_server_opts so = MIRAI_SERVER_OPTS_INIT;
 	mirai_hostlist *hosts = NULL;
 	mirai_errmsg err      = {{0}};
 	mirai_launch *l;
@@ -277,14 +279,15 @@ main(int argc, char **argv)
 	lo.bind_to            = bind;
 	lo.env                = env.items;
 	lo.nenv               = env.n;
-	lo.server.server_path = server;
-	lo.server.plugins     = plugins.items;
-	lo.server.nplugins    = plugins.n;
-	lo.server.idle_ms     = idle;
-	lo.server.walltime_ms = walltime;
-	lo.server.max_tasks   = (uint64_t) max_tasks;
-	lo.server.output      = output;
-	lo.server.max_msg     = max_msg;
+	so.server_path        = server;
+	so.plugins            = plugins.items;
+	so.nplugins           = plugins.n;
+	so.idle_ms            = idle;
+	so.walltime_ms        = walltime;
+	so.max_tasks          = (uint64_t) max_tasks;
+	so.output             = output;
+	so.max_msg            = max_msg;
+	lo.server             = &so;
 	lo.max_ssh            = (int) max_ssh;
 	lo.ssh_port           = (int) ssh_port;
 	lo.ssh_user           = ssh_user;

@@ -221,6 +221,7 @@ int
 main(int argc, char **argv)
 {
 	const char *url = NULL, *bind_to = NULL;
+	const char *tls_ca = NULL, *tls_cert = NULL, *tls_key = NULL;
 	int64_t idle = 0, walltime = 0;
 	long long max_tasks = 0, bind_index = 0, bind_count = 0;
 	size_t max_msg = 0;
@@ -232,7 +233,8 @@ main(int argc, char **argv)
 	    {"plugin", 'p', CLI_LIST, &plugins, "LIB.so",
 		"load functions from a plugin (repeatable)"},
 	    {"idle", 0, CLI_MS, &idle, "TIME",
-		"exit after TIME without a task (250ms, 30s, 5m, 1h)"},
+		"exit after TIME without a task (250ms, 30s, 5m, 1h; "
+		"default: never)"},
 	    {"walltime", 0, CLI_MS, &walltime, "TIME",
 		"exit between tasks once TIME has passed"},
 	    {"max-tasks", 0, CLI_INT, &max_tasks, "N",
@@ -251,6 +253,12 @@ main(int argc, char **argv)
 		"bind to N units from K on (default 1)"},
 	    {"stdin", 0, CLI_FLAG, &use_stdin, NULL,
 		"read URL and environment from stdin; exit at its end"},
+	    {"tls-ca", 0, CLI_STR, &tls_ca, "FILE",
+		"PEM file of the CA of the dispatcher or client (TLS: see README)"},
+	    {"tls-cert", 0, CLI_STR, &tls_cert, "FILE",
+		"PEM file of a client certificate (TLS: see README)"},
+	    {"tls-key", 0, CLI_STR, &tls_key, "FILE",
+		"PEM file of the client certificate's key (TLS: see README)"},
 	    {"verbose", 'v', CLI_FLAG, &verbose, NULL, "log connections and exits"},
 	    {"quiet", 'q', CLI_FLAG, &quiet, NULL, "log errors only"},
 	    {NULL, 0, 0, NULL, NULL, NULL},
@@ -266,7 +274,7 @@ main(int argc, char **argv)
 	mirai_errmsg err;
 	sigset_t sigs;
 	pthread_t th;
-	int first, rv;
+	int first, rv, why = MIRAI_EXIT_ERROR;
 
 	/* Before any thread exists, so that all of them inherit the mask. */
 	sigemptyset(&sigs);
@@ -349,8 +357,11 @@ main(int argc, char **argv)
 	so.bind_count  = (int) bind_count;
 	so.plugins     = plugins.items;
 	so.nplugins    = plugins.n;
-	if ((rv = mirai_server_create(&srv, &so)) != 0) {
-		fprintf(stderr, "mirai-server: %s\n", mirai_strerror(rv));
+	so.tls_ca      = tls_ca;
+	so.tls_cert    = tls_cert;
+	so.tls_key     = tls_key;
+	if ((rv = mirai_server_create(&srv, &so, &err)) != 0) {
+		fprintf(stderr, "mirai-server: %s\n", err.text);
 		free(plugins.items);
 		return MIRAI_EXIT_ERROR;
 	}
@@ -370,11 +381,12 @@ main(int argc, char **argv)
 	if (use_stdin && pthread_create(&th, NULL, watch_stdin, NULL) == 0) {
 		pthread_detach(th);
 	}
-	rv = mirai_server_run(srv, url, &err);
+	rv = mirai_server_run(srv, url, &why, &err);
 	the_server = NULL;
-	if (rv == MIRAI_EXIT_ERROR) {
+	if (rv != 0) {
 		fprintf(stderr, "mirai-server: %s\n", err.text);
+		why = MIRAI_EXIT_ERROR;
 	}
 	mirai_server_destroy(srv);
-	return rv;
+	return why;
 }

@@ -804,9 +804,11 @@ main(int argc, char **argv)
 	    {"url", 'u', CLI_STR, &url, "URL",
 		"dispatcher URL (status, saisei: its control URL)"},
 	    {"timeout", 't', CLI_MS, &timeout, "TIME",
-		"call, exec: give up on a task after TIME (error 5)"},
+		"call, exec: give up on a task after TIME (error 5; "
+		"default and 0: never)"},
 	    {"wait", 'w', CLI_MS, &attach_ms, "TIME",
-		"call, exec: wait this long for a busy dispatcher (30s)"},
+		"call, exec: wait this long for a busy dispatcher "
+		"(default and 0: 30s; 'forever')"},
 	    {"force", 'f', CLI_FLAG, &force, NULL,
 		"saisei: cut off a connected server"},
 	    {"json", 0, CLI_FLAG, &json, NULL,

@@ -65,7 +65,7 @@ main(int argc, char **argv)
 	check(mirai_call(&co, "mirai.sleep", "5000", 4, &late), "submitting",
 	    NULL);
 
-	mirai_wait_all(ms, NTASKS, -1);
+	mirai_wait_all(ms, NTASKS, MIRAI_FOREVER);
 	for (int i = 0; i < NTASKS; i++) {
 		const char *data = mirai_data(ms[i], &len);
 		printf("echo %d -> %.*s\n", i, (int) len, data ? data : "");

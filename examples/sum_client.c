@@ -15,6 +15,7 @@ int
 main(int argc, char **argv)
 {
 	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
+	mirai_server_opts so = MIRAI_SERVER_OPTS_INIT;
 	mirai_errmsg err     = {{0}};
 	const char *inputs[] = {"1 2 3", "40 2", "7 eleven"};
 	mirai *ms[3];
@@ -33,12 +34,12 @@ main(int argc, char **argv)
 		return 1;
 	}
 	mirai_log_set(mirai_log_stderr, "sum_client", MIRAI_LOG_WARN);
-	d.n               = 2;
-	d.server.plugins  = plugins; /* each server loads these */
-	d.server.nplugins = 1;
+	so.plugins  = plugins; /* each server loads these */
+	so.nplugins = 1;
+	d.n         = 2;
+	d.server    = &so;
 	if ((rv = mirai_daemons(&d, &err)) != 0) {
-		fprintf(stderr, "sum_client: daemons: %s\n",
-		    err.text[0] ? err.text : mirai_strerror(rv));
+		fprintf(stderr, "sum_client: daemons: %s\n", err.text);
 		return 1;
 	}
 	for (int i = 0; i < 3; i++) {

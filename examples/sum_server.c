@@ -10,8 +10,8 @@
 
 #include <mirai.h>
 
-/* plugins/sum.c: its entry point is an ordinary function. */
-int mirai_plugin_init(mirai_server *srv);
+/* plugins/sum.c: its entry point, mirai_plugin_init() (declared in
+ * mirai.h), is an ordinary function. */
 
 int
 main(int argc, char **argv)
@@ -19,15 +19,15 @@ main(int argc, char **argv)
 	const char *url  = argc > 1 ? argv[1] : getenv("MIRAI_URL");
 	mirai_errmsg err = {{0}};
 	mirai_server *srv;
-	int rv;
+	int rv, why = MIRAI_EXIT_ERROR;
 
 	if (url == NULL) {
 		fprintf(stderr, "usage: sum_server URL (or MIRAI_URL=URL)\n");
 		return MIRAI_EXIT_USAGE;
 	}
 	mirai_log_set(mirai_log_stderr, "sum_server", MIRAI_LOG_WARN);
-	if ((rv = mirai_server_create(&srv, NULL)) != 0) {
-		fprintf(stderr, "sum_server: %s\n", mirai_strerror(rv));
+	if ((rv = mirai_server_create(&srv, NULL, &err)) != 0) {
+		fprintf(stderr, "sum_server: %s\n", err.text);
 		return MIRAI_EXIT_ERROR;
 	}
 	if ((rv = mirai_plugin_init(srv)) != 0) {
@@ -36,11 +36,11 @@ main(int argc, char **argv)
 		mirai_server_destroy(srv);
 		return MIRAI_EXIT_ERROR;
 	}
-	/* Returns why it stopped, a mirai_server_exit value. */
-	if ((rv = mirai_server_run(srv, url, &err)) == MIRAI_EXIT_ERROR) {
-		fprintf(stderr, "sum_server: %s\n",
-		    err.text[0] ? err.text : "cannot run");
+	/* why gets the reason it stopped, a mirai_server_exit value. */
+	if ((rv = mirai_server_run(srv, url, &why, &err)) != 0) {
+		fprintf(stderr, "sum_server: %s\n", err.text);
+		why = MIRAI_EXIT_ERROR;
 	}
 	mirai_server_destroy(srv);
-	return rv;
+	return why;
 }

@@ -10,10 +10,17 @@
  * Conventions:
  *  - Functions return 0 on success or a MIRAI_E* error value.
  *  - Output parameters are written only on success.
+ *  - A function taking a mirai_errmsg fills it on every failure (with the
+ *    description of the error value when there is nothing more to say).
  *  - Every *_destroy / *_free function accepts NULL.
  *  - Ownership of every buffer is stated above the function.
- *  - Options structs have an initializer macro; 0 always means "default".
- *    New fields are only ever added at the end.
+ *  - Options structs have a designated-initializer macro (..._INIT); 0
+ *    always means "default".  New fields are only ever added at the end.
+ *  - Timeouts, in parameters and in fields alike, are milliseconds:
+ *    MIRAI_FOREVER (-1) waits without end; 0 takes the call's documented
+ *    default; any other negative value is MIRAI_EINVAL.  No call treats 0
+ *    as "poll": mirai_resolved() is the poll.
+ *  - Each function says whether it is thread-safe.
  *  - The library never prints; see mirai_log_set().
  */
 #ifndef MIRAI_H
@@ -28,15 +35,20 @@ extern "C" {
 
 /* The one version source: the Makefile takes the soname from here. */
 #define MIRAI_VERSION_MAJOR 0
-#define MIRAI_VERSION_MINOR 1
+#define MIRAI_VERSION_MINOR 2
 #define MIRAI_VERSION_PATCH 0
-#define MIRAI_VERSION_STRING "0.1.0"
+#define MIRAI_VERSION_STRING "0.2.0"
 
-#if defined(MIRAI_BUILDING)
+/* Default visibility also outside the library: a plugin built with
+ * -fvisibility=hidden still exports its mirai_plugin_init(). */
+#if defined(__GNUC__)
 #define MIRAI_API __attribute__((visibility("default")))
 #else
 #define MIRAI_API
 #endif
+
+/* A timeout that never ends (see the conventions above). */
+#define MIRAI_FOREVER (-1)
 
 #if defined(__GNUC__)
 #define MIRAI_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -90,6 +102,7 @@ extern "C" {
 	X(EPARSE, 106, "parse error")                                       \
 	X(ESSH, 107, "ssh error")                                           \
 	X(ETOPO, 108, "topology or binding error")                          \
+	X(EPENDING, 109, "still pending: the wait gave up")                 \
 	X(EINTERNAL, 1000, "internal error")
 
 enum mirai_error {
@@ -98,16 +111,26 @@ enum mirai_error {
 #undef MIRAI_X_ENUM
 };
 
-/* A static description of err; never NULL, also for unknown values. */
+/* A static description of err; never NULL, also for unknown values.
+ * Thread-safe. */
 MIRAI_API const char *mirai_strerror(int err);
 
-/* The symbolic name of err ("ETIMEDOUT"), or "UNKNOWN". */
+/* The symbolic name of err ("ETIMEDOUT"), or "UNKNOWN".  Thread-safe. */
 MIRAI_API const char *mirai_errname(int err);
+
+/*
+ * The version of the library linked at run time ("0.2.0", static), its
+ * parts written to the pointers that are not NULL.  Compare with the
+ * MIRAI_VERSION_* macros to check that a program runs with the library it
+ * was compiled against.  Thread-safe.
+ */
+MIRAI_API const char *mirai_version(int *major, int *minor, int *patch);
 
 /*
  * A text buffer that functions with more to say than a number fill in
  * ("hosts:12: slots must be a positive integer").  Always optional: pass
- * NULL when the number is enough.  On success the text is left unchanged.
+ * NULL when the number is enough.  Every failure fills it (at least with
+ * mirai_strerror()'s text); on success the text is left unchanged.
  */
 typedef struct mirai_errmsg {
 	char text[512];
@@ -135,14 +158,14 @@ typedef void (*mirai_log_fn)(int level, const char *tag, const char *msg,
 
 /*
  * Install fn as the log handler for messages at level <= max_level.  NULL
- * (the default) discards everything.  Not meant to be called while other
- * threads use the library.
+ * (the default) discards everything.  Not thread-safe: call it before
+ * other threads use the library.
  */
 MIRAI_API void mirai_log_set(mirai_log_fn fn, void *arg, int max_level);
 
 /*
  * A ready-made handler writing "PROGRAM[pid]: LEVEL: tag: msg" lines to
- * stderr; arg is the program name (const char *) or NULL.
+ * stderr; arg is the program name (const char *) or NULL.  Thread-safe.
  */
 MIRAI_API void mirai_log_stderr(int level, const char *tag, const char *msg,
     void *arg);
@@ -178,7 +201,8 @@ typedef struct mirai_hook {
 /* Servers                                                              */
 /* ------------------------------------------------------------------ */
 
-/* Why a server stopped: also the exit code of mirai-server. */
+/* Why a server stopped (mirai_server_run()'s reason); mirai-server exits
+ * with this value. */
 enum mirai_server_exit {
 	MIRAI_EXIT_CLOSED   = 0, /* connection ended, or told to exit */
 	MIRAI_EXIT_ERROR    = 1, /* could not start, dial, or run */
@@ -190,7 +214,7 @@ enum mirai_server_exit {
 
 /*
  * Options of a server; also used by mirai_daemons() for the local servers it
- * starts.  Durations are milliseconds; 0 means no limit.
+ * starts.  Durations are milliseconds; 0 and MIRAI_FOREVER mean no limit.
  */
 typedef struct mirai_server_opts {
 	/* Exit after this long without a task. */
@@ -223,9 +247,18 @@ typedef struct mirai_server_opts {
 	/* How many units from bind_index on the server binds to (each past
 	 * the last wrapping round); 0: 1. */
 	int bind_count;
+	/* TLS (see the README): PEM file of the CA that signs the
+	 * dispatcher's or the client's certificate; required to dial
+	 * tls+tcp:// or wss://.  Local servers get the path, never the
+	 * contents, on their command line. */
+	const char *tls_ca;
+	/* PEM files of an optional client certificate and its key, for a
+	 * listening side that requires one. */
+	const char *tls_cert;
+	const char *tls_key;
 } mirai_server_opts;
 
-#define MIRAI_SERVER_OPTS_INIT {0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0}
+#define MIRAI_SERVER_OPTS_INIT {.idle_ms = 0}
 
 typedef struct mirai_server mirai_server;
 typedef struct mirai_task   mirai_task;
@@ -241,24 +274,29 @@ typedef int (*mirai_fn)(mirai_task *task, void *arg);
 
 /*
  * Create a server with the built-in functions (mirai.echo, mirai.sleep,
- * mirai.exec, mirai.info) registered.  opts may be NULL for defaults.
+ * mirai.exec, mirai.info) registered, and the plugins of opts loaded.
+ * opts (copied) may be NULL for defaults.  err, if not NULL, says what
+ * failed (a plugin that did not load says why).  Thread-safe.
  */
 MIRAI_API int mirai_server_create(mirai_server **out,
-    const mirai_server_opts *opts);
+    const mirai_server_opts *opts, mirai_errmsg *err);
+/* Not thread-safe: no other call on srv may run or follow. */
 MIRAI_API void mirai_server_destroy(mirai_server *srv);
 
-/* Register fn under name (copied); replaces an earlier one of that name. */
+/* Register fn under name (copied); replaces an earlier one of that name.
+ * Call from one thread at a time per handle, before mirai_server_run(). */
 MIRAI_API int mirai_server_register(mirai_server *srv, const char *name,
     mirai_fn fn, void *arg);
 
-/* Use hook (copied; the functions and arg must outlive the server). */
+/* Use hook (copied; the functions and arg must outlive the server).  Call
+ * from one thread at a time per handle, before mirai_server_run(). */
 MIRAI_API int mirai_server_set_hook(mirai_server *srv, const mirai_hook *hook);
 
 /*
- * Load a plugin: a shared object exporting
- *     int mirai_plugin_init(mirai_server *srv);
+ * Load a plugin: a shared object exporting mirai_plugin_init() (below),
  * which registers its functions (and hook) and returns 0.  The object stays
  * loaded until the server is destroyed.  err, if not NULL, says what failed.
+ * Call from one thread at a time per handle, before mirai_server_run().
  */
 #define MIRAI_PLUGIN_INIT "mirai_plugin_init"
 typedef int (*mirai_plugin_init_fn)(mirai_server *srv);
@@ -266,20 +304,32 @@ MIRAI_API int mirai_server_load_plugin(mirai_server *srv, const char *path,
     mirai_errmsg *err);
 
 /*
+ * What a plugin defines (the library never does): register the plugin's
+ * functions on srv and return 0, or an error value.  Declared here so that
+ * plugins get the prototype; MIRAI_API exports it even from a plugin built
+ * with -fvisibility=hidden.
+ */
+MIRAI_API int mirai_plugin_init(mirai_server *srv);
+
+/*
  * Dial url (tcp://, ws://, ipc://) and execute tasks until the connection
- * ends or a limit in the options is reached.  Returns the reason as a
- * mirai_server_exit value (MIRAI_EXIT_ERROR with err filled on failure).
- * When the connection drops mid-task the task is finished first.
+ * ends or a limit in the options is reached; then *reason (if not NULL)
+ * gets why, as an enum mirai_server_exit value, and the call returns 0.
+ * Returns a MIRAI_E* error, with err filled, when the server could not
+ * start, dial or run (*reason is then left unchanged).  When the connection
+ * drops mid-task the task is finished first.  Call from one thread at a
+ * time per handle.
  */
 MIRAI_API int mirai_server_run(mirai_server *srv, const char *url,
-    mirai_errmsg *err);
+    int *reason, mirai_errmsg *err);
 
-/* Ask a running server (from another thread or a signal-safe context is not
- * allowed: use a normal thread) to stop after its current task. */
+/* Ask a running server to stop after its current task: from another
+ * thread (not from a signal handler).  Thread-safe. */
 MIRAI_API void mirai_server_stop(mirai_server *srv);
 
 /*
- * Task accessors, valid only inside the function running the task.
+ * Task accessors, valid only inside the function running the task (and,
+ * as for every mirai_task_* call, only on that thread).
  * The input buffer belongs to the task and lives until the function returns.
  */
 MIRAI_API const void *mirai_task_data(const mirai_task *task, size_t *len);
@@ -311,7 +361,8 @@ MIRAI_API void *mirai_task_reply_inplace(mirai_task *task, size_t len);
 MIRAI_API int mirai_task_fail(mirai_task *task, const char *fmt, ...)
     MIRAI_PRINTF(2, 3);
 
-/* Nonzero once the client cancelled the task or it timed out. */
+/* Nonzero once the client cancelled the task or it timed out.
+ * Thread-safe (the function may poll it from threads of its own). */
 MIRAI_API int mirai_task_cancelled(const mirai_task *task);
 
 /* ------------------------------------------------------------------ */
@@ -319,7 +370,7 @@ MIRAI_API int mirai_task_cancelled(const mirai_task *task);
 /* ------------------------------------------------------------------ */
 
 enum mirai_dispatcher_mode {
-	MIRAI_DISPATCHER_DEFAULT = 0, /* on: a thread of the client */
+	MIRAI_DISPATCHER_DEFAULT = 0, /* on: a thread of the client (THREAD) */
 	MIRAI_DISPATCHER_OFF     = 1, /* tasks go out at once, evenly */
 	MIRAI_DISPATCHER_THREAD  = 2, /* the dispatcher runs on a thread of the
 	                                 client, linked in memory */
@@ -329,9 +380,10 @@ enum mirai_dispatcher_mode {
 /*
  * Settings of one compute profile (the reference's daemons()).
  *
- * With a dispatcher (the default) the client starts a mirai-dispatcher
- * process; it keeps the FIFO queue and gives a task only to a server that
- * is online and idle.  Each server slot has a URL of its own:
+ * With a dispatcher (the default: a thread of the client; a
+ * mirai-dispatcher process with MIRAI_DISPATCHER_PROCESS) the dispatcher
+ * keeps the FIFO queue and gives a task only to a server that is online and
+ * idle.  Each server slot has a URL of its own:
  *  - n > 0, no url: n local servers, each on a loopback port of its own.
  *  - url "ws://host:P" and n: n paths on port P, each with a random token
  *    and the slot number ("ws://host:P/<token>/3"); port 0 is resolved.
@@ -356,8 +408,9 @@ typedef struct mirai_daemons_opts {
 	/* Serialization hook (copied; functions and arg must outlive the
 	 * profile), or NULL. */
 	const mirai_hook *hook;
-	/* Options passed to the local servers this profile starts. */
-	mirai_server_opts server;
+	/* Options passed to the local servers this profile starts (copied);
+	 * NULL: defaults. */
+	const mirai_server_opts *server;
 	/* Dispatcher: explicit server URLs, one slot each (n may be 0). */
 	const char *const *urls;
 	size_t nurls;
@@ -379,17 +432,23 @@ typedef struct mirai_daemons_opts {
 	 * variable MIRAI_DISPATCHER_URL).  n, urls and server are unused. */
 	int attach;
 	/* How long attaching waits for the dispatcher, which serves one
-	 * client at a time; 0: 30 s. */
+	 * client at a time, in ms; 0: 30 s; MIRAI_FOREVER: no limit. */
 	int64_t attach_timeout_ms;
+	/* TLS (see the README), for the listening side (the dispatcher's
+	 * server slots, or the client's URL without a dispatcher): PEM files
+	 * of its certificate and key, and of a CA to require client
+	 * certificates signed by it (NULL: none required). */
+	const char *tls_cert;
+	const char *tls_key;
+	const char *tls_ca;
 } mirai_daemons_opts;
 
-#define MIRAI_DAEMONS_OPTS_INIT                                              \
-	{NULL, 0, NULL, 0, NULL, MIRAI_SERVER_OPTS_INIT, NULL, 0, 0, 0, 0, NULL, \
-	    0, 0}
+#define MIRAI_DAEMONS_OPTS_INIT {.profile = NULL}
 
 /*
  * Set daemons for opts->profile.  Fails with MIRAI_ESET when the profile is
  * already set (reset it first).  err, if not NULL, explains any failure.
+ * Thread-safe.
  */
 MIRAI_API int mirai_daemons(const mirai_daemons_opts *opts,
     mirai_errmsg *err);
@@ -398,7 +457,7 @@ MIRAI_API int mirai_daemons(const mirai_daemons_opts *opts,
  * Reset a profile (NULL: "default"): every server it started or that dialed
  * in is told to exit, pending mirais resolve with MIRAI_ECLOSED, and the
  * profile returns to one-shot server processes.  Resetting an unset profile
- * is not an error.
+ * is not an error.  Thread-safe.
  */
 MIRAI_API int mirai_reset(const char *profile);
 
@@ -407,13 +466,16 @@ MIRAI_API int mirai_reset(const char *profile);
  * clients at url (NULL: the environment variable MIRAI_DISPATCHER_URL, set by
  * mirai-launch for its client command).  Tasks, status and saisei then go
  * through it; mirai_reset() detaches and leaves it running.  A dispatcher
- * serves one client at a time: this waits up to timeout_ms (0: 30 s) for
- * it to be free.
+ * serves one client at a time: this waits up to timeout_ms (0: 30 s;
+ * MIRAI_FOREVER: no limit) for it to be free, then fails with
+ * MIRAI_ETIMEDOUT.  Thread-safe.
  */
 MIRAI_API int mirai_attach(const char *profile, const char *url,
     int64_t timeout_ms, mirai_errmsg *err);
 
-/* Reset every profile and stop the library's threads (optional, at exit). */
+/* Reset every profile and stop the library's threads (optional, at exit).
+ * Not thread-safe: no other thread may use the library during or after
+ * it. */
 MIRAI_API void mirai_shutdown(void);
 
 /*
@@ -453,14 +515,15 @@ typedef struct mirai_status {
 
 /*
  * Status of a profile (NULL: "default").  *out is allocated by the library
- * and released with mirai_status_free().
+ * and released with mirai_status_free().  Thread-safe.
  */
 MIRAI_API int mirai_status_get(const char *profile, mirai_status **out);
+/* Thread-safe (st belongs to the caller). */
 MIRAI_API void mirai_status_free(mirai_status *st);
 
 /*
  * Render st as one line of JSON into *out, a NUL-terminated string the
- * caller releases with free().
+ * caller releases with free().  Thread-safe.
  */
 MIRAI_API int mirai_status_json(const mirai_status *st, char **out);
 
@@ -471,6 +534,7 @@ MIRAI_API int mirai_status_json(const mirai_status *st, char **out);
  * set: then it is cut off and its running task resolves with MIRAI_ECLOSED.
  * A URL without a path (tcp) cannot be regenerated: MIRAI_ENOTSUP.  On
  * success *new_url (if not NULL) gets the new URL, released with free().
+ * Thread-safe.
  */
 MIRAI_API int mirai_saisei(const char *profile, size_t i, int force,
     char **new_url, mirai_errmsg *err);
@@ -478,12 +542,13 @@ MIRAI_API int mirai_saisei(const char *profile, size_t i, int force,
 /*
  * The status of a dispatcher, asked at its control URL (NULL: the
  * environment variable MIRAI_CONTROL_URL) by any process.  *out as for
- * mirai_status_get().
+ * mirai_status_get().  Thread-safe.
  */
 MIRAI_API int mirai_status_query(const char *control_url, mirai_status **out,
     mirai_errmsg *err);
 
-/* saisei through a dispatcher's control URL (see mirai_saisei()). */
+/* saisei through a dispatcher's control URL (see mirai_saisei()).
+ * Thread-safe. */
 MIRAI_API int mirai_saisei_query(const char *control_url, size_t i, int force,
     char **new_url, mirai_errmsg *err);
 
@@ -496,14 +561,15 @@ typedef struct mirai mirai;
 
 /*
  * Called once when m resolves, from a library thread: it must not block
- * (no mirai_wait); it may submit new tasks.  m stays valid until freed.
+ * (no mirai_wait*); it may submit new tasks.  m stays valid until freed.
  */
 typedef void (*mirai_done_fn)(mirai *m, void *arg);
 
 typedef struct mirai_call_opts {
 	/* Profile name; NULL: "default". */
 	const char *profile;
-	/* Resolve with MIRAI_ETIMEDOUT after this long; 0: never. */
+	/* Resolve with MIRAI_ETIMEDOUT after this many ms (the server is told
+	 * to stop the task); 0 and MIRAI_FOREVER: no limit. */
 	int64_t timeout_ms;
 	/* Optional completion callback and its argument. */
 	mirai_done_fn done;
@@ -513,12 +579,13 @@ typedef struct mirai_call_opts {
 	int retries;
 } mirai_call_opts;
 
-#define MIRAI_CALL_OPTS_INIT {NULL, 0, NULL, NULL, 0}
+#define MIRAI_CALL_OPTS_INIT {.profile = NULL}
 
 /*
  * Submit fn(data[0..len)) and write its handle to *out.  The data is copied
  * before the call returns.  opts may be NULL.  The handle must be released
- * with mirai_free().  Thread-safe.  With a dispatcher, the call also waits
+ * with mirai_free().  MIRAI_EINVAL for a timeout_ms below MIRAI_FOREVER.
+ * Thread-safe.  With a dispatcher, the call also waits
  * while more than 16 MiB of tasks are not yet handed over to it, so that a
  * burst of submissions moves at the pace of the link (the dispatcher holds
  * the queue); mirai_try_call() and calls in a completion callback do not.
@@ -530,7 +597,7 @@ MIRAI_API int mirai_call(const mirai_call_opts *opts, const char *fn,
  * As mirai_call(), but when the profile's queue cap (max_queue) is reached
  * return MIRAI_EAGAIN at once instead of waiting for room.  mirai_call()
  * itself never blocks in a completion callback: it returns MIRAI_EAGAIN
- * there too.
+ * there too.  Thread-safe.
  */
 MIRAI_API int mirai_try_call(const mirai_call_opts *opts, const char *fn,
     const void *data, size_t len, mirai **out);
@@ -539,51 +606,63 @@ MIRAI_API int mirai_try_call(const mirai_call_opts *opts, const char *fn,
  * Cancel m: a task still queued is removed and never runs; a running one
  * is stopped (mirai.exec kills its process group; a C function sees
  * mirai_task_cancelled()).  m resolves with MIRAI_ECANCELED at once.
- * Returns MIRAI_ESTATE if m was already resolved.
+ * Returns MIRAI_ESTATE if m was already resolved.  Thread-safe (m must
+ * not be freed meanwhile).
  */
 MIRAI_API int mirai_cancel(mirai *m);
 
-/* Block until m resolves; returns its error value (0 for a result). */
+/*
+ * The waits below are thread-safe: any number of threads may wait on the
+ * same mirais at once (m must not be freed meanwhile).  Never call them
+ * from a completion callback.
+ */
+
+/* Block until m resolves; returns its error value (0 for a result), which
+ * is MIRAI_ETIMEDOUT when the task timed out (mirai_call_opts.timeout_ms). */
 MIRAI_API int mirai_wait(mirai *m);
 
-/* As mirai_wait(), giving up after timeout_ms with MIRAI_ETIMEDOUT (the
- * mirai itself stays pending). */
+/* As mirai_wait(), giving up after timeout_ms (0 and MIRAI_FOREVER: no
+ * limit) with MIRAI_EPENDING: the mirai itself stays pending. */
 MIRAI_API int mirai_wait_for(mirai *m, int64_t timeout_ms);
 
-/* Wait until all of ms[0..n) resolve, or timeout_ms passes (< 0: no
- * limit).  Returns 0 or MIRAI_ETIMEDOUT. */
+/* Wait until all of ms[0..n) resolve, or timeout_ms passes (0 and
+ * MIRAI_FOREVER: no limit).  Returns 0 or MIRAI_EPENDING; each mirai's own
+ * error is read with mirai_error(). */
 MIRAI_API int mirai_wait_all(mirai *const *ms, size_t n, int64_t timeout_ms);
 
-/* Wait until one of ms[0..n) resolves (timeout_ms < 0: no limit); its index
- * goes to *index.  Returns 0 or MIRAI_ETIMEDOUT. */
+/* Wait until one of ms[0..n) resolves, or timeout_ms passes (0 and
+ * MIRAI_FOREVER: no limit); its index goes to *index (may be NULL).
+ * Returns 0 or MIRAI_EPENDING. */
 MIRAI_API int mirai_wait_any(mirai *const *ms, size_t n, int64_t timeout_ms,
     size_t *index);
 
-/* 1 if m is resolved, else 0. */
+/* 1 if m is resolved, else 0: the poll.  Thread-safe. */
 MIRAI_API int mirai_resolved(const mirai *m);
 
 /* Error value of a resolved mirai (0: the task returned a result);
- * MIRAI_EBUSY while pending. */
+ * MIRAI_EBUSY while pending.  Thread-safe. */
 MIRAI_API int mirai_error(const mirai *m);
 
 /*
  * The result bytes of a resolved mirai.  The buffer belongs to m and lives
  * until mirai_free(m).  NULL with *len 0 when pending or failed.
+ * Thread-safe.
  */
 MIRAI_API const void *mirai_data(const mirai *m, size_t *len);
 
 /*
  * The error message of a failed mirai: the server's message for a task
  * error, else the description of the error value.  Belongs to m; "" when
- * the mirai is pending or succeeded.
+ * the mirai is pending or succeeded.  Thread-safe.
  */
 MIRAI_API const char *mirai_errortext(const mirai *m);
 
-/* The task id (unique per profile). */
+/* The task id (unique per profile).  Thread-safe. */
 MIRAI_API uint64_t mirai_id(const mirai *m);
 
 /*
  * Release a handle.  An unresolved task still runs; its result is dropped.
+ * Thread-safe, but no other call may use m during or after it.
  */
 MIRAI_API void mirai_free(mirai *m);
 
@@ -608,7 +687,8 @@ typedef struct mirai_dispatcher_opts {
 	int no_token;
 	/* Start one local mirai-server per slot (with the options below). */
 	int local;
-	mirai_server_opts server;
+	/* Options of the local servers (copied); NULL: defaults. */
+	const mirai_server_opts *server;
 	/* Retries of a task whose server died, when the task says none. */
 	int retries;
 	/* Instead of dialing client_url, listen here for a client to attach
@@ -618,14 +698,20 @@ typedef struct mirai_dispatcher_opts {
 	/* Also answer status and saisei requests of other processes here
 	 * (mirai_status_query(), `mirai status`). */
 	const char *control_url;
+	/* TLS (see the README), for the server slots: PEM files of the
+	 * dispatcher's certificate and key, and of a CA to require client
+	 * certificates signed by it (NULL: none required). */
+	const char *tls_cert;
+	const char *tls_key;
+	const char *tls_ca;
 } mirai_dispatcher_opts;
 
-#define MIRAI_DISPATCHER_OPTS_INIT                                           \
-	{NULL, NULL, NULL, 0, 0, 0, 0, MIRAI_SERVER_OPTS_INIT, 0, NULL, NULL}
+#define MIRAI_DISPATCHER_OPTS_INIT {.client_url = NULL}
 
 /*
  * Create a dispatcher: bind every slot's URL (port 0 resolved) and start
  * the local servers if asked.  err, if not NULL, explains a failure.
+ * Thread-safe.
  */
 MIRAI_API int mirai_dispatcher_create(mirai_dispatcher **out,
     const mirai_dispatcher_opts *opts, mirai_errmsg *err);
@@ -634,17 +720,20 @@ MIRAI_API int mirai_dispatcher_create(mirai_dispatcher **out,
  * Bind listen_url and control_url if set (port 0 resolved) without waiting
  * for a client: afterwards mirai_dispatcher_client_url() and
  * mirai_dispatcher_control_url() give the URLs to hand out.  Done by
- * mirai_dispatcher_run() when not called before.
+ * mirai_dispatcher_run() when not called before.  Call from one thread at
+ * a time per handle, before mirai_dispatcher_run(); the URL getters
+ * afterwards from any thread (the strings belong to d).
  */
 MIRAI_API int mirai_dispatcher_listen(mirai_dispatcher *d, mirai_errmsg *err);
 MIRAI_API const char *mirai_dispatcher_client_url(const mirai_dispatcher *d);
 MIRAI_API const char *mirai_dispatcher_control_url(const mirai_dispatcher *d);
 
-/* How many slots have a server online. */
+/* How many slots have a server online.  Thread-safe. */
 MIRAI_API size_t mirai_dispatcher_online(mirai_dispatcher *d);
 
 /* Number of slots, and the URL of slot i (owned by the dispatcher; valid
- * until the next saisei of that slot). */
+ * until the next saisei of that slot).  Not thread-safe against a saisei
+ * of slot i, which replaces its URL. */
 MIRAI_API size_t mirai_dispatcher_slots(const mirai_dispatcher *d);
 MIRAI_API const char *mirai_dispatcher_url(const mirai_dispatcher *d,
     size_t i);
@@ -652,12 +741,15 @@ MIRAI_API const char *mirai_dispatcher_url(const mirai_dispatcher *d,
 /*
  * Dial the client and dispatch until the client goes away, tells the
  * dispatcher to exit, or mirai_dispatcher_stop() is called; then tell every
- * server to exit.  Returns 0, or an error value with err filled.
+ * server to exit.  Returns 0, or an error value with err filled.  Call
+ * from one thread at a time per handle.
  */
 MIRAI_API int mirai_dispatcher_run(mirai_dispatcher *d, mirai_errmsg *err);
 
-/* Make mirai_dispatcher_run() return (from another thread). */
+/* Make mirai_dispatcher_run() return (from another thread).  Thread-safe. */
 MIRAI_API void mirai_dispatcher_stop(mirai_dispatcher *d);
+/* Not thread-safe: after mirai_dispatcher_run() has returned, and no other
+ * call on d may run or follow. */
 MIRAI_API void mirai_dispatcher_destroy(mirai_dispatcher *d);
 
 /* ------------------------------------------------------------------ */
@@ -667,7 +759,7 @@ MIRAI_API void mirai_dispatcher_destroy(mirai_dispatcher *d);
 /*
  * mirai.exec runs its payload with `sh -c` and returns the exit status (the
  * exit code, or 128 + signal number), stdout and stderr.  This decodes its
- * result; the pointers point into data.
+ * result; the pointers point into data.  Thread-safe.
  */
 typedef struct mirai_exec_result {
 	int status;
@@ -711,9 +803,9 @@ enum mirai_hosts_format {
 	MIRAI_HOSTS_SLURM    = 6, /* tux[0-5,12],login1 (SLURM_JOB_NODELIST) */
 };
 
-/* "openmpi", "mpich", ... ; NULL for an unknown value. */
+/* "openmpi", "mpich", ... ; NULL for an unknown value.  Thread-safe. */
 MIRAI_API const char *mirai_hosts_format_name(int format);
-/* The format named by name, or -1. */
+/* The format named by name, or -1.  Thread-safe. */
 MIRAI_API int mirai_hosts_format_parse(const char *name);
 
 /*
@@ -723,7 +815,7 @@ MIRAI_API int mirai_hosts_format_parse(const char *name);
  * integer"); NULL means "hosts".  Limits: lines of 4096 bytes, 1 to
  * 1,000,000 slots a host, 1,000,000 host names, names of 255 characters.  *out is allocated and released with mirai_hostlist_free().
  * Returns 0, MIRAI_EPARSE (err says file and line), MIRAI_EINVAL or
- * MIRAI_ENOMEM.
+ * MIRAI_ENOMEM.  Thread-safe (as are all the host list functions).
  */
 MIRAI_API int mirai_hosts_parse(const char *text, size_t len, int format,
     const char *source, mirai_hostlist **out, mirai_errmsg *err);
@@ -746,6 +838,7 @@ MIRAI_API int mirai_hosts_slurm(const char *nodelist,
  * SLURM_NODELIST, with SLURM_TASKS_PER_NODE or SLURM_JOB_CPUS_PER_NODE),
  * PBS/Torque (PBS_NODEFILE), SGE (PE_HOSTFILE), LSF (LSB_MCPU_HOSTS).  Empty
  * variables count as unset.  MIRAI_ENOENT when not inside a batch job.
+ * Thread-safe as long as no thread changes the environment meanwhile.
  */
 MIRAI_API int mirai_hosts_from_env(mirai_hostlist **out, mirai_errmsg *err);
 
@@ -789,10 +882,10 @@ typedef struct mirai_launch_opts {
 	 * "VAR=value".  Sent over the ssh channel, never on a command line. */
 	const char *const *env;
 	size_t nenv;
-	/* Options of the servers; server_path is the mirai-server to run on
-	 * remote hosts too (NULL: the one here for local hosts, "mirai-server"
-	 * from the remote PATH otherwise). */
-	mirai_server_opts server;
+	/* Options of the servers (copied; NULL: defaults); server_path is the
+	 * mirai-server to run on remote hosts too (NULL: the one here for
+	 * local hosts, "mirai-server" from the remote PATH otherwise). */
+	const mirai_server_opts *server;
 	/* ssh: parallel connection setups (0: 16), port, user, identity
 	 * file, config file, known_hosts file, and what to do with unknown
 	 * host keys: 0 lets the ssh config's StrictHostKeyChecking decide
@@ -810,7 +903,8 @@ typedef struct mirai_launch_opts {
 	int ssh_local;
 	/* Fewest servers online for the launch to go on; 0: all of them. */
 	int min_servers;
-	/* How long servers have to come online; 0: 60 s. */
+	/* How long servers have to come online, in ms; 0: 60 s;
+	 * MIRAI_FOREVER: no limit. */
 	int64_t timeout_ms;
 	/* Retries of a task whose server died. */
 	int retries;
@@ -826,10 +920,7 @@ typedef struct mirai_launch_opts {
 	int oversubscribe;
 } mirai_launch_opts;
 
-#define MIRAI_LAUNCH_OPTS_INIT                                               \
-	{NULL, 0, NULL, NULL, 0, NULL, NULL, NULL, NULL, 0,                  \
-	    MIRAI_SERVER_OPTS_INIT, 0, 0, NULL, NULL, NULL, NULL, 0, 0, 0, 0, 0, \
-	    0, 0}
+#define MIRAI_LAUNCH_OPTS_INIT {.hosts = NULL}
 
 enum mirai_launch_state {
 	MIRAI_LAUNCH_PLANNED  = 0,
@@ -865,12 +956,14 @@ typedef void (*mirai_launch_progress_fn)(void *arg, size_t online,
  * cannot be met: more servers than the slots hold without oversubscribe,
  * or than max_slots allow with it, min_servers above the servers planned.
  * err explains a failure in one line, naming mirai-launch's options.
+ * Thread-safe.
  */
 MIRAI_API int mirai_launch_create(mirai_launch **out,
     const mirai_launch_opts *opts, mirai_errmsg *err);
 
 /* The plan, or its state once started: *slots[0..*n), owned by l, valid
- * until the next call on l. */
+ * until the next call on l.  The mirai_launch_* calls: from one thread at
+ * a time per handle. */
 MIRAI_API void mirai_launch_slots(mirai_launch *l,
     const mirai_launch_slot **slots, size_t *n);
 
@@ -883,7 +976,7 @@ MIRAI_API int mirai_launch_plan_json(mirai_launch *l, char **out);
  * ones over ssh, many at once), and wait until all are online or failed or
  * the time is up, calling progress (may be NULL) on each change.  Fails
  * with MIRAI_ESPAWN when fewer than min_servers came online (err says which
- * failed and why).
+ * failed and why).  timeout_ms of the options bounds the wait.
  */
 MIRAI_API int mirai_launch_start(mirai_launch *l,
     mirai_launch_progress_fn progress, void *arg, mirai_errmsg *err);

@@ -164,10 +164,10 @@ struct profile {
 	mirai_hook hook;
 	char *hook_name;
 	uint64_t hook_fp;
-	mirai_server_opts sopts;
-	char **plugins;
-	char *server_path;
-	char *bind_to;
+	mirai_server_opts sopts; /* strings in sopts_mem */
+	void *sopts_mem;
+	/* TLS of the listening side (mirai_daemons_opts), owned. */
+	char *tls_cert, *tls_key, *tls_ca;
 	size_t max_msg;
 	peer **peers;
 	size_t npeers, cappeers, rr;

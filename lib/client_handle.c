@@ -339,12 +339,13 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	size_t size;
 	profile *p;
 	int rv, retries, behind, spawn = 0;
+	int64_t timeout;
 
 	if (opts == NULL) {
 		opts = &def;
 	}
 	if (out == NULL || !valid_fn(fn) || (data == NULL && len > 0) ||
-	    opts->timeout_ms < 0) {
+	    (timeout = mirai__timeout(opts->timeout_ms, -1)) < MIRAI_FOREVER) {
 		return MIRAI_EINVAL;
 	}
 	pthread_once(&stripes_once, stripes_init);
@@ -372,8 +373,9 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	 * default may be another (mirai-launch -r). */
 	t.flags = (uint32_t) (retries > 255 ? 255 : retries) |
 	    (opts->retries != 0 ? MIRAI__TF_RETRIES_SET : 0);
-	t.timeout_ms = opts->timeout_ms > UINT32_MAX ? UINT32_MAX
-						     : (uint32_t) opts->timeout_ms;
+	/* On the wire 0 is no limit. */
+	t.timeout_ms = timeout < 0 ? 0 : timeout > UINT32_MAX ? UINT32_MAX
+							      : (uint32_t) timeout;
 	size = mirai__task_size(t.fn_len, len);
 	if (size > p->max_msg) {
 		rv = MIRAI_EMSGSIZE;
@@ -398,7 +400,7 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	enc           = NULL;
 	m->out->owner = m;
 	m->bytes      = (uint32_t) size;
-	if (opts->done != NULL || opts->timeout_ms > 0) {
+	if (opts->done != NULL || timeout > 0) {
 		if (extra(m) == NULL) {
 			rv = MIRAI_ENOMEM;
 			goto unreserve;
@@ -437,9 +439,9 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 		goto unreserve;
 	}
 	m->prof = p; /* takes over our reference */
-	if (opts->timeout_ms > 0) {
+	if (timeout > 0) {
 		atomic_fetch_add(&m->refs, 1);
-		if (mirai__timer_arm(&m->x->timer, mirai__now_ms() + opts->timeout_ms) != 0) {
+		if (mirai__timer_arm(&m->x->timer, mirai__now_ms() + timeout) != 0) {
 			atomic_fetch_sub(&m->refs, 1);
 		}
 	}
@@ -547,15 +549,25 @@ wait_done(mirai *const *ms, size_t n, int any, size_t *hit)
 	return done == n;
 }
 
-/* Wait for one (any) or all of ms.  Waiting for all of many mirais goes
- * through mirai_wait_all, one at a time, to stay linear. */
+/* The monotonic deadline of a wait of timeout_ms (-1: none); -2 when
+ * timeout_ms is invalid. */
+static int64_t
+wait_deadline(int64_t timeout_ms)
+{
+	int64_t t = mirai__timeout(timeout_ms, MIRAI_FOREVER);
+
+	return t < 0 ? t : mirai__now_ms() + t;
+}
+
+/* Wait for one (any) or all of ms until deadline (-1: none); MIRAI_EPENDING
+ * when it passes.  Waiting for all of many mirais goes through
+ * mirai_wait_all, one at a time, to stay linear. */
 static int
-wait_many(mirai *const *ms, size_t n, int64_t timeout_ms, int any,
+wait_many(mirai *const *ms, size_t n, int64_t deadline, int any,
     size_t *index)
 {
 	wnode local[16];
 	wnode *nodes = n <= 16 ? local : malloc(n * sizeof *nodes);
-	int64_t deadline = timeout_ms < 0 ? -1 : mirai__now_ms() + timeout_ms;
 	size_t hit       = SIZE_MAX;
 	waiter w;
 	int rv = 0;
@@ -586,7 +598,7 @@ wait_many(mirai *const *ms, size_t n, int64_t timeout_ms, int any,
 		if (mirai__cond_wait_until(&w.cv, &w.mtx, deadline) != 0 &&
 		    !w.fired) {
 			if (!wait_done(ms, n, any, &hit)) {
-				rv = MIRAI_ETIMEDOUT;
+				rv = MIRAI_EPENDING;
 			}
 			break;
 		}
@@ -619,13 +631,14 @@ wait_many(mirai *const *ms, size_t n, int64_t timeout_ms, int any,
 int
 mirai_wait_for(mirai *m, int64_t timeout_ms)
 {
+	int64_t deadline = wait_deadline(timeout_ms);
 	int rv;
 
-	if (m == NULL) {
+	if (m == NULL || deadline < MIRAI_FOREVER) {
 		return MIRAI_EINVAL;
 	}
 	if (!atomic_load(&m->state) &&
-	    (rv = wait_many(&m, 1, timeout_ms, 0, NULL)) != 0) {
+	    (rv = wait_many(&m, 1, deadline, 0, NULL)) != 0) {
 		return rv;
 	}
 	return m->status;
@@ -634,13 +647,15 @@ mirai_wait_for(mirai *m, int64_t timeout_ms)
 int
 mirai_wait(mirai *m)
 {
-	return mirai_wait_for(m, -1);
+	return mirai_wait_for(m, MIRAI_FOREVER);
 }
 
 int
 mirai_wait_all(mirai *const *ms, size_t n, int64_t timeout_ms)
 {
-	if (ms == NULL && n > 0) {
+	int64_t deadline = wait_deadline(timeout_ms);
+
+	if ((ms == NULL && n > 0) || deadline < MIRAI_FOREVER) {
 		return MIRAI_EINVAL;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -648,17 +663,10 @@ mirai_wait_all(mirai *const *ms, size_t n, int64_t timeout_ms)
 			return MIRAI_EINVAL;
 		}
 	}
-	int64_t deadline = timeout_ms < 0 ? -1 : mirai__now_ms() + timeout_ms;
 	for (size_t i = 0; i < n; i++) {
-		int64_t left = -1;
-		if (atomic_load(&ms[i]->state)) {
-			continue;
-		}
-		if (deadline >= 0 && (left = deadline - mirai__now_ms()) < 0) {
-			left = 0;
-		}
-		if (wait_many(&ms[i], 1, left, 0, NULL) != 0) {
-			return MIRAI_ETIMEDOUT;
+		if (!atomic_load(&ms[i]->state) &&
+		    wait_many(&ms[i], 1, deadline, 0, NULL) != 0) {
+			return MIRAI_EPENDING;
 		}
 	}
 	return 0;
@@ -667,7 +675,9 @@ mirai_wait_all(mirai *const *ms, size_t n, int64_t timeout_ms)
 int
 mirai_wait_any(mirai *const *ms, size_t n, int64_t timeout_ms, size_t *index)
 {
-	if (ms == NULL || n == 0) {
+	int64_t deadline = wait_deadline(timeout_ms);
+
+	if (ms == NULL || n == 0 || deadline < MIRAI_FOREVER) {
 		return MIRAI_EINVAL;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -675,7 +685,7 @@ mirai_wait_any(mirai *const *ms, size_t n, int64_t timeout_ms, size_t *index)
 			return MIRAI_EINVAL;
 		}
 	}
-	return wait_many(ms, n, timeout_ms, 1, index);
+	return wait_many(ms, n, deadline, 1, index);
 }
 
 int

@@ -253,7 +253,7 @@ mirai__cl_start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *
 	char nbuf[6][32], path[4096];
 	char *joined = NULL;
 	const char *exe;
-	size_t n = 0, cap = 40 + 2 * o->server.nplugins;
+	size_t n = 0, cap = 48 + 2 * p->sopts.nplugins;
 	pid_t pid;
 	int rv;
 
@@ -333,14 +333,15 @@ mirai__cl_start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *
 			argv[n++] = p->sopts.plugins[i];
 		}
 	}
-	if (o->server.max_msg > 0) {
-		snprintf(nbuf[4], sizeof nbuf[4], "%zu", o->server.max_msg);
+	if (p->sopts.max_msg > 0) {
+		snprintf(nbuf[4], sizeof nbuf[4], "%zu", p->sopts.max_msg);
 		argv[n++] = "--max-msg";
 		argv[n++] = nbuf[4];
 	}
 	if (o->no_token) {
 		argv[n++] = "--no-token";
 	}
+	mirai__tls_args(argv, &n, p->tls_ca, p->tls_cert, p->tls_key);
 	if (o->retries > 0) {
 		static char rbuf[16];
 		snprintf(rbuf, sizeof rbuf, "%d", o->retries);
@@ -405,7 +406,10 @@ mirai__cl_start_dispatcher_thread(profile *p, const mirai_daemons_opts *o,
 	d.n          = o->n;
 	d.no_token   = o->no_token;
 	d.local      = o->url == NULL && o->nurls == 0;
-	d.server     = p->sopts;
+	d.server     = &p->sopts;
+	d.tls_cert   = p->tls_cert;
+	d.tls_key    = p->tls_key;
+	d.tls_ca     = p->tls_ca;
 	d.retries    = o->retries;
 	if ((rv = mirai_dispatcher_create(&p->disp, &d, err)) != 0) {
 		return rv;

@@ -16,6 +16,8 @@
 #define RESET_WAIT_MS 2000
 /* How long a reset waits for servers to close their links. */
 #define EXIT_WAIT_MS 1000
+/* How long attaching waits for a busy dispatcher by default. */
+#define ATTACH_WAIT_MS 30000
 
 pthread_mutex_t mirai__cl_reg_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pname *reg_head;
@@ -43,12 +45,10 @@ profile_free(profile *p)
 		p->children = c->next;
 		free(c);
 	}
-	for (size_t i = 0; i < p->sopts.nplugins; i++) {
-		free(p->plugins[i]);
-	}
-	free(p->plugins);
-	free(p->server_path);
-	free(p->bind_to);
+	free(p->sopts_mem);
+	free(p->tls_cert);
+	free(p->tls_key);
+	free(p->tls_ca);
 	for (size_t i = 0; i < p->nsocks; i++) {
 		free(p->socks[i]->url);
 		free(p->socks[i]);
@@ -75,34 +75,23 @@ mirai__cl_profile_unref(profile *p)
 
 /* ---- profiles --------------------------------------------------------- */
 
+/* Copy the settings of o that the profile keeps. */
 static int
-copy_opts(profile *p, const mirai_server_opts *o, const mirai_hook *hook)
+copy_opts(profile *p, const mirai_daemons_opts *o)
 {
-	p->sopts         = *o;
-	p->sopts.plugins = NULL;
-	p->max_msg       = o->max_msg ? o->max_msg : MIRAI__DEFAULT_MAX_MSG;
-	if (o->nplugins > 0) {
-		if ((p->plugins = calloc(o->nplugins, sizeof *p->plugins)) == NULL) {
-			p->sopts.nplugins = 0;
-			return MIRAI_ENOMEM;
-		}
-		for (size_t i = 0; i < o->nplugins; i++) {
-			if ((p->plugins[i] = mirai__strdup(o->plugins[i])) == NULL) {
-				return MIRAI_ENOMEM;
-			}
-		}
-		p->sopts.plugins = (const char *const *) p->plugins;
-	}
-	if (o->server_path != NULL &&
-	    (p->server_path = mirai__strdup(o->server_path)) == NULL) {
+	const mirai_hook *hook = o->hook;
+
+	if (mirai__sopts_copy(&p->sopts, o->server, &p->sopts_mem) != 0) {
 		return MIRAI_ENOMEM;
 	}
-	p->sopts.server_path = p->server_path;
-	if (o->bind_to != NULL &&
-	    (p->bind_to = mirai__strdup(o->bind_to)) == NULL) {
+	p->max_msg = p->sopts.max_msg ? p->sopts.max_msg : MIRAI__DEFAULT_MAX_MSG;
+	if ((o->tls_cert != NULL &&
+		(p->tls_cert = mirai__strdup(o->tls_cert)) == NULL) ||
+	    (o->tls_key != NULL &&
+		(p->tls_key = mirai__strdup(o->tls_key)) == NULL) ||
+	    (o->tls_ca != NULL && (p->tls_ca = mirai__strdup(o->tls_ca)) == NULL)) {
 		return MIRAI_ENOMEM;
 	}
-	p->sopts.bind_to = p->bind_to;
 	if (hook != NULL) {
 		if ((p->hook_name = mirai__strdup(hook->name)) == NULL) {
 			return MIRAI_ENOMEM;
@@ -396,9 +385,15 @@ daemons_check(const mirai_daemons_opts *o, mirai_errmsg *err)
 		return mirai__fail(err, MIRAI_EINVAL,
 		    "a serialization hook needs a name, encode and decode");
 	}
-	if (o->server.idle_ms < 0 || o->server.walltime_ms < 0 ||
-	    o->server.max_msg > (size_t) UINT32_MAX - 65536) {
+	if (o->server != NULL &&
+	    (o->server->idle_ms < MIRAI_FOREVER ||
+		o->server->walltime_ms < MIRAI_FOREVER ||
+		o->server->max_msg > (size_t) UINT32_MAX - 65536)) {
 		return mirai__fail(err, MIRAI_EINVAL, "invalid server options");
+	}
+	if (mirai__timeout(o->attach_timeout_ms, 0) < MIRAI_FOREVER) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "attach_timeout_ms must be 0, MIRAI_FOREVER or positive");
 	}
 	if (o->attach) {
 		if (o->retries < 0 || o->retries > 255) {
@@ -449,7 +444,7 @@ static int
 attach(const char *name, const mirai_daemons_opts *o, mirai_errmsg *err)
 {
 	const char *url = o->url != NULL ? o->url : getenv("MIRAI_DISPATCHER_URL");
-	int64_t wait    = o->attach_timeout_ms > 0 ? o->attach_timeout_ms : 30000;
+	int64_t wait    = mirai__timeout(o->attach_timeout_ms, ATTACH_WAIT_MS);
 	int64_t deadline;
 	profile *p;
 	pname *n;
@@ -473,8 +468,7 @@ attach(const char *name, const mirai_daemons_opts *o, mirai_errmsg *err)
 		    name);
 	}
 	if ((p = profile_new(name, KIND_DIRECT)) == NULL ||
-	    copy_opts(p, &o->server, o->hook) != 0 ||
-	    (p->url = mirai__strdup(url)) == NULL) {
+	    copy_opts(p, o) != 0 || (p->url = mirai__strdup(url)) == NULL) {
 		pthread_mutex_unlock(&mirai__cl_reg_mtx);
 		mirai__cl_profile_unref(p);
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
@@ -492,9 +486,10 @@ attach(const char *name, const mirai_daemons_opts *o, mirai_errmsg *err)
 	n->set = p;
 	pthread_mutex_unlock(&mirai__cl_reg_mtx);
 
-	deadline = mirai__now_ms() + wait;
+	deadline = wait < 0 ? -1 : mirai__now_ms() + wait;
 	pthread_mutex_lock(&p->mtx);
-	while (mirai__cl_dispatcher_peer(p) == NULL && mirai__now_ms() < deadline) {
+	while (mirai__cl_dispatcher_peer(p) == NULL &&
+	    (deadline < 0 || mirai__now_ms() < deadline)) {
 		mirai__cond_wait_until(&p->cv, &p->mtx, deadline);
 	}
 	if (mirai__cl_dispatcher_peer(p) == NULL) {
@@ -525,8 +520,18 @@ mirai_attach(const char *name, const char *url, int64_t timeout_ms,
 	return mirai_daemons(&o, err);
 }
 
+static int daemons(const mirai_daemons_opts *o, mirai_errmsg *err);
+
 int
 mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, daemons(o, &mine));
+}
+
+static int
+daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 {
 	const char *name;
 	profile *p;
@@ -556,8 +561,7 @@ mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 		    "mirai_reset() before changing its settings",
 		    name);
 	}
-	if ((p = profile_new(name, KIND_DIRECT)) == NULL ||
-	    copy_opts(p, &o->server, o->hook) != 0) {
+	if ((p = profile_new(name, KIND_DIRECT)) == NULL || copy_opts(p, o) != 0) {
 		pthread_mutex_unlock(&mirai__cl_reg_mtx);
 		mirai__cl_profile_unref(p);
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
@@ -588,7 +592,7 @@ mirai_daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 			pthread_mutex_unlock(&mirai__cl_reg_mtx);
 			profile_close(p);
 			mirai__cl_profile_unref(p);
-			return rv != 0 ? rv : MIRAI_ENOMEM;
+			return rv != 0 ? rv : mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 		}
 	} else {
 		for (int i = 0; i < o->n; i++) {

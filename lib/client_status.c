@@ -58,8 +58,8 @@ request(profile *p, uint32_t op, uint32_t a, uint32_t b, creq *r,
 	return rv;
 }
 
-int
-mirai_saisei(const char *name, size_t i, int force, char **new_url,
+static int
+saisei_impl(const char *name, size_t i, int force, char **new_url,
     mirai_errmsg *err)
 {
 	profile *p = NULL;
@@ -99,6 +99,15 @@ mirai_saisei(const char *name, size_t i, int force, char **new_url,
 	free(r.data);
 	mirai__cl_profile_unref(p);
 	return rv;
+}
+
+int
+mirai_saisei(const char *name, size_t i, int force, char **new_url,
+    mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, saisei_impl(name, i, force, new_url, &mine));
 }
 
 /* ---- status ----------------------------------------------------------- */
@@ -255,8 +264,8 @@ control_request(const char *url, uint32_t op, uint32_t a, uint32_t b,
 	return rv;
 }
 
-int
-mirai_status_query(const char *url, mirai_status **out, mirai_errmsg *err)
+static int
+status_query_impl(const char *url, mirai_status **out, mirai_errmsg *err)
 {
 	uint8_t *data;
 	size_t len;
@@ -282,7 +291,15 @@ mirai_status_query(const char *url, mirai_status **out, mirai_errmsg *err)
 }
 
 int
-mirai_saisei_query(const char *url, size_t i, int force, char **new_url,
+mirai_status_query(const char *url, mirai_status **out, mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, status_query_impl(url, out, &mine));
+}
+
+static int
+saisei_query_impl(const char *url, size_t i, int force, char **new_url,
     mirai_errmsg *err)
 {
 	uint8_t *data;
@@ -300,6 +317,15 @@ mirai_saisei_query(const char *url, size_t i, int force, char **new_url,
 	}
 	free(data);
 	return rv;
+}
+
+int
+mirai_saisei_query(const char *url, size_t i, int force, char **new_url,
+    mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, saisei_query_impl(url, i, force, new_url, &mine));
 }
 
 int

@@ -511,7 +511,7 @@ mirai__d_dsock_open(mirai_dispatcher *d, slot *sl, const char *listen_url,
 {
 	dsock *ds = calloc(1, sizeof *ds);
 	mirai__link_cfg cfg = {
-		.max_msg = d->opts.server.max_msg,
+		.max_msg = d->opts.server->max_msg,
 		.events  = (1u << MIRAI__PIPE_ADD) | (1u << MIRAI__PIPE_GONE),
 		.recv    = slot_rx,
 		.pipe    = slot_pipe,

@@ -349,7 +349,7 @@ int
 mirai__d_open_up(mirai_dispatcher *d, mirai_errmsg *err)
 {
 	mirai__link_cfg cfg = {
-		.max_msg = d->opts.server.max_msg,
+		.max_msg = d->opts.server->max_msg,
 		.events  = (1u << MIRAI__PIPE_ADD) | (1u << MIRAI__PIPE_UP) |
 		    (1u << MIRAI__PIPE_GONE),
 		.recv = up_rx,

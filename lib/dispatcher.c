@@ -152,8 +152,8 @@ split_base(const char *url, char *base, size_t len, int *port, int *has_path)
 	return 0;
 }
 
-int
-mirai_dispatcher_create(mirai_dispatcher **out,
+static int
+dispatcher_create_impl(mirai_dispatcher **out,
     const mirai_dispatcher_opts *o, mirai_errmsg *err)
 {
 	mirai_dispatcher *d;
@@ -190,24 +190,18 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 	d->opts          = *o;
 	d->opts.urls     = NULL;
 	d->opts.url      = NULL;
-	d->opts.server.plugins = NULL;
+	d->opts.server   = &d->sopts;
 	d->no_token      = o->no_token;
 	d->opts.client_url  = keep_str(d, o->client_url);
 	d->opts.listen_url  = keep_str(d, o->listen_url);
 	d->opts.control_url = keep_str(d, o->control_url);
-	if (o->server.nplugins > 0) {
-		const char **pl = calloc(o->server.nplugins, sizeof *pl);
-		if (pl == NULL) {
-			mirai_dispatcher_destroy(d);
-			return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
-		}
-		for (size_t i = 0; i < o->server.nplugins; i++) {
-			pl[i] = keep_str(d, o->server.plugins[i]);
-		}
-		d->opts.server.plugins = pl;
+	d->opts.tls_cert    = keep_str(d, o->tls_cert);
+	d->opts.tls_key     = keep_str(d, o->tls_key);
+	d->opts.tls_ca      = keep_str(d, o->tls_ca);
+	if (mirai__sopts_copy(&d->sopts, o->server, &d->sopts_mem) != 0) {
+		mirai_dispatcher_destroy(d);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
-	d->opts.server.server_path = keep_str(d, o->server.server_path);
-	d->opts.server.bind_to     = keep_str(d, o->server.bind_to);
 	d->nslots = n;
 	for (size_t i = 0; i < n; i++) {
 		slot *sl = &d->slots[i];
@@ -270,7 +264,7 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 	}
 	if (o->local) {
 		for (size_t i = 0; i < n; i++) {
-			mirai_server_opts so = d->opts.server;
+			mirai_server_opts so = d->sopts;
 			pid_t pid;
 			so.bind_index += (int) i;
 			if ((rv = mirai__spawn_server(&so, d->slots[i].url, 0, &pid,
@@ -292,6 +286,15 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 	}
 	*out = d;
 	return 0;
+}
+
+int
+mirai_dispatcher_create(mirai_dispatcher **out, const mirai_dispatcher_opts *o,
+    mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, dispatcher_create_impl(out, o, &mine));
 }
 
 size_t
@@ -378,8 +381,8 @@ ctl_rx(void *arg, mirai__msg *msg)
 	mirai__msg_free(msg);
 }
 
-int
-mirai_dispatcher_listen(mirai_dispatcher *d, mirai_errmsg *err)
+static int
+dispatcher_listen_impl(mirai_dispatcher *d, mirai_errmsg *err)
 {
 	int rv;
 
@@ -412,6 +415,14 @@ mirai_dispatcher_listen(mirai_dispatcher *d, mirai_errmsg *err)
 	}
 	d->listened = 1;
 	return 0;
+}
+
+int
+mirai_dispatcher_listen(mirai_dispatcher *d, mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, dispatcher_listen_impl(d, &mine));
 }
 
 const char *
@@ -461,8 +472,8 @@ mirai_dispatcher_online(mirai_dispatcher *d)
 	return k;
 }
 
-int
-mirai_dispatcher_run(mirai_dispatcher *d, mirai_errmsg *err)
+static int
+dispatcher_run_impl(mirai_dispatcher *d, mirai_errmsg *err)
 {
 	int64_t deadline;
 	int rv = 0;
@@ -547,6 +558,14 @@ mirai_dispatcher_run(mirai_dispatcher *d, mirai_errmsg *err)
 	return rv;
 }
 
+int
+mirai_dispatcher_run(mirai_dispatcher *d, mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, dispatcher_run_impl(d, &mine));
+}
+
 void
 mirai_dispatcher_destroy(mirai_dispatcher *d)
 {
@@ -590,7 +609,7 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 	free(d->slots);
 	free(d->client_url);
 	free(d->control_url);
-	free((void *) d->opts.server.plugins);
+	free(d->sopts_mem);
 	for (size_t i = 0; i < d->nstrings; i++) {
 		free(d->strings[i]);
 	}

@@ -126,7 +126,9 @@ struct slot {
 };
 
 struct mirai_dispatcher {
-	mirai_dispatcher_opts opts;
+	mirai_dispatcher_opts opts; /* opts.server points to sopts */
+	mirai_server_opts sopts;    /* strings in sopts_mem */
+	void *sopts_mem;
 	char **strings;    /* copies of the option strings */
 	size_t nstrings;
 	pthread_mutex_t mtx;

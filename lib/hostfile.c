@@ -528,8 +528,8 @@ check_format(int format, mirai_errmsg *err)
 	return 0;
 }
 
-int
-mirai_hosts_parse(const char *text, size_t len, int format,
+static int
+hosts_parse_impl(const char *text, size_t len, int format,
     const char *source, mirai_hostlist **out, mirai_errmsg *err)
 {
 	int rv;
@@ -546,7 +546,16 @@ mirai_hosts_parse(const char *text, size_t len, int format,
 }
 
 int
-mirai_hosts_load(const char *path, int format, mirai_hostlist **out,
+mirai_hosts_parse(const char *text, size_t len, int format,
+    const char *source, mirai_hostlist **out, mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, hosts_parse_impl(text, len, format, source, out, &mine));
+}
+
+static int
+hosts_load_impl(const char *path, int format, mirai_hostlist **out,
     mirai_errmsg *err)
 {
 	char *buf = NULL, *p;
@@ -598,7 +607,16 @@ mirai_hosts_load(const char *path, int format, mirai_hostlist **out,
 }
 
 int
-mirai_hosts_slurm(const char *nodelist, const char *tasks_per_node,
+mirai_hosts_load(const char *path, int format, mirai_hostlist **out,
+    mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, hosts_load_impl(path, format, out, &mine));
+}
+
+static int
+hosts_slurm_impl(const char *nodelist, const char *tasks_per_node,
     mirai_hostlist **out, mirai_errmsg *err)
 {
 	if (nodelist == NULL || out == NULL) {
@@ -608,6 +626,15 @@ mirai_hosts_slurm(const char *nodelist, const char *tasks_per_node,
 	return mirai__hosts_slurm_vars(nodelist, "SLURM_JOB_NODELIST",
 	    tasks_per_node,
 	    "SLURM_TASKS_PER_NODE", out, err);
+}
+
+int
+mirai_hosts_slurm(const char *nodelist, const char *tasks_per_node,
+    mirai_hostlist **out, mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, hosts_slurm_impl(nodelist, tasks_per_node, out, &mine));
 }
 
 /* The first of two variables that is set and not empty. */
@@ -627,8 +654,8 @@ env2(const char *a, const char *b, const char **which)
 	return NULL;
 }
 
-int
-mirai_hosts_from_env(mirai_hostlist **out, mirai_errmsg *err)
+static int
+hosts_from_env_impl(mirai_hostlist **out, mirai_errmsg *err)
 {
 	const char *v, *t, *vname, *tname;
 
@@ -658,7 +685,15 @@ mirai_hosts_from_env(mirai_hostlist **out, mirai_errmsg *err)
 }
 
 int
-mirai_hosts_from_arg(const char *arg, mirai_hostlist **out,
+mirai_hosts_from_env(mirai_hostlist **out, mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, hosts_from_env_impl(out, &mine));
+}
+
+static int
+hosts_from_arg_impl(const char *arg, mirai_hostlist **out,
     mirai_errmsg *err)
 {
 	char source[SHOWN + 32], q[SHOWN + 4];
@@ -697,6 +732,15 @@ mirai_hosts_from_arg(const char *arg, mirai_hostlist **out,
 	}
 	mirai__hosts_free(&b);
 	return rv;
+}
+
+int
+mirai_hosts_from_arg(const char *arg, mirai_hostlist **out,
+    mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, hosts_from_arg_impl(arg, out, &mine));
 }
 
 void

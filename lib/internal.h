@@ -33,6 +33,17 @@ void mirai__log_set_fd(int fd);
 /* Fill err (if not NULL) and return rv. */
 int mirai__fail(mirai_errmsg *err, int rv, const char *fmt, ...)
     MIRAI_PRINTF(3, 4);
+/*
+ * The end of a public call taking an errmsg: the work was done with the
+ * private *mine (text[0] set to '\0' before); on failure its text, or the
+ * description of rv when it says nothing, goes to err (if not NULL), which
+ * a success leaves unchanged.  Returns rv.
+ */
+int mirai__errmsg_out(mirai_errmsg *err, const mirai_errmsg *mine, int rv);
+/* Check a timeout (mirai.h's conventions) and give the one to use: dflt
+ * for 0 (which may be MIRAI_FOREVER itself), -1 for MIRAI_FOREVER; -2 for
+ * an invalid value. */
+int64_t mirai__timeout(int64_t timeout_ms, int64_t dflt);
 
 /* ---- util.c ------------------------------------------------------- */
 
@@ -44,6 +55,11 @@ void mirai__cond_init(pthread_cond_t *cv); /* monotonic clock */
 int mirai__cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mtx,
     int64_t deadline_ms);
 char *mirai__strdup(const char *s);
+/* A deep copy of src (NULL: MIRAI_SERVER_OPTS_INIT) into *dst: its
+ * strings and plugin list go into one block, *mem, released with free().
+ * MIRAI_ENOMEM or 0. */
+int mirai__sopts_copy(mirai_server_opts *dst, const mirai_server_opts *src,
+    void **mem);
 void mirai__hostname(char *buf, size_t len);
 
 /* A growable string. */
@@ -322,6 +338,11 @@ const char *mirai__find_tool(const char *given, const char *env,
 /* Whether prog can be started (a path, or a name on $PATH). */
 int mirai__can_exec(const char *prog);
 
+/* Append the TLS options of mirai-server's and mirai-dispatcher's command
+ * lines (--tls-ca, --tls-cert, --tls-key; those not NULL) to argv at *n,
+ * at most 6 entries: file paths only, never the contents of a key. */
+void mirai__tls_args(const char **argv, size_t *n, const char *ca,
+    const char *cert, const char *key);
 /* Start a mirai-server dialing url with the options o (one_shot: a single
  * task).  The child gets its own process group. */
 int mirai__spawn_server(const mirai_server_opts *o, const char *url,

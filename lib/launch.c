@@ -35,7 +35,8 @@ struct mirai_launch {
 	mirai_launch_opts o;
 	char **strs;           /* strings owned by the launch */
 	size_t nstrs;
-	const char **plugins;  /* o.server.plugins, owned */
+	mirai_server_opts sopts; /* o.server points here; strings in sopts_mem */
+	void *sopts_mem;
 	const char **env;      /* o.env, owned */
 	mirai_launch_slot *slots;
 	size_t n;
@@ -183,8 +184,8 @@ is_local(const mirai_launch *l, const char *name)
 	    (strlen(name) == n && strncmp(name, l->myhost, n) == 0);
 }
 
-int
-mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
+static int
+launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
     mirai_errmsg *err)
 {
 	mirai_launch *l;
@@ -202,7 +203,8 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 		    "bind to '%s'? use core, numa, socket or none", bind);
 	}
 	if (o->max_servers < 0 || o->min_servers < 0 || o->retries < 0 ||
-	    o->retries > 255 || o->timeout_ms < 0 || o->cpus_per_server < 0) {
+	    o->retries > 255 || mirai__timeout(o->timeout_ms, 0) < MIRAI_FOREVER ||
+	    o->cpus_per_server < 0) {
 		return mirai__fail(err, MIRAI_EINVAL, "invalid launch options");
 	}
 	per = o->cpus_per_server > 0 ? o->cpus_per_server : 1;
@@ -275,20 +277,16 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 	l->o.ssh_identity = keep(l, o->ssh_identity);
 	l->o.ssh_config   = keep(l, o->ssh_config);
 	l->o.known_hosts  = keep(l, o->known_hosts);
-	l->o.server.server_path = keep(l, o->server.server_path);
-	l->o.server.plugins     = NULL;
+	l->o.server             = &l->sopts;
 	l->o.env                = NULL;
-	l->plugins = calloc(o->server.nplugins + 1, sizeof *l->plugins);
 	l->env     = calloc(o->nenv + 1, sizeof *l->env);
-	if (l->plugins == NULL || l->env == NULL) {
+	if (mirai__sopts_copy(&l->sopts, o->server, &l->sopts_mem) != 0 ||
+	    l->env == NULL) {
 		free(counts);
 		mirai_launch_destroy(l);
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
 	{
-		for (size_t i = 0; i < o->server.nplugins; i++) {
-			l->plugins[i] = keep(l, o->server.plugins[i]);
-		}
 		for (size_t i = 0; i < o->nenv; i++) {
 			/* "VAR" forwards its value here. */
 			const char *v = o->env[i];
@@ -301,7 +299,6 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 				l->env[i] = keep(l, v);
 			}
 		}
-		l->o.server.plugins = l->plugins;
 		l->o.env            = l->env;
 	}
 	/* The plan: slots in host order, the k-th server of a host bound to
@@ -350,6 +347,15 @@ mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
 	}
 	*out = l;
 	return 0;
+}
+
+int
+mirai_launch_create(mirai_launch **out, const mirai_launch_opts *o,
+    mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, launch_create_impl(out, o, &mine));
 }
 
 void
@@ -641,7 +647,7 @@ static int
 start_remote(mirai_launch *l, size_t first, size_t count, mirai_errmsg *err)
 {
 	const mirai_launch_slot *sl = &l->slots[first];
-	const mirai_server_opts *so = &l->o.server;
+	const mirai_server_opts *so = &l->sopts;
 	mirai__sb cmd = {0}, in = {0};
 	int rv;
 
@@ -704,7 +710,7 @@ start_remote(mirai_launch *l, size_t first, size_t count, mirai_errmsg *err)
 static int
 start_local(mirai_launch *l, size_t i, mirai_errmsg *err)
 {
-	mirai_server_opts so = l->o.server;
+	mirai_server_opts so = l->sopts;
 	pid_t pid;
 	int rv;
 
@@ -807,12 +813,12 @@ failures(const mirai_launch *l, char *buf, size_t len)
 	}
 }
 
-int
-mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
+static int
+launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
     void *arg, mirai_errmsg *err)
 {
 	mirai_dispatcher_opts dopts = MIRAI_DISPATCHER_OPTS_INIT;
-	int64_t wait = l->o.timeout_ms > 0 ? l->o.timeout_ms : START_WAIT_MS;
+	int64_t wait;
 	int64_t deadline;
 	size_t need, online = 0, failed = 0, remote = 0;
 	unsigned seen;
@@ -821,13 +827,14 @@ mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
 	if (l == NULL || l->d != NULL) {
 		return mirai__fail(err, MIRAI_ESTATE, "already started");
 	}
+	wait = mirai__timeout(l->o.timeout_ms, START_WAIT_MS);
 	dopts.listen_url  = l->o.client_url;
 	dopts.control_url = l->o.control_url;
 	dopts.url         = l->o.server_url;
 	dopts.n           = (int) l->n;
 	dopts.no_token    = l->o.no_token;
 	dopts.retries     = l->o.retries;
-	dopts.server      = l->o.server;
+	dopts.server      = &l->sopts;
 	if ((rv = mirai_dispatcher_create(&l->d, &dopts, err)) != 0) {
 		return rv;
 	}
@@ -899,7 +906,7 @@ mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
 		}
 	}
 	need     = l->o.min_servers > 0 ? (size_t) l->o.min_servers : l->n;
-	deadline = mirai__now_ms() + wait;
+	deadline = wait < 0 ? -1 : mirai__now_ms() + wait;
 	pthread_mutex_lock(&l->mtx);
 	seen = l->changes - 1;
 	for (;;) {
@@ -912,7 +919,8 @@ mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
 				pthread_mutex_lock(&l->mtx);
 			}
 		}
-		if (online + failed >= l->n || mirai__now_ms() >= deadline) {
+		if (online + failed >= l->n ||
+		    (deadline >= 0 && mirai__now_ms() >= deadline)) {
 			break;
 		}
 		mirai__cond_wait_until(&l->cv, &l->mtx, deadline);
@@ -932,6 +940,15 @@ mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
 		    need, list);
 	}
 	return 0;
+}
+
+int
+mirai_launch_start(mirai_launch *l, mirai_launch_progress_fn progress,
+    void *arg, mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, launch_start_impl(l, progress, arg, &mine));
 }
 
 void
@@ -974,7 +991,7 @@ mirai_launch_destroy(mirai_launch *l)
 		free(l->strs[i]);
 	}
 	free(l->strs);
-	free(l->plugins);
+	free(l->sopts_mem);
 	free(l->env);
 	free(l->slots);
 	free(l->errors);

@@ -98,7 +98,7 @@ struct mirai_server {
 	int64_t t_start;
 	int64_t t_last;
 	char host[256];
-	char *bind_to;    /* our copy of opts.bind_to */
+	void *opts_mem;   /* the strings of opts */
 	char binding[256];
 };
 
@@ -171,8 +171,8 @@ mirai_server_set_hook(mirai_server *srv, const mirai_hook *hook)
 	return 0;
 }
 
-int
-mirai_server_load_plugin(mirai_server *srv, const char *path,
+static int
+server_load_plugin_impl(mirai_server *srv, const char *path,
     mirai_errmsg *err)
 {
 	void *dl, **dls;
@@ -207,7 +207,17 @@ mirai_server_load_plugin(mirai_server *srv, const char *path,
 }
 
 int
-mirai_server_create(mirai_server **out, const mirai_server_opts *opts)
+mirai_server_load_plugin(mirai_server *srv, const char *path,
+    mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, server_load_plugin_impl(srv, path, &mine));
+}
+
+static int
+server_create(mirai_server **out, const mirai_server_opts *opts,
+    mirai_errmsg *err)
 {
 	mirai_server *srv;
 	mirai_server_opts def = MIRAI_SERVER_OPTS_INIT;
@@ -218,23 +228,18 @@ mirai_server_create(mirai_server **out, const mirai_server_opts *opts)
 	if (opts == NULL) {
 		opts = &def;
 	}
-	if (opts->idle_ms < 0 || opts->walltime_ms < 0 ||
+	if (opts->idle_ms < MIRAI_FOREVER || opts->walltime_ms < MIRAI_FOREVER ||
 	    opts->max_msg > (size_t) UINT32_MAX - 65536) {
-		return MIRAI_EINVAL;
+		return mirai__fail(err, MIRAI_EINVAL, "invalid server options");
 	}
 	if ((srv = calloc(1, sizeof *srv)) == NULL) {
 		return MIRAI_ENOMEM;
 	}
-	srv->opts         = *opts;
-	srv->opts.plugins = NULL;
-	srv->opts.nplugins = 0;
-	/* The caller's string need not outlive this call. */
-	if (opts->bind_to != NULL &&
-	    (srv->bind_to = mirai__strdup(opts->bind_to)) == NULL) {
+	/* The caller's strings need not outlive this call. */
+	if (mirai__sopts_copy(&srv->opts, opts, &srv->opts_mem) != 0) {
 		free(srv);
 		return MIRAI_ENOMEM;
 	}
-	srv->opts.bind_to = srv->bind_to;
 	srv->max_msg      = opts->max_msg ? opts->max_msg : MIRAI__DEFAULT_MAX_MSG;
 	pthread_mutex_init(&srv->mtx, NULL);
 	mirai__cond_init(&srv->cv);
@@ -244,16 +249,23 @@ mirai_server_create(mirai_server **out, const mirai_server_opts *opts)
 		return MIRAI_ENOMEM;
 	}
 	for (size_t i = 0; i < opts->nplugins; i++) {
-		mirai_errmsg err;
-		int rv = mirai_server_load_plugin(srv, opts->plugins[i], &err);
+		int rv = mirai_server_load_plugin(srv, opts->plugins[i], err);
 		if (rv != 0) {
-			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "%s", err.text);
 			mirai_server_destroy(srv);
 			return rv;
 		}
 	}
 	*out = srv;
 	return 0;
+}
+
+int
+mirai_server_create(mirai_server **out, const mirai_server_opts *opts,
+    mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, server_create(out, opts, &mine));
 }
 
 static void
@@ -288,7 +300,7 @@ mirai_server_destroy(mirai_server *srv)
 	}
 	free(srv->dls);
 	free(srv->hook_name);
-	free(srv->bind_to);
+	free(srv->opts_mem);
 	pthread_cond_destroy(&srv->cv);
 	pthread_mutex_destroy(&srv->mtx);
 	free(srv);
@@ -1129,7 +1141,7 @@ bind_cpus(mirai_server *srv, mirai_errmsg *err)
 	count = mirai__topo_count(kind);
 	if (mirai__topo_bind_range(kind, srv->opts.bind_index, n,
 		srv->binding, sizeof srv->binding, &wrapped, err) != 0) {
-		return MIRAI_EXIT_ERROR;
+		return MIRAI_ETOPO;
 	}
 	if (wrapped && n == 1) {
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
@@ -1149,13 +1161,13 @@ bind_cpus(mirai_server *srv, mirai_errmsg *err)
 	return 0;
 }
 
-int
-mirai_server_run(mirai_server *srv, const char *url, mirai_errmsg *err)
+static int
+server_run(mirai_server *srv, const char *url, int *reason, mirai_errmsg *err)
 {
 	int rv, why, saved_err = -1;
 
 	if (srv == NULL || url == NULL) {
-		return mirai__fail(err, MIRAI_EXIT_ERROR, "no URL to dial");
+		return mirai__fail(err, MIRAI_EINVAL, "no URL to dial");
 	}
 	if ((rv = bind_cpus(srv, err)) != 0) {
 		return rv;
@@ -1171,7 +1183,7 @@ mirai_server_run(mirai_server *srv, const char *url, mirai_errmsg *err)
 		.arg    = srv,
 	};
 	if ((rv = mirai__link_open(&srv->link, &cfg, err)) != 0) {
-		return MIRAI_EXIT_ERROR;
+		return rv;
 	}
 	srv->t_start = srv->t_last = mirai__now_ms();
 	pthread_mutex_lock(&srv->mtx);
@@ -1180,10 +1192,10 @@ mirai_server_run(mirai_server *srv, const char *url, mirai_errmsg *err)
 	pthread_mutex_unlock(&srv->mtx);
 	mirai__link_start(srv->link);
 
-	if (mirai__link_dial(srv->link, url, srv->opts.dial_once, err) != 0) {
+	if ((rv = mirai__link_dial(srv->link, url, srv->opts.dial_once, err)) != 0) {
 		mirai__link_close(srv->link);
 		srv->link = NULL;
-		return MIRAI_EXIT_ERROR;
+		return rv;
 	}
 	if (!srv->opts.output) {
 		/* Task output goes nowhere; our own log lines still go to the
@@ -1222,5 +1234,17 @@ mirai_server_run(mirai_server *srv, const char *url, mirai_errmsg *err)
 		close(saved_err);
 		mirai__log_set_fd(2);
 	}
-	return why;
+	if (reason != NULL) {
+		*reason = why;
+	}
+	return 0;
+}
+
+int
+mirai_server_run(mirai_server *srv, const char *url, int *reason,
+    mirai_errmsg *err)
+{
+	mirai_errmsg mine = {{0}};
+
+	return mirai__errmsg_out(err, &mine, server_run(srv, url, reason, &mine));
 }

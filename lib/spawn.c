@@ -171,6 +171,21 @@ mirai__find_tool(const char *given, const char *env, const char *name,
 	return exe;
 }
 
+void
+mirai__tls_args(const char **argv, size_t *n, const char *ca,
+    const char *cert, const char *key)
+{
+	const char *names[3] = {"--tls-ca", "--tls-cert", "--tls-key"};
+	const char *paths[3] = {ca, cert, key};
+
+	for (int i = 0; i < 3; i++) {
+		if (paths[i] != NULL) {
+			argv[(*n)++] = names[i];
+			argv[(*n)++] = paths[i];
+		}
+	}
+}
+
 int
 mirai__spawn_server(const mirai_server_opts *o, const char *url,
     int one_shot, pid_t *pid, mirai_errmsg *err)
@@ -197,7 +212,7 @@ mirai__spawn_server(const mirai_server_opts *o, const char *url,
 	/* The URL travels in the environment, which other users cannot read:
 	 * it may hold a token. */
 	if ((env[0] = malloc(strlen(url) + sizeof "MIRAI_URL=")) == NULL) {
-		return MIRAI_ENOMEM;
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
 	strcpy(env[0], "MIRAI_URL=");
 	strcat(env[0], url);
@@ -245,6 +260,7 @@ mirai__spawn_server(const mirai_server_opts *o, const char *url,
 		argv[n++] = "--plugin";
 		argv[n++] = o->plugins[i];
 	}
+	mirai__tls_args(argv, &n, o->tls_ca, o->tls_cert, o->tls_key);
 	argv[n] = NULL;
 	rv = mirai__spawn(argv, (const char *const *) env, -1, -1, pid);
 	free(env[0]);

@@ -133,3 +133,63 @@ mirai__sb_json_str(mirai__sb *sb, const char *s)
 	}
 	mirai__sb_printf(sb, "\"");
 }
+
+/* The strings of a mirai_server_opts, for mirai__sopts_copy(). */
+static const char **
+sopts_str(mirai_server_opts *o, int i)
+{
+	switch (i) {
+	case 0: return &o->server_path;
+	case 1: return &o->bind_to;
+	case 2: return &o->tls_ca;
+	case 3: return &o->tls_cert;
+	case 4: return &o->tls_key;
+	default: return NULL;
+	}
+}
+
+int
+mirai__sopts_copy(mirai_server_opts *dst, const mirai_server_opts *src,
+    void **mem)
+{
+	static const mirai_server_opts def = MIRAI_SERVER_OPTS_INIT;
+	mirai_server_opts o = src != NULL ? *src : def;
+	size_t size = o.nplugins * sizeof(char *), used;
+	const char **s;
+	char *block, *at;
+
+	for (int i = 0; (s = sopts_str(&o, i)) != NULL; i++) {
+		size += *s != NULL ? strlen(*s) + 1 : 0;
+	}
+	for (size_t i = 0; i < o.nplugins; i++) {
+		size += strlen(o.plugins[i]) + 1;
+	}
+	if ((block = malloc(size > 0 ? size : 1)) == NULL) {
+		return MIRAI_ENOMEM;
+	}
+	used = o.nplugins * sizeof(char *);
+	at   = block + used;
+	for (int i = 0; (s = sopts_str(&o, i)) != NULL; i++) {
+		if (*s != NULL) {
+			size_t len = strlen(*s) + 1;
+			memcpy(at, *s, len);
+			*s = at;
+			at += len;
+		}
+	}
+	if (o.nplugins > 0) {
+		const char **pl = (const char **) (void *) block;
+		for (size_t i = 0; i < o.nplugins; i++) {
+			size_t len = strlen(o.plugins[i]) + 1;
+			memcpy(at, o.plugins[i], len);
+			pl[i] = at;
+			at += len;
+		}
+		o.plugins = pl;
+	} else {
+		o.plugins = NULL;
+	}
+	*dst = o;
+	*mem = block;
+	return 0;
+}

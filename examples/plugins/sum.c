@@ -14,8 +14,8 @@
 
 #include <mirai.h>
 
-/* mirai-server looks this name up in the shared object. */
-int mirai_plugin_init(mirai_server *srv);
+/* mirai-server looks up mirai_plugin_init (declared in mirai.h) in the
+ * shared object. */
 
 static int
 sum(mirai_task *task, void *arg)

@@ -14,6 +14,9 @@ expect() {
 
 expect 0 "$B/mirai-dispatcher" --help
 grep -q -- "--no-token" "$TMPDIR/out" || fail "--help lacks --no-token"
+for o in --tls-cert --tls-key --tls-ca; do
+	grep -q -- "$o FILE" "$TMPDIR/out" || fail "--help lacks $o"
+done
 expect 0 "$B/mirai-dispatcher" --version
 expect 2 env -u MIRAI_CLIENT_URL "$B/mirai-dispatcher" -n 2
 grep -q "no client URL" "$TMPDIR/err" || fail "missing client message"

@@ -14,6 +14,9 @@ expect() {  # CODE COMMAND...: run, check the exit code
 expect 0 "$B/mirai-server" --help
 grep -q "Exit status" "$TMPDIR/out" || fail "--help lacks the exit codes"
 grep -q -- "--max-tasks" "$TMPDIR/out" || fail "--help lacks --max-tasks"
+for o in --tls-ca --tls-cert --tls-key; do
+	grep -q -- "$o FILE" "$TMPDIR/out" || fail "--help lacks $o"
+done
 expect 0 "$B/mirai-server" --version
 grep -q "^mirai-server [0-9]" "$TMPDIR/out" || fail "--version output"
 expect 2 "$B/mirai-server" --no-such-option
@@ -24,6 +27,9 @@ expect 2 "$B/mirai-server" --idle soon tcp://127.0.0.1:1
 grep -q "not a valid" "$TMPDIR/err" || fail "bad duration message"
 expect 2 "$B/mirai-server" --max-tasks -3 tcp://127.0.0.1:1
 expect 1 "$B/mirai-server" --dial-once tcp://127.0.0.1:1
+grep -q "cannot dial tcp://127.0.0.1:1" "$TMPDIR/err" || fail "dial failure message"
+# "forever" is MIRAI_FOREVER: no limit, the same as none given.
+expect 1 "$B/mirai-server" --idle forever --dial-once tcp://127.0.0.1:1
 grep -q "cannot dial tcp://127.0.0.1:1" "$TMPDIR/err" || fail "dial failure message"
 expect 1 "$B/mirai-server" --plugin /nonexistent.so tcp://127.0.0.1:1
 grep -qi "plugin" "$TMPDIR/err" || fail "plugin failure message"

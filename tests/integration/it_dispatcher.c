@@ -69,6 +69,7 @@ static void
 local(int n, const char *plugin, int retries)
 {
 	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
+	mirai_server_opts so = MIRAI_SERVER_OPTS_INIT;
 	const char *plugins[1];
 	mirai_errmsg err = {{0}};
 
@@ -77,9 +78,10 @@ local(int n, const char *plugin, int retries)
 	d.dispatcher = mode;
 	if (plugin != NULL) {
 		plugins[0]        = h_plugin(plugin);
-		d.server.plugins  = plugins;
-		d.server.nplugins = 1;
+		so.plugins  = plugins;
+		so.nplugins = 1;
 	}
+	d.server = &so;
 	if (mirai_daemons(&d, &err) != 0) {
 		fail_msg("daemons: %s", err.text);
 	}

@@ -41,6 +41,7 @@ static void
 set(const char *profile, const mirai_hook *hook, int with_plugin)
 {
 	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
+	mirai_server_opts so = MIRAI_SERVER_OPTS_INIT;
 	const char *plugins[1];
 
 	plugins[0]   = h_plugin("hookplug");
@@ -49,9 +50,10 @@ set(const char *profile, const mirai_hook *hook, int with_plugin)
 	d.dispatcher = MIRAI_DISPATCHER_OFF;
 	d.hook       = hook;
 	if (with_plugin) {
-		d.server.plugins  = plugins;
-		d.server.nplugins = 1;
+		so.plugins  = plugins;
+		so.nplugins = 1;
 	}
+	d.server = &so;
 	assert_int_equal(mirai_daemons(&d, NULL), 0);
 }
 

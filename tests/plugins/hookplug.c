@@ -8,8 +8,6 @@
 
 #include <mirai.h>
 
-int mirai_plugin_init(mirai_server *srv);
-
 static int
 xor_hook(void *arg, const void *in, size_t len, void **out, size_t *out_len)
 {

@@ -10,8 +10,6 @@
 
 #include <mirai.h>
 
-int mirai_plugin_init(mirai_server *srv);
-
 static int
 upper(mirai_task *task, void *arg)
 {
