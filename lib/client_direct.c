@@ -814,6 +814,11 @@ mirai__cl_sock_open(profile *p, sock *sk, int64_t retry_min, int64_t retry_max,
 		.recv   = on_rx,
 		.pipe   = on_pipe,
 		.arg    = sk,
+		/* Listening: our certificate (and a CA to require servers'
+		 * certificates); dialing a dispatcher: the CA that signed
+		 * its certificate. */
+		.tls = {.cert_file = p->tls_cert, .key_file = p->tls_key,
+		    .ca_file = p->tls_ca},
 	};
 
 	return mirai__link_open(&sk->link, &cfg, err);

@@ -517,6 +517,7 @@ mirai__d_dsock_open(mirai_dispatcher *d, slot *sl, const char *listen_url,
 		.pipe    = slot_pipe,
 		.sent    = slot_tx,
 		.arg     = ds,
+		.tls     = D_TLS(d),
 	};
 	int rv;
 

@@ -356,6 +356,7 @@ mirai__d_open_up(mirai_dispatcher *d, mirai_errmsg *err)
 		.pipe = up_pipe,
 		.sent = up_tx,
 		.arg  = d,
+		.tls  = D_TLS(d),
 	};
 
 	return mirai__link_open(&d->up, &cfg, err);

@@ -405,7 +405,7 @@ dispatcher_listen_impl(mirai_dispatcher *d, mirai_errmsg *err)
 	}
 	if (d->opts.control_url != NULL) {
 		mirai__link_cfg cfg = {
-			.poly = 1, .recv = ctl_rx, .arg = d};
+			.poly = 1, .recv = ctl_rx, .arg = d, .tls = D_TLS(d)};
 		if ((rv = mirai__link_open(&d->ctl, &cfg, err)) != 0 ||
 		    (rv = mirai__link_listen(d->ctl, d->opts.control_url,
 			 &d->control_url, err)) != 0) {

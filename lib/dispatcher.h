@@ -220,4 +220,10 @@ int mirai__d_open_up(mirai_dispatcher *d, mirai_errmsg *err);
 mirai__out *mirai__d_answer(mirai_dispatcher *d, const mirai__req_view *q);
 mirai__out *mirai__d_reply_text(uint64_t req, int status, const char *text);
 
+/* The dispatcher's TLS material, for every link it listens on or dials
+ * (tls+tcp:// and wss:// URLs). */
+#define D_TLS(d)                                                            \
+	((mirai__tls) {.cert_file = (d)->opts.tls_cert,                     \
+	    .key_file = (d)->opts.tls_key, .ca_file = (d)->opts.tls_ca})
+
 #endif /* MIRAI_DISPATCHER_H */

@@ -1181,6 +1181,11 @@ server_run(mirai_server *srv, const char *url, int *reason, mirai_errmsg *err)
 		.pipe   = on_pipe,
 		.sent   = on_tx,
 		.arg    = srv,
+		/* For tls+tcp:// and wss:// URLs: the CA that signed the
+		 * dispatcher's (or client's) certificate, and our own. */
+		.tls = {.ca_file = srv->opts.tls_ca,
+		    .cert_file   = srv->opts.tls_cert,
+		    .key_file    = srv->opts.tls_key},
 	};
 	if ((rv = mirai__link_open(&srv->link, &cfg, err)) != 0) {
 		return rv;
