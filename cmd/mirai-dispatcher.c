@@ -67,6 +67,13 @@ split(char *s, size_t *n)
 	return v;
 }
 
+/* A URL that can never work is a usage error (exit 2). */
+static int
+bad_url(int rv)
+{
+	return rv == MIRAI_EADDRINVAL || rv == MIRAI_ENOTSUP;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -211,13 +218,13 @@ main(int argc, char **argv)
 	if (rv != 0) {
 		fprintf(stderr, "mirai-dispatcher: %s\n", err.text);
 		free(urls_copy);
-		return 1;
+		return bad_url(rv) ? 2 : 1;
 	}
 	if ((rv = mirai_dispatcher_listen(d, &err)) != 0) {
 		fprintf(stderr, "mirai-dispatcher: %s\n", err.text);
 		mirai_dispatcher_destroy(d);
 		free(urls_copy);
-		return 1;
+		return bad_url(rv) ? 2 : 1;
 	}
 	if (print) {
 		for (size_t i = 0; i < mirai_dispatcher_slots(d); i++) {

@@ -307,7 +307,10 @@ main(int argc, char **argv)
 	free(env.items);
 	if (rv != 0) {
 		fprintf(stderr, "mirai-launch: %s\n", err.text);
-		return rv == MIRAI_EINVAL ? 2 : 1;
+		return rv == MIRAI_EINVAL || rv == MIRAI_EADDRINVAL ||
+			rv == MIRAI_ENOTSUP
+		    ? 2
+		    : 1;
 	}
 	if (dry) {
 		char *json;
@@ -335,7 +338,8 @@ main(int argc, char **argv)
 		 &err)) != 0) {
 		fprintf(stderr, "mirai-launch: %s\n", err.text);
 		mirai_launch_destroy(l);
-		return 1;
+		/* A URL that can never work is a usage error. */
+		return rv == MIRAI_EADDRINVAL || rv == MIRAI_ENOTSUP ? 2 : 1;
 	}
 	{
 		const mirai_launch_slot *slots;

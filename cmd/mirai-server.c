@@ -385,7 +385,10 @@ main(int argc, char **argv)
 	the_server = NULL;
 	if (rv != 0) {
 		fprintf(stderr, "mirai-server: %s\n", err.text);
-		why = MIRAI_EXIT_ERROR;
+		/* A URL that can never work is a usage error. */
+		why = rv == MIRAI_EADDRINVAL || rv == MIRAI_ENOTSUP
+		    ? MIRAI_EXIT_USAGE
+		    : MIRAI_EXIT_ERROR;
 	}
 	mirai_server_destroy(srv);
 	return why;

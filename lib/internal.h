@@ -183,6 +183,10 @@ int mirai__url_check(const char *url, int listening, const mirai__tls *tls,
  */
 int mirai__local_url(char *buf, size_t len, mirai_errmsg *err);
 
+/* url with its path (which may hold a token) replaced by "/...", for log
+ * lines at the default level. */
+void mirai__url_redact(const char *url, char *buf, size_t len);
+
 /* A PAIR1 socket with its receive loop: one peer, or many (poly). */
 typedef struct mirai__link mirai__link;
 /* A sender on a link: one message in flight at a time. */

@@ -31,6 +31,9 @@
 #define TAG "server"
 /* How long a leaving server waits for the client to close the link. */
 #define LEAVE_WAIT_MS 10000
+/* Not connected yet: a note at -v this often, a warning after this long. */
+#define DIAL_NOTE_MS 10000
+#define DIAL_WARN_MS 60000
 
 typedef struct fn_entry {
 	char *name;
@@ -97,6 +100,9 @@ struct mirai_server {
 	uint64_t completed;
 	int64_t t_start;
 	int64_t t_last;
+	char dialing[160];         /* the URL dialed, redacted, for logs */
+	int64_t next_dial_note;    /* when to say again it is not connected */
+	int dial_warned;
 	char host[256];
 	void *opts_mem;   /* the strings of opts */
 	char binding[256];
@@ -1049,12 +1055,53 @@ reason_text(int why)
 }
 
 /* Execute tasks until a reason to stop; called and returns locked. */
+/*
+ * A server that cannot reach its URL keeps trying (unless --dial-once):
+ * it says so at -v every DIAL_NOTE_MS, and once as a warning after
+ * DIAL_WARN_MS, so that a wrong URL or port does not fail in silence.
+ * Lowers *deadline to the next note.  Called locked.
+ */
+static void
+note_dialing(mirai_server *srv, int64_t now, int64_t *deadline)
+{
+	int64_t next;
+
+	if (srv->connected || srv->conn_lost) {
+		return;
+	}
+	if (!srv->dial_warned && now - srv->t_start >= DIAL_WARN_MS) {
+		srv->dial_warned = 1;
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "not connected to %s after %d s: check the URL and port, "
+		    "and that its dispatcher or client runs and is reachable "
+		    "from here; still trying",
+		    srv->dialing, DIAL_WARN_MS / 1000);
+	}
+	if (now >= srv->next_dial_note) {
+		if (srv->next_dial_note != 0) {
+			MIRAI__LOG(MIRAI_LOG_INFO, TAG,
+			    "dialing %s: not connected after %" PRId64 " s",
+			    srv->dialing, (now - srv->t_start) / 1000);
+		}
+		srv->next_dial_note = now + DIAL_NOTE_MS;
+	}
+	next = srv->next_dial_note;
+	if (!srv->dial_warned && srv->t_start + DIAL_WARN_MS < next) {
+		next = srv->t_start + DIAL_WARN_MS;
+	}
+	if (*deadline < 0 || next < *deadline) {
+		*deadline = next;
+	}
+}
+
 static int
 run_loop(mirai_server *srv)
 {
 	for (;;) {
 		int64_t deadline, now = mirai__now_ms();
 		int why = stop_reason(srv, now, &deadline);
+
+		note_dialing(srv, now, &deadline);
 		mirai_task task;
 		mirai__out *o;
 
@@ -1191,6 +1238,7 @@ server_run(mirai_server *srv, const char *url, int *reason, mirai_errmsg *err)
 		return rv;
 	}
 	srv->t_start = srv->t_last = mirai__now_ms();
+	mirai__url_redact(url, srv->dialing, sizeof srv->dialing);
 	pthread_mutex_lock(&srv->mtx);
 	send_hello(srv);
 	kick_send(srv);

@@ -260,6 +260,21 @@ mirai__url_check(const char *url, int listening, const mirai__tls *tls,
 	return rv;
 }
 
+void
+mirai__url_redact(const char *url, char *buf, size_t len)
+{
+	const char *sep = strstr(url, "://");
+	const char *path;
+
+	if (sep == NULL || strncmp(url, "ipc://", 6) == 0 ||
+	    strncmp(url, "inproc://", 9) == 0 ||
+	    (path = strchr(sep + 3, '/')) == NULL) {
+		snprintf(buf, len, "%s", url);
+		return;
+	}
+	snprintf(buf, len, "%.*s/...", (int) (path - url), url);
+}
+
 /*
  * The URL peers should dial to reach listener l that was started from url:
  * port 0 becomes the bound port, and a wildcard host ("tcp://:0",

@@ -23,7 +23,7 @@ grep -q "no client URL" "$TMPDIR/err" || fail "missing client message"
 expect 2 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 --retries 300 -n 1
 expect 1 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 -n 0
 grep -q "between 1 and" "$TMPDIR/err" || fail "slot count message"
-expect 1 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 --url bogus -n 2
+expect 2 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 --url bogus -n 2
 grep -q "bogus" "$TMPDIR/err" || fail "bad URL message"
 # Nobody listens on port 1: it prints its URLs, then fails to dial.
 expect 1 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 \

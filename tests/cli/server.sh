@@ -33,4 +33,11 @@ expect 1 "$B/mirai-server" --idle forever --dial-once tcp://127.0.0.1:1
 grep -q "cannot dial tcp://127.0.0.1:1" "$TMPDIR/err" || fail "dial failure message"
 expect 1 "$B/mirai-server" --plugin /nonexistent.so tcp://127.0.0.1:1
 grep -qi "plugin" "$TMPDIR/err" || fail "plugin failure message"
+# A URL nobody listens on: the server keeps trying and says so at -v
+# (every 10 s; a warning after a minute), without the URL's token.
+tok=0123456789abcdef0123456789abcdef
+expect 3 timeout 30 "$B/mirai-server" -v --idle 11s --url "ws://127.0.0.1:1/$tok/0"
+grep -q "dialing ws://127.0.0.1:1/...: not connected after 10 s" "$TMPDIR/err" ||
+	fail "no note of a failing dial: $(cat "$TMPDIR/err")"
+grep -q "$tok" "$TMPDIR/err" && fail "the token shows in the log"
 echo ok
