@@ -151,6 +151,11 @@ $(BUILD)/tests/test_%: $(BUILD)/obj/tests/unit/test_%.o $(LIB_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ -lcmocka $(DEP_LIBS)
 
+# The option parser's test links the tools' cli.o instead.
+$(BUILD)/tests/test_cli: $(BUILD)/obj/tests/unit/test_cli.o $(CLI_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ -lcmocka
+
 # Integration tests use only the public API, like any client.
 $(BUILD)/tests/it_%: $(BUILD)/obj/tests/integration/it_%.o \
     $(BUILD)/obj/tests/integration/harness.o $(SO)

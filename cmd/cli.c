@@ -1,9 +1,12 @@
 /*
- * cli.c: option parsing and --help for the tools, from one table.
+ * cli.c: option parsing and --help for the tools, from one table: the
+ * parsing is getopt_long's, on an option array and a short-option string
+ * made from the table.
  */
 #include "cli.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,96 +154,181 @@ cli_help(const cli_tool *tool)
 	}
 }
 
+/* The code getopt_long returns for the long form of the table's entry
+ * i is LONG_BASE + i: above every char, so that no short option meets
+ * it; --help and --version follow the table's entries. */
+#define LONG_BASE 256
+
+/* The table's entry for the short option c, or NULL. */
+static const cli_opt *
+by_short(const cli_tool *tool, int c)
+{
+	for (const cli_opt *o = tool->opts; o->name != NULL; o++) {
+		if (o->short_name != 0 && o->short_name == c) {
+			return o;
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Whether the argv element el ("--name" or "--name=value") spells name
+ * out.  getopt_long also takes an unambiguous prefix; the tools do not:
+ * an abbreviation that works today would become ambiguous, or another
+ * option, as the tables grow.
+ */
+static int
+spelt_out(const char *el, const char *name)
+{
+	size_t len = strlen(name);
+
+	return strncmp(el, "--", 2) == 0 && strncmp(el + 2, name, len) == 0 &&
+	    (el[2 + len] == '\0' || el[2 + len] == '=');
+}
+
 int
 cli_parse(const cli_tool *tool, int argc, char **argv, int *first)
 {
-	char **ops = calloc((size_t) argc + 1, sizeof *ops);
-	int i, nops = 0;
+	struct option *longs = NULL;
+	char *shorts = NULL, *p;
+	char **ops   = NULL;
+	size_t n;
+	int c, nops = 0, rv = 0, asked = 0;
 
-	if (ops == NULL) {
-		fprintf(stderr, "%s: out of memory\n", tool->name);
-		return 2;
+	for (n = 0; tool->opts[n].name != NULL; n++) {
 	}
-	for (i = 1; i < argc; i++) {
-		const char *a = argv[i];
-		const cli_opt *o = NULL;
-		const char *val  = NULL;
+	longs  = calloc(n + 3, sizeof *longs);
+	shorts = malloc(2 * n + 4);
+	ops    = calloc((size_t) argc + 1, sizeof *ops);
+	if (longs == NULL || shorts == NULL || ops == NULL) {
+		fprintf(stderr, "%s: out of memory\n", tool->name);
+		rv = 2;
+		goto out;
+	}
+	/* '-': operands come back in their place (as code 1), so that they
+	 * mix with options whatever POSIXLY_CORRECT says; '+': the first
+	 * operand ends the options.  ':' tells a missing argument from an
+	 * unknown option; the messages are ours (opterr is 0). */
+	p    = shorts;
+	*p++ = tool->stop_at_operand ? '+' : '-';
+	*p++ = ':';
+	for (size_t i = 0; i < n; i++) {
+		const cli_opt *o = &tool->opts[i];
 
-		if (strcmp(a, "--") == 0) {
-			i++;
-			break;
-		}
-		if (a[0] != '-' || a[1] == '\0') {
-			/* An operand: the rest is a command, or options may
-			 * still follow it. */
-			if (tool->stop_at_operand) {
-				break;
+		longs[i].name    = o->name;
+		longs[i].has_arg = o->type == CLI_FLAG ? no_argument
+		                                       : required_argument;
+		longs[i].val     = LONG_BASE + (int) i;
+		if (o->short_name != 0) {
+			*p++ = o->short_name;
+			if (o->type != CLI_FLAG) {
+				*p++ = ':';
 			}
-			ops[nops++] = argv[i];
+		}
+	}
+	if (by_short(tool, 'h') == NULL) {
+		*p++ = 'h';
+	}
+	*p = '\0';
+	longs[n]     = (struct option){"help", no_argument, NULL,
+	    LONG_BASE + (int) n};
+	longs[n + 1] = (struct option){"version", no_argument, NULL,
+	    LONG_BASE + (int) n + 1};
+
+	/* 0, not 1: getopt starts afresh, forgetting what a previous parse
+	 * left (a half-read "-abc", the ordering). */
+	optind = 0;
+	opterr = 0;
+	while (rv == 0 &&
+	    (c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+		const cli_opt *o = NULL;
+		const char *val  = optarg;
+
+		if (c == 1) {
+			/* An operand: options may still follow it. */
+			ops[nops++] = optarg;
 			continue;
 		}
-		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-			cli_help(tool);
-			exit(0);
-		}
-		if (strcmp(a, "--version") == 0) {
-			printf("%s %s\n", tool->name, MIRAI_VERSION_STRING);
-			exit(0);
-		}
-		if (a[1] == '-') {
-			size_t len = strcspn(a + 2, "=");
-			for (const cli_opt *c = tool->opts; c->name != NULL; c++) {
-				if (strlen(c->name) == len &&
-				    strncmp(c->name, a + 2, len) == 0) {
-					o = c;
-				}
+		if (c >= LONG_BASE) {
+			/* A long option has used up its element, and its
+			 * value's when that came apart ("--name value"). */
+			size_t i       = (size_t) (c - LONG_BASE);
+			const char *el = argv[optind - 1];
+
+			if (longs[i].has_arg && optarg == argv[optind - 1]) {
+				el = argv[optind - 2];
 			}
-			if (o != NULL && a[2 + len] == '=') {
-				val = a + 3 + len;
+			if (!spelt_out(el, longs[i].name)) {
+				fprintf(stderr, "%s: unknown option '%s' (see "
+				    "--help)\n", tool->name, el);
+				rv = 2;
+				break;
 			}
-		} else if (a[2] == '\0') {
-			for (const cli_opt *c = tool->opts; c->name != NULL; c++) {
-				if (c->short_name == a[1]) {
-					o = c;
-				}
+			if (i >= n) {
+				asked = c; /* --help or --version */
+				break;
 			}
-		}
-		if (o == NULL) {
-			fprintf(stderr, "%s: unknown option '%s' (see --help)\n",
-			    tool->name, a);
-			free(ops);
-			return 2;
-		}
-		if (o->type == CLI_FLAG) {
-			if (val != NULL) {
+			o = &tool->opts[i];
+		} else if (c == '?') {
+			/* optopt: 0 for an unknown long option, the code of a
+			 * long one given a value it takes none of, or the
+			 * unknown short option. */
+			if (optopt == 0) {
+				fprintf(stderr, "%s: unknown option '%s' (see "
+				    "--help)\n", tool->name, argv[optind - 1]);
+			} else if (optopt >= LONG_BASE) {
 				fprintf(stderr, "%s: --%s takes no value\n",
-				    tool->name, o->name);
-				free(ops);
-				return 2;
+				    tool->name, longs[optopt - LONG_BASE].name);
+			} else {
+				fprintf(stderr, "%s: unknown option '-%c' (see "
+				    "--help)\n", tool->name, optopt);
 			}
-		} else if (val == NULL) {
-			if (i + 1 >= argc) {
-				fprintf(stderr, "%s: --%s needs %s\n", tool->name,
-				    o->name, o->arg ? o->arg : "a value");
-				free(ops);
-				return 2;
-			}
-			val = argv[++i];
+			rv = 2;
+			break;
+		} else if (c == ':') {
+			/* optopt: the code of the long option that lacks its
+			 * value (never --help or --version, which take none),
+			 * or the short one. */
+			o = optopt >= LONG_BASE
+			    ? &tool->opts[optopt - LONG_BASE]
+			    : by_short(tool, optopt);
+			fprintf(stderr, "%s: --%s needs %s\n", tool->name,
+			    o->name, o->arg ? o->arg : "a value");
+			rv = 2;
+			break;
+		} else if ((o = by_short(tool, c)) == NULL) {
+			asked = LONG_BASE + (int) n; /* -h */
+			break;
 		}
 		if (set_value(tool, o, val) != 0) {
-			free(ops);
-			return 2;
+			rv = 2;
 		}
 	}
-	/* Operands met on the way go just before what follows "--" (or the
-	 * command), in their order. */
-	for (int k = i; k < argc; k++) {
-		ops[nops++] = argv[k];
+	if (asked != 0) {
+		free(longs);
+		free(shorts);
+		free(ops);
+		if (asked == LONG_BASE + (int) n) {
+			cli_help(tool);
+		} else {
+			printf("%s %s\n", tool->name, MIRAI_VERSION_STRING);
+		}
+		exit(0);
 	}
-	for (int k = 0; k < nops; k++) {
-		argv[argc - nops + k] = ops[k];
+	if (rv == 0) {
+		/* Operands met on the way go just before what follows "--"
+		 * (or the command), in their order. */
+		for (int k = optind; k < argc; k++) {
+			ops[nops++] = argv[k];
+		}
+		for (int k = 0; k < nops; k++) {
+			argv[argc - nops + k] = ops[k];
+		}
+		*first = argc - nops;
 	}
-	*first = argc - nops;
+out:
+	free(longs);
+	free(shorts);
 	free(ops);
-	return 0;
+	return rv;
 }

@@ -42,10 +42,17 @@ typedef struct cli_tool {
 } cli_tool;
 
 /*
- * Parse argv by the table.  Options and operands may mix (unless
- * stop_at_operand); "--" ends the options.  --help and --version are handled here (print and
- * exit 0).  Operands are left in argv[*first..argc).  On error prints a
- * message and returns 2 (the usage exit code); 0 on success.
+ * Parse argv by the table, with getopt_long: "--name=value", "--name
+ * value", "-x value", "-xvalue" and bundled flags ("-vq").  Long names
+ * are spelt out (no abbreviations).  Options and operands may mix
+ * (unless stop_at_operand; POSIXLY_CORRECT does not matter); "--" ends
+ * the options.  --help and --version are handled here (print and exit
+ * 0).  Operands are left in argv[*first..argc), in their order; the
+ * elements before are left in no particular order.  Values point into
+ * argv; CLI_LIST's items array is the caller's (free).  May be called
+ * again (getopt is reset); not thread-safe, as getopt is not.  On error
+ * prints a message naming the option and returns 2 (the usage exit
+ * code); 0 on success.
  */
 int cli_parse(const cli_tool *tool, int argc, char **argv, int *first);
 void cli_help(const cli_tool *tool);

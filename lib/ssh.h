@@ -1,7 +1,8 @@
 /*
  * ssh.h: running commands on remote hosts over ssh, many at once.  The
- * launcher starts its servers through this; ssh.c is the only file that
- * calls libssh.
+ * launcher starts its servers through this; lib/ssh*.c are the only files
+ * that call libssh (ssh.c tells which does what; ssh_int.h is what they
+ * share).
  */
 #ifndef MIRAI_SSH_H
 #define MIRAI_SSH_H
