@@ -20,13 +20,14 @@ fail() {
 	cleanup
 	exit 1
 }
-if ! "$ROOT/tests/slurm/slurm.sh" start "$W/slurm" 16 >"$W/env" 2>"$W/err"; then
-	rc=$?
+"$ROOT/tests/slurm/slurm.sh" start "$W/slurm" 16 >"$W/env" 2>"$W/err"
+rc=$?
+if [ $rc = 77 ]; then
 	echo "SKIP: no test Slurm here: $(cat "$W/err")"
 	cleanup
-	[ $rc = 77 ] && exit 77
-	exit 1
+	exit 77
 fi
+[ $rc = 0 ] || fail "tests/slurm/slurm.sh: $(cat "$W/err")"
 . "$W/env"
 export SLURM_CONF
 # The node's name may not resolve here: servers dial 127.0.0.1.

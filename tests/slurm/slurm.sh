@@ -73,9 +73,12 @@ chmod 755 "$dir" "$dir/munge-run"
 dd if=/dev/urandom of="$dir/munge-etc/munge.key" bs=1024 count=1 2>/dev/null
 chmod 400 "$dir/munge-etc/munge.key"
 sock=$dir/munge-run/munge.socket
+# --force: DIR may sit in a private temp dir (the test runner's), which
+# munged would refuse as a socket path not every user can reach; here only
+# root uses it.
 munged --key-file="$dir/munge-etc/munge.key" --socket="$sock" \
 	--pid-file="$dir/run/munged.pid" --log-file="$dir/munge-log/munged.log" \
-	--seed-file="$dir/munge-etc/seed" -F </dev/null >"$dir/log/munged.out" 2>&1 &
+	--seed-file="$dir/munge-etc/seed" -F --force </dev/null >"$dir/log/munged.out" 2>&1 &
 echo $! >"$dir/run/munged.started"
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 [ -S "$sock" ] || skip "munged did not start: $(tail -n 3 "$dir/log/munged.out" "$dir/munge-log/munged.log" 2>/dev/null | tr '\n' ' ')"
