@@ -4,13 +4,15 @@
  * with the dispatcher's address in its environment, then tear everything
  * down and exit with the command's status.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,15 +40,33 @@ static const char epilog[] =
     "the rest round robin, a host at most max_slots / --cpus-per-server.\n"
     "--dry-run prints the plan.\n"
     "\n"
+    "Launchers: ssh starts each remote host's servers with one ssh exec\n"
+    "(local hosts directly); srun starts them all with one job step of the\n"
+    "Slurm job, one task a node (srun --overlap); local starts every server\n"
+    "here.  URLs and -x values go to the servers over stdin, never on a\n"
+    "command line.  -x VAR needs VAR set here.\n"
+    "\n"
+    "A TERM, INT or HUP ends COMMAND (TERM to its process group, KILL\n"
+    "after 5 s), then the servers; mirai-launch then exits with 128 + the\n"
+    "signal.  COMMAND gets a TERM when mirai-launch dies, even by KILL.\n"
+    "\n"
     "Exit status: the command's; 0 without one; 1 the launch failed (a\n"
     "hostfile that cannot be read or parsed, fewer than --min-servers\n"
     "online); 2 bad command line, or options the hosts cannot meet (-n,\n"
     "--cpus-per-server, --min-servers).";
 
-/* Signals are blocked in every thread and taken here. */
+/*
+ * Signals are blocked in every thread and taken here.  A TERM, INT or HUP
+ * while the command runs goes to the command's process group as a TERM;
+ * a KILL follows after GRACE_S seconds if it is still there.  Teardown
+ * follows its end, and mirai-launch exits with 128 + the signal.
+ */
+#define GRACE_S 5
+
 static pthread_mutex_t sig_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sig_cv   = PTHREAD_COND_INITIALIZER;
 static int got_signal;
-static pid_t child;
+static pid_t child; /* also its process group */
 
 static void *
 signal_thread(void *arg)
@@ -56,18 +76,129 @@ signal_thread(void *arg)
 
 	while (sigwait(set, &sig) == 0) {
 		pthread_mutex_lock(&sig_mtx);
-		got_signal = sig;
+		if (got_signal == 0) {
+			got_signal = sig;
+		}
 		if (child > 0) {
+			struct timespec until;
+			pid_t was = child;
 			/* The client goes first; teardown follows its end. */
-			kill(child, SIGTERM);
+			kill(-was, SIGTERM);
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_sec += GRACE_S;
+			while (child == was &&
+			    pthread_cond_timedwait(&sig_cv, &sig_mtx, &until) == 0) {
+			}
+			if (child == was) {
+				kill(-was, SIGKILL);
+			}
 		}
 		pthread_mutex_unlock(&sig_mtx);
-		if (sig == SIGINT || sig == SIGTERM) {
+		if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
 			/* Wake a main thread waiting without a command. */
 			kill(getpid(), SIGUSR1);
 		}
 	}
 	return NULL;
+}
+
+/*
+ * Run argv as the client command: fork and exec, the child in a process
+ * group of its own, with a SIGTERM when mirai-launch dies (even by
+ * SIGKILL: PR_SET_PDEATHSIG, which posix_spawn cannot set).  NNG's threads
+ * run here, so between fork and exec the child makes only
+ * async-signal-safe calls: the PATH search is done before the fork.
+ * Returns the child's pid, or -1 with *errnum set (from the child's failed
+ * exec, through a close-on-exec pipe).
+ */
+static pid_t
+run_command(char **argv, int *errnum)
+{
+	const char *path = getenv("PATH");
+	char **cands = NULL;
+	size_t n = 0;
+	int fds[2], e = 0;
+	pid_t parent = getpid(), pid;
+	ssize_t r;
+
+	if (strchr(argv[0], '/') != NULL) {
+		cands = calloc(2, sizeof *cands);
+		if (cands != NULL && (cands[0] = strdup(argv[0])) != NULL) {
+			n = 1;
+		}
+	} else {
+		if (path == NULL) {
+			path = "/usr/local/bin:/usr/bin:/bin";
+		}
+		cands = calloc(strlen(path) + 2, sizeof *cands);
+		while (cands != NULL && *path != '\0') {
+			size_t len = strcspn(path, ":");
+			if (asprintf(&cands[n], "%.*s/%s", (int) len,
+				len > 0 ? path : ".", argv[0]) >= 0) {
+				n++;
+			}
+			path += len + (path[len] == ':');
+		}
+	}
+	if (n == 0 || pipe2(fds, O_CLOEXEC) != 0) {
+		*errnum = n == 0 ? ENOMEM : errno;
+		goto out;
+	}
+	if ((pid = fork()) == 0) {
+		sigset_t none;
+		struct sigaction dfl;
+		memset(&dfl, 0, sizeof dfl);
+		dfl.sa_handler = SIG_DFL;
+		sigaction(SIGPIPE, &dfl, NULL);
+		sigaction(SIGUSR1, &dfl, NULL);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		setpgid(0, 0);
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		/* The parent may have died before the line above. */
+		if (getppid() != parent) {
+			_exit(128 + SIGTERM);
+		}
+		for (size_t i = 0; i < n; i++) {
+			execve(cands[i], argv, environ);
+			if (errno != ENOENT && errno != ENOTDIR) {
+				e = errno;
+			}
+		}
+		e = e != 0 ? e : errno;
+		r = write(fds[1], &e, sizeof e);
+		(void) r;
+		_exit(127);
+	}
+	close(fds[1]);
+	if (pid < 0) {
+		*errnum = errno;
+		close(fds[0]);
+		goto out;
+	}
+	/* Also here: the child may not have run setpgid yet when a signal
+	 * comes for its group. */
+	setpgid(pid, pid);
+	while ((r = read(fds[0], &e, sizeof e)) < 0 && errno == EINTR) {
+	}
+	close(fds[0]);
+	if (r == (ssize_t) sizeof e) {
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+		}
+		*errnum = e;
+		pid     = -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		free(cands[i]);
+	}
+	free(cands);
+	return pid;
+out:
+	for (size_t i = 0; i < n; i++) {
+		free(cands[i]);
+	}
+	free(cands);
+	return -1;
 }
 
 typedef struct progress {
@@ -115,7 +246,7 @@ main(int argc, char **argv)
 	const char *server = NULL, *bind = NULL, *ssh_user = NULL;
 	const char *identity = NULL, *ssh_config = NULL, *known = NULL;
 	const char *server_url = NULL, *advertise = NULL, *client_url = NULL;
-	const char *control_url = NULL;
+	const char *control_url = NULL, *launcher = NULL;
 	long long n = 0, max_ssh = 0, ssh_port = 0, min = 0, retries = 0,
 		  max_tasks = 0, cpus = 0;
 	int64_t timeout = 0, idle = 0, walltime = 0;
@@ -140,6 +271,9 @@ main(int argc, char **argv)
 		"print the plan (JSON, one server a line), start nothing"},
 	    {"report-bindings", 0, CLI_FLAG, &report, NULL,
 		"print host, slot, unit and CPUs of every server"},
+	    {"launcher", 0, CLI_STR, &launcher, "KIND",
+		"ssh, srun or local (default: srun inside a Slurm job, "
+		"else ssh)"},
 	    {"server", 0, CLI_STR, &server, "PATH",
 		"mirai-server to run (remote hosts: default from PATH)"},
 	    {"plugin", 'p', CLI_LIST, &plugins, "LIB.so",
@@ -210,6 +344,9 @@ main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* An inherited SIGCHLD ignore would reap the command (and local
+	 * servers) behind our back. */
+	signal(SIGCHLD, SIG_DFL);
 	if (cli_parse(&tool, argc, argv, &first) != 0) {
 		return 2;
 	}
@@ -221,6 +358,19 @@ main(int argc, char **argv)
 	if (hostfile != NULL && hostarg != NULL) {
 		fprintf(stderr, "mirai-launch: --hostfile or --host, not both\n");
 		return 2;
+	}
+	if (launcher != NULL) {
+		if (strcmp(launcher, "ssh") == 0) {
+			lo.launcher = MIRAI_LAUNCHER_SSH;
+		} else if (strcmp(launcher, "srun") == 0) {
+			lo.launcher = MIRAI_LAUNCHER_SRUN;
+		} else if (strcmp(launcher, "local") == 0) {
+			lo.launcher = MIRAI_LAUNCHER_LOCAL;
+		} else {
+			fprintf(stderr, "mirai-launch: --launcher %s: use ssh, "
+					"srun or local\n", launcher);
+			return 2;
+		}
 	}
 	if (oversub && no_oversub) {
 		fprintf(stderr, "mirai-launch: --oversubscribe or "
@@ -385,39 +535,43 @@ main(int argc, char **argv)
 		}
 	}
 	if (first < argc) {
-		int status;
+		int status = 0, e = 0;
+		pid_t pid = -1, r;
 		setenv("MIRAI_DISPATCHER_URL", mirai_launch_client_url(l), 1);
 		setenv("MIRAI_CONTROL_URL", mirai_launch_control_url(l), 1);
 		pthread_mutex_lock(&sig_mtx);
 		if (got_signal == 0) {
-			posix_spawnattr_t at;
-			sigset_t none;
-			posix_spawnattr_init(&at);
-			sigemptyset(&none);
-			posix_spawnattr_setsigmask(&at, &none);
-			posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
-			rv = posix_spawnp(&child, argv[first], NULL, &at,
-			    argv + first, environ);
-			posix_spawnattr_destroy(&at);
-		} else {
-			rv = -1;
+			pid = child = run_command(argv + first, &e);
 		}
 		pthread_mutex_unlock(&sig_mtx);
-		if (rv > 0) {
+		if (pid < 0 && got_signal == 0) {
 			fprintf(stderr, "mirai-launch: cannot run %s: %s\n",
-			    argv[first], strerror(rv));
+			    argv[first], strerror(e));
 			code = 127;
-		} else if (rv == 0) {
-			while (waitpid(child, &status, 0) < 0) {
+		} else if (pid > 0) {
+			/* Only an interrupted wait is retried: ECHILD would
+			 * loop for ever. */
+			while ((r = waitpid(pid, &status, 0)) < 0 &&
+			    errno == EINTR) {
 			}
 			pthread_mutex_lock(&sig_mtx);
 			child = 0;
+			pthread_cond_broadcast(&sig_cv);
 			pthread_mutex_unlock(&sig_mtx);
-			code = WIFEXITED(status) ? WEXITSTATUS(status)
-						 : 128 + WTERMSIG(status);
-		} else {
+			if (r < 0) {
+				fprintf(stderr, "mirai-launch: lost %s: %s\n",
+				    argv[first], strerror(errno));
+				code = 1;
+			} else {
+				code = WIFEXITED(status) ? WEXITSTATUS(status)
+							 : 128 + WTERMSIG(status);
+			}
+		}
+		pthread_mutex_lock(&sig_mtx);
+		if (got_signal != 0) {
 			code = 128 + got_signal;
 		}
+		pthread_mutex_unlock(&sig_mtx);
 	} else {
 		/* Serve until a signal; the signal thread wakes us. */
 		sigset_t wake;

@@ -1,6 +1,7 @@
 /*
  * mirai-server: dial a client (or dispatcher) URL and execute tasks.
  */
+#include <errno.h>
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -17,73 +18,49 @@
 #include "cli.h"
 
 /*
- * --stdin: the launcher's way to start servers over ssh.  URLs (which hold
- * tokens) and environment arrive on stdin, not on the command line that ps
- * shows:
- *     url URL [K]       one line per server; K: its bind index
- *     env VAR=VALUE     (any number)
- *     end
- * With one url line this process is the server.  With several it is the
+ * --stdin: the launcher's way to start servers over ssh or srun.  URLs
+ * (which hold tokens) and environment arrive on stdin as the agent setup
+ * (mirai_agent_read() in mirai.h), not on the command line that ps shows.
+ * With one URL this process is the server.  With several it is the
  * host's agent (like Open MPI's orted): it starts one server per URL here,
  * so a host costs one ssh exec, not one per server.  stdin then stays open;
  * its EOF (the launcher or its ssh channel gone) stops the server(s) after
- * their current task.
+ * their current task.  Under srun every node's agent reads the same setup
+ * and keeps the URLs addressed to its node ($SLURMD_NODENAME, else the
+ * host name).
  */
-#define MAX_LOCAL 4096
-
-typedef struct stdin_setup {
-	char *urls[MAX_LOCAL];
-	int bind[MAX_LOCAL]; /* -1: as the command line says */
-	size_t n;
-} stdin_setup;
-
 static int
-read_stdin_setup(stdin_setup *st)
+read_stdin_setup(mirai_agent_setup **st)
 {
-	char line[8192];
-	size_t n = 0;
-	char c;
+	const char *node = getenv("SLURMD_NODENAME");
+	char host[256];
+	mirai_errmsg err;
+	int rv;
 
-	for (;;) {
-		/* Byte by byte on purpose: nothing past 'end' is taken. */
-		ssize_t r = read(0, &c, 1);
-		if (r <= 0) {
-			fprintf(stderr, "mirai-server: --stdin: input ended before "
-					"'end'\n");
-			return -1;
+	if (node == NULL || *node == '\0') {
+		if (gethostname(host, sizeof host) != 0) {
+			host[0] = '\0';
 		}
-		if (c != '\n') {
-			if (n + 1 < sizeof line) {
-				line[n++] = c;
-			}
-			continue;
-		}
-		line[n] = '\0';
-		n       = 0;
-		if (strcmp(line, "end") == 0) {
-			return st->n > 0 ? 0 : -1;
-		}
-		if (strncmp(line, "url ", 4) == 0 && st->n < MAX_LOCAL) {
-			char *sp = strchr(line + 4, ' ');
-			st->bind[st->n] = -1;
-			if (sp != NULL) {
-				*sp             = '\0';
-				st->bind[st->n] = atoi(sp + 1);
-			}
-			if ((st->urls[st->n] = strdup(line + 4)) == NULL) {
-				return -1;
-			}
-			st->n++;
-		} else if (strncmp(line, "env ", 4) == 0 && strchr(line, '=') != NULL) {
-			char *eq = strchr(line + 4, '=');
-			*eq      = '\0';
-			setenv(line + 4, eq + 1, 1);
-		} else {
-			fprintf(stderr, "mirai-server: --stdin: bad line '%.40s'\n",
-			    line);
+		host[sizeof host - 1] = '\0';
+		node = host;
+	}
+	if ((rv = mirai_agent_read(0, node, st, &err)) != 0) {
+		fprintf(stderr, "mirai-server: --stdin: %s\n", err.text);
+		return -1;
+	}
+	for (size_t i = 0; i < (*st)->nenv; i++) {
+		char *e  = (*st)->env[i];
+		char *eq = strchr(e, '=');
+		*eq      = '\0';
+		rv       = setenv(e, eq + 1, 1);
+		*eq      = '=';
+		if (rv != 0) {
+			fprintf(stderr, "mirai-server: --stdin: cannot set "
+					"%.*s\n", (int) (eq - e), e);
 			return -1;
 		}
 	}
+	return 0;
 }
 
 /*
@@ -92,13 +69,17 @@ read_stdin_setup(stdin_setup *st)
  * at once.  End of stdin under --stdin counts as the first.
  */
 static mirai_server *the_server;
+/* The agent's children, with stopping under agent_mtx: a stop that comes
+ * while the agent still starts them must reach the later ones too. */
+static pthread_mutex_t agent_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pid_t *agent_children;
 static size_t agent_n;
-static volatile int stopping;
+static int stopping;
 
 static void
 stop_all(void)
 {
+	pthread_mutex_lock(&agent_mtx);
 	if (stopping++ > 0) {
 		_exit(MIRAI_EXIT_CLOSED);
 	}
@@ -110,6 +91,7 @@ stop_all(void)
 			kill(agent_children[i], SIGTERM);
 		}
 	}
+	pthread_mutex_unlock(&agent_mtx);
 }
 
 static void *
@@ -142,7 +124,7 @@ watch_stdin(void *arg)
  * all ended normally, else the first failure's status.
  */
 static int
-run_agent(int argc, char **argv, const stdin_setup *st)
+run_agent(int argc, char **argv, const mirai_agent_setup *st)
 {
 	char **cargv = calloc((size_t) argc + 4, sizeof *cargv);
 	extern char **environ;
@@ -154,7 +136,7 @@ run_agent(int argc, char **argv, const stdin_setup *st)
 		return MIRAI_EXIT_ERROR;
 	}
 	self[len]      = '\0';
-	agent_children = calloc(st->n, sizeof *agent_children);
+	agent_children = calloc(st->nurls, sizeof *agent_children);
 	if (agent_children == NULL) {
 		return MIRAI_EXIT_ERROR;
 	}
@@ -164,33 +146,51 @@ run_agent(int argc, char **argv, const stdin_setup *st)
 			cargv[k++] = argv[i];
 		}
 	}
-	for (size_t i = 0; i < st->n; i++) {
-		char idx[16], env[8300];
+	for (size_t i = 0; i < st->nurls; i++) {
+		char idx[16];
 		int j = k;
-		snprintf(env, sizeof env, "MIRAI_URL=%s", st->urls[i]);
-		putenv(env);
-		if (st->bind[i] >= 0) {
-			snprintf(idx, sizeof idx, "%d", st->bind[i]);
+		if (setenv("MIRAI_URL", st->urls[i], 1) != 0) {
+			code = MIRAI_EXIT_ERROR;
+			continue;
+		}
+		if (st->bind_index[i] >= 0) {
+			snprintf(idx, sizeof idx, "%d", st->bind_index[i]);
 			cargv[j++] = "--bind-index";
 			cargv[j++] = idx;
 		}
 		cargv[j] = NULL;
+		pthread_mutex_lock(&agent_mtx);
+		if (stopping) {
+			pthread_mutex_unlock(&agent_mtx);
+			break;
+		}
 		if (posix_spawn(&agent_children[i], self, NULL, NULL, cargv,
 			environ) != 0) {
 			agent_children[i] = 0;
 			code              = MIRAI_EXIT_ERROR;
 		}
 		agent_n = i + 1;
+		pthread_mutex_unlock(&agent_mtx);
 		unsetenv("MIRAI_URL");
 	}
-	for (size_t i = 0; i < st->n; i++) {
-		int status;
+	for (size_t i = 0; i < st->nurls; i++) {
+		int status = 0;
+		pid_t r;
 		if (agent_children[i] <= 0) {
 			continue;
 		}
-		while (waitpid(agent_children[i], &status, 0) < 0) {
+		/* Only an interrupted wait is retried: ECHILD (the child
+		 * reaped already) would loop for ever. */
+		while ((r = waitpid(agent_children[i], &status, 0)) < 0 &&
+		    errno == EINTR) {
 		}
+		pthread_mutex_lock(&agent_mtx);
 		agent_children[i] = 0;
+		pthread_mutex_unlock(&agent_mtx);
+		if (r < 0) {
+			code = code != 0 ? code : MIRAI_EXIT_ERROR;
+			continue;
+		}
 		if (code == 0 && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
 			code = WIFEXITED(status) ? WEXITSTATUS(status) : MIRAI_EXIT_ERROR;
 		}
@@ -202,9 +202,11 @@ run_agent(int argc, char **argv, const stdin_setup *st)
 static const char epilog[] =
     "The URL may also come from the environment variable MIRAI_URL, which\n"
     "other users cannot read (unlike the command line), or with --stdin\n"
-    "from standard input (lines 'url URL [BIND-INDEX]', 'env VAR=VALUE',\n"
-    "then 'end'); several url lines start one server each, from one\n"
-    "process that waits for them.  The server then stops, after its current\n"
+    "from standard input, as the agent setup mirai-launch writes (URLs with\n"
+    "their bind indexes, environment; see mirai_agent_read in mirai.h);\n"
+    "several URLs start one server each, from one process that waits for\n"
+    "them.  Under srun it keeps the URLs for $SLURMD_NODENAME (else the\n"
+    "host name).  The server then stops, after its current\n"
     "task, when its standard input reaches end of file (how mirai-launch\n"
     "starts servers over ssh).  SIGTERM, SIGINT and SIGHUP stop it after its\n"
     "current task too; a second signal ends it at once.\n"
@@ -269,7 +271,7 @@ main(int argc, char **argv)
 	    "mirai.exec, mirai.info.",
 	    epilog, opts, 0};
 	mirai_server_opts so = MIRAI_SERVER_OPTS_INIT;
-	stdin_setup st       = {{0}, {0}, 0};
+	mirai_agent_setup *st = NULL;
 	mirai_server *srv;
 	mirai_errmsg err;
 	sigset_t sigs;
@@ -282,6 +284,9 @@ main(int argc, char **argv)
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	/* A SIGCHLD ignored by whoever started us would reap the agent's
+	 * children behind its back. */
+	signal(SIGCHLD, SIG_DFL);
 	if ((rv = cli_parse(&tool, argc, argv, &first)) != 0) {
 		return MIRAI_EXIT_USAGE;
 	}
@@ -293,14 +298,18 @@ main(int argc, char **argv)
 		url = argv[first];
 	}
 	if (use_stdin) {
-		if (url != NULL || first < argc || read_stdin_setup(&st) != 0) {
-			fprintf(stderr, "mirai-server: --stdin needs 'url URL' and "
-					"'end' on stdin, and no other URL\n");
+		if (url != NULL || first < argc) {
+			fprintf(stderr, "mirai-server: --stdin takes no other "
+					"URL\n");
 			return MIRAI_EXIT_USAGE;
 		}
-		url = st.urls[0];
-		if (st.bind[0] >= 0) {
-			bind_index = st.bind[0];
+		if (read_stdin_setup(&st) != 0) {
+			mirai_agent_setup_free(st);
+			return MIRAI_EXIT_USAGE;
+		}
+		url = st->urls[0];
+		if (st->bind_index[0] >= 0) {
+			bind_index = st->bind_index[0];
 		}
 	}
 	if (url == NULL) {
@@ -369,13 +378,15 @@ main(int argc, char **argv)
 	if (pthread_create(&th, NULL, signal_thread, &sigs) == 0) {
 		pthread_detach(th);
 	}
-	if (st.n > 1) {
+	if (st != NULL && st->nurls > 1) {
 		/* The host's agent: no server of its own. */
 		mirai_server_destroy(srv);
 		if (pthread_create(&th, NULL, watch_stdin, NULL) == 0) {
 			pthread_detach(th);
 		}
-		return run_agent(argc, argv, &st);
+		rv = run_agent(argc, argv, st);
+		mirai_agent_setup_free(st);
+		return rv;
 	}
 	the_server = srv;
 	if (use_stdin && pthread_create(&th, NULL, watch_stdin, NULL) == 0) {
@@ -391,5 +402,6 @@ main(int argc, char **argv)
 		    : MIRAI_EXIT_ERROR;
 	}
 	mirai_server_destroy(srv);
+	mirai_agent_setup_free(st);
 	return why;
 }

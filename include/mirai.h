@@ -918,7 +918,19 @@ typedef struct mirai_launch_opts {
 	 * servers when its max_slots is given (no limit otherwise); 0: that
 	 * is an error. */
 	int oversubscribe;
+	/* How remote servers start: MIRAI_LAUNCHER_AUTO (0: srun inside a
+	 * Slurm job when srun is on the PATH, else ssh), _SSH, _SRUN (one
+	 * job step, one agent a node, every host through it) or _LOCAL
+	 * (every server on this machine, whatever the host names). */
+	int launcher;
 } mirai_launch_opts;
+
+enum mirai_launcher {
+	MIRAI_LAUNCHER_AUTO  = 0,
+	MIRAI_LAUNCHER_SSH   = 1,
+	MIRAI_LAUNCHER_SRUN  = 2,
+	MIRAI_LAUNCHER_LOCAL = 3,
+};
 
 #define MIRAI_LAUNCH_OPTS_INIT {.hosts = NULL}
 
@@ -989,6 +1001,49 @@ MIRAI_API const char *mirai_launch_control_url(const mirai_launch *l);
 /* Tear down: every server and the dispatcher are told to exit, ssh
  * channels close, local servers are reaped; then free.  Accepts NULL. */
 MIRAI_API void mirai_launch_destroy(mirai_launch *l);
+
+/* ------------------------------------------------------------------ */
+/* The agent setup: what mirai-launch sends a host's agent              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A host's agent (`mirai-server --stdin`) gets its servers' URLs, which
+ * hold secrets, and the forwarded environment on standard input, never on
+ * a command line.  The setup is a run of length-prefixed records ending in
+ * an end record, so a value may hold any bytes but NUL (newlines, text
+ * that looks like a record), up to the limits below.  Under srun every
+ * agent reads the same stream: URL records are addressed to a node, and
+ * an agent keeps only its own.
+ */
+#define MIRAI_AGENT_MAX_RECORD (1u << 20) /* bytes in one record */
+#define MIRAI_AGENT_MAX_TOTAL (64u << 20) /* bytes in one setup */
+#define MIRAI_AGENT_MAX_URLS 4096         /* servers for one agent */
+#define MIRAI_AGENT_MAX_ENV 4096          /* variables */
+
+typedef struct mirai_agent_setup {
+	size_t nurls;
+	char **urls;     /* the servers this agent starts, in order */
+	int *bind_index; /* per URL: the unit to bind to; -1: none given */
+	size_t nenv;
+	char **env;      /* "VAR=VALUE", in order; VAR is not empty */
+} mirai_agent_setup;
+
+/*
+ * Read one setup from fd: exactly its bytes, nothing past the end record
+ * (the descriptor stays usable, e.g. to wait for its end of file).  node
+ * names this agent: URLs addressed to another node are skipped; NULL
+ * keeps only URLs addressed to nobody.  A name matches its short form
+ * ("n1" and "n1.cluster").  On success *out (free it with
+ * mirai_agent_setup_free) holds at least one URL.  Fails with
+ * MIRAI_ECLOSED when the input ends early, MIRAI_EPROTO when a record is
+ * malformed or beyond a limit (err says which), MIRAI_ENOENT when no URL
+ * is for this node.
+ */
+MIRAI_API int mirai_agent_read(int fd, const char *node,
+    mirai_agent_setup **out, mirai_errmsg *err);
+
+/* Free a setup from mirai_agent_read.  Accepts NULL. */
+MIRAI_API void mirai_agent_setup_free(mirai_agent_setup *s);
 
 #ifdef __cplusplus
 }

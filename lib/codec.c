@@ -8,6 +8,7 @@
  */
 #include "codec.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -650,4 +651,284 @@ mirai_exec_parse(const void *data, size_t len, mirai_exec_result *res)
 	res->err     = (const char *) p + 12 + n_out;
 	res->err_len = n_err;
 	return 0;
+}
+
+/* ---- the agent setup ------------------------------------------------ */
+
+static void
+agent_rec(mirai__wbuf *w, uint8_t type, const void *a, size_t alen,
+    const void *b, size_t blen)
+{
+	uint8_t *p = w_room(w, MIRAI__AGENT_REC_HDR + alen + blen);
+
+	if (p == NULL) {
+		return;
+	}
+	if (alen + blen > UINT32_MAX) {
+		w->failed = 1;
+		return;
+	}
+	p[0] = type;
+	mirai__put32(p + 1, (uint32_t) (alen + blen));
+	if (alen > 0) {
+		memcpy(p + MIRAI__AGENT_REC_HDR, a, alen);
+	}
+	if (blen > 0) {
+		memcpy(p + MIRAI__AGENT_REC_HDR + alen, b, blen);
+	}
+}
+
+void
+mirai__agent_begin(mirai__wbuf *w)
+{
+	agent_rec(w, 'H', MIRAI__AGENT_HELLO, strlen(MIRAI__AGENT_HELLO), NULL,
+	    0);
+}
+
+void
+mirai__agent_node(mirai__wbuf *w, const char *node)
+{
+	agent_rec(w, 'N', node, node != NULL ? strlen(node) : 0, NULL, 0);
+}
+
+void
+mirai__agent_url(mirai__wbuf *w, const char *url, int bind_index)
+{
+	uint8_t b[4];
+
+	mirai__put32(b, (uint32_t) (bind_index < 0 ? -1 : bind_index));
+	agent_rec(w, 'U', b, 4, url, strlen(url));
+}
+
+void
+mirai__agent_env(mirai__wbuf *w, const char *var_value)
+{
+	agent_rec(w, 'E', var_value, strlen(var_value), NULL, 0);
+}
+
+void
+mirai__agent_end(mirai__wbuf *w)
+{
+	agent_rec(w, 'Z', NULL, 0, NULL, 0);
+}
+
+int
+mirai__agent_env_ok(const char *s)
+{
+	const char *eq = s != NULL ? strchr(s, '=') : NULL;
+
+	return eq != NULL && eq != s &&
+		   strlen(s) <= MIRAI_AGENT_MAX_RECORD ? 0 : -1;
+}
+
+int
+mirai__agent_node_match(const char *a, const char *b, size_t blen)
+{
+	size_t alen = strlen(a), as = strcspn(a, "."), bs;
+
+	for (bs = 0; bs < blen && b[bs] != '.'; bs++) {
+	}
+	if (alen == blen && memcmp(a, b, blen) == 0) {
+		return 1;
+	}
+	/* One of them is the other's short form: "n1" and "n1.cluster". */
+	return (as == alen && as == bs && memcmp(a, b, as) == 0) ||
+	    (bs == blen && bs == as && memcmp(a, b, bs) == 0);
+}
+
+void
+mirai__agent_dec_init(mirai__agent_dec *d, const char *node)
+{
+	memset(d, 0, sizeof *d);
+	d->node = node;
+	/* Records before any 'N' are for every agent. */
+	d->mine = 1;
+}
+
+size_t
+mirai__agent_want(const mirai__agent_dec *d)
+{
+	switch (d->state) {
+	case 0:
+		return MIRAI__AGENT_REC_HDR;
+	case 1:
+		return d->len;
+	default:
+		return 0;
+	}
+}
+
+static int
+agent_bad(mirai__agent_dec *d, mirai_errmsg *err, int rv, const char *why)
+{
+	d->state = -1;
+	if (err != NULL) {
+		snprintf(err->text, sizeof err->text, "agent setup: %s", why);
+	}
+	return rv;
+}
+
+/* A copy of n bytes as a C string. */
+static char *
+agent_str(const uint8_t *p, size_t n)
+{
+	char *s = malloc(n + 1);
+
+	if (s != NULL) {
+		if (n > 0) {
+			memcpy(s, p, n);
+		}
+		s[n] = '\0';
+	}
+	return s;
+}
+
+static int
+agent_push(char ***v, size_t n, char *s)
+{
+	char **nv;
+
+	if (s == NULL || (nv = realloc(*v, (n + 1) * sizeof *nv)) == NULL) {
+		free(s);
+		return -1;
+	}
+	nv[n] = s;
+	*v    = nv;
+	return 0;
+}
+
+static int
+agent_body(mirai__agent_dec *d, const uint8_t *p, size_t n,
+    mirai_errmsg *err)
+{
+	mirai_agent_setup *s = d->s;
+
+	/* Names, URLs and environment are C strings: a NUL would cut one
+	 * short without a word (a 'U' record's string follows its index). */
+	size_t from = d->type == 'U' ? 4 : 0;
+
+	if (n > from && memchr(p + from, '\0', n - from) != NULL) {
+		return agent_bad(d, err, MIRAI_EPROTO, "a record holds a NUL");
+	}
+	switch (d->type) {
+	case 'N':
+		d->mine = n == 0 || (d->node != NULL &&
+		    mirai__agent_node_match(d->node, (const char *) p, n));
+		return 0;
+	case 'U': {
+		int bind, *nb;
+		if (n < 5 || (bind = (int) mirai__get32(p)) < -1) {
+			return agent_bad(d, err, MIRAI_EPROTO, "bad url record");
+		}
+		if (++d->urls_seen > 100000) {
+			return agent_bad(d, err, MIRAI_EPROTO, "too many urls");
+		}
+		if (!d->mine) {
+			return 0;
+		}
+		if (s->nurls == MIRAI_AGENT_MAX_URLS) {
+			return agent_bad(d, err, MIRAI_EPROTO,
+			    "more urls for one agent than it starts");
+		}
+		/* bind_index first: a failed push then leaves only room. */
+		if ((nb = realloc(s->bind_index,
+			 (s->nurls + 1) * sizeof *nb)) == NULL) {
+			return agent_bad(d, err, MIRAI_ENOMEM, "out of memory");
+		}
+		s->bind_index = nb;
+		if (agent_push(&s->urls, s->nurls, agent_str(p + 4, n - 4)) != 0) {
+			return agent_bad(d, err, MIRAI_ENOMEM, "out of memory");
+		}
+		s->bind_index[s->nurls] = bind;
+		s->nurls++;
+		return 0;
+	}
+	case 'E':
+		if (n == 0 || p[0] == '=' || memchr(p, '=', n) == NULL) {
+			return agent_bad(d, err, MIRAI_EPROTO,
+			    "an env record is not VAR=VALUE");
+		}
+		if (s->nenv == MIRAI_AGENT_MAX_ENV) {
+			return agent_bad(d, err, MIRAI_EPROTO,
+			    "too many env records");
+		}
+		if (agent_push(&s->env, s->nenv, agent_str(p, n)) != 0) {
+			return agent_bad(d, err, MIRAI_ENOMEM, "out of memory");
+		}
+		s->nenv++;
+		return 0;
+	default:
+		return agent_bad(d, err, MIRAI_EPROTO, "unknown record");
+	}
+}
+
+int
+mirai__agent_feed(mirai__agent_dec *d, const uint8_t *p, size_t n,
+    mirai_errmsg *err)
+{
+	if (d->state < 0 || d->state > 1 || n != mirai__agent_want(d) ||
+	    (n > 0 && p == NULL)) {
+		return agent_bad(d, err, MIRAI_EINVAL, "misused decoder");
+	}
+	if (d->s == NULL && (d->s = calloc(1, sizeof *d->s)) == NULL) {
+		return agent_bad(d, err, MIRAI_ENOMEM, "out of memory");
+	}
+	d->total += n;
+	if (d->total > MIRAI_AGENT_MAX_TOTAL) {
+		return agent_bad(d, err, MIRAI_EPROTO, "longer than its limit");
+	}
+	if (d->state == 0) {
+		d->type = p[0];
+		d->len  = mirai__get32(p + 1);
+		if (d->len > MIRAI_AGENT_MAX_RECORD) {
+			return agent_bad(d, err, MIRAI_EPROTO,
+			    "a record is longer than its limit");
+		}
+		if (!d->hello && d->type != 'H') {
+			return agent_bad(d, err, MIRAI_EPROTO,
+			    "not a mirai agent setup");
+		}
+		if (d->hello && d->type == 'H') {
+			return agent_bad(d, err, MIRAI_EPROTO, "a second hello");
+		}
+		if (d->type == 'Z') {
+			if (d->len != 0) {
+				return agent_bad(d, err, MIRAI_EPROTO,
+				    "bad end record");
+			}
+			d->state = 2;
+			return 1;
+		}
+		d->state = 1;
+		return 0;
+	}
+	d->state = 0;
+	if (d->type == 'H') {
+		if (n != strlen(MIRAI__AGENT_HELLO) ||
+		    memcmp(p, MIRAI__AGENT_HELLO, n) != 0) {
+			return agent_bad(d, err, MIRAI_EPROTO,
+			    "not a mirai agent setup of this version");
+		}
+		d->hello = 1;
+		return 0;
+	}
+	return agent_body(d, p, n, err);
+}
+
+mirai_agent_setup *
+mirai__agent_dec_take(mirai__agent_dec *d)
+{
+	mirai_agent_setup *s = d->state == 2 ? d->s : NULL;
+
+	if (s != NULL) {
+		d->s = NULL;
+	}
+	return s;
+}
+
+void
+mirai__agent_dec_fini(mirai__agent_dec *d)
+{
+	mirai_agent_setup_free(d->s);
+	d->s = NULL;
 }

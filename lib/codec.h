@@ -303,4 +303,67 @@ size_t mirai__exec_size(size_t out_len, size_t err_len);
 void mirai__exec_encode(uint8_t *dst, int status, const void *out,
     size_t out_len, const void *err, size_t err_len);
 
+/*
+ * The agent setup (mirai_agent_read() in mirai.h) that the launcher writes
+ * to a host agent's stdin.  A run of records, each
+ *
+ *   u8 type | u32 body length | body
+ *
+ *   'H'  "mirai-agent/1"        first, once: what follows and its version
+ *   'N'  node name              the 'U' records after it are for that
+ *                               node only; an empty name: for every agent
+ *   'U'  i32 bind index | URL   a server (bind index -1: none)
+ *   'E'  VAR=VALUE              environment for the servers
+ *   'Z'  (empty)                the end: nothing after it is the setup's
+ *
+ * Lengths, not separators, delimit: a body holds any bytes, NUL excepted
+ * (names, URLs and environment are C strings), up to MIRAI_AGENT_MAX_RECORD;
+ * a setup is at most MIRAI_AGENT_MAX_TOTAL bytes.  The encoder trusts its
+ * caller (the launcher checks -x values first); the decoder trusts nothing.
+ */
+#define MIRAI__AGENT_REC_HDR 5
+#define MIRAI__AGENT_HELLO "mirai-agent/1"
+
+void mirai__agent_begin(mirai__wbuf *w);
+void mirai__agent_node(mirai__wbuf *w, const char *node);
+void mirai__agent_url(mirai__wbuf *w, const char *url, int bind_index);
+void mirai__agent_env(mirai__wbuf *w, const char *var_value);
+void mirai__agent_end(mirai__wbuf *w);
+/* 0 if s can travel as an 'E' record ("VAR=VALUE", VAR not empty, within
+ * the record limit), else -1. */
+int mirai__agent_env_ok(const char *s);
+
+/*
+ * An incremental decoder, so that a reader takes exactly the setup's bytes
+ * from a stream: ask mirai__agent_want() how many bytes come next (0 is
+ * possible: an empty body), and give exactly those to mirai__agent_feed(),
+ * which returns 0 (more to come), 1 (the end record: done) or an error
+ * (MIRAI_EPROTO, MIRAI_ENOMEM) with err filled.  The setup being built
+ * belongs to the decoder until mirai__agent_dec_take().
+ */
+struct mirai_agent_setup;
+struct mirai_errmsg;
+typedef struct mirai__agent_dec {
+	const char *node;  /* whose 'U' records to keep; NULL: nobody's */
+	int state;         /* 0 header, 1 body, 2 done, -1 failed */
+	uint8_t hdr[MIRAI__AGENT_REC_HDR];
+	uint8_t type;
+	uint32_t len;
+	int hello;         /* the 'H' record was seen */
+	int mine;          /* the current 'N' group is for this node */
+	size_t total;      /* bytes so far */
+	size_t urls_seen;  /* 'U' records, anybody's */
+	struct mirai_agent_setup *s;
+} mirai__agent_dec;
+
+void mirai__agent_dec_init(mirai__agent_dec *d, const char *node);
+size_t mirai__agent_want(const mirai__agent_dec *d);
+int mirai__agent_feed(mirai__agent_dec *d, const uint8_t *p, size_t n,
+    struct mirai_errmsg *err);
+/* The decoded setup (after feed returned 1), now the caller's. */
+struct mirai_agent_setup *mirai__agent_dec_take(mirai__agent_dec *d);
+void mirai__agent_dec_fini(mirai__agent_dec *d);
+/* Whether node name a is b, or the short form of one is the other. */
+int mirai__agent_node_match(const char *a, const char *b, size_t blen);
+
 #endif /* MIRAI_CODEC_H */

@@ -13,20 +13,27 @@
  * EOF (the launcher or its ssh channel gone) stops the servers: a second
  * tie besides their dispatcher links.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "internal.h"
 #include "ssh.h"
 
 #define TAG "launch"
 #define START_WAIT_MS 60000
 #define REAP_WAIT_MS 5000
+/* After REAP_WAIT_MS, srun gets a SIGTERM (it passes it to its tasks) and
+ * this long before the SIGKILL. */
+#define SRUN_TERM_MS 2000
 #define MAX_SERVERS 100000
 /* Keeps the first unit of every server (k * cpus) within an int. */
 #define MAX_CPUS_PER_SERVER 4096
@@ -56,6 +63,13 @@ struct mirai_launch {
 	int running;
 	mirai__ssh *ssh;
 	char myhost[256];
+	int launcher;          /* MIRAI_LAUNCHER_SSH, _SRUN or _LOCAL */
+	int srun_cpus;         /* --cpus-per-task of the srun step */
+	pid_t srun_pid;        /* the srun of the servers' step, 0 if none */
+	int srun_sock;         /* its stdin, our end; -1 if none */
+	mirai__wbuf srun_in;   /* the setup all its agents read */
+	pthread_t writer;
+	int writing;           /* writer started */
 };
 
 static const char *
@@ -71,6 +85,46 @@ keep(mirai_launch *l, const char *s)
 	}
 	l->strs = v;
 	return l->strs[l->nstrs++] = mirai__strdup(s);
+}
+
+/*
+ * One -x entry as "VAR=VALUE" into *out (kept by l): "VAR" takes its value
+ * here, and must have one; "VAR=VALUE" is kept whole, every byte after the
+ * first '=' being the value.
+ */
+static int
+env_entry(mirai_launch *l, const char *v, const char **out,
+    mirai_errmsg *err)
+{
+	const char *val;
+	char *both;
+
+	if (v == NULL || *v == '\0' || *v == '=') {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "-x '%s': give VAR or VAR=VALUE", v != NULL ? v : "");
+	}
+	if (strchr(v, '=') != NULL) {
+		*out = keep(l, v);
+	} else if ((val = getenv(v)) == NULL) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "-x %s: %s is not set here (give -x %s=VALUE)", v, v, v);
+	} else {
+		if ((both = malloc(strlen(v) + strlen(val) + 2)) == NULL) {
+			return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+		}
+		sprintf(both, "%s=%s", v, val);
+		*out = keep(l, both);
+		free(both);
+	}
+	if (*out == NULL) {
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	if (mirai__agent_env_ok(*out) != 0) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "-x %.40s: longer than %u bytes", v,
+		    (unsigned) MIRAI_AGENT_MAX_RECORD);
+	}
+	return 0;
 }
 
 /*
@@ -218,6 +272,11 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 		    "--cpus-per-server %d needs --bind-to core or none, not %s",
 		    per, bind);
 	}
+	if (o->launcher < MIRAI_LAUNCHER_AUTO ||
+	    o->launcher > MIRAI_LAUNCHER_LOCAL) {
+		return mirai__fail(err, MIRAI_EINVAL, "unknown launcher %d",
+		    o->launcher);
+	}
 	if ((counts = calloc(o->hosts->n, sizeof *counts)) == NULL) {
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
@@ -250,6 +309,26 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
 	mirai__hostname(l->myhost, sizeof l->myhost);
+	l->srun_sock = -1;
+	l->launcher  = o->launcher;
+	if (l->launcher == MIRAI_LAUNCHER_AUTO) {
+		/* Inside a Slurm job its own launcher is the fast one and
+		 * needs no ssh between the nodes. */
+		const char *job = getenv("SLURM_JOB_ID");
+		l->launcher = job != NULL && *job != '\0' &&
+			mirai__can_exec("srun") ? MIRAI_LAUNCHER_SRUN
+						: MIRAI_LAUNCHER_SSH;
+	}
+	/* The srun step's tasks, one a node, each get the cores its
+	 * servers bind to (at most the node's slots). */
+	for (size_t h = 0; h < o->hosts->n; h++) {
+		size_t want = counts[h] * (size_t) per;
+		size_t have = (size_t) o->hosts->hosts[h].slots;
+		size_t c    = want < have ? want : have;
+		if (counts[h] > 0 && (int) c > l->srun_cpus) {
+			l->srun_cpus = (int) c;
+		}
+	}
 	l->o       = *o;
 	l->o.hosts = NULL;
 	l->o.cpus_per_server = per;
@@ -288,15 +367,10 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 	}
 	{
 		for (size_t i = 0; i < o->nenv; i++) {
-			/* "VAR" forwards its value here. */
-			const char *v = o->env[i];
-			if (strchr(v, '=') == NULL) {
-				const char *val = getenv(v);
-				char buf[8192];
-				snprintf(buf, sizeof buf, "%s=%s", v, val ? val : "");
-				l->env[i] = keep(l, buf);
-			} else {
-				l->env[i] = keep(l, v);
+			if ((rv = env_entry(l, o->env[i], &l->env[i], err)) != 0) {
+				free(counts);
+				mirai_launch_destroy(l);
+				return rv;
 			}
 		}
 		l->o.env            = l->env;
@@ -319,7 +393,9 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 			sl->host_slot = (int) s;
 			sl->unit      = strcmp(bind, "none") == 0 ? -1
 								: (int) s * per;
-			sl->local     = !o->ssh_local && is_local(l, name);
+			sl->local     = l->launcher == MIRAI_LAUNCHER_LOCAL ||
+			    (l->launcher == MIRAI_LAUNCHER_SSH &&
+				!o->ssh_local && is_local(l, name));
 			sl->state     = MIRAI_LAUNCH_PLANNED;
 			sl->url       = l->urls[k];
 			sl->binding   = l->bindings[k];
@@ -641,6 +717,113 @@ quote(mirai__sb *sb, const char *s)
 	mirai__sb_printf(sb, "'");
 }
 
+/* A growable argument vector of copies, NULL-terminated. */
+typedef struct argvec {
+	char **v;
+	size_t n;
+	int failed;
+} argvec;
+
+static void
+av_add(argvec *a, const char *fmt, ...) MIRAI_PRINTF(2, 3);
+
+static void
+av_add(argvec *a, const char *fmt, ...)
+{
+	char **v;
+	va_list ap;
+	int n;
+
+	if (a->failed || (v = realloc(a->v, (a->n + 2) * sizeof *v)) == NULL) {
+		a->failed = 1;
+		return;
+	}
+	a->v = v;
+	va_start(ap, fmt);
+	n = vasprintf(&a->v[a->n], fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		a->failed = 1;
+		a->v[a->n] = NULL;
+		return;
+	}
+	a->v[++a->n] = NULL;
+}
+
+static void
+av_free(argvec *a)
+{
+	for (size_t i = 0; i < a->n; i++) {
+		free(a->v[i]);
+	}
+	free(a->v);
+}
+
+/* The agent's command: `SERVER --stdin` with the servers' options; its
+ * setup (URLs, environment) goes over its stdin. */
+static void
+agent_argv(const mirai_launch *l, const char *server, int bind, argvec *a)
+{
+	const mirai_server_opts *so = &l->sopts;
+
+	av_add(a, "%s", server);
+	av_add(a, "--stdin");
+	if (bind) {
+		av_add(a, "--bind-to");
+		av_add(a, "%s", l->o.bind_to);
+		if (l->o.cpus_per_server > 1) {
+			av_add(a, "--bind-count");
+			av_add(a, "%d", l->o.cpus_per_server);
+		}
+	}
+	if (so->idle_ms > 0) {
+		av_add(a, "--idle");
+		av_add(a, "%" PRId64, so->idle_ms);
+	}
+	if (so->walltime_ms > 0) {
+		av_add(a, "--walltime");
+		av_add(a, "%" PRId64, so->walltime_ms);
+	}
+	if (so->max_tasks > 0) {
+		av_add(a, "--max-tasks");
+		av_add(a, "%" PRIu64, so->max_tasks);
+	}
+	if (so->max_msg > 0) {
+		av_add(a, "--max-msg");
+		av_add(a, "%zu", so->max_msg);
+	}
+	if (so->output) {
+		av_add(a, "--output");
+	}
+	for (size_t p = 0; p < so->nplugins; p++) {
+		av_add(a, "--plugin");
+		av_add(a, "%s", so->plugins[p]);
+	}
+}
+
+/* The setup records of slots [first, end) (one host), addressed to that
+ * host when node is set. */
+static void
+setup_urls(const mirai_launch *l, size_t first, size_t end, int node,
+    mirai__wbuf *w)
+{
+	if (node) {
+		mirai__agent_node(w, l->slots[first].host);
+	}
+	for (size_t i = first; i < end; i++) {
+		mirai__agent_url(w, l->slots[i].url, l->slots[i].unit);
+	}
+}
+
+static void
+setup_env(const mirai_launch *l, mirai__wbuf *w)
+{
+	for (size_t e = 0; e < l->o.nenv; e++) {
+		mirai__agent_env(w, l->o.env[e]);
+	}
+	mirai__agent_end(w);
+}
+
 /* Start the servers of slots [first, first + count) (one remote host)
  * through one ssh exec, id first. */
 static int
@@ -648,63 +831,189 @@ start_remote(mirai_launch *l, size_t first, size_t count, mirai_errmsg *err)
 {
 	const mirai_launch_slot *sl = &l->slots[first];
 	const mirai_server_opts *so = &l->sopts;
-	mirai__sb cmd = {0}, in = {0};
+	mirai__sb cmd = {0};
+	mirai__wbuf in = {0};
+	argvec av = {0};
 	int rv;
 
+	agent_argv(l, so->server_path != NULL ? so->server_path : "mirai-server",
+	    sl->unit >= 0, &av);
 	mirai__sb_printf(&cmd, "exec");
-	quote(&cmd, so->server_path != NULL ? so->server_path : "mirai-server");
-	mirai__sb_printf(&cmd, " --stdin");
-	if (sl->unit >= 0) {
-		mirai__sb_printf(&cmd, " --bind-to %s", l->o.bind_to);
-		if (l->o.cpus_per_server > 1) {
-			mirai__sb_printf(&cmd, " --bind-count %d",
-			    l->o.cpus_per_server);
+	for (size_t i = 0; i < av.n; i++) {
+		/* Plain words stay plain; anything else is quoted. */
+		if (strspn(av.v[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+				    "OPQRSTUVWXYZ0123456789-_./") ==
+		    strlen(av.v[i])) {
+			mirai__sb_printf(&cmd, " %s", av.v[i]);
+		} else {
+			quote(&cmd, av.v[i]);
 		}
-	}
-	if (so->idle_ms > 0) {
-		mirai__sb_printf(&cmd, " --idle %" PRId64, so->idle_ms);
-	}
-	if (so->walltime_ms > 0) {
-		mirai__sb_printf(&cmd, " --walltime %" PRId64, so->walltime_ms);
-	}
-	if (so->max_tasks > 0) {
-		mirai__sb_printf(&cmd, " --max-tasks %" PRIu64, so->max_tasks);
-	}
-	if (so->max_msg > 0) {
-		mirai__sb_printf(&cmd, " --max-msg %zu", so->max_msg);
-	}
-	if (so->output) {
-		mirai__sb_printf(&cmd, " --output");
-	}
-	for (size_t p = 0; p < so->nplugins; p++) {
-		mirai__sb_printf(&cmd, " --plugin");
-		quote(&cmd, so->plugins[p]);
 	}
 	/* What must not show in ps goes over stdin. */
-	for (size_t i = first; i < first + count; i++) {
-		if (l->slots[i].unit >= 0) {
-			mirai__sb_printf(&in, "url %s %d\n", l->slots[i].url,
-			    l->slots[i].unit);
-		} else {
-			mirai__sb_printf(&in, "url %s\n", l->slots[i].url);
-		}
-	}
-	for (size_t e = 0; e < l->o.nenv; e++) {
-		mirai__sb_printf(&in, "env %s\n", l->o.env[e]);
-	}
-	mirai__sb_printf(&in, "end\n");
-	if (cmd.failed || in.failed) {
+	mirai__agent_begin(&in);
+	setup_urls(l, first, first + count, 0, &in);
+	setup_env(l, &in);
+	if (cmd.failed || in.failed || av.failed) {
 		rv = mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	} else {
 		rv = mirai__ssh_run(l->ssh, first, sl->host,
-		    *sl->user ? sl->user : NULL, 0, cmd.buf, in.buf, in.len);
+		    *sl->user ? sl->user : NULL, 0, cmd.buf, in.p, in.len);
 		if (rv != 0) {
 			mirai__fail(err, rv, "cannot start ssh to %s", sl->host);
 		}
 	}
+	av_free(&av);
 	free(cmd.buf);
-	free(in.buf);
+	free(in.p);
 	return rv;
+}
+
+/* ---- srun ------------------------------------------------------------------ */
+
+extern char **environ;
+
+/* Feeds the setup to srun's stdin, which srun copies to every agent
+ * (--input=all): a thread, because srun reads it only as the step starts
+ * and a setup may exceed a socket buffer. */
+static void *
+srun_writer(void *arg)
+{
+	mirai_launch *l  = arg;
+	const uint8_t *p = l->srun_in.p;
+	size_t left      = l->srun_in.len;
+
+	while (left > 0) {
+		ssize_t w = send(l->srun_sock, p, left, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR) {
+			continue;
+		}
+		if (w <= 0) {
+			break;
+		}
+		p += w;
+		left -= (size_t) w;
+	}
+	return NULL;
+}
+
+static void
+on_srun_exit(pid_t pid, int status, void *arg)
+{
+	mirai_launch *l = arg;
+
+	(void) pid;
+	pthread_mutex_lock(&l->mtx);
+	l->srun_pid = 0;
+	if (status != -1 && WIFEXITED(status)) {
+		fail_range(l, 0, l->n, "srun exited with status %d",
+		    WEXITSTATUS(status));
+	} else {
+		fail_range(l, 0, l->n, "srun ended (signal %d)",
+		    status != -1 && WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	}
+	l->alive--;
+	changed(l);
+	pthread_mutex_unlock(&l->mtx);
+}
+
+/*
+ * Every server through one srun job step: one task a node (the node's
+ * agent, as over ssh), all reading one setup in which each node's URLs are
+ * addressed to it.  The mirai-server is the one this machine would run,
+ * by the same path on the nodes (a shared file system), unless given.
+ */
+static int
+start_srun(mirai_launch *l, mirai_errmsg *err)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none, def;
+	mirai__sb nodes = {0};
+	argvec av = {0};
+	char exe[4096];
+	const char *server;
+	size_t nhosts = 0;
+	int sv[2], rv;
+	pid_t pid;
+
+	server = mirai__find_tool(l->sopts.server_path, "MIRAI_SERVER",
+	    "mirai-server", exe, sizeof exe);
+	mirai__agent_begin(&l->srun_in);
+	for (size_t i = 0, end; i < l->n; i = end) {
+		for (end = i + 1; end < l->n &&
+		     l->slots[end].host == l->slots[i].host;
+		     end++) {
+		}
+		setup_urls(l, i, end, 1, &l->srun_in);
+		mirai__sb_printf(&nodes, "%s%s", nhosts > 0 ? "," : "",
+		    l->slots[i].host);
+		nhosts++;
+	}
+	setup_env(l, &l->srun_in);
+	av_add(&av, "srun");
+	/* --overlap: the step shares the job's CPUs with the client's. */
+	av_add(&av, "--overlap");
+	av_add(&av, "--input=all");
+	av_add(&av, "--job-name=mirai-servers");
+	av_add(&av, "--nodes=%zu", nhosts);
+	av_add(&av, "--ntasks=%zu", nhosts);
+	av_add(&av, "--ntasks-per-node=1");
+	av_add(&av, "--cpus-per-task=%d", l->srun_cpus > 0 ? l->srun_cpus : 1);
+	av_add(&av, "--nodelist=%s", nodes.buf != NULL ? nodes.buf : "");
+	agent_argv(l, server, l->slots[0].unit >= 0, &av);
+	if (av.failed || nodes.failed || l->srun_in.failed) {
+		av_free(&av);
+		free(nodes.buf);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	free(nodes.buf);
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+		av_free(&av);
+		return mirai__fail(err, MIRAI_ESPAWN, "socketpair: %s",
+		    strerror(errno));
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+	posix_spawnattr_init(&at);
+	sigemptyset(&none);
+	sigemptyset(&def);
+	sigaddset(&def, SIGPIPE);
+	sigaddset(&def, SIGTERM);
+	sigaddset(&def, SIGINT);
+	sigaddset(&def, SIGHUP);
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawnattr_setsigdefault(&at, &def);
+	/* Its own process group: a ^C at the terminal reaches the launcher,
+	 * which ends the step its own way. */
+	posix_spawnattr_setpgroup(&at, 0);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
+	    POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+	rv = posix_spawnp(&pid, "srun", &fa, &at, av.v, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&at);
+	av_free(&av);
+	close(sv[1]);
+	if (rv != 0) {
+		close(sv[0]);
+		return mirai__fail(err, MIRAI_ESPAWN, "cannot run srun: %s",
+		    strerror(rv));
+	}
+	pthread_mutex_lock(&l->mtx);
+	l->srun_sock = sv[0];
+	l->srun_pid  = pid;
+	l->alive++;
+	pthread_mutex_unlock(&l->mtx);
+	if ((rv = mirai__watch_child(pid, on_srun_exit, l)) != 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		on_srun_exit(pid, -1, l);
+		return mirai__fail(err, rv, "cannot watch srun");
+	}
+	if (pthread_create(&l->writer, NULL, srun_writer, l) != 0) {
+		return mirai__fail(err, MIRAI_ENOMEM, "cannot start a thread");
+	}
+	l->writing = 1;
+	return 0;
 }
 
 static int
@@ -851,7 +1160,7 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 		    sizeof l->urls[i]);
 		remote += !l->slots[i].local;
 	}
-	if (remote > 0) {
+	if (remote > 0 && l->launcher == MIRAI_LAUNCHER_SSH) {
 		mirai__ssh_opts so = {0};
 		so.max_parallel = l->o.max_ssh;
 		so.port         = l->o.ssh_port;
@@ -877,8 +1186,22 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 		}
 		free(copy);
 	}
+	if (l->launcher == MIRAI_LAUNCHER_SRUN) {
+		mirai_errmsg e2 = {{0}};
+		pthread_mutex_lock(&l->mtx);
+		for (size_t k = 0; k < l->n; k++) {
+			l->slots[k].state = MIRAI_LAUNCH_STARTING;
+		}
+		pthread_mutex_unlock(&l->mtx);
+		if (start_srun(l, &e2) != 0) {
+			pthread_mutex_lock(&l->mtx);
+			fail_range(l, 0, l->n, "%s", e2.text);
+			pthread_mutex_unlock(&l->mtx);
+		}
+	}
 	/* Slots of a host are next to each other in the plan. */
-	for (size_t i = 0, end; i < l->n; i = end) {
+	for (size_t i = 0, end; i < l->n && l->launcher != MIRAI_LAUNCHER_SRUN;
+	     i = end) {
 		mirai_errmsg e2 = {{0}};
 		for (end = i + 1; end < l->n && l->slots[end].host == l->slots[i].host;
 		     end++) {
@@ -964,8 +1287,12 @@ mirai_launch_destroy(mirai_launch *l)
 		mirai_dispatcher_stop(l->d);
 		pthread_join(l->thr, NULL);
 	}
-	/* The ssh channels close: remote servers still there see EOF. */
+	/* The ssh channels close, srun's stdin too: remote servers still
+	 * there see EOF. */
 	mirai__ssh_destroy(l->ssh);
+	if (l->srun_sock >= 0) {
+		shutdown(l->srun_sock, SHUT_WR);
+	}
 	mirai_dispatcher_destroy(l->d);
 	if (l->pids != NULL) {
 		deadline = mirai__now_ms() + REAP_WAIT_MS;
@@ -973,9 +1300,22 @@ mirai_launch_destroy(mirai_launch *l)
 		while (l->alive > 0 && mirai__now_ms() < deadline) {
 			mirai__cond_wait_until(&l->cv, &l->mtx, deadline);
 		}
+		if (l->alive > 0 && l->srun_pid > 0) {
+			/* srun passes a TERM on to its tasks: the servers
+			 * stop after their task, or at once on a second. */
+			kill(l->srun_pid, SIGTERM);
+			deadline = mirai__now_ms() + SRUN_TERM_MS;
+			while (l->alive > 0 && mirai__now_ms() < deadline) {
+				mirai__cond_wait_until(&l->cv, &l->mtx,
+				    deadline);
+			}
+		}
 		if (l->alive > 0) {
 			/* Stuck in a task past the bound: the launcher's
 			 * watchers must not outlive it. */
+			if (l->srun_pid > 0) {
+				kill(l->srun_pid, SIGKILL);
+			}
 			for (size_t i = 0; i < l->n; i++) {
 				if (l->pids[i] > 0) {
 					kill(l->pids[i], SIGKILL);
@@ -987,6 +1327,17 @@ mirai_launch_destroy(mirai_launch *l)
 		}
 		pthread_mutex_unlock(&l->mtx);
 	}
+	if (l->srun_sock >= 0) {
+		/* A writer still blocked in send() returns. */
+		shutdown(l->srun_sock, SHUT_RDWR);
+	}
+	if (l->writing) {
+		pthread_join(l->writer, NULL);
+	}
+	if (l->srun_sock >= 0) {
+		close(l->srun_sock);
+	}
+	free(l->srun_in.p);
 	for (size_t i = 0; i < l->nstrs; i++) {
 		free(l->strs[i]);
 	}

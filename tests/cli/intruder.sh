@@ -132,8 +132,14 @@ out=$(timeout 10 "$B/bin/mirai-server" -v --dial-once --idle 1s --url "$slot0" 2
 case "$out" in *connected*) ;; *) fail "the owner's server at $slot0: $out" ;; esac
 TOKENS=$(echo "$own" | grep -oE '[0-9a-f]{32}' | sort -u)
 
-# Everything of ours that listens: tcp ports and unix sockets.
-ours() { pgrep -f "$W/holder|mirai-launch|$ROOT/$B/bin/mirai" | tr '\n' '|'; }
+# Everything of ours that listens: tcp ports and unix sockets (of this
+# test's processes only: other runs may share the machine).
+ours() {
+	for top in "${PIDS[@]}"; do
+		echo "$top"
+		descendants "$top"
+	done | tr '\n' '|'
+}
 P=$(ours)
 PORTS=$(ss -ltnpH | grep -E "pid=(${P%|})," | awk '{print $4}' | sed 's/.*://' | sort -u)
 SOCKS=$(ss -lxpH | grep -E "pid=(${P%|})," | awk '{print $5}' | sort -u)

@@ -33,6 +33,51 @@ env -u SLURM_JOB_NODELIST -u SLURM_NODELIST -u PBS_NODEFILE -u PE_HOSTFILE \
 grep -q "no hosts" "$W/err" || fail "no hosts message"
 "$B/mirai-launch" --host a --bind-to elbow --dry-run 2>/dev/null; [ $? = 2 ] || fail "bad bind-to"
 
+# -x VAR of a variable not set here: an error naming it, nothing started.
+env -u MIRAI_NOT_SET "$B/mirai-launch" --host localhost:1 --server "$S" -q \
+	-x MIRAI_NOT_SET -- true 2>"$W/err"; [ $? = 2 ] || fail "-x unset: exit"
+grep -q "MIRAI_NOT_SET is not set" "$W/err" || fail "-x unset message: $(cat "$W/err")"
+
+# A SIGCHLD ignored by the caller is reset, not waited on for ever (a
+# waitpid() loop on ECHILD): the launcher with a command, and a host agent
+# stopping its two servers at the end of its stdin.
+out=$(timeout 30 perl -e '$SIG{CHLD} = "IGNORE"; exec @ARGV' -- "$B/mirai-launch" \
+	--host localhost:2 --server "$S" --server-url ws://127.0.0.1:0 -q \
+	-- "$B/mirai" exec 'echo reaped') || fail "launch with SIGCHLD ignored: $out"
+[ "$out" = reaped ] || fail "SIGCHLD ignored: $out"
+url=tcp://127.0.0.1:9
+rec() { printf 'U\x15\0\0\0\xff\xff\xff\xff%s' "$url"; }
+{ printf 'H\x0d\0\0\0mirai-agent/1'; rec; rec; printf 'Z\0\0\0\0'; } |
+	timeout 30 perl -e '$SIG{CHLD} = "IGNORE"; exec @ARGV' -- "$S" --stdin -q
+rc=$?
+[ $rc = 0 ] || [ $rc = 7 ] || fail "agent with SIGCHLD ignored: exit $rc"
+
+# The client command ends with the launcher: a TERM ends it (a KILL after
+# 5 s when it ignores the TERM), exit 128 + 15; after a kill -9 of the
+# launcher it gets a TERM from the kernel.
+gone() { for _ in $(seq 50); do pgrep -f "$1" >/dev/null || return 0; sleep 0.1; done; return 1; }
+"$B/mirai-launch" --host localhost:1 --server "$S" -q -- sleep 30.101 &
+L=$!
+for _ in $(seq 100); do pgrep -f '^sleep 30.101' >/dev/null && break; sleep 0.1; done
+kill -TERM "$L"; wait "$L"; rc=$?; L=
+[ $rc = 143 ] || fail "TERM: exit $rc"
+gone '^sleep 30.101' || fail "the command outlived a TERM of the launcher"
+"$B/mirai-launch" --host localhost:1 --server "$S" -q -- sh -c 'trap "" TERM; sleep 30.102' &
+L=$!
+for _ in $(seq 100); do pgrep -f '^sleep 30.102' >/dev/null && break; sleep 0.1; done
+t0=$SECONDS
+kill -TERM "$L"; wait "$L"; rc=$?; L=
+[ $rc = 143 ] || fail "TERM of a command ignoring it: exit $rc"
+gone '^sleep 30.102' || fail "a command ignoring TERM outlived the grace"
+[ $((SECONDS - t0)) -ge 4 ] || fail "KILL came before the grace period"
+"$B/mirai-launch" --host localhost:1 --server "$S" -q -- sleep 30.103 &
+L=$!
+for _ in $(seq 100); do pgrep -f '^sleep 30.103' >/dev/null && break; sleep 0.1; done
+kill -9 "$L"; wait "$L" 2>/dev/null; L=
+gone '^sleep 30.103' || fail "the command outlived a kill -9 of the launcher"
+for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.1; done
+[ "$(left)" = 0 ] || fail "servers left after kill -9 of a local launch"
+
 # Local hosts start without ssh.
 out=$("$B/mirai-launch" --host localhost:2 --server "$S" --server-url ws://127.0.0.1:0 -q \
 	-- "$B/mirai" exec 'echo local') || fail "local launch: $out"
@@ -114,5 +159,18 @@ grep -q "127.0.0.2" "$W/empty_known" || fail "accept-new did not learn the key"
 out=$(SECRET_X=s3cr3t "$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" -q \
 	-x SECRET_X -x OTHER=2 -- "$B/mirai" exec 'echo "$SECRET_X $OTHER"') || fail "env forwarding"
 [ "$out" = "s3cr3t 2" ] || fail "forwarded env: $out"
+# Values arrive whole: 100 KB, several lines (one of them the old line
+# protocol's 'end'), everything after the first '='.
+BIG=$(head -c 76800 /dev/urandom | base64 -w0)
+MULTI=$'line one\nend\nenv X=1\n\nlast line\n'
+want="$(printf %s "$BIG" | sha256sum)
+$(printf %s "$MULTI" | sha256sum)
+a=b=c"
+out=$(BIG=$BIG MULTI=$MULTI "$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" -q \
+	-x BIG -x MULTI -x 'EQ=a=b=c' -- "$B/mirai" exec \
+	'printf "%s" "$BIG" | sha256sum; printf "%s" "$MULTI" | sha256sum; printf "%s\n" "$EQ"') ||
+	fail "long values: $out"
+[ "$out" = "$want" ] || fail "values changed on the way: $out"
+[ ${#BIG} -ge 102400 ] || fail "BIG is only ${#BIG} bytes"
 cleanup
 echo ok

@@ -10,6 +10,19 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* A broken invariant is a finding: crash loudly so that the driver or
+ * libFuzzer keeps the input. */
+#define CHECK(cond)                                                    \
+	do {                                                           \
+		if (!(cond)) {                                         \
+			fprintf(stderr, "%s:%d: check failed: %s\n",   \
+			    __FILE__, __LINE__, #cond);                \
+			abort();                                       \
+		}                                                      \
+	} while (0)
 
 /*
  * Run one input.  data[0..size) lives in a buffer of exactly size bytes, so

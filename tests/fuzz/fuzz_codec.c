@@ -37,17 +37,6 @@
 #include "fuzz.h"
 #include "mirai.h"
 
-/* A broken invariant is a finding: crash loudly so that the driver or
- * libFuzzer keeps the input. */
-#define CHECK(cond)                                                    \
-	do {                                                           \
-		if (!(cond)) {                                         \
-			fprintf(stderr, "%s:%d: check failed: %s\n",   \
-			    __FILE__, __LINE__, #cond);                \
-			abort();                                       \
-		}                                                      \
-	} while (0)
-
 /* The input's bounds, for checking returned pointers. */
 static const uint8_t *in_lo, *in_hi;
 

@@ -20,17 +20,6 @@
 #include "fuzz.h"
 #include "mirai.h"
 
-/* A broken promise is a finding: crash loudly so that the driver or
- * libFuzzer keeps the input. */
-#define CHECK(cond)                                                    \
-	do {                                                           \
-		if (!(cond)) {                                         \
-			fprintf(stderr, "%s:%d: check failed: %s\n",   \
-			    __FILE__, __LINE__, #cond);                \
-			abort();                                       \
-		}                                                      \
-	} while (0)
-
 /* Lists longer than this skip the quadratic check for repeats. */
 #define DUP_CHECK_MAX 2000
 
