@@ -251,6 +251,7 @@ main(int argc, char **argv)
 		  max_tasks = 0, cpus = 0;
 	int64_t timeout = 0, idle = 0, walltime = 0;
 	size_t max_msg = 0;
+	int tls = 0, no_tls = 0;
 	int dry = 0, report = 0, accept_new = 0, ssh_local = 0, no_token = 0,
 	    output = 0, verbose = 0, quiet = 0, oversub = 0, no_oversub = 0;
 	cli_list plugins = {0}, env = {0};
@@ -307,6 +308,10 @@ main(int argc, char **argv)
 	    {"advertise", 0, CLI_STR, &advertise, "HOST",
 		"host name servers dial (default: this host's name)"},
 	    {"no-token", 0, CLI_FLAG, &no_token, NULL, "ws paths without token"},
+	    {"tls", 0, CLI_FLAG, &tls, NULL,
+		"wss:// slots even when every server is local"},
+	    {"no-tls", 0, CLI_FLAG, &no_tls, NULL,
+		"ws:// slots in clear even with remote servers"},
 	    {"client-url", 0, CLI_STR, &client_url, "URL",
 		"where clients attach (default: an owner-only ipc socket)"},
 	    {"control-url", 0, CLI_STR, &control_url, "URL",
@@ -424,6 +429,7 @@ main(int argc, char **argv)
 	lo.server_url         = server_url;
 	lo.advertise          = advertise;
 	lo.no_token           = no_token;
+	lo.tls                = tls ? 1 : no_tls ? -1 : 0;
 	lo.client_url         = client_url;
 	lo.control_url        = control_url;
 	lo.bind_to            = bind;

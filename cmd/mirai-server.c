@@ -2,6 +2,7 @@
  * mirai-server: dial a client (or dispatcher) URL and execute tasks.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -61,6 +62,48 @@ read_stdin_setup(mirai_agent_setup **st)
 		}
 	}
 	return 0;
+}
+
+/*
+ * The launcher's CA, when its slots are wss://: written once to an
+ * owner-only file (a directory of our own, 0700) that --tls-ca names for
+ * the servers here, removed when this process exits.
+ */
+static char ca_dir[80], ca_path[96];
+
+static void
+ca_remove(void)
+{
+	unlink(ca_path);
+	rmdir(ca_dir);
+}
+
+static int
+write_ca(const char *pem)
+{
+	const char *tmp = getenv("TMPDIR");
+	size_t len      = strlen(pem);
+	int fd;
+
+	if (tmp == NULL || *tmp != '/' || strlen(tmp) > 50) {
+		tmp = "/tmp";
+	}
+	snprintf(ca_dir, sizeof ca_dir, "%s/mirai-ca-XXXXXX", tmp);
+	if (mkdtemp(ca_dir) == NULL) {
+		return -1;
+	}
+	snprintf(ca_path, sizeof ca_path, "%s/ca.pem", ca_dir);
+	atexit(ca_remove);
+	fd = open(ca_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+	    0600);
+	if (fd < 0) {
+		return -1;
+	}
+	if (write(fd, pem, len) != (ssize_t) len) {
+		close(fd);
+		return -1;
+	}
+	return close(fd);
 }
 
 /*
@@ -126,7 +169,7 @@ watch_stdin(void *arg)
 static int
 run_agent(int argc, char **argv, const mirai_agent_setup *st)
 {
-	char **cargv = calloc((size_t) argc + 4, sizeof *cargv);
+	char **cargv = calloc((size_t) argc + 6, sizeof *cargv);
 	extern char **environ;
 	int code = 0, k = 0;
 	char self[4096];
@@ -145,6 +188,10 @@ run_agent(int argc, char **argv, const mirai_agent_setup *st)
 		if (strcmp(argv[i], "--stdin") != 0) {
 			cargv[k++] = argv[i];
 		}
+	}
+	if (ca_path[0] != '\0') {
+		cargv[k++] = "--tls-ca";
+		cargv[k++] = ca_path;
 	}
 	for (size_t i = 0; i < st->nurls; i++) {
 		char idx[16];
@@ -307,6 +354,15 @@ main(int argc, char **argv)
 			mirai_agent_setup_free(st);
 			return MIRAI_EXIT_USAGE;
 		}
+		if (st->tls_ca != NULL && tls_ca == NULL) {
+			if (write_ca(st->tls_ca) != 0) {
+				fprintf(stderr, "mirai-server: --stdin: cannot "
+						"write the launcher's CA\n");
+				mirai_agent_setup_free(st);
+				return MIRAI_EXIT_ERROR;
+			}
+			tls_ca = ca_path;
+		}
 		url = st->urls[0];
 		if (st->bind_index[0] >= 0) {
 			bind_index = st->bind_index[0];
@@ -388,7 +444,14 @@ main(int argc, char **argv)
 		mirai_agent_setup_free(st);
 		return rv;
 	}
+	/* A stop that came before there was a server to stop (a signal, or
+	 * stdin's end, while starting up) stops it now. */
+	pthread_mutex_lock(&agent_mtx);
 	the_server = srv;
+	if (stopping) {
+		mirai_server_stop(srv);
+	}
+	pthread_mutex_unlock(&agent_mtx);
 	if (use_stdin && pthread_create(&th, NULL, watch_stdin, NULL) == 0) {
 		pthread_detach(th);
 	}

@@ -923,6 +923,12 @@ typedef struct mirai_launch_opts {
 	 * job step, one agent a node, every host through it) or _LOCAL
 	 * (every server on this machine, whatever the host names). */
 	int launcher;
+	/* TLS on the server slots: 0 (default) when any server is remote,
+	 * 1 always, -1 never.  On, ws:// slots become wss://: a CA and a
+	 * certificate made for this launch (files in an owner-only
+	 * directory, removed at the end), the CA sent to every server with
+	 * its setup, and servers refuse a dispatcher it did not sign. */
+	int tls;
 } mirai_launch_opts;
 
 enum mirai_launcher {
@@ -1026,6 +1032,8 @@ typedef struct mirai_agent_setup {
 	int *bind_index; /* per URL: the unit to bind to; -1: none given */
 	size_t nenv;
 	char **env;      /* "VAR=VALUE", in order; VAR is not empty */
+	char *tls_ca;    /* PEM text of the CA that signs the dispatcher's
+	                    certificate (servers dial wss://), or NULL */
 } mirai_agent_setup;
 
 /*

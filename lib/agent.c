@@ -95,5 +95,6 @@ mirai_agent_setup_free(mirai_agent_setup *s)
 	free(s->urls);
 	free(s->bind_index);
 	free(s->env);
+	free(s->tls_ca);
 	free(s);
 }

@@ -701,6 +701,12 @@ mirai__agent_url(mirai__wbuf *w, const char *url, int bind_index)
 }
 
 void
+mirai__agent_ca(mirai__wbuf *w, const char *pem)
+{
+	agent_rec(w, 'C', pem, strlen(pem), NULL, 0);
+}
+
+void
 mirai__agent_env(mirai__wbuf *w, const char *var_value)
 {
 	agent_rec(w, 'E', var_value, strlen(var_value), NULL, 0);
@@ -843,6 +849,15 @@ agent_body(mirai__agent_dec *d, const uint8_t *p, size_t n,
 		s->nurls++;
 		return 0;
 	}
+	case 'C':
+		if (s->tls_ca != NULL || n == 0) {
+			return agent_bad(d, err, MIRAI_EPROTO,
+			    "a second or empty CA record");
+		}
+		if ((s->tls_ca = agent_str(p, n)) == NULL) {
+			return agent_bad(d, err, MIRAI_ENOMEM, "out of memory");
+		}
+		return 0;
 	case 'E':
 		if (n == 0 || p[0] == '=' || memchr(p, '=', n) == NULL) {
 			return agent_bad(d, err, MIRAI_EPROTO,

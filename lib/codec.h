@@ -314,6 +314,8 @@ void mirai__exec_encode(uint8_t *dst, int status, const void *out,
  *                               node only; an empty name: for every agent
  *   'U'  i32 bind index | URL   a server (bind index -1: none)
  *   'E'  VAR=VALUE              environment for the servers
+ *   'C'  PEM text               the CA that signs the dispatcher's TLS
+ *                               certificate (at most once)
  *   'Z'  (empty)                the end: nothing after it is the setup's
  *
  * Lengths, not separators, delimit: a body holds any bytes, NUL excepted
@@ -328,6 +330,7 @@ void mirai__agent_begin(mirai__wbuf *w);
 void mirai__agent_node(mirai__wbuf *w, const char *node);
 void mirai__agent_url(mirai__wbuf *w, const char *url, int bind_index);
 void mirai__agent_env(mirai__wbuf *w, const char *var_value);
+void mirai__agent_ca(mirai__wbuf *w, const char *pem);
 void mirai__agent_end(mirai__wbuf *w);
 /* 0 if s can travel as an 'E' record ("VAR=VALUE", VAR not empty, within
  * the record limit), else -1. */

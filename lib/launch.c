@@ -68,6 +68,10 @@ struct mirai_launch {
 	pid_t srun_pid;        /* the srun of the servers' step, 0 if none */
 	int srun_sock;         /* its stdin, our end; -1 if none */
 	mirai__wbuf srun_in;   /* the setup all its agents read */
+	int tls;               /* the slots are wss:// */
+	mirai__tls_ca *ca;     /* this launch's CA, once started */
+	char tls_dir[96];      /* its files (owner-only), "" if none */
+	char *tls_files[3];    /* ca.pem, cert.pem, key.pem in tls_dir */
 	pthread_t writer;
 	int writing;           /* writer started */
 };
@@ -413,6 +417,26 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 		}
 		if (all_local) {
 			l->o.server_url = keep(l, "ws://127.0.0.1:0");
+		}
+	}
+	/* TLS when a server is remote (or asked for): the slots' traffic
+	 * and tokens leave this machine. */
+	{
+		int remote = 0;
+		for (size_t i = 0; i < l->n; i++) {
+			remote |= !l->slots[i].local;
+		}
+		l->tls = o->tls > 0 || (o->tls == 0 && remote);
+		if (l->tls && strncmp(l->o.server_url, "ws://", 5) == 0) {
+			char wss[512];
+			snprintf(wss, sizeof wss, "wss://%s", l->o.server_url + 5);
+			l->o.server_url = keep(l, wss);
+		} else if (l->tls && strncmp(l->o.server_url, "wss://", 6) != 0) {
+			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+			    "%s: TLS is for ws:// slots (wss://); this launch's "
+			    "slots stay in clear",
+			    l->o.server_url);
+			l->tls = 0;
 		}
 	}
 	for (size_t i = 0; i < l->nstrs; i++) {
@@ -821,7 +845,60 @@ setup_env(const mirai_launch *l, mirai__wbuf *w)
 	for (size_t e = 0; e < l->o.nenv; e++) {
 		mirai__agent_env(w, l->o.env[e]);
 	}
+	if (l->ca != NULL) {
+		/* The servers verify the dispatcher with it. */
+		mirai__agent_ca(w, mirai__tls_ca_pem(l->ca));
+	}
 	mirai__agent_end(w);
+}
+
+/*
+ * This launch's TLS material: a fresh CA, the dispatcher's certificate
+ * (for MIRAI__TLS_NAME, which servers verify), both with the CA written to
+ * an owner-only directory; the dispatcher listens with them and local
+ * servers dial with the CA file.
+ */
+static int
+tls_setup(mirai_launch *l, mirai_dispatcher_opts *dopts, mirai_errmsg *err)
+{
+	static const char *const names[3] = {"ca.pem", "cert.pem", "key.pem"};
+	const char *tmp = getenv("TMPDIR");
+	char *cert = NULL, *key = NULL;
+	const char *pem[3];
+	int rv;
+
+	if (tmp == NULL || *tmp != '/' || strlen(tmp) > 60) {
+		tmp = "/tmp";
+	}
+	snprintf(l->tls_dir, sizeof l->tls_dir, "%s/mirai-tls-XXXXXX", tmp);
+	if (mkdtemp(l->tls_dir) == NULL) {
+		l->tls_dir[0] = '\0';
+		return mirai__fail(err, MIRAI_EPERM,
+		    "cannot make a directory for this launch's certificates in "
+		    "%s",
+		    tmp);
+	}
+	if ((rv = mirai__tls_ca_create(&l->ca, "mirai-launch", err)) != 0 ||
+	    (rv = mirai__tls_cert_issue(l->ca, MIRAI__TLS_NAME, &cert, &key,
+		 err)) != 0) {
+		return rv;
+	}
+	pem[0] = mirai__tls_ca_pem(l->ca);
+	pem[1] = cert;
+	pem[2] = key;
+	for (int i = 0; i < 3 && rv == 0; i++) {
+		rv = mirai__tls_write_private(l->tls_dir, names[i], pem[i],
+		    &l->tls_files[i], err);
+	}
+	free(cert);
+	mirai__tls_secret_free(key);
+	if (rv != 0) {
+		return rv;
+	}
+	dopts->tls_cert = l->tls_files[1];
+	dopts->tls_key  = l->tls_files[2];
+	l->sopts.tls_ca = l->tls_files[0];
+	return 0;
 }
 
 /* Start the servers of slots [first, first + count) (one remote host)
@@ -1144,6 +1221,9 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 	dopts.no_token    = l->o.no_token;
 	dopts.retries     = l->o.retries;
 	dopts.server      = &l->sopts;
+	if (l->tls && (rv = tls_setup(l, &dopts, err)) != 0) {
+		return rv;
+	}
 	if ((rv = mirai_dispatcher_create(&l->d, &dopts, err)) != 0) {
 		return rv;
 	}
@@ -1338,6 +1418,16 @@ mirai_launch_destroy(mirai_launch *l)
 		close(l->srun_sock);
 	}
 	free(l->srun_in.p);
+	for (int i = 0; i < 3; i++) {
+		if (l->tls_files[i] != NULL) {
+			unlink(l->tls_files[i]);
+			free(l->tls_files[i]);
+		}
+	}
+	if (l->tls_dir[0] != '\0') {
+		rmdir(l->tls_dir);
+	}
+	mirai__tls_ca_destroy(l->ca);
 	for (size_t i = 0; i < l->nstrs; i++) {
 		free(l->strs[i]);
 	}

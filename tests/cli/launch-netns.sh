@@ -66,7 +66,7 @@ status=$(echo "$out" | grep '^{')
 [ "$(echo "$status" | grep -o '"online":1' | wc -l)" = 6 ] || fail "6 online: $status"
 # Each server reached the dispatcher from its own namespace.
 for k in 1 2 3; do
-	echo "$status" | grep -q "ws://10.201.1.1:[0-9]*/[0-9a-f]*/$((2 * k - 1))" ||
+	echo "$status" | grep -q "wss://10.201.1.1:[0-9]*/[0-9a-f]*/$((2 * k - 1))" ||
 		fail "slot URLs: $status"
 done
 echo "$out" | grep -Eq '^10\.201\.[123]\.2 *$' || fail "exec ran in a namespace: $out"

@@ -23,7 +23,7 @@ left() { pgrep -f "^$S" | wc -l; }
 SLURM_JOB_NODELIST='tux[1-2]' SLURM_TASKS_PER_NODE='2(x2)' \
 	"$B/mirai-launch" --dry-run --server-url ws://127.0.0.1:0 >"$W/plan" || fail "dry run"
 [ "$(wc -l <"$W/plan")" = 4 ] || fail "plan lines: $(cat "$W/plan")"
-grep -q '"slot":3,"host":"tux2","user":"","host_slot":1,"bind":"core","core":1,"local":false,"url":"ws://127.0.0.1:<port>/<token>/3"' "$W/plan" ||
+grep -q '"slot":3,"host":"tux2","user":"","host_slot":1,"bind":"core","core":1,"local":false,"url":"wss://127.0.0.1:<port>/<token>/3"' "$W/plan" ||
 	fail "plan line: $(cat "$W/plan")"
 printf 'good slots=2\nbad slots=0\n' >"$W/badhosts"
 "$B/mirai-launch" --hostfile "$W/badhosts" --dry-run 2>"$W/err"; [ $? = 1 ] || fail "bad hostfile exit"
@@ -101,6 +101,8 @@ grep -q '"online":1' "$W/out" || fail "status: $(cat "$W/out")"
 [ "$(grep -o '"online":1' "$W/out" | wc -l)" = 4 ] || fail "4 online: $(cat "$W/out")"
 grep -qx remote "$W/out" || fail "exec output"
 grep -q '^127.0.0.2 slot 3 core 1 cpus' "$W/out" || fail "report-bindings: $(cat "$W/out")"
+# A remote host: TLS by default, every slot wss:// (the CA went over ssh).
+[ "$(grep -o '"url":"wss://' "$W/out" | wc -l)" = 4 ] || fail "TLS slots: $(cat "$W/out")"
 for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.1; done
 [ "$(left)" = 0 ] || fail "servers left after the launch"
 
@@ -120,6 +122,15 @@ token=$(grep '/3$' "$W/urls" | cut -d/ -f4)
 [ ${#token} = 32 ] || fail "token: $token"
 ps -eo args >"$W/ps"
 grep -q "$token" "$W/ps" && fail "a token shows in ps"
+# The slots are wss://: a server without the launch's CA cannot take one,
+# in clear or over TLS.
+slot=$(grep '/3$' "$W/urls")
+case "$slot" in wss://*) ;; *) fail "slot not TLS: $slot" ;; esac
+"$S" --dial-once --url "ws://${slot#wss://}" 2>"$W/plain.err" &&
+	fail "a plain ws server took a TLS slot"
+"$S" --dial-once --url "$slot" 2>"$W/noca.err"; [ $? = 2 ] ||
+	fail "wss without a CA: $(cat "$W/noca.err")"
+grep -q "tls_ca" "$W/noca.err" || fail "no-CA message: $(cat "$W/noca.err")"
 # kill -9 of the launcher: every server on every host goes.
 kill -9 "$L"; wait "$L" 2>/dev/null; L=
 for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.1; done
