@@ -184,16 +184,18 @@ check-fast: tests
 	BUILD=$(BUILD) tests/run-tests.sh fast
 
 # Every workload, with and without the dispatcher (w6 needs it); w1 direct
-# at 2 and 32 servers; w5 against mpirun.
+# at 2 and 32 servers; w2 and w4 over TLS beside plain; w5 against mpirun.
 bench: all
 	$(BUILD)/bin/mirai-bench w1 --no-dispatcher
 	$(BUILD)/bin/mirai-bench w1 --no-dispatcher --servers 32
 	$(BUILD)/bin/mirai-bench w1
 	$(BUILD)/bin/mirai-bench w2 --no-dispatcher
 	$(BUILD)/bin/mirai-bench w2
+	$(BUILD)/bin/mirai-bench w2 --tls
 	$(BUILD)/bin/mirai-bench w3
 	$(BUILD)/bin/mirai-bench w4 --no-dispatcher
 	$(BUILD)/bin/mirai-bench w4
+	$(BUILD)/bin/mirai-bench w4 --tls
 	BUILD=$(BUILD) scripts/bench-launch
 	$(BUILD)/bin/mirai-bench w6
 

@@ -4,7 +4,10 @@
  * NNG request/reply between processes on the same transport.  Every task
  * carries distinct bytes and every result is checked.  The last line of
  * output is one JSON object; its keys are stable (new ones are only added).
+ * With --tls, the same measured over TLS beside the plain figures, round
+ * by round (see "plain and TLS legs").
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
@@ -21,6 +24,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 
 #include <mirai.h>
 
@@ -32,6 +36,11 @@ extern char **environ;
 /* Messages in flight per server in the batched floor (the library keeps
  * at most 2 unacknowledged per server on a shared link). */
 #define FLOOR_BATCHES_PER_SERVER 4
+/* The name in mirai_tls_generate()'s certificate, which mirai's servers
+ * verify (README, TLS): the raw floor servers verify it too. */
+#define TLS_NAME "mirai-dispatcher.invalid"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 static double
 now_s(void)
@@ -54,6 +63,44 @@ die_nng(const char *what, int rv)
 {
 	fprintf(stderr, "mirai-bench: %s: %s\n", what, nng_strerror(rv));
 	exit(1);
+}
+
+/* ---- plain and TLS legs ---------------------------------------------- */
+
+/*
+ * A run measures one leg, or with --tls two, alternating round by round so
+ * that drift hits both: plain (the default profile: local servers started
+ * by the library, floors on ipc, exactly as without --tls) and TLS (profile
+ * "tls": the library listens on tls+tcp:// without a dispatcher or on
+ * wss:// slots with one, with a certificate from mirai_tls_generate(); the
+ * bench starts the servers with the CA; the floors listen on the same
+ * scheme with the same certificate, and their raw servers verify it as
+ * mirai's do).  cur is the leg being measured.
+ */
+typedef struct leg {
+	const char *label;   /* in progress lines: "" alone, " plain", " tls" */
+	const char *profile; /* NULL: the default profile */
+	const char *scheme;  /* NULL: ipc; "tls+tcp" or "wss" */
+	long long checked;   /* mirai results verified */
+	pid_t servers[64];   /* the servers the bench started (TLS) */
+	int nservers;
+} leg;
+
+static leg legs[2] = {{"", NULL, NULL, 0, {0}, 0},
+    {" tls", "tls", NULL, 0, {0}, 0}};
+static int nlegs = 1;
+static leg *cur  = &legs[0];
+
+/* The TLS material, in a private directory removed at exit; the floors'
+ * listeners take the certificate and key as text. */
+static char tls_dir[1024];
+static char tls_ca[1100], tls_cert[1100], tls_key[1100];
+static char *tls_cert_pem, *tls_key_pem;
+
+static const char *
+transport_of(const leg *l)
+{
+	return l->scheme != NULL ? l->scheme : "ipc";
 }
 
 static void
@@ -88,7 +135,6 @@ get_le(const uint8_t *p, int n)
 static uint8_t *pattern;   /* pattern_len bytes, made once */
 static uint8_t *sendbuf;   /* the pattern, stamped for the task at hand */
 static size_t pattern_len;
-static long long checked;       /* mirai results verified */
 static long long bad_task = -1; /* --bad-task */
 
 static uint64_t
@@ -193,7 +239,7 @@ check_result(const char *what, long long idx, mirai *m, int rv,
 		    what, idx, got_len, expect == NULL ? pattern_len : len);
 		exit(1);
 	}
-	checked += count;
+	cur->checked += count;
 }
 
 /* ---- the library's wire layout, for the batched floor ---------------- */
@@ -380,19 +426,60 @@ bad:
 
 /* ---- the floor: raw NNG request/reply ------------------------------- */
 
+/*
+ * TLS for a floor socket, as mirai sets it up: the listener (the REQ side,
+ * where mirai's client or dispatcher is) shows the certificate; a raw
+ * server dials with the CA and verifies the name, as mirai-server does.
+ */
+static nng_tls_config *
+floor_tls(int listening, const char *ca_file)
+{
+	nng_tls_config *c;
+	int rv;
+
+	if ((rv = nng_tls_config_alloc(&c, listening ? NNG_TLS_MODE_SERVER
+						     : NNG_TLS_MODE_CLIENT)) != 0) {
+		die_nng("floor TLS", rv);
+	}
+	if (listening) {
+		rv = nng_tls_config_own_cert(c, tls_cert_pem, tls_key_pem, NULL);
+	} else if ((rv = nng_tls_config_ca_file(c, ca_file)) == 0 &&
+	    (rv = nng_tls_config_auth_mode(c, NNG_TLS_AUTH_MODE_REQUIRED)) ==
+		0) {
+		rv = nng_tls_config_server_name(c, TLS_NAME);
+	}
+	if (rv != 0) {
+		die_nng("floor TLS", rv);
+	}
+	return c;
+}
+
 /* A raw REP server: echo every request, or answer a message of TASK
  * frames with one of RESULT frames (the batched floor).  Runs in its own
- * process. */
+ * process; ca_file: dial over TLS trusting it (NULL: ipc). */
 static int
-floor_server(const char *url)
+floor_server(const char *url, const char *ca_file)
 {
 	nng_socket s;
+	nng_dialer d;
 	nng_msg *msg, *res;
 	int rv;
 
 	if ((rv = nng_rep0_open(&s)) != 0 ||
-	    (rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 512u << 20)) != 0 ||
-	    (rv = nng_dial(s, url, NULL, 0)) != 0) {
+	    (rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 512u << 20)) != 0) {
+		die_nng("floor server", rv);
+	}
+	if (ca_file == NULL) {
+		rv = nng_dial(s, url, NULL, 0);
+	} else if ((rv = nng_dialer_create(&d, s, url)) == 0) {
+		nng_tls_config *c = floor_tls(0, ca_file);
+
+		if ((rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, c)) == 0) {
+			rv = nng_dialer_start(d, 0);
+		}
+		nng_tls_config_free(c);
+	}
+	if (rv != 0) {
 		die_nng("floor server", rv);
 	}
 	while (nng_recvmsg(s, &msg, 0) == 0) {
@@ -415,7 +502,8 @@ typedef struct floor_procs {
 static void
 floor_spawn(floor_procs *fp, const char *url)
 {
-	const char *argv[] = {"/proc/self/exe", "--floor-server", url, NULL};
+	const char *argv[] = {"/proc/self/exe", "--floor-server", url,
+	    cur->scheme != NULL ? "--floor-ca" : NULL, tls_ca, NULL};
 	char self[4096];
 	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
 	int rv;
@@ -456,6 +544,27 @@ floor_dir_remove(void)
 	rmdir(floor_dir);
 }
 
+/* The TLS leg's floor listener: the leg's scheme on a loopback port of
+ * its own; url_out gets the URL with the port. */
+static void
+req_listen_tls(nng_socket s, char *url_out, size_t len)
+{
+	const char *path = strcmp(cur->scheme, "wss") == 0 ? "/floor" : "";
+	nng_tls_config *c = floor_tls(1, NULL);
+	nng_listener l;
+	int rv, port = 0;
+
+	snprintf(url_out, len, "%s://127.0.0.1:0%s", cur->scheme, path);
+	if ((rv = nng_listener_create(&l, s, url_out)) != 0 ||
+	    (rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, c)) != 0 ||
+	    (rv = nng_listener_start(l, 0)) != 0 ||
+	    (rv = nng_listener_get_int(l, NNG_OPT_TCP_BOUND_PORT, &port)) != 0) {
+		die_nng("floor socket", rv);
+	}
+	nng_tls_config_free(c);
+	snprintf(url_out, len, "%s://127.0.0.1:%d%s", cur->scheme, port, path);
+}
+
 static nng_socket
 req_listen(char *url_out, size_t len)
 {
@@ -463,6 +572,16 @@ req_listen(char *url_out, size_t len)
 	nng_socket s;
 	int rv;
 
+	if ((rv = nng_req0_open(&s)) != 0 ||
+	    (rv = nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME,
+	         NNG_DURATION_INFINITE)) != 0 ||
+	    (rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 512u << 20)) != 0) {
+		die_nng("floor socket", rv);
+	}
+	if (cur->scheme != NULL) {
+		req_listen_tls(s, url_out, len);
+		return s;
+	}
 	if (floor_dir[0] == '\0') {
 		snprintf(floor_dir, sizeof floor_dir, "/tmp/mirai-bench-XXXXXX");
 		if (mkdtemp(floor_dir) == NULL) {
@@ -473,12 +592,7 @@ req_listen(char *url_out, size_t len)
 		atexit(floor_dir_remove);
 	}
 	snprintf(url_out, len, "ipc://%s/%d", floor_dir, seq++);
-	if ((rv = nng_req0_open(&s)) != 0 ||
-	    (rv = nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME,
-	         NNG_DURATION_INFINITE)) != 0 ||
-	    (rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, 512u << 20)) != 0 ||
-	    /* TODO(tls): tls+tcp:// with --tls (see set_daemons). */
-	    (rv = nng_listen(s, url_out, NULL, 0)) != 0) {
+	if ((rv = nng_listen(s, url_out, NULL, 0)) != 0) {
 		die_nng("floor socket", rv);
 	}
 	return s;
@@ -722,24 +836,173 @@ floor_idle(int nserv, long ntasks, size_t size)
 
 /* ---- mirai ------------------------------------------------------------ */
 
+/* The mirai-server the bench starts for the TLS leg: $MIRAI_SERVER, the
+ * one beside this program (as the library finds its own), or $PATH's. */
+static const char *
+server_exe(char *buf, size_t len)
+{
+	const char *env = getenv("MIRAI_SERVER");
+	ssize_t n;
+	char *slash;
+
+	if (env != NULL && *env != '\0') {
+		return env;
+	}
+	n = readlink("/proc/self/exe", buf, len - 1);
+	if (n > 0) {
+		buf[n] = '\0';
+		slash  = strrchr(buf, '/');
+		if (slash != NULL &&
+		    (size_t) (slash - buf) + sizeof "/mirai-server" <= len) {
+			memcpy(slash + 1, "mirai-server", sizeof "mirai-server");
+			if (access(buf, X_OK) == 0) {
+				return buf;
+			}
+		}
+	}
+	return "mirai-server";
+}
+
+/* Start a server dialing url with the CA; the URL (which may carry a
+ * token) travels in MIRAI_URL, as the library passes it, not on the
+ * command line that other users can read. */
+static void
+server_spawn(leg *l, const char *url)
+{
+	char exe[4096], urlenv[600];
+	const char *argv[] = {server_exe(exe, sizeof exe), "--tls-ca", tls_ca,
+	    NULL};
+	size_t n = 0, k = 0;
+	char **env;
+	int rv;
+
+	while (environ[n] != NULL) {
+		n++;
+	}
+	if ((env = calloc(n + 2, sizeof *env)) == NULL) {
+		die("server", MIRAI_ENOMEM);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (strncmp(environ[i], "MIRAI_URL=", 10) != 0) {
+			env[k++] = environ[i];
+		}
+	}
+	snprintf(urlenv, sizeof urlenv, "MIRAI_URL=%s", url);
+	env[k] = urlenv;
+	rv = posix_spawnp(&l->servers[l->nservers], argv[0], NULL, NULL,
+	    (char *const *) argv, env);
+	free(env);
+	if (rv != 0) {
+		fprintf(stderr, "mirai-bench: cannot start %s: %s\n", argv[0],
+		    strerror(rv));
+		exit(1);
+	}
+	l->nservers++;
+}
+
+/* The TLS leg's n servers: one per slot URL, or n on the client's URL
+ * without a dispatcher; returns once all are connected. */
+static void
+servers_start(leg *l, int n, int dispatcher)
+{
+	mirai_status *st;
+	int rv, up = 0;
+
+	if ((rv = mirai_status_get(l->profile, &st)) != 0) {
+		die("status", rv);
+	}
+	if (dispatcher && st->nrows < (size_t) n) {
+		fprintf(stderr, "mirai-bench: %zu slots for %d servers\n",
+		    st->nrows, n);
+		exit(1);
+	}
+	for (int i = 0; i < n; i++) {
+		server_spawn(l, dispatcher ? st->rows[i].url : st->url);
+	}
+	mirai_status_free(st);
+	for (int t = 0; t < 3000 && up < n; t++) {
+		usleep(10000);
+		if (mirai_status_get(l->profile, &st) != 0) {
+			continue;
+		}
+		up = 0;
+		if (!dispatcher) {
+			up = st->connections;
+		}
+		for (size_t i = 0; dispatcher && i < st->nrows; i++) {
+			up += st->rows[i].online;
+		}
+		mirai_status_free(st);
+	}
+	if (up < n) {
+		fprintf(stderr, "mirai-bench: %d of %d TLS servers connected in "
+				"30 s\n", up, n);
+		exit(1);
+	}
+}
+
+/* Reap the servers the bench started (told to exit by mirai_reset);
+ * those still there after 5 s are killed. */
+static void
+servers_reap(leg *l)
+{
+	for (int i = 0; i < l->nservers; i++) {
+		for (int t = 0; waitpid(l->servers[i], NULL, WNOHANG) == 0; t++) {
+			if (t == 500) {
+				kill(l->servers[i], SIGKILL);
+				waitpid(l->servers[i], NULL, 0);
+				break;
+			}
+			usleep(10000);
+		}
+	}
+	l->nservers = 0;
+}
+
 static void
 set_daemons(int n, int dispatcher)
 {
 	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
 	mirai_errmsg err;
+	char url[64];
 	int rv;
 
+	d.profile    = cur->profile;
 	d.n          = n;
 	d.dispatcher = dispatcher;
-	/* TODO(tls): once the library has TLS, --tls sets d.url to a wss://
-	 * base URL here (ws:// becomes wss://) with the certificate options,
-	 * and req_listen() listens on tls+tcp:// instead of tcp://, so that
-	 * mirai and its floors pay for TLS alike.  Until then main() refuses
-	 * --tls. */
+	if (cur->scheme != NULL) {
+		/* tls+tcp: the client's URL (no dispatcher); wss: n slots on
+		 * one port.  The bench starts the servers. */
+		snprintf(url, sizeof url, "%s://127.0.0.1:0", cur->scheme);
+		d.url      = url;
+		d.n        = dispatcher == MIRAI_DISPATCHER_OFF ? 0 : n;
+		d.tls_cert = tls_cert;
+		d.tls_key  = tls_key;
+	}
 	if ((rv = mirai_daemons(&d, &err)) != 0) {
 		fprintf(stderr, "mirai-bench: daemons: %s\n", err.text);
 		exit(1);
 	}
+	if (cur->scheme != NULL) {
+		servers_start(cur, n, dispatcher != MIRAI_DISPATCHER_OFF);
+	}
+}
+
+static void
+reset_daemons(void)
+{
+	mirai_reset(cur->profile);
+	servers_reap(cur);
+}
+
+/* mirai_call on the current leg's profile. */
+static int
+call(const char *fn, const void *buf, size_t len, mirai **out)
+{
+	mirai_call_opts o = MIRAI_CALL_OPTS_INIT;
+
+	o.profile = cur->profile;
+	return mirai_call(cur->profile != NULL ? &o : NULL, fn, buf, len, out);
 }
 
 /*
@@ -760,8 +1023,7 @@ run_batch(const char *what, long long first, long ntasks, int count)
 	t0 = now_s();
 	for (long i = 0; i < ntasks; i++) {
 		payload_stamp(sendbuf, (uint64_t) (first + i));
-		if ((rv = mirai_call(NULL, echo_fn, sendbuf, pattern_len,
-		         &ms[i])) != 0) {
+		if ((rv = call(echo_fn, sendbuf, pattern_len, &ms[i])) != 0) {
 			die("submit", rv);
 		}
 	}
@@ -832,7 +1094,7 @@ w3_run(int daemons, int disp, long long ntasks)
 		mirai_free(ms[i]);
 	}
 	free(ms);
-	mirai_reset(NULL);
+	reset_daemons();
 	return span;
 }
 
@@ -912,7 +1174,7 @@ w6_run(int daemons, int disp, const char *dname, long long ntasks,
 		mirai_free(ms[i]);
 	}
 	t2 = now_s();
-	mirai_reset(NULL);
+	reset_daemons();
 	if (done >= ntasks) {
 		fprintf(stderr, "mirai-bench: w6: all %lld tasks were done before "
 				"the memory was read: give more --tasks\n",
@@ -934,7 +1196,7 @@ w6_run(int daemons, int disp, const char *dname, long long ntasks,
 	       "\"bytes_per_task_beyond_payload\":%.1f,\"tasks_per_s\":%.1f,"
 	       "\"floor_p50_us\":%.1f,\"ratio_budget\":%.3f,\"checked\":%lld}\n",
 	    daemons, dname, ntasks, size, cper, dper, per,
-	    (double) ntasks / (t2 - t0), p50f, per / 256.0, checked);
+	    (double) ntasks / (t2 - t0), p50f, per / 256.0, cur->checked);
 	free(ms);
 }
 
@@ -978,74 +1240,301 @@ median(double *v, int n)
 
 #define MAXROUNDS 16
 
-/* w1 and w4: rounds of floors and mirai; the JSON line. */
+/*
+ * The JSON line's figures.  With --tls, the published keys carry the TLS
+ * leg's figures, followed by "tls":true and the plain leg's figures of the
+ * same run under the same keys prefixed "plain_"; "checked" (last, as
+ * always) counts the TLS leg's results, "plain_checked" the plain leg's.
+ */
+typedef struct fig {
+	const char *key;
+	double v;
+	int prec; /* decimals */
+} fig;
+
+#define MAXFIGS 12
+
+static void
+put_figs(const char *prefix, const fig *f, int n)
+{
+	for (int i = 0; i < n; i++) {
+		printf(",\"%s%s\":%.*f", prefix, f[i].key, f[i].prec, f[i].v);
+	}
+}
+
+/* The JSON line from "workload" to "rounds". */
+static void
+put_head(const char *w, long long daemons, const char *dname,
+    long long ntasks, size_t size, int R)
+{
+	printf("{\"workload\":\"%s\",\"transport\":\"%s\",\"daemons\":%lld,"
+	       "\"dispatcher\":%s,\"tasks\":%lld,\"size\":%zu,\"rounds\":%d",
+	    w, transport_of(&legs[nlegs - 1]), daemons, dname, ntasks, size, R);
+}
+
+/* The rest of the JSON line: fig[leg][0..n). */
+static void
+put_tail(fig f[2][MAXFIGS], int n)
+{
+	const leg *last = &legs[nlegs - 1];
+
+	put_figs("", f[nlegs - 1], n);
+	if (nlegs == 2) {
+		printf(",\"tls\":true,\"plain_transport\":\"%s\"",
+		    transport_of(&legs[0]));
+		put_figs("plain_", f[0], n);
+		printf(",\"plain_checked\":%lld", legs[0].checked);
+	}
+	printf(",\"checked\":%lld}\n", last->checked);
+}
+
+/* A leg's rounds of throughput_run. */
+typedef struct thr_rounds {
+	double ft[MAXROUNDS], fi[MAXROUNDS], fb[MAXROUNDS], mt[MAXROUNDS],
+	    fl[MAXROUNDS];
+} thr_rounds;
+
+/* One round of floors and mirai on the current leg. */
+static void
+throughput_round(const char *w, int daemons, long long ntasks, size_t size,
+    long per, int r, thr_rounds *x)
+{
+	int w1 = strcmp(w, "w1") == 0;
+
+	x->fl[r] = floor_p50(64, NULL);
+	x->ft[r] = floor_throughput(daemons, (long) ntasks, size, 0);
+	x->fi[r] = floor_idle(daemons, (long) ntasks, size);
+	x->fb[r] = w1 ? floor_throughput(daemons, (long) ntasks, size, per) : 0;
+	x->mt[r] = (double) ntasks /
+	    run_batch(w, (long long) r * ntasks, (long) ntasks, 1);
+	printf("round %d%s: floor %.0f tasks/s, idle floor %.0f tasks/s, ",
+	    r + 1, cur->label, x->ft[r], x->fi[r]);
+	if (w1) {
+		printf("batched floor %.0f tasks/s, ", x->fb[r]);
+	}
+	printf("mirai %.0f tasks/s\n", x->mt[r]);
+	fflush(stdout);
+}
+
+/* A leg's medians: the summary line, and its figures into f; returns how
+ * many. */
+static int
+throughput_figs(const char *w, size_t size, long per, int R, thr_rounds *x,
+    const char *label, fig *f)
+{
+	double tps = median(x->mt, R), ftm = median(x->ft, R),
+	       fim = median(x->fi, R), p50f = median(x->fl, R), fbm;
+
+	if (strcmp(w, "w1") != 0) {
+		double mb = 2.0 * (double) size / 1e6;
+		double mbps = tps * mb, fmb = ftm * mb, fimb = fim * mb;
+		const fig g[] = {{"MBps", mbps, 1}, {"floor_MBps", fmb, 1},
+		    {"floor_idle_MBps", fimb, 1}, {"tasks_per_s", tps, 1},
+		    {"floor_tasks_per_s", ftm, 1},
+		    {"floor_idle_tasks_per_s", fim, 1},
+		    {"floor_p50_us", p50f, 1}, {"ratio_floor", mbps / fmb, 3},
+		    {"ratio_floor_idle", mbps / fimb, 3},
+		    {"ratio_floor_best", mbps / fmax(fmb, fimb), 3}};
+
+		printf("median%s: mirai %.0f MB/s in+out; floor %.0f MB/s, idle "
+		       "floor %.0f MB/s; %.3f x the faster floor\n",
+		    label, mbps, fmb, fimb, mbps / fmax(fmb, fimb));
+		memcpy(f, g, sizeof g);
+		return (int) ARRAY_LEN(g);
+	}
+	fbm = median(x->fb, R);
+	printf("median%s: mirai %.0f tasks/s; floor %.0f, idle floor %.0f, "
+	       "batched floor %.0f (%ld tasks a message)\n",
+	    label, tps, ftm, fim, fbm, per);
+	{
+		const fig g[] = {{"tasks_per_s", tps, 1},
+		    {"floor_tasks_per_s", ftm, 1},
+		    {"floor_idle_tasks_per_s", fim, 1},
+		    {"floor_p50_us", p50f, 1}, {"ratio_floor", tps / ftm, 3},
+		    {"ratio_floor_idle", tps / fim, 3},
+		    {"floor_batched_tasks_per_s", fbm, 1},
+		    {"floor_batch_tasks", (double) per, 0},
+		    {"ratio_floor_batched", tps / fbm, 3}};
+
+		memcpy(f, g, sizeof g);
+		return (int) ARRAY_LEN(g);
+	}
+}
+
+/* w1 and w4: rounds of floors and mirai, on each leg in turn; the JSON
+ * line. */
 static void
 throughput_run(const char *w, long long daemons, int disp, const char *dname,
     long long ntasks, size_t size, int R)
 {
-	double ft[MAXROUNDS], fi[MAXROUNDS], fb[MAXROUNDS], mt[MAXROUNDS],
-	    fl[MAXROUNDS];
-	double tps, ftm, fim, fbm = 0, p50f;
-	int w1    = strcmp(w, "w1") == 0;
-	long per  = batch_tasks(size);
+	static thr_rounds x[2];
+	fig f[2][MAXFIGS];
+	long per = batch_tasks(size);
+	int nf   = 0;
 
-	set_daemons((int) daemons, disp);
-	warm_up((int) daemons);
+	for (int k = 0; k < nlegs; k++) {
+		cur = &legs[k];
+		set_daemons((int) daemons, disp);
+		warm_up((int) daemons);
+	}
 	for (int r = 0; r < R; r++) {
-		fl[r] = floor_p50(64, NULL);
-		ft[r] = floor_throughput((int) daemons, (long) ntasks, size, 0);
-		fi[r] = floor_idle((int) daemons, (long) ntasks, size);
-		fb[r] = w1 ? floor_throughput((int) daemons, (long) ntasks, size,
-				 per)
-			   : 0;
-		mt[r] = (double) ntasks /
-		    run_batch(w, (long long) r * ntasks, (long) ntasks, 1);
-		printf("round %d: floor %.0f tasks/s, idle floor %.0f tasks/s, ",
-		    r + 1, ft[r], fi[r]);
-		if (w1) {
-			printf("batched floor %.0f tasks/s, ", fb[r]);
+		for (int k = 0; k < nlegs; k++) {
+			cur = &legs[k];
+			throughput_round(w, (int) daemons, ntasks, size, per, r,
+			    &x[k]);
 		}
-		printf("mirai %.0f tasks/s\n", mt[r]);
-		fflush(stdout);
 	}
-	mirai_reset(NULL);
-	tps  = median(mt, R);
-	ftm  = median(ft, R);
-	fim  = median(fi, R);
-	p50f = median(fl, R);
-	if (!w1) {
-		double mb = 2.0 * (double) size / 1e6;
-		double mbps = tps * mb, fmb = ftm * mb, fimb = fim * mb;
-		printf("median: mirai %.0f MB/s in+out; floor %.0f MB/s, idle "
-		       "floor %.0f MB/s; %.3f x the faster floor\n",
-		    mbps, fmb, fimb, mbps / fmax(fmb, fimb));
-		printf("{\"workload\":\"w4\",\"transport\":\"ipc\","
-		       "\"daemons\":%lld,\"dispatcher\":%s,\"tasks\":%lld,"
-		       "\"size\":%zu,\"rounds\":%d,\"MBps\":%.1f,"
-		       "\"floor_MBps\":%.1f,\"floor_idle_MBps\":%.1f,"
-		       "\"tasks_per_s\":%.1f,\"floor_tasks_per_s\":%.1f,"
-		       "\"floor_idle_tasks_per_s\":%.1f,\"floor_p50_us\":%.1f,"
-		       "\"ratio_floor\":%.3f,\"ratio_floor_idle\":%.3f,"
-		       "\"ratio_floor_best\":%.3f,\"checked\":%lld}\n",
-		    daemons, dname, ntasks, size, R, mbps, fmb, fimb, tps, ftm,
-		    fim, p50f, mbps / fmb, mbps / fimb, mbps / fmax(fmb, fimb),
-		    checked);
-		return;
+	for (int k = 0; k < nlegs; k++) {
+		cur = &legs[k];
+		reset_daemons();
+		nf = throughput_figs(w, size, per, R, &x[k], cur->label, f[k]);
 	}
-	fbm = median(fb, R);
-	printf("median: mirai %.0f tasks/s; floor %.0f, idle floor %.0f, "
-	       "batched floor %.0f (%ld tasks a message)\n",
-	    tps, ftm, fim, fbm, per);
-	printf("{\"workload\":\"w1\",\"transport\":\"ipc\","
-	       "\"daemons\":%lld,\"dispatcher\":%s,\"tasks\":%lld,"
-	       "\"size\":%zu,\"rounds\":%d,\"tasks_per_s\":%.1f,"
-	       "\"floor_tasks_per_s\":%.1f,"
-	       "\"floor_idle_tasks_per_s\":%.1f,\"floor_p50_us\":%.1f,"
-	       "\"ratio_floor\":%.3f,\"ratio_floor_idle\":%.3f,"
-	       "\"floor_batched_tasks_per_s\":%.1f,\"floor_batch_tasks\":%ld,"
-	       "\"ratio_floor_batched\":%.3f,\"checked\":%lld}\n",
-	    daemons, dname, ntasks, size, R, tps, ftm, fim, p50f, tps / ftm,
-	    tps / fim, fbm, per, tps / fbm, checked);
+	put_head(w, daemons, dname, ntasks, size, R);
+	put_tail(f, nf);
+}
+
+/*
+ * w2: sequential round trips, split into rounds; each round measures as
+ * many floor round trips, then mirai's, on each leg in turn.
+ */
+static void
+latency_run(long long daemons, int disp, const char *dname,
+    long long ntasks, size_t size, int R)
+{
+	double *lat[2], *flat[2];
+	fig f[2][MAXFIGS];
+	long long at = 0;
+
+	for (int k = 0; k < nlegs; k++) {
+		lat[k]  = malloc((size_t) ntasks * sizeof *lat[k]);
+		flat[k] = malloc((size_t) ntasks * sizeof *flat[k]);
+		if (lat[k] == NULL || flat[k] == NULL) {
+			die("w2", MIRAI_ENOMEM);
+		}
+		cur = &legs[k];
+		set_daemons((int) daemons, disp);
+		warm_up((int) daemons);
+	}
+	for (int r = 0; r < R; r++) {
+		long long per = ntasks / R + (r < ntasks % R);
+
+		for (int k = 0; k < nlegs; k++) {
+			cur = &legs[k];
+			floor_latency(size, (int) per, flat[k] + at);
+			for (long long i = 0; i < per; i++) {
+				mirai *m;
+				double t0;
+				int rv;
+				payload_stamp(sendbuf, (uint64_t) (at + i));
+				t0 = now_s();
+				rv = call(echo_fn, sendbuf, size, &m);
+				if (rv != 0) {
+					die("round trip", rv);
+				}
+				rv = mirai_wait(m);
+				lat[k][at + i] = (now_s() - t0) * 1e6;
+				check_result("w2", at + i, m, rv, NULL, 0, 1);
+				mirai_free(m);
+			}
+		}
+		at += per;
+	}
+	for (int k = 0; k < nlegs; k++) {
+		double p50, p99, p50f, p99f;
+
+		cur = &legs[k];
+		reset_daemons();
+		qsort(lat[k], (size_t) ntasks, sizeof *lat[k], cmp_double);
+		qsort(flat[k], (size_t) ntasks, sizeof *flat[k], cmp_double);
+		p50  = pct(lat[k], (int) ntasks, 50);
+		p99  = pct(lat[k], (int) ntasks, 99);
+		p50f = pct(flat[k], (int) ntasks, 50);
+		p99f = pct(flat[k], (int) ntasks, 99);
+		free(lat[k]);
+		free(flat[k]);
+		printf("mirai%s: round trip p50 %.1f us, p99 %.1f us; floor p50 "
+		       "%.1f us, p99 %.1f us\n",
+		    cur->label, p50, p99, p50f, p99f);
+		{
+			const fig g[] = {{"p50_us", p50, 1}, {"p99_us", p99, 1},
+			    {"floor_p50_us", p50f, 1}, {"floor_p99_us", p99f, 1},
+			    {"ratio_p50", p50 / p50f, 3}};
+
+			memcpy(f[k], g, sizeof g);
+		}
+	}
+	put_head("w2", daemons, dname, ntasks, size, R);
+	put_tail(f, 5);
+}
+
+/* With --tls: the material in a private directory (removed at exit, with
+ * any server still there), and the TLS leg beside the plain one. */
+static void
+tls_remove(void)
+{
+	const char *files[] = {tls_ca, tls_cert, tls_key};
+
+	for (int k = 0; k < 2; k++) {
+		for (int i = 0; i < legs[k].nservers; i++) {
+			kill(legs[k].servers[i], SIGKILL);
+			waitpid(legs[k].servers[i], NULL, 0);
+		}
+	}
+	for (size_t i = 0; i < ARRAY_LEN(files); i++) {
+		if (files[i][0] != '\0') {
+			unlink(files[i]);
+		}
+	}
+	rmdir(tls_dir);
+	free(tls_cert_pem);
+	free(tls_key_pem);
+}
+
+/* The whole of a small text file, NUL-terminated; exits if it cannot. */
+static char *
+slurp(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = NULL;
+	long n;
+
+	if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
+	    fseek(f, 0, SEEK_SET) != 0 || (buf = malloc((size_t) n + 1)) == NULL ||
+	    fread(buf, 1, (size_t) n, f) != (size_t) n) {
+		fprintf(stderr, "mirai-bench: cannot read %s\n", path);
+		exit(1);
+	}
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static void
+tls_setup(int dispatcher)
+{
+	const char *tmp = getenv("TMPDIR");
+	mirai_errmsg err;
+
+	snprintf(tls_dir, sizeof tls_dir, "%s/mirai-bench-tls-XXXXXX",
+	    tmp != NULL && *tmp != '\0' ? tmp : "/tmp");
+	if (mkdtemp(tls_dir) == NULL) {
+		fprintf(stderr, "mirai-bench: cannot make %s: %s\n", tls_dir,
+		    strerror(errno));
+		exit(1);
+	}
+	atexit(tls_remove);
+	if (mirai_tls_generate(tls_dir, &err) != 0) {
+		fprintf(stderr, "mirai-bench: %s\n", err.text);
+		exit(1);
+	}
+	snprintf(tls_ca, sizeof tls_ca, "%s/ca.pem", tls_dir);
+	snprintf(tls_cert, sizeof tls_cert, "%s/cert.pem", tls_dir);
+	snprintf(tls_key, sizeof tls_key, "%s/key.pem", tls_dir);
+	tls_cert_pem   = slurp(tls_cert);
+	tls_key_pem    = slurp(tls_key);
+	legs[0].label  = " plain";
+	legs[1].scheme = dispatcher ? "wss" : "tls+tcp";
+	nlegs          = 2;
 }
 
 int
@@ -1054,7 +1543,7 @@ main(int argc, char **argv)
 	long long daemons = 0, ntasks = 0, rounds = 0;
 	size_t size       = 0;
 	int dispatcher = 0, no_dispatcher = 0, tls = 0;
-	const char *floor_url = NULL;
+	const char *floor_url = NULL, *floor_ca = NULL;
 	const cli_opt opts[] = {
 	    {"daemons", 'n', CLI_INT, &daemons, "N",
 		"local servers (default: 2; w2: 1)"},
@@ -1072,9 +1561,11 @@ main(int argc, char **argv)
 	    {"rounds", 'r', CLI_INT, &rounds, "R",
 		"alternate floor and mirai R times (default 3; w3, w6: 1)"},
 	    {"tls", 0, CLI_FLAG, &tls, NULL,
-		"measure over TLS (not available in this build: exits 2)"},
+		"w1, w2, w4: also over TLS, beside plain, in the same run"},
 	    {"floor-server", 0, CLI_STR, &floor_url, "URL",
 		"(internal) run a raw NNG echo server for the floor"},
+	    {"floor-ca", 0, CLI_STR, &floor_ca, "FILE",
+		"(internal) the floor server dials over TLS trusting FILE"},
 	    {"bad-task", 0, CLI_INT, &bad_task, "N",
 		"(internal, for tests) take measured task N's result as wrong"},
 	    {NULL, 0, 0, NULL, NULL, NULL},
@@ -1091,9 +1582,13 @@ main(int argc, char **argv)
 	    "own bytes and every result is checked; a wrong or missing one ends\n"
 	    "the run.  The last line is one JSON object with the figures, the\n"
 	    "floors and their ratios.  MIRAI_BENCH_PROCESS=1 runs the dispatcher\n"
-	    "as a separate process instead of a thread.",
+	    "as a separate process instead of a thread.  --tls measures each\n"
+	    "round twice, plain and over TLS (tls+tcp without a dispatcher, wss\n"
+	    "slots with one; the floors on the same scheme): the JSON keys then\n"
+	    "hold the TLS figures, and the plain ones follow as plain_*.",
 	    "Exit status: 0 done, 1 a measurement failed or a result was wrong,\n"
-	    "2 bad command line (also --tls, and w6 with --no-dispatcher).",
+	    "2 bad command line (also w6 with --no-dispatcher, and --tls with\n"
+	    "w3 or w6).",
 	    opts, 0};
 	const char *w;
 	const char *dname;
@@ -1104,12 +1599,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (floor_url != NULL) {
-		return floor_server(floor_url);
-	}
-	if (tls) {
-		/* TODO(tls): see set_daemons() for where the URLs change. */
-		fprintf(stderr, "mirai-bench: TLS is not available in this build\n");
-		return 2;
+		return floor_server(floor_url, floor_ca);
 	}
 	if (first + 1 != argc) {
 		fprintf(stderr, "mirai-bench: give one WORKLOAD (see --help)\n");
@@ -1132,6 +1622,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "mirai-bench: w6 needs the dispatcher: without "
 				"one the tasks queue in the servers, which w6 does "
 				"not measure\n");
+		return 2;
+	}
+	if (tls && (strcmp(w, "w3") == 0 || strcmp(w, "w6") == 0)) {
+		/* w3 measures scheduling, w6 memory: TLS changes neither. */
+		fprintf(stderr, "mirai-bench: --tls measures w1, w2 and w4\n");
 		return 2;
 	}
 	disp = no_dispatcher ? MIRAI_DISPATCHER_OFF
@@ -1175,66 +1670,23 @@ main(int argc, char **argv)
 	R = (int) rounds;
 	signal(SIGPIPE, SIG_IGN);
 	pattern_init(size);
+	if (tls) {
+		tls_setup(dispatcher);
+	}
 
 	printf("mirai-bench %s: %lld daemons, dispatcher %s, %lld tasks of %zu "
-	       "bytes, %d rounds, transport ipc (owner-only sockets)\n",
+	       "bytes, %d rounds, transport ipc (owner-only sockets)%s%s\n",
 	    w, daemons, dispatcher ? (disp == MIRAI_DISPATCHER_PROCESS
 					     ? "process" : "thread")
 				   : "off",
-	    ntasks, size, R);
+	    ntasks, size, R, tls ? " and, beside it, TLS: " : "",
+	    tls ? legs[1].scheme : "");
 	fflush(stdout);
 
 	if (strcmp(w, "w1") == 0 || strcmp(w, "w4") == 0) {
 		throughput_run(w, daemons, disp, dname, ntasks, size, R);
 	} else if (strcmp(w, "w2") == 0) {
-		double *lat   = malloc((size_t) ntasks * sizeof *lat);
-		double *flat  = malloc((size_t) ntasks * sizeof *flat);
-		long long at  = 0;
-		double p50, p99;
-		if (lat == NULL || flat == NULL) {
-			die("w2", MIRAI_ENOMEM);
-		}
-		set_daemons((int) daemons, disp);
-		warm_up((int) daemons);
-		for (int r = 0; r < R; r++) {
-			/* Rounds split the round trips; the floor does as many. */
-			long long per = ntasks / R + (r < ntasks % R);
-			floor_latency(size, (int) per, flat + at);
-			for (long long i = 0; i < per; i++) {
-				mirai *m;
-				double t0;
-				int rv;
-				payload_stamp(sendbuf, (uint64_t) (at + i));
-				t0 = now_s();
-				rv = mirai_call(NULL, echo_fn, sendbuf, size, &m);
-				if (rv != 0) {
-					die("round trip", rv);
-				}
-				rv = mirai_wait(m);
-				lat[at + i] = (now_s() - t0) * 1e6;
-				check_result("w2", at + i, m, rv, NULL, 0, 1);
-				mirai_free(m);
-			}
-			at += per;
-		}
-		mirai_reset(NULL);
-		qsort(lat, (size_t) ntasks, sizeof *lat, cmp_double);
-		qsort(flat, (size_t) ntasks, sizeof *flat, cmp_double);
-		p50  = pct(lat, (int) ntasks, 50);
-		p99  = pct(lat, (int) ntasks, 99);
-		p50f = pct(flat, (int) ntasks, 50);
-		p99f = pct(flat, (int) ntasks, 99);
-		free(lat);
-		free(flat);
-		printf("mirai: round trip p50 %.1f us, p99 %.1f us; floor p50 "
-		       "%.1f us, p99 %.1f us\n",
-		    p50, p99, p50f, p99f);
-		printf("{\"workload\":\"w2\",\"transport\":\"ipc\",\"daemons\":%lld,"
-		       "\"dispatcher\":%s,\"tasks\":%lld,\"size\":%zu,\"rounds\":%d,"
-		       "\"p50_us\":%.1f,\"p99_us\":%.1f,\"floor_p50_us\":%.1f,"
-		       "\"floor_p99_us\":%.1f,\"ratio_p50\":%.3f,\"checked\":%lld}\n",
-		    daemons, dname, ntasks, size, R, p50, p99, p50f, p99f,
-		    p50 / p50f, checked);
+		latency_run(daemons, disp, dname, ntasks, size, R);
 	} else if (strcmp(w, "w3") == 0) {
 		double span, other = 0, optimal;
 		p50f = floor_p50(64, &p99f);
@@ -1256,7 +1708,7 @@ main(int argc, char **argv)
 		if (dispatcher) {
 			printf(",\"makespan_no_dispatcher_s\":%.3f", other);
 		}
-		printf(",\"checked\":%lld}\n", checked);
+		printf(",\"checked\":%lld}\n", cur->checked);
 	} else {
 		p50f = floor_p50(64, &p99f);
 		w6_run((int) daemons, disp, dname, ntasks, size, p50f);

@@ -1053,6 +1053,34 @@ MIRAI_API int mirai_agent_read(int fd, const char *node,
 /* Free a setup from mirai_agent_read.  Accepts NULL. */
 MIRAI_API void mirai_agent_setup_free(mirai_agent_setup *s);
 
+/* ------------------------------------------------------------------ */
+/* TLS material                                                         */
+
+/*
+ * Make TLS material without openssl: a fresh CA (an EC P-256 key; valid
+ * from an hour ago for 7 days) and, signed by it, a certificate and its key
+ * for the DNS name "mirai-dispatcher.invalid", written into dir as three
+ * owner-only (0600) PEM files:
+ *   dir/ca.pem    the CA's certificate, for the dialing side: servers
+ *                 (mirai_server_opts.tls_ca, mirai-server --tls-ca);
+ *   dir/cert.pem  the certificate and its key, for the listening side:
+ *   dir/key.pem   mirai_daemons_opts and mirai_dispatcher_opts tls_cert
+ *                 and tls_key, mirai-dispatcher --tls-cert --tls-key.
+ * Dialers verify the listener by that fixed name, not by the address they
+ * dial (see the README, TLS), so the certificate serves any address.  The
+ * CA's key is not kept: nothing else can be signed by it; call again for
+ * new material.
+ *
+ * dir must exist, belong to the caller and be writable by nobody else
+ * (MIRAI_EPERM otherwise), and none of the three files may exist
+ * (MIRAI_EEXIST): nothing is ever replaced, and on any failure the files
+ * this call wrote are removed.  The files then belong to the caller, who
+ * removes them.  Errors: MIRAI_EINVAL (dir NULL or empty), MIRAI_ENOENT,
+ * MIRAI_EPERM, MIRAI_EEXIST, MIRAI_ENOSPC, MIRAI_ENOMEM, MIRAI_ECRYPTO; err
+ * names the file or the step.  Thread-safe (each call has its own CA).
+ */
+MIRAI_API int mirai_tls_generate(const char *dir, mirai_errmsg *err);
+
 #ifdef __cplusplus
 }
 #endif

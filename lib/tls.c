@@ -560,3 +560,47 @@ mirai__tls_write_private(const char *dir, const char *name, const char *pem,
 	*path = full;
 	return 0;
 }
+
+/* ---- the public wrapper ---------------------------------------------------- */
+
+/*
+ * What test_tls_link.c makes by hand, for users and mirai-bench: a CA, a
+ * leaf for MIRAI__TLS_NAME, three owner-only files.  Each file is created
+ * with O_EXCL and, on any failure, the ones this call wrote are removed:
+ * it never replaces a file nor leaves half a set.  The CA's key is wiped
+ * with the CA: nothing else can ever be signed by it.
+ */
+int
+mirai_tls_generate(const char *dir, mirai_errmsg *err)
+{
+	static const char *const names[3] = {"ca.pem", "cert.pem", "key.pem"};
+	mirai__tls_ca *ca = NULL;
+	char *cert = NULL, *key = NULL, *paths[3] = {NULL, NULL, NULL};
+	int rv;
+
+	if (dir == NULL || *dir == '\0') {
+		return mirai__fail(err, MIRAI_EINVAL, "tls: no directory");
+	}
+	if ((rv = mirai__tls_ca_create(&ca, "mirai CA", err)) != 0) {
+		return rv;
+	}
+	rv = mirai__tls_cert_issue(ca, MIRAI__TLS_NAME, &cert, &key, err);
+	if (rv == 0) {
+		const char *pem[3] = {mirai__tls_ca_pem(ca), cert, key};
+
+		for (size_t i = 0; rv == 0 && i < 3; i++) {
+			rv = mirai__tls_write_private(dir, names[i], pem[i],
+			    &paths[i], err);
+		}
+	}
+	for (size_t i = 0; i < 3; i++) {
+		if (rv != 0 && paths[i] != NULL) {
+			unlink(paths[i]);
+		}
+		free(paths[i]);
+	}
+	free(cert);
+	mirai__tls_secret_free(key);
+	mirai__tls_ca_destroy(ca);
+	return rv;
+}

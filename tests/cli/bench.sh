@@ -2,6 +2,9 @@
 # mirai-bench's command line, and a short run of each workload whose last
 # line must be one JSON object with the published keys; the keys added for
 # the batched floor, the w4 headline and the result checks must be positive.
+# --tls runs of w2 and w4 (wss slots with the dispatcher, tls+tcp without)
+# must carry the TLS figures under the same keys and the plain ones of the
+# same run under plain_*, all positive, every result checked.
 set -u
 B=${BUILD:-build}/bin
 fail() { echo "FAIL: $*"; exit 1; }
@@ -15,9 +18,11 @@ done
 [ $? = 2 ] || fail "unknown workload exit code"
 
 # Refusals: exit 2 with a message that says why.
-"$B/mirai-bench" w1 --tls >/dev/null 2>"$TMPDIR/err"
-[ $? = 2 ] || fail "--tls exit code"
-grep -q "TLS is not available in this build" "$TMPDIR/err" || fail "--tls message: $(cat "$TMPDIR/err")"
+for w in w3 w6; do
+	"$B/mirai-bench" $w --tls >/dev/null 2>"$TMPDIR/err"
+	[ $? = 2 ] || fail "$w --tls not refused"
+	grep -q -- "--tls measures w1, w2 and w4" "$TMPDIR/err" || fail "$w --tls message: $(cat "$TMPDIR/err")"
+done
 "$B/mirai-bench" w6 --no-dispatcher >/dev/null 2>"$TMPDIR/err"
 [ $? = 2 ] || fail "w6 --no-dispatcher not refused"
 grep -q "w6 needs the dispatcher" "$TMPDIR/err" || fail "w6 --no-dispatcher message: $(cat "$TMPDIR/err")"
@@ -60,6 +65,31 @@ ARGS="--tasks 20" check w4 MBps floor_MBps floor_idle_MBps floor_p50_us ratio_fl
 positive w4 ratio_floor_best checked
 ARGS="--tasks 20000" check w6 client_bytes_per_task bytes_per_task_beyond_payload checked
 [ "$(value checked)" = 20000 ] || fail "w6: checked $(value checked)"
+
+# TLS beside plain: the published keys, "tls":true, the plain_* keys.
+tls_check() {  # TRANSPORT TASKS KEYS...: after check, on $LAST
+	local t=$1 n=$2
+	shift 2
+	echo "$LAST" | grep -q '"tls":true' || fail "--tls: no \"tls\":true: $LAST"
+	echo "$LAST" | grep -q "\"transport\":\"$t\"" || fail "--tls: transport is not $t: $LAST"
+	echo "$LAST" | grep -q '"plain_transport":"ipc"' || fail "--tls: plain_transport: $LAST"
+	for k in "$@"; do
+		positive "$w" "$k" "plain_$k"
+	done
+	[ "$(value checked)" = "$n" ] && [ "$(value plain_checked)" = "$n" ] ||
+		fail "--tls: $n results checked on each leg: $LAST"
+}
+w=w2
+ARGS="--tasks 200 --tls" check w2 p50_us p99_us floor_p50_us floor_p99_us ratio_p50 \
+	plain_p50_us plain_p99_us plain_floor_p50_us plain_floor_p99_us plain_ratio_p50 plain_checked checked
+tls_check wss 200 p50_us p99_us floor_p50_us floor_p99_us ratio_p50
+ARGS="--tasks 100 --rounds 1 --tls --no-dispatcher" check w2 p50_us plain_p50_us
+tls_check tls+tcp 100 p50_us floor_p50_us ratio_p50
+w=w4
+ARGS="--tasks 10 --rounds 1 --tls" check w4 MBps floor_MBps floor_idle_MBps ratio_floor_best \
+	plain_MBps plain_floor_MBps plain_floor_idle_MBps plain_ratio_floor_best plain_checked checked
+tls_check wss 10 MBps floor_MBps floor_idle_MBps tasks_per_s floor_p50_us ratio_floor ratio_floor_best
+ls "$TMPDIR" | grep -q mirai-bench-tls && fail "--tls left its directory behind: $(ls "$TMPDIR")"
 
 # A wrong result ends the run with status 1 and names the task.
 "$B/mirai-bench" w1 --tasks 300 --rounds 1 --bad-task 57 >/dev/null 2>"$TMPDIR/err"

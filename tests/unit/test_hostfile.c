@@ -1118,7 +1118,7 @@ test_plan_json(void **state)
 	assert_int_equal(mirai_hosts_from_arg("n1:8", &hl, NULL), 0);
 	o.hosts           = hl;
 	o.cpus_per_server = 4;
-	o.server_url      = "ws://127.0.0.1:5555";
+	o.server_url      = "ws://127.0.0.1:5555"; /* wss: n1 is remote */
 	o.no_token        = 1;
 	assert_int_equal(mirai_launch_create(&l, &o, NULL), 0);
 	mirai_hostlist_free(hl);
@@ -1126,10 +1126,10 @@ test_plan_json(void **state)
 	assert_string_equal(json,
 	    "{\"slot\":0,\"host\":\"n1\",\"user\":\"\",\"host_slot\":0,"
 	    "\"bind\":\"core\",\"core\":0,\"local\":false,"
-	    "\"url\":\"ws://127.0.0.1:5555/0\",\"cpus\":4}\n"
+	    "\"url\":\"wss://127.0.0.1:5555/0\",\"cpus\":4}\n"
 	    "{\"slot\":1,\"host\":\"n1\",\"user\":\"\",\"host_slot\":1,"
 	    "\"bind\":\"core\",\"core\":4,\"local\":false,"
-	    "\"url\":\"ws://127.0.0.1:5555/1\",\"cpus\":4}\n");
+	    "\"url\":\"wss://127.0.0.1:5555/1\",\"cpus\":4}\n");
 	free(json);
 	mirai_launch_destroy(l);
 	/* Bad options, and no hosts, say so without a plan. */
