@@ -264,6 +264,10 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 			}
 		}
 	}
+	if (o->local && (d->kids = calloc(n, sizeof *d->kids)) == NULL) {
+		mirai_dispatcher_destroy(d);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
 	if (o->local) {
 		for (size_t i = 0; i < n; i++) {
 			mirai_server_opts so = d->opts.server;
@@ -283,6 +287,8 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 				pthread_mutex_lock(&d->mtx);
 				d->alive--;
 				pthread_mutex_unlock(&d->mtx);
+			} else {
+				d->kids[d->nkids++] = pid;
 			}
 		}
 	}
@@ -551,8 +557,14 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 	if (d == NULL) {
 		return;
 	}
+	/* Deferred jobs (lost servers, pipes to close, retired sockets) hold
+	 * on to d and may use the slot sockets: none is started once closing
+	 * is set, and those already queued run out first. */
 	pthread_mutex_lock(&d->mtx);
 	d->closing = 1;
+	while (d->pending > 0) {
+		pthread_cond_wait(&d->cv, &d->mtx);
+	}
 	pthread_mutex_unlock(&d->mtx);
 	mirai__link_close(d->up);
 	mirai__link_close(d->ctl);
@@ -564,13 +576,23 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 			free(ds);
 		}
 	}
-	/* Deferred jobs (lost servers, retired sockets) hold on to d. */
-	deadline = mirai__now_ms() + 5000;
+	/* Closing may have queued more (a pipe's GONE): they only take the
+	 * lock and touch d. */
 	pthread_mutex_lock(&d->mtx);
-	while ((d->pending > 0 || d->alive > 0) && mirai__now_ms() < deadline) {
+	while (d->pending > 0) {
+		pthread_cond_wait(&d->cv, &d->mtx);
+	}
+	/* Local servers get a bounded while to finish; the ones still
+	 * running (a task that ignores cancellation) are reaped without us. */
+	deadline = mirai__now_ms() + 5000;
+	while (d->alive > 0 && mirai__now_ms() < deadline) {
 		mirai__cond_wait_until(&d->cv, &d->mtx, deadline);
 	}
 	pthread_mutex_unlock(&d->mtx);
+	for (size_t i = 0; i < d->nkids; i++) {
+		mirai__watch_cancel(d->kids[i], on_child_exit, d);
+	}
+	free(d->kids);
 	for (size_t i = 0; i < d->nslots; i++) {
 		if (d->slots[i].busy != NULL) {
 			mirai__d_dtask_free(d, d->slots[i].busy);

@@ -166,6 +166,8 @@ struct mirai_dispatcher {
 	void (*watch)(void *arg); /* told of servers coming and going */
 	void *watch_arg;
 	int alive;         /* local servers not yet reaped */
+	pid_t *kids;       /* the local servers started (watched) */
+	size_t nkids;
 	int live_pipes;    /* slot pipes not yet removed */
 	int pending;       /* deferred jobs holding a reference */
 	char last_failure[128];

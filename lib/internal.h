@@ -287,6 +287,11 @@ int mirai__defer(void (*fn)(void *arg), void *arg);
 /* Reap pid when it exits and then call fn(pid, wait status, arg); the
  * status is -1 when unknown (reaped by someone else, or at shutdown). */
 int mirai__watch_child(pid_t pid, void (*fn)(pid_t, int, void *), void *arg);
+/* Stop watching pid for fn and arg: fn will not be called (the child is
+ * still reaped), and a call already running has returned when this does
+ * (unless made from fn itself).  Watches that already fired are fine. */
+void mirai__watch_cancel(pid_t pid, void (*fn)(pid_t, int, void *),
+    void *arg);
 
 /* ---- spawn.c ------------------------------------------------------ */
 

@@ -41,7 +41,10 @@ static struct {
 	defer *dhead, *dtail;
 	child *children;
 	size_t nchildren;
-} svc = {.mtx = PTHREAD_MUTEX_INITIALIZER, .efd = -1};
+	child *calling;      /* the child whose fn runs now, unlocked */
+	pthread_cond_t called; /* calling went back to NULL */
+} svc = {.mtx = PTHREAD_MUTEX_INITIALIZER, .efd = -1,
+    .called = PTHREAD_COND_INITIALIZER};
 
 static void
 wake(void)
@@ -154,12 +157,15 @@ reap(const struct pollfd *fds, size_t nfds)
 		if (c->pidfd >= 0) {
 			close(c->pidfd);
 		}
+		svc.calling = c;
 		pthread_mutex_unlock(&svc.mtx);
 		if (c->fn != NULL) {
 			c->fn(c->pid, status, c->arg);
 		}
-		free(c);
 		pthread_mutex_lock(&svc.mtx);
+		svc.calling = NULL;
+		pthread_cond_broadcast(&svc.called);
+		free(c);
 		pp = &svc.children; /* the list may have changed */
 	}
 }
@@ -319,12 +325,15 @@ mirai__svc_stop(void)
 		if (c->pidfd >= 0) {
 			close(c->pidfd);
 		}
+		svc.calling = c;
 		pthread_mutex_unlock(&svc.mtx);
 		if (c->fn != NULL) {
 			c->fn(c->pid, -1, c->arg);
 		}
-		free(c);
 		pthread_mutex_lock(&svc.mtx);
+		svc.calling = NULL;
+		pthread_cond_broadcast(&svc.called);
+		free(c);
 	}
 	svc.nchildren = 0;
 	if (svc.efd >= 0) {
@@ -431,4 +440,24 @@ mirai__watch_child(pid_t pid, void (*fn)(pid_t, int, void *), void *arg)
 	wake();
 	pthread_mutex_unlock(&svc.mtx);
 	return 0;
+}
+
+void
+mirai__watch_cancel(pid_t pid, void (*fn)(pid_t, int, void *), void *arg)
+{
+	pthread_mutex_lock(&svc.mtx);
+	for (child *c = svc.children; c != NULL; c = c->next) {
+		if (c->pid == pid && c->fn == fn && c->arg == arg) {
+			/* Still reaped when it exits; nobody is told. */
+			c->fn = NULL;
+		}
+	}
+	/* A call already under way finishes before arg may go (unless this
+	 * is that call, on the service thread). */
+	while (svc.calling != NULL && svc.calling->pid == pid &&
+	    svc.calling->fn == fn && svc.calling->arg == arg &&
+	    !pthread_equal(pthread_self(), svc.thread)) {
+		pthread_cond_wait(&svc.called, &svc.mtx);
+	}
+	pthread_mutex_unlock(&svc.mtx);
 }
