@@ -200,6 +200,13 @@ int mirai__link_send(mirai__link *l, mirai__msg *m);
 /* Send m (always consumed) only if the socket takes it at once; returns 0
  * or an error value. */
 int mirai__link_try_send(mirai__link *l, mirai__msg *m);
+/*
+ * Close one pipe of l.  Only for a pipe whose peer said it sends nothing
+ * more (GONE) or is gone: NNG 1.5.2 can hang closing a pipe that is
+ * receiving.  Not from a pipe callback: it may run them.  A pipe that is
+ * already gone is fine.
+ */
+void mirai__link_pipe_close(mirai__link *l, uint32_t pipe);
 /* Stop the callbacks (waiting for running ones: never call it from one of
  * this link's callbacks), close, free.  l may be NULL. */
 void mirai__link_close(mirai__link *l);
