@@ -299,7 +299,9 @@ on_hello(profile *p, peer *pk, const mirai__frame *f)
 	}
 	/* mirai_daemons() may be waiting for this one. */
 	pthread_cond_broadcast(&p->cv);
-	if (h.hook != p->hook_fp) {
+	/* A dispatcher has no hook of its own: its servers' hooks are
+	 * checked where it gives them tasks. */
+	if (h.hook != p->hook_fp && h.kind != MIRAI__KIND_DISPATCHER) {
 		char theirs[128];
 		snprintf(theirs, sizeof theirs, "'%.*s'", (int) h.hook_name_len,
 		    h.hook_name);

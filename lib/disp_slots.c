@@ -79,6 +79,42 @@ mirai__d_slot_exit(mirai_dispatcher *d, slot *sl, uint32_t flags)
 }
 
 /*
+ * The server of sl is given a task encoded with hook fingerprint fp: when
+ * the two differ, the task will fail with EHOOK there; say so once per
+ * server instance, naming the hooks as far as they are known (a task
+ * carries only the fingerprint: its name is known when another server
+ * announced the same hook).  Called locked.
+ */
+static void
+check_hook(mirai_dispatcher *d, slot *sl, uint64_t fp)
+{
+	char task_hook[96];
+
+	if (fp == sl->hook || sl->hook_warned) {
+		return;
+	}
+	sl->hook_warned = 1;
+	if (fp == 0) {
+		snprintf(task_hook, sizeof task_hook, "none");
+	} else {
+		snprintf(task_hook, sizeof task_hook, "fingerprint %016" PRIx64,
+		    fp);
+		for (size_t i = 0; i < d->nslots; i++) {
+			if (d->slots[i].hook == fp && d->slots[i].hook_name[0]) {
+				snprintf(task_hook, sizeof task_hook, "'%s'",
+				    d->slots[i].hook_name);
+				break;
+			}
+		}
+	}
+	MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+	    "slot %zu: server %s:%d uses serialization hook %s%s%s but the "
+	    "client's tasks use %s: they fail there with EHOOK",
+	    sl->idx, sl->host, sl->pid, sl->hook ? "'" : "",
+	    sl->hook ? sl->hook_name : "none", sl->hook ? "'" : "", task_hook);
+}
+
+/*
  * Send task t to slot sl.  The dispatcher keeps its own copy of every task
  * a server holds: a retry or a bounce requeues that copy, never bytes a
  * server sent back, so a server cannot change what another one runs.
@@ -106,6 +142,15 @@ mirai__d_send_task(mirai_dispatcher *d, slot *sl, dtask *t)
 		    t->len - MIRAI__FRAME_HDR_LEN);
 		memcpy(mirai__out_frame(o) + MIRAI__FRAME_HDR_LEN, t->frame,
 		    t->len - MIRAI__FRAME_HDR_LEN);
+	}
+	{
+		mirai__frame f = {.type = MIRAI__F_TASK,
+		    .body = mirai__out_frame(o) + MIRAI__FRAME_HDR_LEN,
+		    .len  = (uint32_t) (t->len - MIRAI__FRAME_HDR_LEN)};
+		mirai__task_view tv;
+		if (mirai__task_decode(&f, &tv) == 0) {
+			check_hook(d, sl, tv.hook);
+		}
 	}
 	mirai__outq_push(&sl->cur->q, o);
 	mirai__d_slot_send(d, sl->cur);
@@ -178,6 +223,10 @@ slot_hello(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
 	snprintf(sl->host, sizeof sl->host, "%.*s", (int) h.host_len, h.host);
 	snprintf(sl->binding, sizeof sl->binding, "%.*s", (int) h.binding_len,
 	    h.binding);
+	sl->hook = h.hook;
+	snprintf(sl->hook_name, sizeof sl->hook_name, "%.*s",
+	    (int) h.hook_name_len, h.hook_name);
+	sl->hook_warned = 0;
 	if (d->watch != NULL) {
 		d->watch(d->watch_arg);
 	}

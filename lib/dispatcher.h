@@ -121,6 +121,9 @@ struct slot {
 	int pid;
 	char host[64];
 	char binding[96];
+	uint64_t hook;     /* the server's hook fingerprint (0: none) */
+	char hook_name[64];
+	int hook_warned;   /* a task with another hook was logged */
 	slot *idle_next;
 	int idle;
 };
