@@ -223,9 +223,18 @@ typedef struct mirai_server_opts {
 	/* How many units from bind_index on the server binds to (each past
 	 * the last wrapping round); 0: 1. */
 	int bind_count;
+	/* Heartbeat: a client or dispatcher silent this long is taken as
+	 * gone (the task in hand is finished, then the server exits); the
+	 * server says PING when it has said nothing for a third of it.
+	 * 0: 10 s; MIRAI_FOREVER (-1): off. */
+	int64_t heartbeat_ms;
 } mirai_server_opts;
 
-#define MIRAI_SERVER_OPTS_INIT {0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0}
+#ifndef MIRAI_FOREVER
+#define MIRAI_FOREVER (-1)
+#endif
+
+#define MIRAI_SERVER_OPTS_INIT {0, 0, 0, 0, 0, 0, NULL, 0, NULL, NULL, 0, 0, 0}
 
 typedef struct mirai_server mirai_server;
 typedef struct mirai_task   mirai_task;
@@ -381,11 +390,17 @@ typedef struct mirai_daemons_opts {
 	/* How long attaching waits for the dispatcher, which serves one
 	 * client at a time; 0: 30 s. */
 	int64_t attach_timeout_ms;
+	/* Heartbeat on the profile's links: a server or dispatcher silent
+	 * this long is taken as lost (its tasks retried or resolved with
+	 * MIRAI_ECONNRESET, as when its connection drops); also the setting
+	 * of the dispatcher and of local servers whose server.heartbeat_ms is
+	 * 0.  0: 10 s; MIRAI_FOREVER (-1): off. */
+	int64_t heartbeat_ms;
 } mirai_daemons_opts;
 
 #define MIRAI_DAEMONS_OPTS_INIT                                              \
 	{NULL, 0, NULL, 0, NULL, MIRAI_SERVER_OPTS_INIT, NULL, 0, 0, 0, 0, NULL, \
-	    0, 0}
+	    0, 0, 0}
 
 /*
  * Set daemons for opts->profile.  Fails with MIRAI_ESET when the profile is
@@ -618,10 +633,15 @@ typedef struct mirai_dispatcher_opts {
 	/* Also answer status and saisei requests of other processes here
 	 * (mirai_status_query(), `mirai status`). */
 	const char *control_url;
+	/* Heartbeat on every link (client and servers): a peer silent this
+	 * long is taken as lost, as if its connection dropped; also the
+	 * setting of local servers whose server.heartbeat_ms is 0.  0: 10 s;
+	 * MIRAI_FOREVER (-1): off. */
+	int64_t heartbeat_ms;
 } mirai_dispatcher_opts;
 
 #define MIRAI_DISPATCHER_OPTS_INIT                                           \
-	{NULL, NULL, NULL, 0, 0, 0, 0, MIRAI_SERVER_OPTS_INIT, 0, NULL, NULL}
+	{NULL, NULL, NULL, 0, 0, 0, 0, MIRAI_SERVER_OPTS_INIT, 0, NULL, NULL, 0}
 
 /*
  * Create a dispatcher: bind every slot's URL (port 0 resolved) and start

@@ -33,6 +33,7 @@ mirai__d_slot_send(mirai_dispatcher *d, dsock *ds)
 			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
 			return;
 		}
+		ds->last_tx = mirai__now_ms();
 		if (!mirai__link_send(ds->link, msg)) {
 			ds->sending = 1;
 		}
@@ -393,6 +394,7 @@ slot_msg(dsock *ds, mirai__msg *msg)
 		mirai__msg_free(msg);
 		return;
 	}
+	ds->last_rx = mirai__now_ms();
 	if (rv != 0) {
 		slot_cut(d, sl, "a malformed message");
 		mirai__d_dispatch(d);
@@ -537,6 +539,65 @@ slot_lost_job(void *arg)
 	free(j);
 }
 
+/* The server of sl is lost (its pipe went, or it fell silent): its task is
+ * retried or reported (deferred: this may run in a pipe callback, which
+ * must not send), and the slot goes offline.  Called locked. */
+static void
+slot_lost(mirai_dispatcher *d, slot *sl)
+{
+	lost_job *j = calloc(1, sizeof *j);
+
+	mirai__d_idle_remove(d, sl);
+	if (j != NULL) {
+		j->d    = d;
+		j->t    = sl->busy;
+		j->slot = sl->idx;
+		snprintf(j->who, sizeof j->who, "%s:%d",
+		    sl->host[0] ? sl->host : "?", sl->pid);
+		sl->busy = NULL;
+		d->pending++;
+		if (mirai__defer(slot_lost_job, j) != 0) {
+			d->pending--;
+			free(j);
+		}
+	}
+	sl->online  = 0;
+	sl->leaving = 0;
+	if (d->watch != NULL) {
+		d->watch(d->watch_arg);
+	}
+}
+
+void
+mirai__d_slots_beat(mirai_dispatcher *d, int64_t now)
+{
+	for (size_t i = 0; i < d->nslots; i++) {
+		slot *sl  = &d->slots[i];
+		dsock *ds = sl->cur;
+
+		if (ds == NULL || !ds->has_pipe || ds->muted || sl->gone) {
+			continue;
+		}
+		if (now - ds->last_rx > d->hb) {
+			/* Closing the pipe is unsafe (the peer may wake up
+			 * sending): it is muted, told to exit in case it
+			 * comes back, and cleaned up when it goes. */
+			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+			    "slot %zu: server %s:%d silent for %lld ms "
+			    "(heartbeat %lld ms): taken as lost",
+			    sl->idx, sl->host[0] ? sl->host : "?", sl->pid,
+			    (long long) (now - ds->last_rx), (long long) d->hb);
+			slot_lost(d, sl);
+			mirai__d_slot_exit(d, sl, MIRAI__EXIT_CANCEL);
+			ds->muted = 1;
+		} else if (now - ds->last_tx >= d->hb / 3 && !sl->exit_sent) {
+			mirai__d_slot_ctrl(d, sl, MIRAI__F_PING, (uint64_t) now,
+			    1);
+		}
+	}
+	mirai__d_dispatch(d);
+}
+
 static int
 slot_pipe(void *arg, int ev, uint32_t pipe)
 {
@@ -560,6 +621,7 @@ slot_pipe(void *arg, int ev, uint32_t pipe)
 		} else {
 			ds->has_pipe = 1;
 			ds->pipe_id  = pipe;
+			ds->last_rx  = ds->last_tx = mirai__now_ms();
 			d->live_pipes++;
 		}
 	} else if (ev == MIRAI__PIPE_GONE && ds->has_pipe &&
@@ -569,33 +631,14 @@ slot_pipe(void *arg, int ev, uint32_t pipe)
 		d->live_pipes--;
 		mirai__outq_clear(&ds->q);
 		if (ds == sl->cur) {
-			lost_job *j = calloc(1, sizeof *j);
 			if (sl->online) {
 				MIRAI__LOG(MIRAI_LOG_INFO, TAG,
 				    "slot %zu: server %s:%d disconnected", sl->idx,
 				    sl->host, sl->pid);
 			}
-			mirai__d_idle_remove(d, sl);
-			if (j != NULL) {
-				j->d    = d;
-				j->t    = sl->busy;
-				j->slot = sl->idx;
-				snprintf(j->who, sizeof j->who, "%s:%d",
-				    sl->host[0] ? sl->host : "?", sl->pid);
-				sl->busy = NULL;
-				d->pending++;
-				if (mirai__defer(slot_lost_job, j) != 0) {
-					d->pending--;
-					free(j);
-				}
-			}
-			sl->online    = 0;
-			sl->leaving   = 0;
+			slot_lost(d, sl);
 			sl->exit_sent = 0;
 			sl->gone      = 0;
-			if (d->watch != NULL) {
-				d->watch(d->watch_arg);
-			}
 		}
 		pthread_cond_broadcast(&d->cv);
 	}

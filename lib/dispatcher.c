@@ -111,6 +111,22 @@ on_child_exit(pid_t pid, int status, void *arg)
 	pthread_mutex_unlock(&d->mtx);
 }
 
+/* ---- heartbeat ------------------------------------------------------------ */
+
+static void
+beat(void *arg)
+{
+	mirai_dispatcher *d = arg;
+	int64_t now         = mirai__now_ms();
+
+	pthread_mutex_lock(&d->mtx);
+	if (!d->closing) {
+		mirai__d_slots_beat(d, now);
+		mirai__d_up_beat(d, now);
+	}
+	pthread_mutex_unlock(&d->mtx);
+}
+
 /* ---- life cycle ----------------------------------------------------------- */
 
 static char *
@@ -264,6 +280,10 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 			}
 		}
 	}
+	d->hb = mirai__heartbeat_ms(o->heartbeat_ms);
+	if (d->opts.server.heartbeat_ms == 0) {
+		d->opts.server.heartbeat_ms = o->heartbeat_ms;
+	}
 	if (o->local && (d->kids = calloc(n, sizeof *d->kids)) == NULL) {
 		mirai_dispatcher_destroy(d);
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
@@ -291,6 +311,10 @@ mirai_dispatcher_create(mirai_dispatcher **out,
 				d->kids[d->nkids++] = pid;
 			}
 		}
+	}
+	if (d->hb > 0 && mirai__ticker_start(&d->beat, d->hb / 3, beat, d) != 0) {
+		mirai_dispatcher_destroy(d);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
 	*out = d;
 	return 0;
@@ -560,6 +584,7 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 	/* Deferred jobs (lost servers, pipes to close, retired sockets) hold
 	 * on to d and may use the slot sockets: none is started once closing
 	 * is set, and those already queued run out first. */
+	mirai__ticker_stop(&d->beat);
 	pthread_mutex_lock(&d->mtx);
 	d->closing = 1;
 	while (d->pending > 0) {

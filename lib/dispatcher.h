@@ -103,6 +103,7 @@ struct dsock {
 	int retired;
 	int muted;         /* its peer was cut off: nothing more is read */
 	uint32_t seq;
+	int64_t last_rx, last_tx; /* heartbeat: when a message came, went */
 };
 
 struct slot {
@@ -173,6 +174,9 @@ struct mirai_dispatcher {
 	size_t nkids;
 	int live_pipes;    /* slot pipes not yet removed */
 	int pending;       /* deferred jobs holding a reference */
+	int64_t hb;        /* heartbeat interval (ms); 0: off */
+	int64_t up_last_rx, up_last_tx;
+	mirai__ticker beat;
 	char last_failure[128];
 };
 
@@ -202,6 +206,9 @@ int mirai__d_dsock_open(mirai_dispatcher *d, slot *sl, const char *listen_url,
     dsock **out, char **resolved, mirai_errmsg *err);
 void mirai__d_slot_listen_url(mirai_dispatcher *d, slot *sl, char *buf,
     size_t len);
+/* Heartbeat of the slots: PING the quiet ones, take the silent ones as
+ * lost.  Called locked. */
+void mirai__d_slots_beat(mirai_dispatcher *d, int64_t now);
 /* A REP frame for request req (0 when nobody asked); the caller owns it. */
 mirai__out *mirai__d_saisei(mirai_dispatcher *d, uint64_t req, uint32_t i,
     int force);
@@ -214,6 +221,8 @@ void mirai__d_up_queue(mirai_dispatcher *d, mirai__out *o);
 void mirai__d_up_error(mirai_dispatcher *d, uint64_t id, int status,
     const char *text);
 void mirai__d_send_hello(mirai_dispatcher *d);
+/* Heartbeat of the client link.  Called locked. */
+void mirai__d_up_beat(mirai_dispatcher *d, int64_t now);
 /* Open the upstream link (d->up); nothing listens or dials yet. */
 int mirai__d_open_up(mirai_dispatcher *d, mirai_errmsg *err);
 

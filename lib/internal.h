@@ -289,6 +289,32 @@ void mirai__svc_stop(void);
 int mirai__timer_arm(mirai__timer *t, int64_t deadline);
 /* Disarm; returns 1 if it was armed (so fn will not run), else 0. */
 int mirai__timer_cancel(mirai__timer *t);
+/* A periodic timer (heartbeats): fn(arg) runs every period ms on the
+ * service thread, unlocked, until mirai__ticker_stop(), which returns once
+ * a run under way has finished (unless called from fn).  A ticker that
+ * failed to start (no memory) is stopped safely too. */
+typedef struct mirai__ticker {
+	mirai__timer timer;
+	int64_t period;
+	int stopped, running;
+	void (*fn)(void *arg);
+	void *arg;
+} mirai__ticker;
+int mirai__ticker_start(mirai__ticker *k, int64_t period, void (*fn)(void *),
+    void *arg);
+void mirai__ticker_stop(mirai__ticker *k);
+
+/* Heartbeats: the interval for a setting (0: the default, 10 s; < 0: off,
+ * returned as 0). */
+#define MIRAI__HEARTBEAT_DEFAULT_MS 10000
+static inline int64_t
+mirai__heartbeat_ms(int64_t setting)
+{
+	return setting == 0 ? MIRAI__HEARTBEAT_DEFAULT_MS
+	     : setting < 0  ? 0
+			    : setting;
+}
+
 /* Run fn(arg) soon on the service thread. */
 int mirai__defer(void (*fn)(void *arg), void *arg);
 /* Reap pid when it exits and then call fn(pid, wait status, arg); the
