@@ -332,3 +332,20 @@ out:
 	free(ops);
 	return rv;
 }
+
+int
+cli_parse_heartbeat(const char *s, int64_t *out)
+{
+	if (s == NULL) {
+		*out = 0;
+		return 0;
+	}
+	if (strcmp(s, "off") == 0) {
+		*out = MIRAI_FOREVER;
+		return 0;
+	}
+	if ((*out = cli_parse_ms(s)) <= 0) {
+		return -1;
+	}
+	return 0;
+}

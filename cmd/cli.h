@@ -58,5 +58,8 @@ int cli_parse(const cli_tool *tool, int argc, char **argv, int *first);
 void cli_help(const cli_tool *tool);
 /* Parse a duration ("250", "250ms", "2s", "5m", "1h") into ms; -1 if bad. */
 int64_t cli_parse_ms(const char *s);
+/* A --heartbeat value: a TIME, or "off" (MIRAI_FOREVER); NULL: 0 (the
+ * default).  Returns 0, or -1 when s is neither. */
+int cli_parse_heartbeat(const char *s, int64_t *out);
 
 #endif /* MIRAI_CLI_H */

@@ -80,6 +80,7 @@ main(int argc, char **argv)
 	const char *client = NULL, *url = NULL, *urls = NULL, *server = NULL;
 	const char *listen = NULL, *control = NULL, *bind_to = NULL;
 	const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
+	const char *heartbeat = NULL;
 	long long bind_index = 0;
 	long long n = 0, retries = 0, max_tasks = 0;
 	int64_t idle = 0, walltime = 0;
@@ -125,6 +126,8 @@ main(int argc, char **argv)
 		"PEM key of that certificate (TLS: see README)"},
 	    {"tls-ca", 0, CLI_STR, &tls_ca, "FILE",
 		"require client certificates of this PEM CA (TLS: see README)"},
+	    {"heartbeat", 0, CLI_STR, &heartbeat, "TIME",
+		"a peer silent this long is lost (default 10s; off)"},
 	    {"print-urls", 0, CLI_FLAG, &print, NULL,
 		"print the slot URLs (they hold tokens)"},
 	    {"verbose", 'v', CLI_FLAG, &verbose, NULL, "log servers coming and going"},
@@ -176,6 +179,12 @@ main(int argc, char **argv)
 	    bind_index < 0 || bind_index > 1000000) {
 		fprintf(stderr, "mirai-dispatcher: -n, --retries (0-255) and "
 				"--max-tasks must not be negative\n");
+		return 2;
+	}
+	if (cli_parse_heartbeat(heartbeat, &o.heartbeat_ms) != 0) {
+		fprintf(stderr, "mirai-dispatcher: --heartbeat: '%s' is not a "
+				"TIME or off\n",
+		    heartbeat);
 		return 2;
 	}
 	if (urls != NULL) {

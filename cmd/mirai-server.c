@@ -269,7 +269,7 @@ static const char epilog[] =
 int
 main(int argc, char **argv)
 {
-	const char *url = NULL, *bind_to = NULL;
+	const char *url = NULL, *bind_to = NULL, *heartbeat = NULL;
 	const char *tls_ca = NULL, *tls_cert = NULL, *tls_key = NULL;
 	int64_t idle = 0, walltime = 0;
 	long long max_tasks = 0, bind_index = 0, bind_count = 0;
@@ -300,6 +300,8 @@ main(int argc, char **argv)
 		"bind to unit K (from 0); past the last, wrap round"},
 	    {"bind-count", 0, CLI_INT, &bind_count, "N",
 		"bind to N units from K on (default 1)"},
+	    {"heartbeat", 0, CLI_STR, &heartbeat, "TIME",
+		"a peer silent this long is lost (default 10s; off)"},
 	    {"stdin", 0, CLI_FLAG, &use_stdin, NULL,
 		"read URL and environment from stdin; exit at its end"},
 	    {"tls-ca", 0, CLI_STR, &tls_ca, "FILE",
@@ -411,6 +413,12 @@ main(int argc, char **argv)
 	mallopt(M_MMAP_THRESHOLD, 64 << 20);
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 
+	if (cli_parse_heartbeat(heartbeat, &so.heartbeat_ms) != 0) {
+		fprintf(stderr, "mirai-server: --heartbeat: '%s' is not a TIME "
+				"or off\n",
+		    heartbeat);
+		return MIRAI_EXIT_USAGE;
+	}
 	so.idle_ms     = idle;
 	so.walltime_ms = walltime;
 	so.max_tasks   = (uint64_t) max_tasks;

@@ -256,6 +256,11 @@ typedef struct mirai_server_opts {
 	 * listening side that requires one. */
 	const char *tls_cert;
 	const char *tls_key;
+	/* Heartbeat: a client or dispatcher silent this long is taken as
+	 * gone (the task in hand is finished, then the server exits); the
+	 * server says PING when it has said nothing for a third of it.
+	 * 0: 10 s; MIRAI_FOREVER (-1): off. */
+	int64_t heartbeat_ms;
 } mirai_server_opts;
 
 #define MIRAI_SERVER_OPTS_INIT {.idle_ms = 0}
@@ -441,6 +446,12 @@ typedef struct mirai_daemons_opts {
 	const char *tls_cert;
 	const char *tls_key;
 	const char *tls_ca;
+	/* Heartbeat on the profile's links: a server or dispatcher silent
+	 * this long is taken as lost (its tasks retried or resolved with
+	 * MIRAI_ECONNRESET, as when its connection drops); also the setting
+	 * of the dispatcher and of local servers whose server.heartbeat_ms is
+	 * 0.  0: 10 s; MIRAI_FOREVER (-1): off. */
+	int64_t heartbeat_ms;
 } mirai_daemons_opts;
 
 #define MIRAI_DAEMONS_OPTS_INIT {.profile = NULL}
@@ -704,6 +715,11 @@ typedef struct mirai_dispatcher_opts {
 	const char *tls_cert;
 	const char *tls_key;
 	const char *tls_ca;
+	/* Heartbeat on every link (client and servers): a peer silent this
+	 * long is taken as lost, as if its connection dropped; also the
+	 * setting of local servers whose server.heartbeat_ms is 0.  0: 10 s;
+	 * MIRAI_FOREVER (-1): off. */
+	int64_t heartbeat_ms;
 } mirai_dispatcher_opts;
 
 #define MIRAI_DISPATCHER_OPTS_INIT {.client_url = NULL}

@@ -128,6 +128,7 @@ struct peer {
 	uint64_t hook;
 	char host[64];
 	char binding[96];
+	int64_t last_rx, last_tx; /* heartbeat: when a message came, went */
 };
 
 typedef struct child {
@@ -195,6 +196,9 @@ struct profile {
 	int oneshot_max;         /* one-shot servers running at once */
 	int spawning;            /* one-shot servers being started */
 	profile *reg_next;
+	int64_t hb;              /* heartbeat interval (ms); 0: off */
+	mirai__ticker beat;
+	int beat_on;
 };
 
 /* Registry entry of a profile name: its daemons (if set) and its one-shot
@@ -230,6 +234,8 @@ void mirai__cl_dispatch(profile *p, mirai **list);
 peer *mirai__cl_dispatcher_peer(profile *p);
 int mirai__cl_sock_open(profile *p, sock *sk, int64_t retry_min,
     int64_t retry_max, mirai_errmsg *err);
+/* Stop the heartbeat (unlocked; before the links close). */
+void mirai__cl_beat_stop(profile *p);
 
 /* ---- client_proc.c ---------------------------------------------------- */
 

@@ -119,6 +119,7 @@ mirai__cl_try_send(profile *p, peer *pk)
 			return;
 		}
 		pk->seq_sent = h.seq;
+		pk->last_tx  = mirai__now_ms();
 		if (pk->sk->poly) {
 			mirai__msg_set_pipe(msg, pk->pipe_id);
 		}
@@ -299,7 +300,9 @@ on_hello(profile *p, peer *pk, const mirai__frame *f)
 	}
 	/* mirai_daemons() may be waiting for this one. */
 	pthread_cond_broadcast(&p->cv);
-	if (h.hook != p->hook_fp) {
+	/* A dispatcher has no hook of its own: its servers' hooks are
+	 * checked where it gives them tasks. */
+	if (h.hook != p->hook_fp && h.kind != MIRAI__KIND_DISPATCHER) {
 		char theirs[128];
 		snprintf(theirs, sizeof theirs, "'%.*s'", (int) h.hook_name_len,
 		    h.hook_name);
@@ -579,12 +582,20 @@ handle_msg(profile *p, mirai__msg *msg)
 		mirai__msg_free(msg);
 		return;
 	}
+	pk->last_rx = mirai__now_ms();
 	if (p->closing || pk->muted) {
 		while (mirai__msg_next(&r, &f) == 1) {
 			if (f.type == MIRAI__F_GONE) {
 				pk->gone = 1;
 				pthread_cond_broadcast(&p->cv);
 			}
+		}
+		/* Its acknowledgements still open the window, so that the
+		 * EXIT queued for it goes out. */
+		if (rv == 0 && (int32_t) (h.ack - pk->seq_acked) > 0 &&
+		    (int32_t) (h.ack - pk->seq_sent) <= 0) {
+			pk->seq_acked = h.ack;
+			mirai__cl_try_send(p, pk);
 		}
 		pthread_mutex_unlock(&p->mtx);
 		mirai__msg_free(msg);
@@ -689,6 +700,97 @@ on_rx(void *arg, mirai__msg *msg)
 
 /* ---- links coming and going ------------------------------------------- */
 
+/* What pk holds goes back or fails, as when its link drops: queued tasks
+ * back to the line, tasks in flight retried or resolved with
+ * MIRAI_ECONNRESET, a dispatcher's pending requests failed.  Called
+ * locked. */
+static void
+give_back(profile *p, peer *pk, mirai **list, size_t *lost, size_t *retried)
+{
+	requeue_peer_queue(p, pk);
+	/* From the tail, so that retried tasks keep their order at the head
+	 * of the line. */
+	while (pk->inflight_tail != NULL) {
+		mirai *m = pk->inflight_tail;
+		if (retry(p, m)) {
+			requeue_inflight(p, pk, m);
+			(*retried)++;
+			continue;
+		}
+		mirai__cl_claim(p, m, MIRAI_ECONNRESET, list);
+		mirai__cl_set_errtext(m,
+		    "connection to %s %s:%d was lost while it held the task",
+		    pk->kind == MIRAI__KIND_DISPATCHER ? "the dispatcher" : "server",
+		    pk->host[0] ? pk->host : "?", pk->pid);
+		(*lost)++;
+	}
+	if (pk->kind == MIRAI__KIND_DISPATCHER) {
+		for (creq *r = p->reqs; r != NULL; r = r->next) {
+			if (!r->done) {
+				r->done   = 1;
+				r->status = MIRAI_ECONNRESET;
+			}
+		}
+		pthread_cond_broadcast(&p->cv);
+	}
+}
+
+/*
+ * Heartbeat, every third of the interval: a peer silent for the whole
+ * interval is taken as lost, as if its pipe dropped (closing the pipe is
+ * unsafe: the peer may wake up sending): what it held goes back or fails,
+ * it leaves the status, is muted and told to exit in case it comes back;
+ * its pipe's GONE cleans up later.  A quiet peer gets a PING.
+ */
+static void
+beat(void *arg)
+{
+	profile *p  = arg;
+	mirai *list = NULL;
+	int64_t now = mirai__now_ms();
+
+	pthread_mutex_lock(&p->mtx);
+	for (size_t i = 0; i < p->npeers && !p->closing; i++) {
+		peer *pk = p->peers[i];
+		size_t lost = 0, retried = 0;
+
+		if (pk->dead || pk->muted || pk->gone) {
+			continue;
+		}
+		if (now - pk->last_rx > p->hb) {
+			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+			    "profile '%s': %s %s:%d silent for %lld ms "
+			    "(heartbeat %lld ms): taken as lost",
+			    p->name,
+			    pk->kind == MIRAI__KIND_DISPATCHER ? "the dispatcher"
+							       : "server",
+			    pk->host[0] ? pk->host : "?", pk->pid,
+			    (long long) (now - pk->last_rx), (long long) p->hb);
+			give_back(p, pk, &list, &lost, &retried);
+			pk->muted   = 1;
+			pk->leaving = 1;
+			pk->online  = 0;
+			mirai__cl_send_exit(p, pk, MIRAI__EXIT_CANCEL);
+		} else if (now - pk->last_tx >= p->hb / 3 && !pk->exit_sent) {
+			mirai__cl_send_ctrl(p, pk, MIRAI__F_PING, (uint64_t) now);
+		}
+	}
+	if (!p->closing) {
+		mirai__cl_dispatch(p, &list);
+	}
+	pthread_mutex_unlock(&p->mtx);
+	mirai__cl_publish(list);
+}
+
+void
+mirai__cl_beat_stop(profile *p)
+{
+	if (p->beat_on) {
+		mirai__ticker_stop(&p->beat);
+		p->beat_on = 0;
+	}
+}
+
 static void
 peer_lost(void *arg)
 {
@@ -704,32 +806,7 @@ peer_lost(void *arg)
 			break;
 		}
 	}
-	requeue_peer_queue(p, pk);
-	/* From the tail, so that retried tasks keep their order at the head
-	 * of the line. */
-	while (pk->inflight_tail != NULL) {
-		mirai *m = pk->inflight_tail;
-		if (retry(p, m)) {
-			requeue_inflight(p, pk, m);
-			retried++;
-			continue;
-		}
-		mirai__cl_claim(p, m, MIRAI_ECONNRESET, &list);
-		mirai__cl_set_errtext(m,
-		    "connection to %s %s:%d was lost while it held the task",
-		    pk->kind == MIRAI__KIND_DISPATCHER ? "the dispatcher" : "server",
-		    pk->host[0] ? pk->host : "?", pk->pid);
-		lost++;
-	}
-	if (pk->kind == MIRAI__KIND_DISPATCHER) {
-		for (creq *r = p->reqs; r != NULL; r = r->next) {
-			if (!r->done) {
-				r->done   = 1;
-				r->status = MIRAI_ECONNRESET;
-			}
-		}
-		pthread_cond_broadcast(&p->cv);
-	}
+	give_back(p, pk, &list, &lost, &retried);
 	if (!p->closing && pk->online) {
 		MIRAI__LOG(lost + retried > 0 ? MIRAI_LOG_WARN : MIRAI_LOG_INFO, TAG,
 		    "profile '%s': server %s:%d disconnected%s (tasks lost: "
@@ -780,6 +857,7 @@ on_pipe(void *arg, int ev, uint32_t pipe)
 			pk->prof              = p;
 			pk->sk                = sk;
 			pk->pipe_id           = pipe;
+			pk->last_rx = pk->last_tx = mirai__now_ms();
 			p->peers[p->npeers++] = pk;
 		}
 	} else if (ev == MIRAI__PIPE_GONE) {
@@ -821,6 +899,10 @@ mirai__cl_sock_open(profile *p, sock *sk, int64_t retry_min, int64_t retry_max,
 		    .ca_file = p->tls_ca},
 	};
 
+	if (p->hb > 0 && !p->beat_on &&
+	    mirai__ticker_start(&p->beat, p->hb / 3, beat, p) == 0) {
+		p->beat_on = 1;
+	}
 	return mirai__link_open(&sk->link, &cfg, err);
 }
 

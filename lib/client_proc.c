@@ -342,6 +342,17 @@ mirai__cl_start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *
 		argv[n++] = "--no-token";
 	}
 	mirai__tls_args(argv, &n, p->tls_ca, p->tls_cert, p->tls_key);
+	if (o->heartbeat_ms != 0) {
+		static char hbuf[32];
+		if (o->heartbeat_ms < 0) {
+			snprintf(hbuf, sizeof hbuf, "off");
+		} else {
+			snprintf(hbuf, sizeof hbuf, "%lld",
+			    (long long) o->heartbeat_ms);
+		}
+		argv[n++] = "--heartbeat";
+		argv[n++] = hbuf;
+	}
 	if (o->retries > 0) {
 		static char rbuf[16];
 		snprintf(rbuf, sizeof rbuf, "%d", o->retries);
@@ -411,6 +422,7 @@ mirai__cl_start_dispatcher_thread(profile *p, const mirai_daemons_opts *o,
 	d.tls_key    = p->tls_key;
 	d.tls_ca     = p->tls_ca;
 	d.retries    = o->retries;
+	d.heartbeat_ms = o->heartbeat_ms;
 	if ((rv = mirai_dispatcher_create(&p->disp, &d, err)) != 0) {
 		return rv;
 	}

@@ -234,6 +234,7 @@ profile_close(profile *p)
 	}
 	pthread_mutex_unlock(&p->mtx);
 	mirai__cl_publish(list);
+	mirai__cl_beat_stop(p);
 	for (size_t i = 0; i < p->nsocks; i++) {
 		mirai__link_close(p->socks[i]->link);
 		p->socks[i]->link = NULL;
@@ -476,6 +477,7 @@ attach(const char *name, const mirai_daemons_opts *o, mirai_errmsg *err)
 	p->dispatcher = 1;
 	p->user_url   = 1;
 	p->retries    = o->retries;
+	p->hb         = mirai__heartbeat_ms(o->heartbeat_ms);
 	p->max_queue  = o->max_queue > 0 ? o->max_queue : (size_t) 1 << 30;
 	if ((rv = profile_dial(p, url, err)) != 0) {
 		pthread_mutex_unlock(&mirai__cl_reg_mtx);
@@ -570,6 +572,10 @@ daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 	p->daemons    = o->url == NULL && o->nurls == 0 ? o->n : 0;
 	p->dispatcher = disp;
 	p->retries    = o->retries;
+	p->hb         = mirai__heartbeat_ms(o->heartbeat_ms);
+	if (p->sopts.heartbeat_ms == 0) {
+		p->sopts.heartbeat_ms = o->heartbeat_ms;
+	}
 	p->max_queue  = o->max_queue > 0 ? o->max_queue : (size_t) 1 << 30;
 	if (disp || o->url != NULL) {
 		/* One link: the dispatcher's (in memory for a thread, loopback

@@ -28,6 +28,7 @@ mirai__d_up_send(mirai_dispatcher *d)
 			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
 			return;
 		}
+		d->up_last_tx = mirai__now_ms();
 		if (!mirai__link_send(d->up, msg)) {
 			d->up_sending = 1;
 		}
@@ -176,6 +177,7 @@ up_msg(mirai_dispatcher *d, mirai__msg *msg)
 	}
 	pthread_mutex_lock(&d->mtx);
 	d->up_recv_seq = h.seq;
+	d->up_last_rx  = mirai__now_ms();
 	while ((rv = mirai__msg_next(&r, &f)) == 1) {
 		mirai__req_view q;
 		uint64_t id;
@@ -294,6 +296,7 @@ up_pipe(void *arg, int ev, uint32_t id)
 		} else {
 			d->up_connected = 1;
 			d->up_pipe_id   = id;
+			d->up_last_rx   = mirai__now_ms();
 			d->up_lost      = 0;
 			d->up_mute      = 0;
 			mirai__outq_clear(&d->up_q);
@@ -308,6 +311,7 @@ up_pipe(void *arg, int ev, uint32_t id)
 	} else if (ev == MIRAI__PIPE_UP && !d->listen && !d->up_lost) {
 		d->up_connected = 1;
 		d->up_pipe_id   = id;
+		d->up_last_rx   = mirai__now_ms();
 	} else if (ev == MIRAI__PIPE_GONE && d->up_connected &&
 	    id == d->up_pipe_id) {
 		d->up_connected = 0;
@@ -323,6 +327,37 @@ up_pipe(void *arg, int ev, uint32_t id)
 	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mtx);
 	return refuse;
+}
+
+void
+mirai__d_up_beat(mirai_dispatcher *d, int64_t now)
+{
+	if (!d->up_connected || d->up_lost || d->up_mute) {
+		return;
+	}
+	if (now - d->up_last_rx > d->hb) {
+		/* As if its pipe went; the pipe itself is left alone (closing
+		 * it is unsafe while the client may wake up sending). */
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "the client was silent for %lld ms (heartbeat %lld ms): "
+		    "taken as gone",
+		    (long long) (now - d->up_last_rx), (long long) d->hb);
+		d->up_connected = 0;
+		d->up_lost      = 1;
+		d->up_mute      = 1;
+		mirai__outq_clear(&d->up_q);
+		if (d->listen) {
+			drop_client_work(d);
+		}
+		pthread_cond_broadcast(&d->cv);
+	} else if (now - d->up_last_tx >= d->hb / 3) {
+		mirai__out *o = mirai__out_new(MIRAI__U64_FRAME_LEN);
+		if (o != NULL) {
+			mirai__u64_frame_encode(mirai__out_frame(o), MIRAI__F_PING,
+			    (uint64_t) now);
+			mirai__d_up_queue(d, o);
+		}
+	}
 }
 
 /* Queue our HELLO first in line.  Called locked. */

@@ -110,6 +110,22 @@ on_child_exit(pid_t pid, int status, void *arg)
 	pthread_mutex_unlock(&d->mtx);
 }
 
+/* ---- heartbeat ------------------------------------------------------------ */
+
+static void
+beat(void *arg)
+{
+	mirai_dispatcher *d = arg;
+	int64_t now         = mirai__now_ms();
+
+	pthread_mutex_lock(&d->mtx);
+	if (!d->closing) {
+		mirai__d_slots_beat(d, now);
+		mirai__d_up_beat(d, now);
+	}
+	pthread_mutex_unlock(&d->mtx);
+}
+
 /* ---- life cycle ----------------------------------------------------------- */
 
 static char *
@@ -262,6 +278,14 @@ dispatcher_create_impl(mirai_dispatcher **out,
 			}
 		}
 	}
+	d->hb = mirai__heartbeat_ms(o->heartbeat_ms);
+	if (d->sopts.heartbeat_ms == 0) {
+		d->sopts.heartbeat_ms = o->heartbeat_ms;
+	}
+	if (o->local && (d->kids = calloc(n, sizeof *d->kids)) == NULL) {
+		mirai_dispatcher_destroy(d);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
 	if (o->local) {
 		for (size_t i = 0; i < n; i++) {
 			mirai_server_opts so = d->sopts;
@@ -281,8 +305,14 @@ dispatcher_create_impl(mirai_dispatcher **out,
 				pthread_mutex_lock(&d->mtx);
 				d->alive--;
 				pthread_mutex_unlock(&d->mtx);
+			} else {
+				d->kids[d->nkids++] = pid;
 			}
 		}
+	}
+	if (d->hb > 0 && mirai__ticker_start(&d->beat, d->hb / 3, beat, d) != 0) {
+		mirai_dispatcher_destroy(d);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
 	*out = d;
 	return 0;
@@ -574,8 +604,15 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 	if (d == NULL) {
 		return;
 	}
+	/* Deferred jobs (lost servers, pipes to close, retired sockets) hold
+	 * on to d and may use the slot sockets: none is started once closing
+	 * is set, and those already queued run out first. */
+	mirai__ticker_stop(&d->beat);
 	pthread_mutex_lock(&d->mtx);
 	d->closing = 1;
+	while (d->pending > 0) {
+		pthread_cond_wait(&d->cv, &d->mtx);
+	}
 	pthread_mutex_unlock(&d->mtx);
 	mirai__link_close(d->up);
 	mirai__link_close(d->ctl);
@@ -587,13 +624,23 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 			free(ds);
 		}
 	}
-	/* Deferred jobs (lost servers, retired sockets) hold on to d. */
-	deadline = mirai__now_ms() + 5000;
+	/* Closing may have queued more (a pipe's GONE): they only take the
+	 * lock and touch d. */
 	pthread_mutex_lock(&d->mtx);
-	while ((d->pending > 0 || d->alive > 0) && mirai__now_ms() < deadline) {
+	while (d->pending > 0) {
+		pthread_cond_wait(&d->cv, &d->mtx);
+	}
+	/* Local servers get a bounded while to finish; the ones still
+	 * running (a task that ignores cancellation) are reaped without us. */
+	deadline = mirai__now_ms() + 5000;
+	while (d->alive > 0 && mirai__now_ms() < deadline) {
 		mirai__cond_wait_until(&d->cv, &d->mtx, deadline);
 	}
 	pthread_mutex_unlock(&d->mtx);
+	for (size_t i = 0; i < d->nkids; i++) {
+		mirai__watch_cancel(d->kids[i], on_child_exit, d);
+	}
+	free(d->kids);
 	for (size_t i = 0; i < d->nslots; i++) {
 		if (d->slots[i].busy != NULL) {
 			mirai__d_dtask_free(d, d->slots[i].busy);

@@ -103,6 +103,7 @@ struct dsock {
 	int retired;
 	int muted;         /* its peer was cut off: nothing more is read */
 	uint32_t seq;
+	int64_t last_rx, last_tx; /* heartbeat: when a message came, went */
 };
 
 struct slot {
@@ -121,6 +122,9 @@ struct slot {
 	int pid;
 	char host[64];
 	char binding[96];
+	uint64_t hook;     /* the server's hook fingerprint (0: none) */
+	char hook_name[64];
+	int hook_warned;   /* a task with another hook was logged */
 	slot *idle_next;
 	int idle;
 };
@@ -168,8 +172,13 @@ struct mirai_dispatcher {
 	void (*watch)(void *arg); /* told of servers coming and going */
 	void *watch_arg;
 	int alive;         /* local servers not yet reaped */
+	pid_t *kids;       /* the local servers started (watched) */
+	size_t nkids;
 	int live_pipes;    /* slot pipes not yet removed */
 	int pending;       /* deferred jobs holding a reference */
+	int64_t hb;        /* heartbeat interval (ms); 0: off */
+	int64_t up_last_rx, up_last_tx;
+	mirai__ticker beat;
 	char last_failure[128];
 };
 
@@ -199,6 +208,9 @@ int mirai__d_dsock_open(mirai_dispatcher *d, slot *sl, const char *listen_url,
     dsock **out, char **resolved, mirai_errmsg *err);
 void mirai__d_slot_listen_url(mirai_dispatcher *d, slot *sl, char *buf,
     size_t len);
+/* Heartbeat of the slots: PING the quiet ones, take the silent ones as
+ * lost.  Called locked. */
+void mirai__d_slots_beat(mirai_dispatcher *d, int64_t now);
 /* A REP frame for request req (0 when nobody asked); the caller owns it. */
 mirai__out *mirai__d_saisei(mirai_dispatcher *d, uint64_t req, uint32_t i,
     int force);
@@ -211,6 +223,8 @@ void mirai__d_up_queue(mirai_dispatcher *d, mirai__out *o);
 void mirai__d_up_error(mirai_dispatcher *d, uint64_t id, int status,
     const char *text);
 void mirai__d_send_hello(mirai_dispatcher *d);
+/* Heartbeat of the client link.  Called locked. */
+void mirai__d_up_beat(mirai_dispatcher *d, int64_t now);
 /* Open the upstream link (d->up); nothing listens or dials yet. */
 int mirai__d_open_up(mirai_dispatcher *d, mirai_errmsg *err);
 

@@ -245,6 +245,13 @@ int mirai__link_send(mirai__link *l, mirai__msg *m);
 /* Send m (always consumed) only if the socket takes it at once; returns 0
  * or an error value. */
 int mirai__link_try_send(mirai__link *l, mirai__msg *m);
+/*
+ * Close one pipe of l.  Only for a pipe whose peer said it sends nothing
+ * more (GONE) or is gone: NNG 1.5.2 can hang closing a pipe that is
+ * receiving.  Not from a pipe callback: it may run them.  A pipe that is
+ * already gone is fine.
+ */
+void mirai__link_pipe_close(mirai__link *l, uint32_t pipe);
 /* Stop the callbacks (waiting for running ones: never call it from one of
  * this link's callbacks), close, free.  l may be NULL. */
 void mirai__link_close(mirai__link *l);
@@ -327,11 +334,42 @@ void mirai__svc_stop(void);
 int mirai__timer_arm(mirai__timer *t, int64_t deadline);
 /* Disarm; returns 1 if it was armed (so fn will not run), else 0. */
 int mirai__timer_cancel(mirai__timer *t);
+/* A periodic timer (heartbeats): fn(arg) runs every period ms on the
+ * service thread, unlocked, until mirai__ticker_stop(), which returns once
+ * a run under way has finished (unless called from fn).  A ticker that
+ * failed to start (no memory) is stopped safely too. */
+typedef struct mirai__ticker {
+	mirai__timer timer;
+	int64_t period;
+	int stopped, running;
+	void (*fn)(void *arg);
+	void *arg;
+} mirai__ticker;
+int mirai__ticker_start(mirai__ticker *k, int64_t period, void (*fn)(void *),
+    void *arg);
+void mirai__ticker_stop(mirai__ticker *k);
+
+/* Heartbeats: the interval for a setting (0: the default, 10 s; < 0: off,
+ * returned as 0). */
+#define MIRAI__HEARTBEAT_DEFAULT_MS 10000
+static inline int64_t
+mirai__heartbeat_ms(int64_t setting)
+{
+	return setting == 0 ? MIRAI__HEARTBEAT_DEFAULT_MS
+	     : setting < 0  ? 0
+			    : setting;
+}
+
 /* Run fn(arg) soon on the service thread. */
 int mirai__defer(void (*fn)(void *arg), void *arg);
 /* Reap pid when it exits and then call fn(pid, wait status, arg); the
  * status is -1 when unknown (reaped by someone else, or at shutdown). */
 int mirai__watch_child(pid_t pid, void (*fn)(pid_t, int, void *), void *arg);
+/* Stop watching pid for fn and arg: fn will not be called (the child is
+ * still reaped), and a call already running has returned when this does
+ * (unless made from fn itself).  Watches that already fired are fine. */
+void mirai__watch_cancel(pid_t pid, void (*fn)(pid_t, int, void *),
+    void *arg);
 
 /* ---- spawn.c ------------------------------------------------------ */
 

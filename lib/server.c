@@ -106,6 +106,9 @@ struct mirai_server {
 	char host[256];
 	void *opts_mem;   /* the strings of opts */
 	char binding[256];
+	int64_t hb;       /* heartbeat interval (ms); 0: off */
+	int64_t last_rx, last_tx; /* when a message last came, went */
+	mirai__ticker beat;
 };
 
 /* ---- registry of functions ----------------------------------------- */
@@ -344,6 +347,7 @@ kick_send(mirai_server *srv)
 			return;
 		}
 		srv->ack_pending = 0;
+		srv->last_tx     = mirai__now_ms();
 		if (!mirai__link_send(srv->link, msg)) {
 			srv->sending = 1;
 		}
@@ -525,6 +529,7 @@ handle_msg(mirai_server *srv, mirai__msg *msg)
 	}
 	pthread_mutex_lock(&srv->mtx);
 	srv->recv_seq = h.seq;
+	srv->last_rx  = mirai__now_ms();
 	while ((rv = mirai__msg_next(&r, &f)) == 1) {
 		mirai__task_view tv;
 		uint64_t id;
@@ -627,6 +632,7 @@ on_pipe(void *arg, int ev, uint32_t pipe)
 	pthread_mutex_lock(&srv->mtx);
 	if (ev == MIRAI__PIPE_UP && !srv->conn_lost) {
 		srv->connected = 1;
+		srv->last_rx   = mirai__now_ms();
 		MIRAI__LOG(MIRAI_LOG_INFO, TAG, "connected");
 	} else if (ev == MIRAI__PIPE_GONE && srv->connected) {
 		srv->conn_lost = 1;
@@ -635,6 +641,41 @@ on_pipe(void *arg, int ev, uint32_t pipe)
 	pthread_cond_broadcast(&srv->cv);
 	pthread_mutex_unlock(&srv->mtx);
 	return 0;
+}
+
+/*
+ * Heartbeat, every third of the interval: a client silent for the whole
+ * interval is taken as gone, exactly as if the connection ended (the task
+ * in hand is finished, then the server exits); a PING goes when we said
+ * nothing for a third of it, so that the client hears from us.
+ */
+static void
+beat(void *arg)
+{
+	mirai_server *srv = arg;
+	int64_t now       = mirai__now_ms();
+
+	pthread_mutex_lock(&srv->mtx);
+	if (srv->connected && !srv->conn_lost && !srv->exit_req) {
+		if (now - srv->last_rx > srv->hb) {
+			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+			    "no word from the client for %lld ms (heartbeat "
+			    "%lld ms): taking the connection as ended",
+			    (long long) (now - srv->last_rx),
+			    (long long) srv->hb);
+			srv->conn_lost = 1;
+			srv->mute      = 1;
+			pthread_cond_broadcast(&srv->cv);
+		} else if (now - srv->last_tx >= srv->hb / 3 && !srv->mute) {
+			mirai__out *o = mirai__out_new(MIRAI__U64_FRAME_LEN);
+			if (o != NULL) {
+				mirai__u64_frame_encode(mirai__out_frame(o),
+				    MIRAI__F_PING, (uint64_t) now);
+				queue_out(srv, o);
+			}
+		}
+	}
+	pthread_mutex_unlock(&srv->mtx);
 }
 
 /* ---- executing ------------------------------------------------------- */
@@ -1239,6 +1280,10 @@ server_run(mirai_server *srv, const char *url, int *reason, mirai_errmsg *err)
 	}
 	srv->t_start = srv->t_last = mirai__now_ms();
 	mirai__url_redact(url, srv->dialing, sizeof srv->dialing);
+	srv->hb = mirai__heartbeat_ms(srv->opts.heartbeat_ms);
+	if (srv->hb > 0) {
+		mirai__ticker_start(&srv->beat, srv->hb / 3, beat, srv);
+	}
 	pthread_mutex_lock(&srv->mtx);
 	send_hello(srv);
 	kick_send(srv);
@@ -1246,6 +1291,7 @@ server_run(mirai_server *srv, const char *url, int *reason, mirai_errmsg *err)
 	mirai__link_start(srv->link);
 
 	if ((rv = mirai__link_dial(srv->link, url, srv->opts.dial_once, err)) != 0) {
+		mirai__ticker_stop(&srv->beat);
 		mirai__link_close(srv->link);
 		srv->link = NULL;
 		return rv;
@@ -1279,6 +1325,7 @@ server_run(mirai_server *srv, const char *url, int *reason, mirai_errmsg *err)
 	}
 	pthread_mutex_unlock(&srv->mtx);
 
+	mirai__ticker_stop(&srv->beat);
 	mirai__link_close(srv->link);
 	srv->link = NULL;
 	if (saved_err >= 0) {

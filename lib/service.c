@@ -41,7 +41,10 @@ static struct {
 	defer *dhead, *dtail;
 	child *children;
 	size_t nchildren;
-} svc = {.mtx = PTHREAD_MUTEX_INITIALIZER, .efd = -1};
+	child *calling;      /* the child whose fn runs now, unlocked */
+	pthread_cond_t called; /* calling went back to NULL */
+} svc = {.mtx = PTHREAD_MUTEX_INITIALIZER, .efd = -1,
+    .called = PTHREAD_COND_INITIALIZER};
 
 static void
 wake(void)
@@ -154,12 +157,15 @@ reap(const struct pollfd *fds, size_t nfds)
 		if (c->pidfd >= 0) {
 			close(c->pidfd);
 		}
+		svc.calling = c;
 		pthread_mutex_unlock(&svc.mtx);
 		if (c->fn != NULL) {
 			c->fn(c->pid, status, c->arg);
 		}
-		free(c);
 		pthread_mutex_lock(&svc.mtx);
+		svc.calling = NULL;
+		pthread_cond_broadcast(&svc.called);
+		free(c);
 		pp = &svc.children; /* the list may have changed */
 	}
 }
@@ -319,12 +325,15 @@ mirai__svc_stop(void)
 		if (c->pidfd >= 0) {
 			close(c->pidfd);
 		}
+		svc.calling = c;
 		pthread_mutex_unlock(&svc.mtx);
 		if (c->fn != NULL) {
 			c->fn(c->pid, -1, c->arg);
 		}
-		free(c);
 		pthread_mutex_lock(&svc.mtx);
+		svc.calling = NULL;
+		pthread_cond_broadcast(&svc.called);
+		free(c);
 	}
 	svc.nchildren = 0;
 	if (svc.efd >= 0) {
@@ -334,15 +343,10 @@ mirai__svc_stop(void)
 	pthread_mutex_unlock(&svc.mtx);
 }
 
-int
-mirai__timer_arm(mirai__timer *t, int64_t deadline)
+/* Called with svc.mtx held. */
+static int
+arm_locked(mirai__timer *t, int64_t deadline)
 {
-	int rv;
-
-	if ((rv = mirai__svc_start()) != 0) {
-		return rv;
-	}
-	pthread_mutex_lock(&svc.mtx);
 	if (t->heap_idx != 0) {
 		heap_remove(t);
 	}
@@ -350,7 +354,6 @@ mirai__timer_arm(mirai__timer *t, int64_t deadline)
 		size_t cap = svc.cap == 0 ? 64 : svc.cap * 2;
 		mirai__timer **h = realloc(svc.heap, cap * sizeof *h);
 		if (h == NULL) {
-			pthread_mutex_unlock(&svc.mtx);
 			return MIRAI_ENOMEM;
 		}
 		svc.heap = h;
@@ -363,8 +366,70 @@ mirai__timer_arm(mirai__timer *t, int64_t deadline)
 	if (svc.heap[1] == t) {
 		wake();
 	}
-	pthread_mutex_unlock(&svc.mtx);
 	return 0;
+}
+
+int
+mirai__timer_arm(mirai__timer *t, int64_t deadline)
+{
+	int rv;
+
+	if ((rv = mirai__svc_start()) != 0) {
+		return rv;
+	}
+	pthread_mutex_lock(&svc.mtx);
+	rv = arm_locked(t, deadline);
+	pthread_mutex_unlock(&svc.mtx);
+	return rv;
+}
+
+static void
+ticker_fire(void *arg)
+{
+	mirai__ticker *k = arg;
+
+	pthread_mutex_lock(&svc.mtx);
+	if (k->stopped) {
+		pthread_mutex_unlock(&svc.mtx);
+		return;
+	}
+	k->running = 1;
+	pthread_mutex_unlock(&svc.mtx);
+	k->fn(k->arg);
+	pthread_mutex_lock(&svc.mtx);
+	k->running = 0;
+	if (!k->stopped && svc.running) {
+		arm_locked(&k->timer, mirai__now_ms() + k->period);
+	}
+	pthread_cond_broadcast(&svc.called);
+	pthread_mutex_unlock(&svc.mtx);
+}
+
+int
+mirai__ticker_start(mirai__ticker *k, int64_t period, void (*fn)(void *),
+    void *arg)
+{
+	memset(k, 0, sizeof *k);
+	k->period    = period > 0 ? period : 1;
+	k->fn        = fn;
+	k->arg       = arg;
+	k->timer.fn  = ticker_fire;
+	k->timer.arg = k;
+	return mirai__timer_arm(&k->timer, mirai__now_ms() + k->period);
+}
+
+void
+mirai__ticker_stop(mirai__ticker *k)
+{
+	pthread_mutex_lock(&svc.mtx);
+	k->stopped = 1;
+	if (k->timer.heap_idx != 0) {
+		heap_remove(&k->timer);
+	}
+	while (k->running && !pthread_equal(pthread_self(), svc.thread)) {
+		pthread_cond_wait(&svc.called, &svc.mtx);
+	}
+	pthread_mutex_unlock(&svc.mtx);
 }
 
 int
@@ -431,4 +496,24 @@ mirai__watch_child(pid_t pid, void (*fn)(pid_t, int, void *), void *arg)
 	wake();
 	pthread_mutex_unlock(&svc.mtx);
 	return 0;
+}
+
+void
+mirai__watch_cancel(pid_t pid, void (*fn)(pid_t, int, void *), void *arg)
+{
+	pthread_mutex_lock(&svc.mtx);
+	for (child *c = svc.children; c != NULL; c = c->next) {
+		if (c->pid == pid && c->fn == fn && c->arg == arg) {
+			/* Still reaped when it exits; nobody is told. */
+			c->fn = NULL;
+		}
+	}
+	/* A call already under way finishes before arg may go (unless this
+	 * is that call, on the service thread). */
+	while (svc.calling != NULL && svc.calling->pid == pid &&
+	    svc.calling->fn == fn && svc.calling->arg == arg &&
+	    !pthread_equal(pthread_self(), svc.thread)) {
+		pthread_cond_wait(&svc.called, &svc.mtx);
+	}
+	pthread_mutex_unlock(&svc.mtx);
 }

@@ -193,7 +193,7 @@ mirai__spawn_server(const mirai_server_opts *o, const char *url,
 	char path[4096];
 	const char *exe;
 	const char *argv[32 + 2 * 64];
-	char nums[6][32];
+	char nums[6][32], hbuf[32];
 	char *env[2] = {NULL, NULL};
 	size_t n = 0;
 	int rv;
@@ -243,6 +243,15 @@ mirai__spawn_server(const mirai_server_opts *o, const char *url,
 	}
 	if (o->output) {
 		argv[n++] = "--output";
+	}
+	if (o->heartbeat_ms != 0) {
+		if (o->heartbeat_ms < 0) {
+			snprintf(hbuf, sizeof hbuf, "off");
+		} else {
+			snprintf(hbuf, sizeof hbuf, "%" PRId64, o->heartbeat_ms);
+		}
+		argv[n++] = "--heartbeat";
+		argv[n++] = hbuf;
 	}
 	if (o->bind_to != NULL && strcmp(o->bind_to, "none") != 0) {
 		snprintf(nums[4], sizeof nums[4], "%d", o->bind_index);

@@ -834,3 +834,15 @@ mirai__request(const char *url, mirai__msg *req, mirai__msg **rep,
 	*rep = MMSG(m);
 	return 0;
 }
+
+/* ---- closing one pipe (reliability) -------------------------------------- */
+
+void
+mirai__link_pipe_close(mirai__link *l, uint32_t pipe)
+{
+	nng_pipe p = NNG_PIPE_INITIALIZER;
+
+	(void) l;
+	p.id = pipe;
+	nng_pipe_close(p);
+}

@@ -2,6 +2,7 @@
  * it_hook: the serialization hook must agree between client and servers;
  * a mismatch is reported, never decoded wrongly.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,16 +30,60 @@ xor_hook(void *arg, const void *in, size_t len, void **out, size_t *out_len)
 static const mirai_hook hook_v1 = {"xor-v1", xor_hook, xor_hook, NULL, NULL};
 static const mirai_hook hook_v2 = {"xor-v2", xor_hook, xor_hook, NULL, NULL};
 
+/* Warnings are kept, so that tests can check what was reported. */
+static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
+static char log_buf[16384];
+static size_t log_len;
+
+static void
+capture(int level, const char *tag, const char *msg, void *arg)
+{
+	pthread_mutex_lock(&log_mtx);
+	if (level <= MIRAI_LOG_WARN && log_len < sizeof log_buf) {
+		log_len += (size_t) snprintf(log_buf + log_len,
+		    sizeof log_buf - log_len, "%s: %s\n", tag, msg);
+	}
+	pthread_mutex_unlock(&log_mtx);
+	mirai_log_stderr(level, tag, msg, arg);
+}
+
+static int
+logged(const char *a, const char *b)
+{
+	const char *p;
+	int found = 0;
+
+	pthread_mutex_lock(&log_mtx);
+	for (p = log_buf; !found && (p = strstr(p, a)) != NULL; p++) {
+		const char *eol = strchr(p, '\n');
+		const char *q   = b != NULL ? strstr(p, b) : p;
+		found = q != NULL && (eol == NULL || q < eol);
+	}
+	pthread_mutex_unlock(&log_mtx);
+	return found;
+}
+
+static void
+log_clear(void)
+{
+	pthread_mutex_lock(&log_mtx);
+	log_len    = 0;
+	log_buf[0] = '\0';
+	pthread_mutex_unlock(&log_mtx);
+}
+
 static int
 setup(void **state)
 {
 	(void) state;
 	h_init();
+	mirai_log_set(capture, "test", MIRAI_LOG_WARN);
 	return 0;
 }
 
 static void
-set(const char *profile, const mirai_hook *hook, int with_plugin)
+set_with(const char *profile, const mirai_hook *hook, int with_plugin,
+    int dispatcher)
 {
 	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
 	mirai_server_opts so = MIRAI_SERVER_OPTS_INIT;
@@ -47,7 +92,7 @@ set(const char *profile, const mirai_hook *hook, int with_plugin)
 	plugins[0]   = h_plugin("hookplug");
 	d.profile    = profile;
 	d.n          = 1;
-	d.dispatcher = MIRAI_DISPATCHER_OFF;
+	d.dispatcher = dispatcher;
 	d.hook       = hook;
 	if (with_plugin) {
 		so.plugins  = plugins;
@@ -55,6 +100,53 @@ set(const char *profile, const mirai_hook *hook, int with_plugin)
 	}
 	d.server = &so;
 	assert_int_equal(mirai_daemons(&d, NULL), 0);
+}
+
+static void
+set(const char *profile, const mirai_hook *hook, int with_plugin)
+{
+	set_with(profile, hook, with_plugin, MIRAI_DISPATCHER_OFF);
+}
+
+/*
+ * With a dispatcher: the client must not warn that the dispatcher (which
+ * has no hook) mismatches; the dispatcher warns once per server that is
+ * given tasks encoded with another hook, naming its hook.
+ */
+static void
+test_dispatcher_logs(void **state)
+{
+	char buf[512];
+
+	(void) state;
+	setenv("TEST_HOOK_NAME", "xor-v1", 1);
+	log_clear();
+	set_with("d-same", &hook_v1, 1, MIRAI_DISPATCHER_THREAD);
+	assert_int_equal(h_call("d-same", "test.reverse", "abc", buf,
+			     sizeof buf),
+	    0);
+	assert_string_equal(buf, "cba");
+	mirai_reset("d-same");
+	assert_false(logged("serialization hook", NULL));
+
+	log_clear();
+	set_with("d-differ", &hook_v2, 1, MIRAI_DISPATCHER_THREAD);
+	assert_int_equal(h_call("d-differ", "mirai.echo", "x", buf, sizeof buf),
+	    MIRAI_EHOOK);
+	assert_int_equal(h_call("d-differ", "mirai.echo", "y", buf, sizeof buf),
+	    MIRAI_EHOOK);
+	mirai_reset("d-differ");
+	assert_true(logged("dispatcher: slot 0: server", "'xor-v1'"));
+	assert_false(logged("client:", "serialization hook"));
+	/* Once per server instance. */
+	pthread_mutex_lock(&log_mtx);
+	{
+		const char *p = strstr(log_buf, "'xor-v1'");
+		assert_non_null(p);
+		assert_null(strstr(p + 1, "'xor-v1'"));
+	}
+	pthread_mutex_unlock(&log_mtx);
+	unsetenv("TEST_HOOK_NAME");
 }
 
 static void
@@ -129,6 +221,8 @@ reset_all(void **state)
 	mirai_reset("c-only");
 	mirai_reset("s-only");
 	mirai_reset("differ");
+	mirai_reset("d-same");
+	mirai_reset("d-differ");
 	return 0;
 }
 
@@ -148,6 +242,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_same_hook, reset_all),
 	    cmocka_unit_test_teardown(test_mismatches, reset_all),
 	    cmocka_unit_test_teardown(test_bad_hook_settings, reset_all),
+	    cmocka_unit_test_teardown(test_dispatcher_logs, reset_all),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -165,6 +165,45 @@ test_task_finishes_first(void **state)
 	rmdir(h_tmpdir());
 }
 
+/*
+ * A reset under a task that ignores cancellation: the dispatcher thread's
+ * engine is freed after a bounded wait while its local server still runs;
+ * the server's exit must then touch nothing of it (run under ASan).
+ */
+static void
+test_reset_under_busy_task(void **state)
+{
+	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
+	const char *plugins[1];
+	mirai_server_opts so = MIRAI_SERVER_OPTS_INIT;
+	mirai_errmsg err = {{0}};
+	mirai *m;
+	int64_t t0;
+
+	(void) state;
+	plugins[0]    = h_plugin("testplug");
+	so.plugins    = plugins;
+	so.nplugins   = 1;
+	d.n           = 1;
+	d.dispatcher  = MIRAI_DISPATCHER_THREAD;
+	d.server      = &so;
+	if (mirai_daemons(&d, &err) != 0) {
+		fail_msg("daemons: %s", err.text);
+	}
+	/* 7 s: past the 5 s the dispatcher waits for its servers. */
+	assert_int_equal(mirai_call(NULL, "test.busy", "7000", 4, &m), 0);
+	usleep(300000);
+	t0 = h_now_ms();
+	assert_int_equal(mirai_reset(NULL), 0);
+	assert_int_equal(mirai_wait(m), MIRAI_ECLOSED);
+	mirai_free(m);
+	/* The server ends its task and exits with the engine long gone;
+	 * its reaping must not reach freed memory. */
+	while (h_now_ms() - t0 < 8000) {
+		usleep(100000);
+	}
+}
+
 static int
 cleanup(void **state)
 {
@@ -181,6 +220,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_kill9_client),
 	    cmocka_unit_test(test_task_finishes_first),
 	    cmocka_unit_test(test_kill9_dispatcher),
+	    cmocka_unit_test(test_reset_under_busy_task),
 	};
 
 	self = argv[0];
