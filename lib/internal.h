@@ -446,7 +446,7 @@ int mirai__topo_count(const char *kind);
 
 /*
  * The DNS name in every certificate a launch issues to the dispatcher, and
- * the name a dialer verifies it by (nng_tls_config_server_name): peers are
+ * the name a dialer verifies it by (the transport sets it as the server name): peers are
  * mostly reached by IP address, and mbedTLS 2.28 does not check IP
  * addresses in certificates.  .invalid never resolves (RFC 2606), so the
  * name cannot be mistaken for a real host.

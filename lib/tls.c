@@ -2,7 +2,7 @@
  * tls.c: the per-launch certificate authority and the certificates it
  * issues, made with mbedTLS (the library under NNG's TLS).  It produces PEM
  * strings (and, when a file is wanted, owner-only files); transport.c, the
- * only NNG user, hands them to nng_tls_config.  Nothing here calls NNG.
+ * only NNG user, hands them to NNG's TLS configuration.  Nothing here calls NNG.
  *
  * Every launch makes a fresh CA: an EC P-256 key (fast to make and to sign
  * with) and a self-signed X.509 v3 certificate valid from an hour ago (clocks
