@@ -74,7 +74,7 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%)
 
 RPATH   = -Wl,-rpath,'$$ORIGIN/../lib'
 
-.PHONY: all lib tools examples tests check check-fast check-san check-valgrind \
+.PHONY: all lib tools examples tests check check-fast check-san check-valgrind soak \
         bench install uninstall clean fuzz demo
 
 all: lib tools examples $(BUILD)/lib/pkgconfig/mirai-uninstalled.pc
@@ -82,7 +82,7 @@ all: lib tools examples $(BUILD)/lib/pkgconfig/mirai-uninstalled.pc
 lib: $(SO) $(AR_LIB)
 tools: $(TOOL_BIN)
 examples: $(EXAMPLE_BIN) $(EXAMPLE_PLUGIN_SO)
-tests: all $(UNIT_BIN) $(INTEG_BIN) $(PLUGIN_SO) $(FUZZ_BIN)
+tests: all $(UNIT_BIN) $(INTEG_BIN) $(PLUGIN_SO) $(FUZZ_BIN) $(BUILD)/tests/soak
 
 $(BUILD)/obj/lib/%.o: lib/%.c
 	@mkdir -p $(@D)
@@ -165,6 +165,13 @@ $(BUILD)/tests/it_%: $(BUILD)/obj/tests/integration/it_%.o \
 
 # Hidden by default, as careful plugin builds are: mirai.h's MIRAI_API must
 # still export mirai_plugin_init.
+# The chaos soak: real servers killed, stopped and restarted under load.
+$(BUILD)/tests/soak: $(BUILD)/obj/tests/soak/soak.o \
+    $(BUILD)/obj/tests/integration/harness.o $(SO)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/obj/tests/integration/harness.o \
+	    -L$(BUILD)/lib -lmirai -lcmocka -lpthread $(RPATH)
+
 $(BUILD)/tests/%.so: tests/plugins/%.c $(SO)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -shared -o $@ $< -L$(BUILD)/lib -lmirai $(RPATH)
@@ -175,6 +182,12 @@ $(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o \
     $(BUILD)/obj/tests/fuzz/driver.o $(LIB_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS)
+
+# make soak SECONDS=N: the chaos soak alone (make check runs it for 20 s).
+SECONDS ?= 60
+soak: tests
+	MIRAI_SERVER=$(BUILD)/bin/mirai-server MIRAI_TEST_BUILD=$(BUILD) \
+	    $(BUILD)/tests/soak $(SECONDS)
 
 check: tests
 	BUILD=$(BUILD) tests/run-tests.sh all

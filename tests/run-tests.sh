@@ -71,6 +71,8 @@ echo "== command-line tools"
 for t in tests/cli/*.sh; do
 	run_one "cli/$(basename "$t" .sh)" 300 env BUILD="$BUILD" bash "$t"
 done
+echo "== soak (${SOAK_SECONDS:-20}s: servers killed, stopped, restarted under load)"
+run_one soak 300 "$BUILD/tests/soak" "${SOAK_SECONDS:-20}"
 echo "== fuzz smoke (${FUZZ_SECONDS}s each)"
 fuzz_smoke "$BUILD" ""
 echo "== exported symbols"
