@@ -74,7 +74,13 @@ cmd_close(cmd *c)
 {
 	if (c->ch != NULL) {
 		ssh_remove_channel_callbacks(c->ch, &c->cbs);
-		if (ssh_is_connected(ssh_channel_get_session(c->ch))) {
+		/* Only a channel that is open: closing one whose open failed
+		 * (the session was full) sends EOF and CLOSE for a remote
+		 * channel id it never got, which the server reads as another
+		 * command's channel (its stdin ends) or as a protocol error
+		 * that drops the whole session. */
+		if (ssh_is_connected(ssh_channel_get_session(c->ch)) &&
+		    ssh_channel_is_open(c->ch)) {
 			ssh_channel_close(c->ch);
 		}
 		ssh_channel_free(c->ch);
