@@ -396,7 +396,7 @@ int mirai__spawn_server(const mirai_server_opts *o, const char *url,
 int mirai__spawn(const char *const *argv, const char *const *extra_env,
     int fd_out, int fd_err, pid_t *pid);
 
-/* ---- server.c / builtin.c ----------------------------------------- */
+/* ---- server*.c / builtin.c ---------------------------------------- */
 
 int mirai__builtin_register(mirai_server *srv);
 /* For mirai.exec: the process group to kill when the task is cancelled

@@ -1,0 +1,389 @@
+/*
+ * launch_remote.c: starting remote servers: the agent's command line
+ * (`mirai-server --stdin` with the servers' options) and its setup
+ * records (URLs, environment, the CA), one ssh exec a host or one srun
+ * step for all, and this launch's TLS material.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "launch_int.h"
+
+/* ---- agents and ssh ----------------------------------------------------- */
+
+/* A word for the remote shell: single-quoted. */
+static void
+quote(mirai__sb *sb, const char *s)
+{
+	mirai__sb_printf(sb, " '");
+	for (; *s != '\0'; s++) {
+		if (*s == '\'') {
+			mirai__sb_printf(sb, "'\\''");
+		} else {
+			mirai__sb_printf(sb, "%c", *s);
+		}
+	}
+	mirai__sb_printf(sb, "'");
+}
+
+/* A growable argument vector of copies, NULL-terminated. */
+typedef struct argvec {
+	char **v;
+	size_t n;
+	int failed;
+} argvec;
+
+static void
+av_add(argvec *a, const char *fmt, ...) MIRAI_PRINTF(2, 3);
+
+static void
+av_add(argvec *a, const char *fmt, ...)
+{
+	char **v;
+	va_list ap;
+	int n;
+
+	if (a->failed || (v = realloc(a->v, (a->n + 2) * sizeof *v)) == NULL) {
+		a->failed = 1;
+		return;
+	}
+	a->v = v;
+	va_start(ap, fmt);
+	n = vasprintf(&a->v[a->n], fmt, ap);
+	va_end(ap);
+	if (n < 0) {
+		a->failed = 1;
+		a->v[a->n] = NULL;
+		return;
+	}
+	a->v[++a->n] = NULL;
+}
+
+static void
+av_free(argvec *a)
+{
+	for (size_t i = 0; i < a->n; i++) {
+		free(a->v[i]);
+	}
+	free(a->v);
+}
+
+/* The agent's command: `SERVER --stdin` with the servers' options; its
+ * setup (URLs, environment) goes over its stdin. */
+static void
+agent_argv(const mirai_launch *l, const char *server, int bind, argvec *a)
+{
+	const mirai_server_opts *so = &l->sopts;
+
+	av_add(a, "%s", server);
+	av_add(a, "--stdin");
+	if (bind) {
+		av_add(a, "--bind-to");
+		av_add(a, "%s", l->o.bind_to);
+		if (l->o.cpus_per_server > 1) {
+			av_add(a, "--bind-count");
+			av_add(a, "%d", l->o.cpus_per_server);
+		}
+	}
+	if (so->idle_ms > 0) {
+		av_add(a, "--idle");
+		av_add(a, "%" PRId64, so->idle_ms);
+	}
+	if (so->walltime_ms > 0) {
+		av_add(a, "--walltime");
+		av_add(a, "%" PRId64, so->walltime_ms);
+	}
+	if (so->max_tasks > 0) {
+		av_add(a, "--max-tasks");
+		av_add(a, "%" PRIu64, so->max_tasks);
+	}
+	if (so->max_msg > 0) {
+		av_add(a, "--max-msg");
+		av_add(a, "%zu", so->max_msg);
+	}
+	if (so->output) {
+		av_add(a, "--output");
+	}
+	for (size_t p = 0; p < so->nplugins; p++) {
+		av_add(a, "--plugin");
+		av_add(a, "%s", so->plugins[p]);
+	}
+}
+
+/* The setup records of slots [first, end) (one host), addressed to that
+ * host when node is set. */
+static void
+setup_urls(const mirai_launch *l, size_t first, size_t end, int node,
+    mirai__wbuf *w)
+{
+	if (node) {
+		mirai__agent_node(w, l->slots[first].host);
+	}
+	for (size_t i = first; i < end; i++) {
+		mirai__agent_url(w, l->slots[i].url, l->slots[i].unit);
+	}
+}
+
+static void
+setup_env(const mirai_launch *l, mirai__wbuf *w)
+{
+	for (size_t e = 0; e < l->o.nenv; e++) {
+		mirai__agent_env(w, l->o.env[e]);
+	}
+	if (l->ca != NULL) {
+		/* The servers verify the dispatcher with it. */
+		mirai__agent_ca(w, mirai__tls_ca_pem(l->ca));
+	}
+	mirai__agent_end(w);
+}
+
+/*
+ * This launch's TLS material: a fresh CA, the dispatcher's certificate
+ * (for MIRAI__TLS_NAME, which servers verify), both with the CA written to
+ * an owner-only directory; the dispatcher listens with them and local
+ * servers dial with the CA file.
+ */
+int
+mirai__ln_tls_setup(mirai_launch *l, mirai_dispatcher_opts *dopts,
+    mirai_errmsg *err)
+{
+	static const char *const names[3] = {"ca.pem", "cert.pem", "key.pem"};
+	const char *tmp = getenv("TMPDIR");
+	char *cert = NULL, *key = NULL;
+	const char *pem[3];
+	int rv;
+
+	if (tmp == NULL || *tmp != '/' || strlen(tmp) > 60) {
+		tmp = "/tmp";
+	}
+	snprintf(l->tls_dir, sizeof l->tls_dir, "%s/mirai-tls-XXXXXX", tmp);
+	if (mkdtemp(l->tls_dir) == NULL) {
+		l->tls_dir[0] = '\0';
+		return mirai__fail(err, MIRAI_EPERM,
+		    "cannot make a directory for this launch's certificates in "
+		    "%s",
+		    tmp);
+	}
+	if ((rv = mirai__tls_ca_create(&l->ca, "mirai-launch", err)) != 0 ||
+	    (rv = mirai__tls_cert_issue(l->ca, MIRAI__TLS_NAME, &cert, &key,
+		 err)) != 0) {
+		return rv;
+	}
+	pem[0] = mirai__tls_ca_pem(l->ca);
+	pem[1] = cert;
+	pem[2] = key;
+	for (int i = 0; i < 3 && rv == 0; i++) {
+		rv = mirai__tls_write_private(l->tls_dir, names[i], pem[i],
+		    &l->tls_files[i], err);
+	}
+	free(cert);
+	mirai__tls_secret_free(key);
+	if (rv != 0) {
+		return rv;
+	}
+	dopts->tls_cert = l->tls_files[1];
+	dopts->tls_key  = l->tls_files[2];
+	l->sopts.tls_ca = l->tls_files[0];
+	return 0;
+}
+
+/* Start the servers of slots [first, first + count) (one remote host)
+ * through one ssh exec, id first. */
+int
+mirai__ln_start_remote(mirai_launch *l, size_t first, size_t count,
+    mirai_errmsg *err)
+{
+	const mirai_launch_slot *sl = &l->slots[first];
+	const mirai_server_opts *so = &l->sopts;
+	mirai__sb cmd = {0};
+	mirai__wbuf in = {0};
+	argvec av = {0};
+	int rv;
+
+	agent_argv(l, so->server_path != NULL ? so->server_path : "mirai-server",
+	    sl->unit >= 0, &av);
+	mirai__sb_printf(&cmd, "exec");
+	for (size_t i = 0; i < av.n; i++) {
+		/* Plain words stay plain; anything else is quoted. */
+		if (strspn(av.v[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+				    "OPQRSTUVWXYZ0123456789-_./") ==
+		    strlen(av.v[i])) {
+			mirai__sb_printf(&cmd, " %s", av.v[i]);
+		} else {
+			quote(&cmd, av.v[i]);
+		}
+	}
+	/* What must not show in ps goes over stdin. */
+	mirai__agent_begin(&in);
+	setup_urls(l, first, first + count, 0, &in);
+	setup_env(l, &in);
+	if (cmd.failed || in.failed || av.failed) {
+		rv = mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	} else {
+		rv = mirai__ssh_run(l->ssh, first, sl->host,
+		    *sl->user ? sl->user : NULL, 0, cmd.buf, in.p, in.len);
+		if (rv != 0) {
+			mirai__fail(err, rv, "cannot start ssh to %s", sl->host);
+		}
+	}
+	av_free(&av);
+	free(cmd.buf);
+	free(in.p);
+	return rv;
+}
+
+/* ---- srun ------------------------------------------------------------------ */
+
+extern char **environ;
+
+/* Feeds the setup to srun's stdin, which srun copies to every agent
+ * (--input=all): a thread, because srun reads it only as the step starts
+ * and a setup may exceed a socket buffer. */
+static void *
+srun_writer(void *arg)
+{
+	mirai_launch *l  = arg;
+	const uint8_t *p = l->srun_in.p;
+	size_t left      = l->srun_in.len;
+
+	while (left > 0) {
+		ssize_t w = send(l->srun_sock, p, left, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR) {
+			continue;
+		}
+		if (w <= 0) {
+			break;
+		}
+		p += w;
+		left -= (size_t) w;
+	}
+	return NULL;
+}
+
+static void
+on_srun_exit(pid_t pid, int status, void *arg)
+{
+	mirai_launch *l = arg;
+
+	(void) pid;
+	pthread_mutex_lock(&l->mtx);
+	l->srun_pid = 0;
+	if (status != -1 && WIFEXITED(status)) {
+		mirai__ln_fail_range(l, 0, l->n, "srun exited with status %d",
+		    WEXITSTATUS(status));
+	} else {
+		mirai__ln_fail_range(l, 0, l->n, "srun ended (signal %d)",
+		    status != -1 && WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	}
+	l->alive--;
+	mirai__ln_changed(l);
+	pthread_mutex_unlock(&l->mtx);
+}
+
+/*
+ * Every server through one srun job step: one task a node (the node's
+ * agent, as over ssh), all reading one setup in which each node's URLs are
+ * addressed to it.  The mirai-server is the one this machine would run,
+ * by the same path on the nodes (a shared file system), unless given.
+ */
+int
+mirai__ln_start_srun(mirai_launch *l, mirai_errmsg *err)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none, def;
+	mirai__sb nodes = {0};
+	argvec av = {0};
+	char exe[4096];
+	const char *server;
+	size_t nhosts = 0;
+	int sv[2], rv;
+	pid_t pid;
+
+	server = mirai__find_tool(l->sopts.server_path, "MIRAI_SERVER",
+	    "mirai-server", exe, sizeof exe);
+	mirai__agent_begin(&l->srun_in);
+	for (size_t i = 0, end; i < l->n; i = end) {
+		for (end = i + 1; end < l->n &&
+		     l->slots[end].host == l->slots[i].host;
+		     end++) {
+		}
+		setup_urls(l, i, end, 1, &l->srun_in);
+		mirai__sb_printf(&nodes, "%s%s", nhosts > 0 ? "," : "",
+		    l->slots[i].host);
+		nhosts++;
+	}
+	setup_env(l, &l->srun_in);
+	av_add(&av, "srun");
+	/* --overlap: the step shares the job's CPUs with the client's. */
+	av_add(&av, "--overlap");
+	av_add(&av, "--input=all");
+	av_add(&av, "--job-name=mirai-servers");
+	av_add(&av, "--nodes=%zu", nhosts);
+	av_add(&av, "--ntasks=%zu", nhosts);
+	av_add(&av, "--ntasks-per-node=1");
+	av_add(&av, "--cpus-per-task=%d", l->srun_cpus > 0 ? l->srun_cpus : 1);
+	av_add(&av, "--nodelist=%s", nodes.buf != NULL ? nodes.buf : "");
+	agent_argv(l, server, l->slots[0].unit >= 0, &av);
+	if (av.failed || nodes.failed || l->srun_in.failed) {
+		av_free(&av);
+		free(nodes.buf);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	free(nodes.buf);
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+		av_free(&av);
+		return mirai__fail(err, MIRAI_ESPAWN, "socketpair: %s",
+		    strerror(errno));
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
+	posix_spawnattr_init(&at);
+	sigemptyset(&none);
+	sigemptyset(&def);
+	sigaddset(&def, SIGPIPE);
+	sigaddset(&def, SIGTERM);
+	sigaddset(&def, SIGINT);
+	sigaddset(&def, SIGHUP);
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawnattr_setsigdefault(&at, &def);
+	/* Its own process group: a ^C at the terminal reaches the launcher,
+	 * which ends the step its own way. */
+	posix_spawnattr_setpgroup(&at, 0);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
+	    POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+	rv = posix_spawnp(&pid, "srun", &fa, &at, av.v, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&at);
+	av_free(&av);
+	close(sv[1]);
+	if (rv != 0) {
+		close(sv[0]);
+		return mirai__fail(err, MIRAI_ESPAWN, "cannot run srun: %s",
+		    strerror(rv));
+	}
+	pthread_mutex_lock(&l->mtx);
+	l->srun_sock = sv[0];
+	l->srun_pid  = pid;
+	l->alive++;
+	pthread_mutex_unlock(&l->mtx);
+	if ((rv = mirai__watch_child(pid, on_srun_exit, l)) != 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		on_srun_exit(pid, -1, l);
+		return mirai__fail(err, rv, "cannot watch srun");
+	}
+	if (pthread_create(&l->writer, NULL, srun_writer, l) != 0) {
+		return mirai__fail(err, MIRAI_ENOMEM, "cannot start a thread");
+	}
+	l->writing = 1;
+	return 0;
+}
