@@ -229,8 +229,12 @@ h_server_pid(const char *profile)
 	char buf[1024];
 	const char *p;
 
-	if (h_call(profile, "mirai.info", NULL, buf, sizeof buf) != 0 ||
-	    (p = strstr(buf, "\"pid\":")) == NULL) {
+	int rv = h_call(profile, "mirai.info", NULL, buf, sizeof buf);
+
+	if (rv != 0 || (p = strstr(buf, "\"pid\":")) == NULL) {
+		/* Say why: a bare -1 leaves a failing test nothing to go on. */
+		fprintf(stderr, "h_server_pid(%s): %s: %s\n", profile,
+		    mirai_errname(rv), buf);
 		return -1;
 	}
 	return atoi(p + 6);
