@@ -440,6 +440,32 @@ daemons_check(const mirai_daemons_opts *o, mirai_errmsg *err)
 	return 0;
 }
 
+/*
+ * Take the registry lock and the entry of name, which must not be set:
+ * on success the lock is held (the caller sets the profile, then
+ * unlocks); on failure it is not.
+ */
+static int
+name_claim(const char *name, pname **out, mirai_errmsg *err)
+{
+	pname *n;
+
+	pthread_mutex_lock(&mirai__cl_reg_mtx);
+	if ((n = pname_get(name)) == NULL) {
+		pthread_mutex_unlock(&mirai__cl_reg_mtx);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	if (n->set != NULL) {
+		pthread_mutex_unlock(&mirai__cl_reg_mtx);
+		return mirai__fail(err, MIRAI_ESET,
+		    "compute profile '%s' is already set: reset it with "
+		    "mirai_reset() before changing its settings",
+		    name);
+	}
+	*out = n;
+	return 0;
+}
+
 /* mirai_daemons() with attach set; daemons_check() passed. */
 static int
 attach(const char *name, const mirai_daemons_opts *o, mirai_errmsg *err)
@@ -456,17 +482,8 @@ attach(const char *name, const mirai_daemons_opts *o, mirai_errmsg *err)
 		    "no dispatcher to attach to: give its URL or set "
 		    "MIRAI_DISPATCHER_URL (mirai-launch sets it)");
 	}
-	pthread_mutex_lock(&mirai__cl_reg_mtx);
-	if ((n = pname_get(name)) == NULL) {
-		pthread_mutex_unlock(&mirai__cl_reg_mtx);
-		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
-	}
-	if (n->set != NULL) {
-		pthread_mutex_unlock(&mirai__cl_reg_mtx);
-		return mirai__fail(err, MIRAI_ESET,
-		    "compute profile '%s' is already set: reset it with "
-		    "mirai_reset() before changing its settings",
-		    name);
+	if ((rv = name_claim(name, &n, err)) != 0) {
+		return rv;
 	}
 	if ((p = profile_new(name, KIND_DIRECT)) == NULL ||
 	    copy_opts(p, o) != 0 || (p->url = mirai__strdup(url)) == NULL) {
@@ -551,17 +568,8 @@ daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 	}
 	disp = o->dispatcher != MIRAI_DISPATCHER_OFF;
 
-	pthread_mutex_lock(&mirai__cl_reg_mtx);
-	if ((n = pname_get(name)) == NULL) {
-		pthread_mutex_unlock(&mirai__cl_reg_mtx);
-		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
-	}
-	if (n->set != NULL) {
-		pthread_mutex_unlock(&mirai__cl_reg_mtx);
-		return mirai__fail(err, MIRAI_ESET,
-		    "compute profile '%s' is already set: reset it with "
-		    "mirai_reset() before changing its settings",
-		    name);
+	if ((rv = name_claim(name, &n, err)) != 0) {
+		return rv;
 	}
 	if ((p = profile_new(name, KIND_DIRECT)) == NULL || copy_opts(p, o) != 0) {
 		pthread_mutex_unlock(&mirai__cl_reg_mtx);
