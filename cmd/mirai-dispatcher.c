@@ -13,11 +13,15 @@
 #include "cli.h"
 
 static const char epilog[] =
-    "Server URLs: with --url ws://HOST:PORT and -n N, N paths on one port,\n"
-    "each with a random 128-bit token and the slot number\n"
-    "(ws://HOST:PORT/<token>/3); with --url tcp://HOST:PORT, ports PORT ..\n"
-    "PORT+N-1; with --urls, the URLs as given; with neither, N loopback\n"
-    "ports.  Port 0 is resolved.  --print-urls shows what servers dial.\n"
+    "Server URLs: with --url URL and -n N, all N slots share one listener\n"
+    "at URL (tcp://, ws://, wss://, tls+tcp://); slot i is URL/<secret>/i,\n"
+    "a random 128-bit secret per slot that the server presents in its\n"
+    "first message: a peer without it is refused before anything else is\n"
+    "read.  With --urls, one listener per URL, one slot each, the same way.\n"
+    "With neither, N owner-only ipc sockets of this machine.  Port 0 is\n"
+    "resolved.  --no-token drops the secrets: every slot's URL is then its\n"
+    "listener's and a server takes any free slot (anyone who can reach the\n"
+    "port can serve).  --print-urls shows what servers dial.\n"
     "\n"
     "The client URL may also come from MIRAI_CLIENT_URL.  With --listen the\n"
     "dispatcher prints MIRAI_DISPATCHER_URL=... (for mirai_attach) and, with\n"
@@ -96,11 +100,11 @@ main(int argc, char **argv)
 	    {"control", 0, CLI_STR, &control, "URL",
 		"answer status and saisei requests here (mirai status)"},
 	    {"url", 'u', CLI_STR, &url, "URL",
-		"base URL for the server slots (ws:// or tcp://)"},
+		"one listener for all server slots (see below)"},
 	    {"n", 'n', CLI_INT, &n, "N", "number of server slots"},
 	    {"urls", 0, CLI_STR, &urls, "U1,U2,..", "server URLs, one slot each"},
 	    {"no-token", 0, CLI_FLAG, &no_token, NULL,
-		"ws paths without the random token"},
+		"slots without secrets (see below)"},
 	    {"retries", 'r', CLI_INT, &retries, "K",
 		"requeue a task whose server died, at most K times"},
 	    {"local", 'l', CLI_FLAG, &local, NULL,
@@ -129,7 +133,7 @@ main(int argc, char **argv)
 	    {"heartbeat", 0, CLI_STR, &heartbeat, "TIME",
 		"a peer silent this long is lost (default 10s; off)"},
 	    {"print-urls", 0, CLI_FLAG, &print, NULL,
-		"print the slot URLs (they hold tokens)"},
+		"print the slot URLs (they hold secrets)"},
 	    {"verbose", 'v', CLI_FLAG, &verbose, NULL, "log servers coming and going"},
 	    {"quiet", 'q', CLI_FLAG, &quiet, NULL, "log errors only"},
 	    {NULL, 0, 0, NULL, NULL, NULL},

@@ -307,7 +307,7 @@ main(int argc, char **argv)
 		"port 0)"},
 	    {"advertise", 0, CLI_STR, &advertise, "HOST",
 		"host name servers dial (default: this host's name)"},
-	    {"no-token", 0, CLI_FLAG, &no_token, NULL, "ws paths without token"},
+	    {"no-token", 0, CLI_FLAG, &no_token, NULL, "slots without secrets"},
 	    {"tls", 0, CLI_FLAG, &tls, NULL,
 		"wss:// slots even when every server is local"},
 	    {"no-tls", 0, CLI_FLAG, &no_tls, NULL,

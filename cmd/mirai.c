@@ -24,10 +24,11 @@
 static const char epilog[] =
     "Commands:\n"
     "  status             the dispatcher's server slots as a table (--json:\n"
-    "                     the whole status as one line of JSON, tokens\n"
+    "                     the whole status as one line of JSON, secrets\n"
     "                     included); asks MIRAI_CONTROL_URL\n"
-    "  saisei I           a fresh URL for server slot I (--force cuts off a\n"
-    "                     connected server); prints the new URL\n"
+    "  saisei I           a fresh secret, so a fresh URL, for server slot I\n"
+    "                     (--force cuts off a connected server); prints\n"
+    "                     the new URL\n"
     "  call FN [DATA]     run FN(DATA) on a server, DATA '-' or absent: stdin;\n"
     "                     writes the result to stdout (attaches to\n"
     "                     MIRAI_DISPATCHER_URL)\n"
@@ -116,34 +117,30 @@ run_task(const char *url, int64_t attach_ms, int64_t timeout, const char *fn,
 /* ---- status ------------------------------------------------------------ */
 
 /*
- * A slot URL for display: the path of a ws URL carries the slot's secret
- * token ("ws://host:P/<token>/3"), which must not leak into a table pasted
- * into a ticket.  Everything in the path but a trailing slot number is
- * masked; other schemes have no secret in them.
+ * A slot URL for display: it ends in the slot's secret and number
+ * ("tcp://host:P/<32 hex digits>/3"), and the secret must not leak into a
+ * table pasted into a ticket: it is shown as "<secret>".
  */
 static void
 mask_url(const char *url, char *out, size_t cap)
 {
-	const char *p = strstr(url, "://"), *path, *last;
-	int digits = 1;
+	size_t n = strlen(url), d = 0, h = 0;
 
-	if (p == NULL || (strncmp(url, "ws://", 5) != 0 &&
-			     strncmp(url, "wss://", 6) != 0) ||
-	    (path = strchr(p + 3, '/')) == NULL || path[1] == '\0') {
+	while (d < n && url[n - 1 - d] >= '0' && url[n - 1 - d] <= '9') {
+		d++;
+	}
+	while (d > 0 && d + 1 + h < n &&
+	    strchr("0123456789abcdef", url[n - 2 - d - h]) != NULL &&
+	    url[n - 2 - d - h] != '\0') {
+		h++;
+	}
+	if (d == 0 || h != 32 || d + h + 2 > n || url[n - 1 - d] != '/' ||
+	    url[n - 2 - d - h] != '/') {
 		snprintf(out, cap, "%s", url);
 		return;
 	}
-	last = strrchr(path, '/') + 1;
-	for (const char *c = last; *c != '\0'; c++) {
-		digits &= *c >= '0' && *c <= '9';
-	}
-	if (*last == '\0' || !digits) {
-		snprintf(out, cap, "%.*s/<token>", (int) (path - url), url);
-	} else if (last - 1 == path) {
-		snprintf(out, cap, "%s", url); /* "/3": no token in it */
-	} else {
-		snprintf(out, cap, "%.*s/<token>/%s", (int) (path - url), url, last);
-	}
+	snprintf(out, cap, "%.*s/<secret>/%s", (int) (n - d - h - 2), url,
+	    url + n - d);
 }
 
 static void

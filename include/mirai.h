@@ -419,8 +419,10 @@ typedef struct mirai_daemons_opts {
 	/* Dispatcher: explicit server URLs, one slot each (n may be 0). */
 	const char *const *urls;
 	size_t nurls;
-	/* Dispatcher: ws paths without the random token ("ws://host:P/3"),
-	 * for users who want predictable URLs. */
+	/* No slot secrets: servers dial the listener's URL as it is and take
+	 * any free slot (with a dispatcher) or simply connect (without).
+	 * Anyone who can reach the port can then serve: only for networks
+	 * where every user is trusted. */
 	int no_token;
 	/* How many times a task whose server died goes back to the head of
 	 * the queue before it resolves with MIRAI_ECONNRESET; 0: never. */
@@ -688,13 +690,14 @@ typedef struct mirai_dispatcher_opts {
 	 * a client URL in direct mode, where the dispatcher acts as one big
 	 * server).  Required by mirai_dispatcher_run(). */
 	const char *client_url;
-	/* Server slots: a base URL with n (see mirai_daemons_opts), explicit
-	 * urls, or neither: n loopback tcp ports. */
+	/* Server slots: one listener at url for n slots, one listener per
+	 * URL of urls, or neither: n owner-only ipc sockets.  Slot i's URL is
+	 * its listener's with "/<secret>/<i>" (mirai_dispatcher_url). */
 	const char *url;
 	const char *const *urls;
 	size_t nurls;
 	int n;
-	/* ws paths without the random token. */
+	/* No slot secrets (see mirai_daemons_opts). */
 	int no_token;
 	/* Start one local mirai-server per slot (with the options below). */
 	int local;

@@ -62,6 +62,7 @@ typedef struct sock {
 	profile *prof;
 	mirai__link *link;
 	int poly;
+	int admits;      /* a server's HELLO must hold the profile's secret */
 	char *url;
 } sock;
 
@@ -158,10 +159,13 @@ struct profile {
 	int no_servers;          /* every local server exited */
 	const char *no_servers_why;
 	int user_url;            /* servers dial in from elsewhere */
+	uint64_t refused;        /* peers without the secret */
 	int daemons;
 	sock **socks;
 	size_t nsocks;
-	char *url;               /* the user's URL, resolved; "" if none */
+	char *url;               /* the user's URL, resolved, with the slot
+	                            suffix of secret; NULL if none */
+	char secret[MIRAI__SECRET_HEX + 1]; /* what servers at url present */
 	mirai_hook hook;
 	char *hook_name;
 	uint64_t hook_fp;

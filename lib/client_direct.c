@@ -4,6 +4,7 @@
  * least-loaded usable peer, frames from servers (and from a dispatcher),
  * and pipes coming and going.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -272,17 +273,24 @@ find_peer(profile *p, uint32_t pipe_id)
 	return NULL;
 }
 
-static void
+/* A HELLO from pk: 0 when pk is online now, 1 when it lacks the secret of
+ * the URL it dialed (refused), -1 when it does not decode. */
+static int
 on_hello(profile *p, peer *pk, const mirai__frame *f)
 {
 	mirai__hello_view h;
 
 	if (mirai__hello_decode(f, &h) != 0 || h.proto != MIRAI__PROTO) {
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-		    "profile '%s': a peer sent a bad HELLO; telling it to exit",
+		    "profile '%s': a peer sent a bad HELLO (another version of "
+		    "mirai?); telling it to exit",
 		    p->name);
 		mirai__cl_send_exit(p, pk, 0);
-		return;
+		return -1;
+	}
+	if (pk->sk->admits && (h.slot != 0 || !mirai__secret_eq(p->secret,
+						     h.secret, h.secret_len))) {
+		return 1;
 	}
 	pk->online     = 1;
 	pk->kind       = (int) h.kind;
@@ -316,6 +324,7 @@ on_hello(profile *p, peer *pk, const mirai__frame *f)
 	}
 	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "profile '%s': server %s:%d online",
 	    p->name, pk->host, pk->pid);
+	return 0;
 }
 
 /* Returns 0, or -1 for a result the peer could not have: garbled, or for
@@ -626,8 +635,20 @@ handle_msg(profile *p, mirai__msg *msg)
 		}
 		switch (f.type) {
 		case MIRAI__F_HELLO:
-			if (!pk->online) {
-				on_hello(p, pk, &f);
+			if (!pk->online && on_hello(p, pk, &f) > 0) {
+				/* Nothing more is read from it; an honest
+				 * server learns why and exits. */
+				p->refused++;
+				if (p->refused <= 20 || p->refused % 1000 == 0) {
+					MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+					    "profile '%s': refused a peer: its "
+					    "HELLO lacks the secret of the URL "
+					    "(%" PRIu64 " refused so far)",
+					    p->name, p->refused);
+				}
+				pk->muted   = 1;
+				pk->leaving = 1;
+				mirai__cl_send_exit(p, pk, MIRAI__EXIT_REFUSED);
 			}
 			break;
 		case MIRAI__F_RESULT:
@@ -885,6 +906,7 @@ mirai__cl_sock_open(profile *p, sock *sk, int64_t retry_min, int64_t retry_max,
 {
 	mirai__link_cfg cfg = {
 		.poly             = sk->poly,
+		.admits           = sk->admits,
 		.max_msg          = p->max_msg,
 		.reconnect_min_ms = retry_min,
 		.reconnect_max_ms = retry_max,

@@ -142,10 +142,24 @@ profile_new(const char *name, int kind)
 	return p;
 }
 
+/* What servers dial to reach p at url (malloc'd): url and, with a secret,
+ * the slot suffix. */
+static char *
+profile_url(const profile *p, const char *url)
+{
+	char buf[1100];
+
+	if (p->secret[0] == '\0') {
+		return mirai__strdup(url);
+	}
+	mirai__url_with_cred(buf, sizeof buf, url, p->secret, 0);
+	return mirai__strdup(buf);
+}
+
 /* Open a socket listening on url and add it to p; *out (may be NULL) gets
  * it.  Called unlocked, before the socket can matter to anyone else. */
 static int
-profile_listen(profile *p, const char *url, int poly, sock **out,
+profile_listen(profile *p, const char *url, int poly, int admits, sock **out,
     mirai_errmsg *err)
 {
 	sock **socks, *sk;
@@ -158,8 +172,9 @@ profile_listen(profile *p, const char *url, int poly, sock **out,
 	if ((sk = calloc(1, sizeof *sk)) == NULL) {
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
-	sk->prof = p;
-	sk->poly = poly;
+	sk->prof   = p;
+	sk->poly   = poly;
+	sk->admits = admits;
 	if ((rv = mirai__cl_sock_open(p, sk, 0, 0, err)) != 0) {
 		free(sk);
 		return rv;
@@ -308,7 +323,7 @@ mirai__cl_profile_for_call(const char *name, profile **out)
 			}
 			char local[128];
 			if ((rv = mirai__local_url(local, sizeof local, &err)) != 0 ||
-			    (rv = profile_listen(p, local, 1, NULL, &err)) != 0) {
+			    (rv = profile_listen(p, local, 1, 0, NULL, &err)) != 0) {
 				MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "%s", err.text);
 				mirai__cl_profile_unref(p);
 				pthread_mutex_unlock(&mirai__cl_reg_mtx);
@@ -601,8 +616,15 @@ daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 			    (long) getpid(), atomic_fetch_add(&inproc_seq, 1));
 			lurl = inproc;
 		}
-		if (rv != 0 || (rv = profile_listen(p, lurl, !disp, &sk, err)) != 0 ||
-		    (!disp && (p->url = mirai__strdup(sk->url)) == NULL)) {
+		/* Servers dialing the user's URL present the profile's
+		 * secret, the end of the URL they are given. */
+		if (!disp && !o->no_token) {
+			mirai__secret_new(p->secret);
+		}
+		if (rv != 0 ||
+		    (rv = profile_listen(p, lurl, !disp, !disp && !o->no_token,
+			 &sk, err)) != 0 ||
+		    (!disp && (p->url = profile_url(p, sk->url)) == NULL)) {
 			pthread_mutex_unlock(&mirai__cl_reg_mtx);
 			profile_close(p);
 			mirai__cl_profile_unref(p);
@@ -612,7 +634,7 @@ daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 		for (int i = 0; i < o->n; i++) {
 			char local[128];
 			if ((rv = mirai__local_url(local, sizeof local, err)) != 0 ||
-			    (rv = profile_listen(p, local, 0, NULL, err)) != 0) {
+			    (rv = profile_listen(p, local, 0, 0, NULL, err)) != 0) {
 				pthread_mutex_unlock(&mirai__cl_reg_mtx);
 				profile_close(p);
 				mirai__cl_profile_unref(p);
@@ -643,9 +665,13 @@ daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 			return rv;
 		}
 	}
-	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "profile '%s' set: %s%s%s", name,
-	    disp ? "dispatcher" : "direct", p->url ? ", listening at " : "",
-	    p->url ? p->url : "");
+	{
+		char shown[512];
+		mirai__url_redact(p->url != NULL ? p->url : "", shown, sizeof shown);
+		MIRAI__LOG(MIRAI_LOG_INFO, TAG, "profile '%s' set: %s%s%s", name,
+		    disp ? "dispatcher" : "direct", p->url ? ", listening at " : "",
+		    p->url ? shown : "");
+	}
 	return 0;
 }
 

@@ -328,6 +328,13 @@ mirai_saisei_query(const char *url, size_t i, int force, char **new_url,
 	return mirai__errmsg_out(err, &mine, saisei_query_impl(url, i, force, new_url, &mine));
 }
 
+/* The URL pk dialed: with the profile's secret at a URL it gives out. */
+static const char *
+peer_url(const profile *p, const peer *pk)
+{
+	return pk->sk->admits && p->url != NULL ? p->url : pk->sk->url;
+}
+
 int
 mirai_status_get(const char *name, mirai_status **out)
 {
@@ -363,7 +370,7 @@ mirai_status_get(const char *name, mirai_status **out)
 			if (p->peers[i]->online) {
 				rows++;
 				strings += strlen(p->peers[i]->host) + 1 +
-				    strlen(p->peers[i]->sk->url) + 1 +
+				    strlen(peer_url(p, p->peers[i])) + 1 +
 				    strlen(p->peers[i]->binding) + 1;
 			}
 		}
@@ -396,8 +403,8 @@ mirai_status_get(const char *name, mirai_status **out)
 			st->queued += pk->nqueue;
 			st->running += pk->ninflight;
 			r      = &st->rows[st->nrows++];
-			r->url = strcpy(sp, pk->sk->url);
-			sp += strlen(pk->sk->url) + 1;
+			r->url = strcpy(sp, peer_url(p, pk));
+			sp += strlen(r->url) + 1;
 			r->host = strcpy(sp, pk->host);
 			sp += strlen(pk->host) + 1;
 			r->binding = strcpy(sp, pk->binding);

@@ -242,7 +242,8 @@ size_t
 mirai__hello_size(const mirai__hello_view *h)
 {
 	return MIRAI__FRAME_HDR_LEN + HELLO_FIXED + 8 + h->host_len +
-	    h->version_len + h->binding_len + h->hook_name_len;
+	    h->version_len + h->binding_len + h->hook_name_len + 4 + 2 +
+	    h->secret_len;
 }
 
 void
@@ -263,7 +264,9 @@ mirai__hello_encode(uint8_t *dst, const mirai__hello_view *h)
 	p = put_str(p, h->host, h->host_len);
 	p = put_str(p, h->version, h->version_len);
 	p = put_str(p, h->binding, h->binding_len);
-	put_str(p, h->hook_name, h->hook_name_len);
+	p = put_str(p, h->hook_name, h->hook_name_len);
+	mirai__put32(p, h->slot);
+	put_str(p + 4, h->secret, h->secret_len);
 }
 
 int
@@ -285,9 +288,12 @@ mirai__hello_decode(const mirai__frame *f, mirai__hello_view *h)
 	if ((p = get_str(p, end, &h->host, &h->host_len)) == NULL ||
 	    (p = get_str(p, end, &h->version, &h->version_len)) == NULL ||
 	    (p = get_str(p, end, &h->binding, &h->binding_len)) == NULL ||
-	    (p = get_str(p, end, &h->hook_name, &h->hook_name_len)) == NULL) {
+	    (p = get_str(p, end, &h->hook_name, &h->hook_name_len)) == NULL ||
+	    end - p < 4 ||
+	    get_str(p + 4, end, &h->secret, &h->secret_len) == NULL) {
 		return MIRAI_EPROTO;
 	}
+	h->slot = mirai__get32(p);
 	/* Newer peers may append fields; older fields are all there. */
 	return 0;
 }

@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #define MIRAI__MAGIC 0x4941524du /* bytes 'M' 'R' 'A' 'I' */
-#define MIRAI__PROTO 1
+#define MIRAI__PROTO 2
 #define MIRAI__HDR_LEN 16
 #define MIRAI__FRAME_HDR_LEN 8
 
@@ -50,6 +50,8 @@ enum mirai__op {
 
 /* EXIT flags: cancel the running task instead of finishing it. */
 #define MIRAI__EXIT_CANCEL 0x1u
+/* The pipe was refused: no slot's secret in its HELLO, or the slot is taken. */
+#define MIRAI__EXIT_REFUSED 0x2u
 
 /* TASK flags: the low byte is the number of retries left; RETRIES_SET says
  * the task chose it (else the dispatcher's default applies). */
@@ -118,7 +120,14 @@ typedef struct mirai__hello_view {
 	uint16_t binding_len;
 	const char *hook_name;
 	uint16_t hook_name_len;
+	/* The slot and its secret, from the URL the server dialed (see
+	 * mirai__url_cred): MIRAI__NO_SLOT and "" when it had none. */
+	uint32_t slot;
+	const char *secret;
+	uint16_t secret_len;
 } mirai__hello_view;
+
+#define MIRAI__NO_SLOT UINT32_MAX
 
 /* A control request and its reply. */
 typedef struct mirai__req_view {

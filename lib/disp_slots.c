@@ -1,16 +1,15 @@
 /*
  * disp_slots.c: the dispatcher's downstream side, one slot per server:
- * the slot sockets (open, retire, close, saisei's fresh URLs), sending to
- * servers (tasks, control frames, EXIT), frames from servers (HELLO,
- * results, bounces, BYE, GONE) including cutting off a peer that sends
- * what no server sends, and pipes coming and going (lost servers, their
- * tasks retried or reported).
+ * sending to servers (tasks, control frames, EXIT), frames from servers
+ * (HELLO with the slot's secret, results, bounces, BYE, GONE) including
+ * cutting off a peer that sends what no server sends, lost servers (their
+ * tasks retried or reported), heartbeats, and saisei's fresh secrets.
+ * Where servers connect is disp_socks.c.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "dispatcher.h"
 
@@ -34,7 +33,12 @@ mirai__d_slot_send(mirai_dispatcher *d, dsock *ds)
 			return;
 		}
 		ds->last_tx = mirai__now_ms();
-		if (!mirai__link_send(ds->link, msg)) {
+		if (ds->lis != NULL) {
+			mirai__msg_set_pipe(msg, ds->pipe_id);
+			if (!mirai__tx_send(ds->tx, msg)) {
+				ds->sending = 1;
+			}
+		} else if (!mirai__link_send(ds->link, msg)) {
 			ds->sending = 1;
 		}
 	}
@@ -203,17 +207,25 @@ finish_busy(mirai_dispatcher *d, slot *sl, const mirai__frame *f,
 	mirai__d_up_queue(d, o);
 }
 
-static void
+/* A HELLO on sl's pipe: 0 when sl is online now, 1 when it lacks the
+ * slot's secret (forged), -1 when it does not decode. */
+static int
 slot_hello(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
 {
 	mirai__hello_view h;
 
 	if (mirai__hello_decode(f, &h) != 0 || h.proto != MIRAI__PROTO) {
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-		    "slot %zu: a peer sent a bad HELLO; telling it to exit",
+		    "slot %zu: a peer sent a bad HELLO (another version of "
+		    "mirai?); telling it to exit",
 		    sl->idx);
 		mirai__d_slot_exit(d, sl, 0);
-		return;
+		return -1;
+	}
+	if (!d->no_token && (h.slot != sl->idx ||
+				!mirai__secret_eq(sl->cur->secret, h.secret,
+				    h.secret_len))) {
+		return 1;
 	}
 	sl->online   = 1;
 	sl->leaving  = 0;
@@ -236,16 +248,18 @@ slot_hello(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
 	pthread_cond_broadcast(&d->cv);
 	mirai__d_idle_push(d, sl);
 	mirai__d_dispatch(d);
+	return 0;
 }
 
 /*
  * The server of sl sent what no honest server sends: a frame that does not
  * decode, an answer for a task it was not given, a bounce that is not the
- * task it holds, a frame before its HELLO.  Nothing more is read from it;
+ * task it holds, a frame before its HELLO, a HELLO without the slot's
+ * secret.  Nothing more is read from it;
  * the task it held goes back to the head of the queue (the dispatcher's
- * own copy) and the server is told to exit.  A slot with a path moves to a
- * fresh URL at once, so that the peer cannot hold it; any other slot stays
- * offline until the peer disconnects.  Called locked.
+ * own copy) and the server is told to exit.  A shared slot moves to a
+ * fresh secret at once, so that the peer cannot hold it; a local slot
+ * stays offline until the peer disconnects.  Called locked.
  */
 static void
 slot_cut(mirai_dispatcher *d, slot *sl, const char *what)
@@ -274,7 +288,7 @@ slot_cut(mirai_dispatcher *d, slot *sl, const char *what)
 	}
 	mirai__d_idle_remove(d, sl);
 	sl->online = 0;
-	if (sl->has_path) {
+	if (sl->shared) {
 		if ((o = mirai__d_saisei(d, 0, (uint32_t) sl->idx, 1)) != NULL) {
 			mirai__out_free(o);
 		}
@@ -323,84 +337,42 @@ slot_bounce(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
 	return 0;
 }
 
-/*
- * A server that answered GONE sends nothing more, so its pipe may be
- * closed; and it must be: measured on NNG 1.5.2 (ws and tcp), about one
- * such pipe in 30-60 is never reported gone after the server exits (the
- * connection sits in CLOSE-WAIT, unread), and the slot would stay online
- * for good.  Closing it ourselves brings the pipe's GONE event, which
- * does the usual clean-up.  On the service thread: closing a pipe may run
- * pipe callbacks, which take the lock.
- */
-typedef struct gone_job {
-	dsock *ds;
-	uint32_t pipe;
-} gone_job;
-
-static void
-gone_close_job(void *arg)
-{
-	gone_job *j         = arg;
-	mirai_dispatcher *d = j->ds->d;
-
-	/* destroy() waits for this job before it closes the link. */
-	mirai__link_pipe_close(j->ds->link, j->pipe);
-	pthread_mutex_lock(&d->mtx);
-	d->pending--;
-	pthread_cond_broadcast(&d->cv);
-	pthread_mutex_unlock(&d->mtx);
-	free(j);
-}
-
 /* sl's server said GONE on ds.  Called locked. */
 static void
 slot_gone(mirai_dispatcher *d, dsock *ds)
 {
-	gone_job *j;
-
 	if (ds->sl->gone || !ds->has_pipe) {
 		return;
 	}
 	ds->sl->gone = 1;
 	pthread_cond_broadcast(&d->cv);
-	if (d->closing || (j = malloc(sizeof *j)) == NULL) {
-		return;
-	}
-	j->ds   = ds;
-	j->pipe = ds->pipe_id;
-	d->pending++;
-	if (mirai__defer(gone_close_job, j) != 0) {
-		d->pending--;
-		free(j);
-	}
+	mirai__d_pipe_close_later(d, ds->link, ds->pipe_id, 0);
 }
 
-static void
-slot_msg(dsock *ds, mirai__msg *msg)
+/* ---- frames from servers ------------------------------------------------ */
+
+/* The frames of msg from the server at ds.  Called locked; returns 1 when
+ * the caller frees msg, 0 when it was passed on. */
+int
+mirai__d_slot_frames(mirai_dispatcher *d, dsock *ds, mirai__msg *msg)
 {
-	mirai_dispatcher *d = ds->d;
-	slot *sl            = ds->sl;
+	slot *sl = ds->sl;
 	mirai__reader r;
 	mirai__msghdr h;
 	mirai__frame f;
-	mirai__msg *keep = NULL;
+	mirai__msg *keep   = NULL;
 	const char *forged = NULL;
 	int rv;
 
-	rv = mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h);
-	pthread_mutex_lock(&d->mtx);
 	if (ds->retired || ds->muted || ds != sl->cur) {
-		pthread_mutex_unlock(&d->mtx);
-		mirai__msg_free(msg);
-		return;
+		return 1;
 	}
 	ds->last_rx = mirai__now_ms();
-	if (rv != 0) {
+	if (mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h) !=
+	    0) {
 		slot_cut(d, sl, "a malformed message");
 		mirai__d_dispatch(d);
-		pthread_mutex_unlock(&d->mtx);
-		mirai__msg_free(msg);
-		return;
+		return 1;
 	}
 	if (h.nframes == 1) {
 		keep = msg;
@@ -416,8 +388,8 @@ slot_msg(dsock *ds, mirai__msg *msg)
 		}
 		switch (f.type) {
 		case MIRAI__F_HELLO:
-			if (!sl->online) {
-				slot_hello(d, sl, &f);
+			if (!sl->online && slot_hello(d, sl, &f) > 0) {
+				forged = "a HELLO without the slot's secret";
 			}
 			break;
 		case MIRAI__F_GONE:
@@ -464,20 +436,27 @@ slot_msg(dsock *ds, mirai__msg *msg)
 		mirai__d_slot_exit(d, sl, 0);
 	}
 	mirai__d_dispatch(d);
+	return h.nframes != 1 || keep != NULL;
+}
+
+/* A message on a slot's own socket. */
+void
+mirai__d_slot_rx(void *arg, mirai__msg *msg)
+{
+	dsock *ds           = arg;
+	mirai_dispatcher *d = ds->d;
+	int drop;
+
+	pthread_mutex_lock(&d->mtx);
+	drop = mirai__d_slot_frames(d, ds, msg);
 	pthread_mutex_unlock(&d->mtx);
-	if (h.nframes != 1 || keep != NULL) {
+	if (drop) {
 		mirai__msg_free(msg);
 	}
 }
 
-static void
-slot_rx(void *arg, mirai__msg *msg)
-{
-	slot_msg(arg, msg);
-}
-
-static void
-slot_tx(void *arg, int rv)
+void
+mirai__d_slot_tx(void *arg, int rv)
 {
 	dsock *ds           = arg;
 	mirai_dispatcher *d = ds->d;
@@ -489,6 +468,8 @@ slot_tx(void *arg, int rv)
 	}
 	pthread_mutex_unlock(&d->mtx);
 }
+
+/* ---- lost servers ------------------------------------------------------- */
 
 /* The server of a slot is gone (deferred from the pipe callback, which
  * must not send).  Its task is retried or reported. */
@@ -542,8 +523,8 @@ slot_lost_job(void *arg)
 /* The server of sl is lost (its pipe went, or it fell silent): its task is
  * retried or reported (deferred: this may run in a pipe callback, which
  * must not send), and the slot goes offline.  Called locked. */
-static void
-slot_lost(mirai_dispatcher *d, slot *sl)
+void
+mirai__d_slot_lost(mirai_dispatcher *d, slot *sl)
 {
 	lost_job *j = calloc(1, sizeof *j);
 
@@ -568,9 +549,12 @@ slot_lost(mirai_dispatcher *d, slot *sl)
 	}
 }
 
+/* ---- heartbeats --------------------------------------------------------- */
+
 void
 mirai__d_slots_beat(mirai_dispatcher *d, int64_t now)
 {
+	mirai__d_pipes_sweep(d, now);
 	for (size_t i = 0; i < d->nslots; i++) {
 		slot *sl  = &d->slots[i];
 		dsock *ds = sl->cur;
@@ -587,7 +571,7 @@ mirai__d_slots_beat(mirai_dispatcher *d, int64_t now)
 			    "(heartbeat %lld ms): taken as lost",
 			    sl->idx, sl->host[0] ? sl->host : "?", sl->pid,
 			    (long long) (now - ds->last_rx), (long long) d->hb);
-			slot_lost(d, sl);
+			mirai__d_slot_lost(d, sl);
 			mirai__d_slot_exit(d, sl, MIRAI__EXIT_CANCEL);
 			ds->muted = 1;
 		} else if (now - ds->last_tx >= d->hb / 3 && !sl->exit_sent) {
@@ -598,173 +582,17 @@ mirai__d_slots_beat(mirai_dispatcher *d, int64_t now)
 	mirai__d_dispatch(d);
 }
 
-static int
-slot_pipe(void *arg, int ev, uint32_t pipe)
-{
-	dsock *ds           = arg;
-	mirai_dispatcher *d = ds->d;
-	slot *sl            = ds->sl;
-	int refuse          = 0;
-
-	pthread_mutex_lock(&d->mtx);
-	if (ev == MIRAI__PIPE_ADD) {
-		if (ds->has_pipe || ds->retired || d->closing) {
-			/* One server per URL; closing before NNG receives on
-			 * the pipe is safe. */
-			if (!ds->retired && !d->closing) {
-				MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-				    "slot %zu: refused a second server at %s "
-				    "(one is connected)",
-				    sl->idx, sl->url);
-			}
-			refuse = 1;
-		} else {
-			ds->has_pipe = 1;
-			ds->pipe_id  = pipe;
-			ds->last_rx  = ds->last_tx = mirai__now_ms();
-			d->live_pipes++;
-		}
-	} else if (ev == MIRAI__PIPE_GONE && ds->has_pipe &&
-	    ds->pipe_id == pipe) {
-		ds->has_pipe = 0;
-		ds->muted    = 0;
-		d->live_pipes--;
-		mirai__outq_clear(&ds->q);
-		if (ds == sl->cur) {
-			if (sl->online) {
-				MIRAI__LOG(MIRAI_LOG_INFO, TAG,
-				    "slot %zu: server %s:%d disconnected", sl->idx,
-				    sl->host, sl->pid);
-			}
-			slot_lost(d, sl);
-			sl->exit_sent = 0;
-			sl->gone      = 0;
-		}
-		pthread_cond_broadcast(&d->cv);
-	}
-	pthread_mutex_unlock(&d->mtx);
-	return refuse;
-}
-
-/* ---- slots: sockets --------------------------------------------------- */
-
-int
-mirai__d_dsock_open(mirai_dispatcher *d, slot *sl, const char *listen_url,
-    dsock **out, char **resolved, mirai_errmsg *err)
-{
-	dsock *ds = calloc(1, sizeof *ds);
-	mirai__link_cfg cfg = {
-		.max_msg = d->opts.server->max_msg,
-		.events  = (1u << MIRAI__PIPE_ADD) | (1u << MIRAI__PIPE_GONE),
-		.recv    = slot_rx,
-		.pipe    = slot_pipe,
-		.sent    = slot_tx,
-		.arg     = ds,
-		.tls     = D_TLS(d),
-	};
-	int rv;
-
-	if (ds == NULL) {
-		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
-	}
-	ds->sl = sl;
-	ds->d  = d;
-	if ((rv = mirai__link_open(&ds->link, &cfg, err)) != 0) {
-		free(ds);
-		return rv;
-	}
-	if ((rv = mirai__link_listen(ds->link, listen_url, resolved, err)) != 0) {
-		mirai__link_close(ds->link);
-		free(ds);
-		return rv;
-	}
-	mirai__link_start(ds->link);
-	*out = ds;
-	return 0;
-}
-
-/* Close a retired socket (on the service thread: closing waits for the
- * socket's callbacks, which must not be the caller). */
-static void
-dsock_close_job(void *arg)
-{
-	dsock *ds           = arg;
-	mirai_dispatcher *d = ds->d;
-
-	mirai__link_close(ds->link);
-	mirai__outq_clear(&ds->q);
-	free(ds);
-	pthread_mutex_lock(&d->mtx);
-	d->pending--;
-	pthread_cond_broadcast(&d->cv);
-	pthread_mutex_unlock(&d->mtx);
-}
-
-typedef struct later {
-	mirai__timer timer;
-	dsock *ds;
-} later;
-
-static void
-dsock_close_later(void *arg)
-{
-	later *l = arg;
-
-	if (mirai__defer(dsock_close_job, l->ds) != 0) {
-		dsock_close_job(l->ds);
-	}
-	free(l);
-}
-
-static void
-random_token(char *hex)
-{
-	unsigned char b[16];
-	size_t got = 0;
-
-	while (got < sizeof b) {
-		ssize_t n = getrandom(b + got, sizeof b - got, 0);
-		if (n > 0) {
-			got += (size_t) n;
-		}
-	}
-	for (size_t i = 0; i < sizeof b; i++) {
-		snprintf(hex + 2 * i, 3, "%02x", b[i]);
-	}
-}
-
-/* The URL slot sl listens on: base + "/<token>/<i>" for paths. */
-void
-mirai__d_slot_listen_url(mirai_dispatcher *d, slot *sl, char *buf,
-    size_t len)
-{
-	char token[33];
-
-	if (!sl->has_path) {
-		snprintf(buf, len, "%s", sl->base);
-		return;
-	}
-	if (d->no_token) {
-		snprintf(buf, len, "%s/%zu", sl->base, sl->idx);
-		return;
-	}
-	random_token(token);
-	snprintf(buf, len, "%s/%s/%zu", sl->base, token, sl->idx);
-}
-
 /* ---- saisei ------------------------------------------------------------- */
 
-/* saisei: a fresh URL for slot i; the reply holds it or the reason why
- * not.  Called locked. */
+/* saisei: a fresh secret, so a fresh URL, for slot i; the reply holds the
+ * URL or the reason why not.  Called locked. */
 mirai__out *
 mirai__d_saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
 {
-	char url[512], text[600];
-	mirai_errmsg err = {{0}};
+	char text[600];
 	dsock *old, *ds;
-	char *resolved = NULL;
+	char *url;
 	slot *sl;
-	int rv;
 
 	if (i >= d->nslots) {
 		snprintf(text, sizeof text, "no slot %u: there are %zu", i,
@@ -772,11 +600,13 @@ mirai__d_saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
 		return mirai__d_reply_text(req, MIRAI_EINVAL, text);
 	}
 	sl = &d->slots[i];
-	if (!sl->has_path) {
+	if (!sl->shared || d->no_token) {
 		snprintf(text, sizeof text,
-		    "slot %u listens on %s, which has no path: only URLs with a "
-		    "path (ws://) can be regenerated",
-		    i, sl->url);
+		    "slot %u %s: only a slot with a secret on a shared listener "
+		    "can be regenerated",
+		    i,
+		    d->no_token ? "has no secret (no_token)"
+				: "is a local slot with a socket of its own");
 		return mirai__d_reply_text(req, MIRAI_ENOTSUP, text);
 	}
 	old = sl->cur;
@@ -786,13 +616,14 @@ mirai__d_saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
 		    i);
 		return mirai__d_reply_text(req, MIRAI_EBUSY, text);
 	}
-	mirai__d_slot_listen_url(d, sl, url, sizeof url);
-	if ((rv = mirai__d_dsock_open(d, sl, url, &ds, &resolved, &err)) != 0) {
-		return mirai__d_reply_text(req, rv, err.text);
+	if ((ds = mirai__d_dsock_new(d, sl, old->lis)) == NULL ||
+	    (url = mirai__d_slot_url(d, ds, old->lis->url)) == NULL) {
+		free(ds);
+		return mirai__d_reply_text(req, MIRAI_ENOMEM, "out of memory");
 	}
 	if (old->has_pipe) {
 		/* Cut off: the task resolves with "closed", the server is told
-		 * to exit, and its socket closes after a grace period. */
+		 * to exit, and its pipe closes after a grace period. */
 		if (sl->busy != NULL) {
 			dtask *t = sl->busy;
 			sl->busy = NULL;
@@ -802,6 +633,7 @@ mirai__d_saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
 			mirai__d_dtask_free(d, t);
 		}
 		mirai__d_slot_exit(d, sl, MIRAI__EXIT_CANCEL);
+		mirai__d_pipe_close_later(d, old->link, old->pipe_id, CUTOFF_GRACE_MS);
 	}
 	mirai__d_idle_remove(d, sl);
 	old->retired  = 1;
@@ -813,24 +645,10 @@ mirai__d_saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
 	sl->instance  = 0;
 	sl->assigned  = sl->complete = 0;
 	free(sl->url);
-	sl->url = resolved;
-	{
-		later *l = calloc(1, sizeof *l);
-		d->pending++;
-		if (l != NULL) {
-			l->ds        = old;
-			l->timer.fn  = dsock_close_later;
-			l->timer.arg = l;
-		}
-		if (l == NULL ||
-		    mirai__timer_arm(&l->timer, mirai__now_ms() + CUTOFF_GRACE_MS) !=
-			0) {
-			free(l);
-			if (mirai__defer(dsock_close_job, old) != 0) {
-				d->pending--;
-			}
-		}
+	sl->url = url;
+	if (!old->has_pipe) {
+		mirai__d_dsock_free_later(d, old);
 	}
-	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "slot %u: regenerated: %s", i, sl->url);
+	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "slot %u: regenerated", i);
 	return mirai__d_reply_text(req, 0, sl->url);
 }

@@ -368,7 +368,9 @@ mirai__d_send_hello(mirai_dispatcher *d)
 	mirai__hello_view h = {.proto = MIRAI__PROTO,
 	    .kind = MIRAI__KIND_DISPATCHER, .pid = (uint32_t) getpid(),
 	    .version = MIRAI_VERSION_STRING,
-	    .version_len = (uint16_t) strlen(MIRAI_VERSION_STRING)};
+	    .version_len = (uint16_t) strlen(MIRAI_VERSION_STRING),
+	    .slot = d->up_slot, .secret = d->up_secret,
+	    .secret_len = (uint16_t) strlen(d->up_secret)};
 	mirai__out *o;
 
 	mirai__hostname(host, sizeof host);

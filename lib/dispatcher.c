@@ -143,39 +143,13 @@ keep_str(mirai_dispatcher *d, const char *s)
 	return d->strings[d->nstrings++] = mirai__strdup(s);
 }
 
-/* Split "scheme://host:port[/path]": base gets "scheme://host", *port the
- * port. */
-static int
-split_base(const char *url, char *base, size_t len, int *port, int *has_path)
-{
-	const char *h = strstr(url, "://"), *colon, *slash;
-
-	if (h == NULL) {
-		return MIRAI_EADDRINVAL;
-	}
-	h += 3;
-	slash = strchr(h, '/');
-	colon = h[0] == '[' ? strstr(h, "]:") : strchr(h, ':');
-	if (colon != NULL && h[0] == '[') {
-		colon++;
-	}
-	if (colon == NULL || (slash != NULL && colon > slash)) {
-		return MIRAI_EADDRINVAL;
-	}
-	*port = atoi(colon + 1);
-	snprintf(base, len, "%.*s", (int) (colon - url), url);
-	*has_path = strncmp(url, "ws://", 5) == 0 || strncmp(url, "wss://", 6) == 0;
-	return 0;
-}
-
 static int
 dispatcher_create_impl(mirai_dispatcher **out,
     const mirai_dispatcher_opts *o, mirai_errmsg *err)
 {
 	mirai_dispatcher *d;
 	size_t n;
-	int rv, port = 0, has_path = 0, ws_port = -1;
-	char base[380];
+	int rv;
 
 	if (out == NULL || o == NULL || o->n < 0 || o->retries < 0 ||
 	    o->retries > 255) {
@@ -190,11 +164,6 @@ dispatcher_create_impl(mirai_dispatcher **out,
 		return mirai__fail(err, MIRAI_EINVAL, "give a base URL or a list "
 						      "of URLs, not both");
 	}
-	if (o->url != NULL &&
-	    split_base(o->url, base, sizeof base, &port, &has_path) != 0) {
-		return mirai__fail(err, MIRAI_EADDRINVAL,
-		    "%s: expected scheme://host:port", o->url);
-	}
 	if ((d = calloc(1, sizeof *d)) == NULL ||
 	    (d->slots = calloc(n, sizeof *d->slots)) == NULL) {
 		free(d);
@@ -208,6 +177,7 @@ dispatcher_create_impl(mirai_dispatcher **out,
 	d->opts.url      = NULL;
 	d->opts.server   = &d->sopts;
 	d->no_token      = o->no_token;
+	d->up_slot       = MIRAI__NO_SLOT;
 	d->opts.client_url  = keep_str(d, o->client_url);
 	d->opts.listen_url  = keep_str(d, o->listen_url);
 	d->opts.control_url = keep_str(d, o->control_url);
@@ -219,64 +189,44 @@ dispatcher_create_impl(mirai_dispatcher **out,
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
 	d->nslots = n;
-	for (size_t i = 0; i < n; i++) {
-		slot *sl = &d->slots[i];
-		char url[512], b2[420];
-		int p2 = 0;
-
-		sl->d   = d;
-		sl->idx = i;
-		if (o->nurls > 0) {
-			if (split_base(o->urls[i], b2, sizeof b2, &p2,
-				&sl->has_path) != 0) {
-				mirai_dispatcher_destroy(d);
-				return mirai__fail(err, MIRAI_EADDRINVAL,
-				    "%s: expected scheme://host:port[/path]",
-				    o->urls[i]);
-			}
-			/* Given URLs are used as given. */
-			sl->has_path = 0;
-			sl->base     = mirai__strdup(o->urls[i]);
-		} else if (o->url == NULL) {
-			/* Slots of this machine: owner-only ipc sockets. */
-			if ((rv = mirai__local_url(url, sizeof url, err)) != 0) {
-				mirai_dispatcher_destroy(d);
-				return rv;
-			}
-			sl->base = mirai__strdup(url);
-		} else if (has_path) {
-			/* ws: all slots on one port; port 0 becomes the port
-			 * the first slot got. */
-			snprintf(b2, sizeof b2, "%s:%d", base,
-			    ws_port >= 0 ? ws_port : port);
-			sl->base     = mirai__strdup(b2);
-			sl->has_path = 1;
-		} else {
-			snprintf(b2, sizeof b2, "%s:%d", base,
-			    port == 0 ? 0 : port + (int) i);
-			sl->base = mirai__strdup(b2);
-		}
-		if (sl->base == NULL) {
-			mirai_dispatcher_destroy(d);
-			return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
-		}
-		mirai__d_slot_listen_url(d, sl, url, sizeof url);
-		if ((rv = mirai__d_dsock_open(d, sl, url, &sl->cur, &sl->url, err)) != 0) {
+	MIRAI__IDMAP_INIT(&d->pipes, dpipe, id, hnext);
+	/* One shared listener for a base URL, one per given URL; local
+	 * slots have sockets of their own. */
+	d->nlis = o->nurls > 0 ? o->nurls : o->url != NULL ? 1 : 0;
+	if ((d->nlis > 0 && (d->lis = calloc(d->nlis, sizeof *d->lis)) == NULL) ||
+	    (d->no_token && o->nurls == 0 && o->url != NULL &&
+		(d->free_slots = calloc(n, sizeof *d->free_slots)) == NULL)) {
+		mirai_dispatcher_destroy(d);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < d->nlis; i++) {
+		if ((rv = mirai__d_lis_open(d, &d->lis[i],
+			 o->nurls > 0 ? o->urls[i] : o->url, err)) != 0) {
 			mirai_dispatcher_destroy(d);
 			return rv;
 		}
-		if (has_path && ws_port < 0) {
-			const char *pp = strrchr(sl->url, ':');
-			ws_port = pp != NULL ? atoi(pp + 1) : 0;
-			if (port == 0 && ws_port > 0) {
-				/* Later slots share the port this one got. */
-				char fixed[420];
-				snprintf(fixed, sizeof fixed, "%s:%d", base,
-				    ws_port);
-				free(sl->base);
-				sl->base = mirai__strdup(fixed);
-			}
+	}
+	for (size_t i = 0; i < n; i++) {
+		slot *sl = &d->slots[i];
+		char url[512];
+
+		sl->d   = d;
+		sl->idx = i;
+		if (d->nlis == 0 && (rv = mirai__local_url(url, sizeof url, err)) != 0) {
+			mirai_dispatcher_destroy(d);
+			return rv;
 		}
+		if ((rv = mirai__d_slot_open(d, sl, d->nlis == 0 ? url : NULL,
+			 d->nlis == 0 ? NULL : &d->lis[o->nurls > 0 ? i : 0],
+			 err)) != 0) {
+			mirai_dispatcher_destroy(d);
+			return rv;
+		}
+	}
+	/* Without secrets, servers take free slots lowest first. */
+	for (size_t i = n; d->free_slots != NULL && i-- > 0;) {
+		d->slots[i].free_listed     = 1;
+		d->free_slots[d->nfree++] = i;
 	}
 	d->hb = mirai__heartbeat_ms(o->heartbeat_ms);
 	if (d->sopts.heartbeat_ms == 0) {
@@ -532,15 +482,24 @@ dispatcher_run_impl(mirai_dispatcher *d, mirai_errmsg *err)
 		return rv;
 	}
 	if (!d->listen) {
+		char base[1024];
+
 		if ((rv = mirai__d_open_up(d, err)) != 0) {
 			return rv;
 		}
+		/* A client listening on a URL it gave out wants its secret
+		 * in our HELLO, like a server's. */
+		if (strlen(d->opts.client_url) >= sizeof base) {
+			return mirai__fail(err, MIRAI_EADDRINVAL, "URL too long");
+		}
+		mirai__url_cred(d->opts.client_url, base, sizeof base,
+		    &d->up_slot, d->up_secret);
 		pthread_mutex_lock(&d->mtx);
 		mirai__d_send_hello(d);
 		mirai__d_up_send(d);
 		pthread_mutex_unlock(&d->mtx);
 		mirai__link_start(d->up);
-		if ((rv = mirai__link_dial(d->up, d->opts.client_url, 1, err)) !=
+		if ((rv = mirai__link_dial(d->up, base, 1, err)) !=
 		    0) {
 			rv = rv == MIRAI_EADDRINVAL ? rv : MIRAI_ECONNREFUSED;
 			pthread_mutex_lock(&d->mtx);
@@ -616,14 +575,7 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 	pthread_mutex_unlock(&d->mtx);
 	mirai__link_close(d->up);
 	mirai__link_close(d->ctl);
-	for (size_t i = 0; i < d->nslots; i++) {
-		dsock *ds = d->slots[i].cur;
-		if (ds != NULL) {
-			mirai__link_close(ds->link);
-			mirai__outq_clear(&ds->q);
-			free(ds);
-		}
-	}
+	mirai__d_slots_close(d);
 	/* Closing may have queued more (a pipe's GONE): they only take the
 	 * lock and touch d. */
 	pthread_mutex_lock(&d->mtx);
@@ -641,12 +593,12 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 		mirai__watch_cancel(d->kids[i], on_child_exit, d);
 	}
 	free(d->kids);
+	mirai__d_slots_free(d);
 	for (size_t i = 0; i < d->nslots; i++) {
 		if (d->slots[i].busy != NULL) {
 			mirai__d_dtask_free(d, d->slots[i].busy);
 		}
 		free(d->slots[i].url);
-		free(d->slots[i].base);
 	}
 	for (dtask *t; (t = mirai__d_q_pop(d)) != NULL;) {
 		mirai__d_dtask_free(d, t);

@@ -8,8 +8,10 @@
  *                  socket, answers to status and saisei requests
  *   disp_queue.c   the task table, dtask lifetime, the FIFO, the idle
  *                  list, dispatch
- *   disp_slots.c   slot sockets, sending to servers, frames from servers
- *                  (cutting off forged ones), pipes, lost servers, saisei
+ *   disp_slots.c   sending to servers, frames from servers (cutting off
+ *                  forged ones), lost servers, heartbeats, saisei
+ *   disp_socks.c   where servers connect: own sockets, shared listeners
+ *                  and the admission of their pipes, dsocks, closing
  *   disp_up.c      the link to the client: frames from it, results to
  *                  it, attach and detach
  *
@@ -21,10 +23,12 @@
  * introduces itself as a dispatcher; or it listens for one client at a
  * time to attach (mirai-launch), and outlives its clients.  A control
  * socket, if asked for, answers status and saisei requests of any
- * process.  Downstream, every slot listens on a URL of its own with a
- * monogamous PAIR1 socket: a send waits for the pipe instead of being
- * dropped, NNG itself refuses a second pipe, and the dispatcher addresses
- * each server directly.  ws slots share one port.
+ * process.  Downstream, a local slot listens on an owner-only ipc socket
+ * of its own (monogamous PAIR1: NNG refuses a second pipe, and sends skip
+ * the thread hops of a shared socket); all other slots share one listener
+ * (polyamorous PAIR1), and a server's HELLO names its slot and that slot's
+ * secret, checked before anything else is read from the pipe.  Every slot
+ * URL ends in "/<secret>/<slot>" (see mirai__url_cred).
  *
  * Scheduling is event driven: a task arrives, a server says HELLO, or a
  * result comes back, and mirai__d_dispatch() pairs the head of the queue
@@ -91,11 +95,45 @@ mirai__d_set_msg(dtask *t, mirai__msg *m)
 	memcpy(t->frame, &m, sizeof m);
 }
 
-/* One listening socket of a slot; saisei replaces it with a new one. */
+/*
+ * A listener that slots share: servers dial its URL, and their HELLO
+ * names the slot and its secret (see mirai__url_cred).  Creating a slot
+ * on it costs a secret, not a socket: 100,000 slots listen on one port.
+ */
+typedef struct dlis {
+	mirai_dispatcher *d;
+	mirai__link *link;
+	char *url;         /* resolved: what servers dial, before the suffix */
+} dlis;
+
+/*
+ * A pipe on a shared listener.  Its first frame must be a HELLO that names
+ * a free slot of this listener with that slot's secret; until then it is
+ * pending (and refused after ADMIT_MS), and after that it belongs to the
+ * slot's dsock.
+ */
+typedef struct dpipe {
+	uint64_t id;       /* the pipe */
+	struct dpipe *hnext;
+	struct dpipe *prev, *next; /* in d's pending or admitted list */
+	dlis *lis;
+	dsock *ds;         /* NULL while pending */
+	int64_t t_add;
+	int refused;       /* nothing more is read from it */
+} dpipe;
+
+/*
+ * One incarnation of a slot: its secret and its pipe.  A local slot has a
+ * socket of its own (link owned, monogamous: it saves the thread hops of
+ * a shared socket); any other slot is on a shared listener (lis set).
+ * saisei replaces a slot's dsock with a new one and a new secret.
+ */
 struct dsock {
 	slot *sl;
 	mirai_dispatcher *d;
-	mirai__link *link;
+	mirai__link *link; /* own socket, or the shared listener's */
+	dlis *lis;         /* NULL: own socket */
+	mirai__tx *tx;     /* sender to the pipe (shared; made on admission) */
 	mirai__outq q;
 	int sending;
 	int has_pipe;
@@ -104,6 +142,7 @@ struct dsock {
 	int muted;         /* its peer was cut off: nothing more is read */
 	uint32_t seq;
 	int64_t last_rx, last_tx; /* heartbeat: when a message came, went */
+	char secret[MIRAI__SECRET_HEX + 1]; /* "" with no_token */
 };
 
 struct slot {
@@ -111,8 +150,8 @@ struct slot {
 	size_t idx;
 	dsock *cur;
 	char *url;         /* what servers dial */
-	char *base;        /* scheme://host:port for regenerating paths */
-	int has_path;
+	int shared;        /* on a shared listener: saisei can regenerate */
+	int free_listed;   /* in d->free_slots (no_token) */
 	int online;        /* HELLO received on the current pipe */
 	int leaving;       /* BYE received */
 	int exit_sent;
@@ -140,12 +179,21 @@ struct mirai_dispatcher {
 	slot *slots;
 	size_t nslots;
 	int no_token;
+	dlis *lis;         /* shared listeners */
+	size_t nlis;
+	mirai__idmap pipes;  /* pipe id -> dpipe, shared listeners only */
+	dpipe *pend_head, *pend_tail; /* pending pipes, oldest first */
+	dpipe *adm_head;   /* admitted pipes */
+	size_t *free_slots; /* no_token: shared slots with no server */
+	size_t nfree;
 
 	/* upstream */
 	int listen;        /* clients attach to us (else we dial one) */
 	int listened;      /* sockets bound (mirai_dispatcher_listen) */
 	uint32_t up_pipe_id;
 	char *client_url;  /* resolved listen URL */
+	uint32_t up_slot;  /* from the client URL we dial, for our HELLO */
+	char up_secret[MIRAI__SECRET_HEX + 1];
 	mirai__link *ctl;  /* control socket, if any */
 	char *control_url;
 	mirai__link *up;
@@ -174,7 +222,6 @@ struct mirai_dispatcher {
 	int alive;         /* local servers not yet reaped */
 	pid_t *kids;       /* the local servers started (watched) */
 	size_t nkids;
-	int live_pipes;    /* slot pipes not yet removed */
 	int pending;       /* deferred jobs holding a reference */
 	int64_t hb;        /* heartbeat interval (ms); 0: off */
 	int64_t up_last_rx, up_last_tx;
@@ -202,12 +249,44 @@ void mirai__d_slot_ctrl(mirai_dispatcher *d, slot *sl, uint8_t type,
     uint64_t v, int u64);
 void mirai__d_slot_exit(mirai_dispatcher *d, slot *sl, uint32_t flags);
 int mirai__d_send_task(mirai_dispatcher *d, slot *sl, dtask *t);
-/* Open a slot socket listening on listen_url; *resolved (malloc'd) is the
- * URL servers dial. */
-int mirai__d_dsock_open(mirai_dispatcher *d, slot *sl, const char *listen_url,
-    dsock **out, char **resolved, mirai_errmsg *err);
-void mirai__d_slot_listen_url(mirai_dispatcher *d, slot *sl, char *buf,
-    size_t len);
+/* The frames of msg from the server at ds.  Called locked; returns 1 when
+ * the caller frees msg, 0 when it was passed on. */
+int mirai__d_slot_frames(mirai_dispatcher *d, dsock *ds, mirai__msg *msg);
+/* Receive and send callbacks of a slot's dsock (own socket, or sender). */
+void mirai__d_slot_rx(void *arg, mirai__msg *msg);
+void mirai__d_slot_tx(void *arg, int rv);
+/* The server of sl is lost: its task retried or reported, sl offline.
+ * Called locked. */
+void mirai__d_slot_lost(mirai_dispatcher *d, slot *sl);
+
+/* ---- disp_socks.c ----------------------------------------------------- */
+
+/* Close pipe of link on the service thread, after grace_ms.  Called
+ * locked. */
+void mirai__d_pipe_close_later(mirai_dispatcher *d, mirai__link *link,
+    uint32_t pipe, int64_t grace_ms);
+/* A new dsock of sl (on lis, or NULL for a socket of its own) with a fresh
+ * secret; NULL: no memory. */
+dsock *mirai__d_dsock_new(mirai_dispatcher *d, slot *sl, dlis *lis);
+/* Free a retired dsock on the service thread.  Called locked. */
+void mirai__d_dsock_free_later(mirai_dispatcher *d, dsock *ds);
+/* sl's URL for ds (malloc'd): base, then the slot suffix. */
+char *mirai__d_slot_url(mirai_dispatcher *d, const dsock *ds,
+    const char *base);
+/* Refuse the pending pipes that said nothing for too long.  Called
+ * locked. */
+void mirai__d_pipes_sweep(mirai_dispatcher *d, int64_t now);
+/* Open a shared listener on url into lis. */
+int mirai__d_lis_open(mirai_dispatcher *d, dlis *lis, const char *url,
+    mirai_errmsg *err);
+/* Give sl its first dsock: a socket of its own listening on own_url
+ * (owner-only ipc) when own_url is set, else one on lis; sl->url is set. */
+int mirai__d_slot_open(mirai_dispatcher *d, slot *sl, const char *own_url,
+    dlis *lis, mirai_errmsg *err);
+/* Close every slot socket and listener (destroy; their last callbacks may
+ * defer jobs), then, once no job is pending, free pipes and dsocks. */
+void mirai__d_slots_close(mirai_dispatcher *d);
+void mirai__d_slots_free(mirai_dispatcher *d);
 /* Heartbeat of the slots: PING the quiet ones, take the silent ones as
  * lost.  Called locked. */
 void mirai__d_slots_beat(mirai_dispatcher *d, int64_t now);

@@ -183,9 +183,32 @@ int mirai__url_check(const char *url, int listening, const mirai__tls *tls,
  */
 int mirai__local_url(char *buf, size_t len, mirai_errmsg *err);
 
-/* url with its path (which may hold a token) replaced by "/...", for log
- * lines at the default level. */
+/* url with its path (which may hold a token or a slot's secret) replaced by
+ * "/...", for log lines at the default level. */
 void mirai__url_redact(const char *url, char *buf, size_t len);
+
+/*
+ * A server slot's URL is the URL its listener is reached at, then
+ * "/<secret>/<slot>": 32 lowercase hex digits (128 random bits) and the
+ * slot number.  A server dials the listener's URL and gives slot and
+ * secret in its HELLO, the first thing it sends; the listener admits the
+ * pipe only when they match.  The same holds for every scheme, so one
+ * listener serves any number of slots.
+ */
+#define MIRAI__SECRET_HEX 32
+
+/* Split url: 1 with the listener's URL in base and slot and secret (33
+ * bytes) set when it ends in a slot suffix; 0 with base = url, slot
+ * MIRAI__NO_SLOT and an empty secret when not. */
+int mirai__url_cred(const char *url, char *base, size_t blen, uint32_t *slot,
+    char *secret);
+/* base + "/<secret>/<slot>" into buf. */
+void mirai__url_with_cred(char *buf, size_t len, const char *base,
+    const char *secret, uint32_t slot);
+/* A fresh secret: MIRAI__SECRET_HEX hex digits and a NUL. */
+void mirai__secret_new(char *hex);
+/* 1 when b (blen bytes) is the secret a, compared in constant time. */
+int mirai__secret_eq(const char *a, const char *b, size_t blen);
 
 /* A PAIR1 socket with its receive loop: one peer, or many (poly). */
 typedef struct mirai__link mirai__link;
@@ -201,6 +224,10 @@ enum {
 typedef struct mirai__link_cfg {
 	/* Many peers; a message names its pipe (mirai__msg_set_pipe). */
 	int poly;
+	/* The owner admits a pipe only with a slot's secret in its first
+	 * frame (see mirai__url_cred): a plain tcp listener is then not
+	 * warned about. */
+	int admits;
 	/* Largest message received; 0: MIRAI__DEFAULT_MAX_MSG. */
 	size_t max_msg;
 	/* A dialer retries between these (ms); 0: NNG's defaults. */

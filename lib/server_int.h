@@ -99,6 +99,10 @@ struct mirai_server {
 	int64_t t_start;
 	int64_t t_last;
 	char dialing[160];         /* the URL dialed, redacted, for logs */
+	char base[1024];           /* the URL dialed, without slot suffix */
+	uint32_t slot;             /* from the URL, for the HELLO */
+	int refused;               /* EXIT with MIRAI__EXIT_REFUSED came */
+	char secret[MIRAI__SECRET_HEX + 1];
 	int64_t next_dial_note;    /* when to say again it is not connected */
 	int dial_warned;
 	char host[256];

@@ -269,6 +269,10 @@ handle_msg(mirai_server *srv, mirai__msg *msg)
 			}
 			srv->exit_req = 1;
 			if (f.len == 4 &&
+			    (mirai__get32(f.body) & MIRAI__EXIT_REFUSED)) {
+				srv->refused = 1;
+			}
+			if (f.len == 4 &&
 			    (mirai__get32(f.body) & MIRAI__EXIT_CANCEL) &&
 			    srv->current != NULL) {
 				atomic_store(&srv->current->cancelled, 1);
@@ -386,7 +390,9 @@ mirai__srv_send_hello(mirai_server *srv)
 	    .binding_len = (uint16_t) strlen(srv->binding),
 	    .hook_name = srv->hook_name != NULL ? srv->hook_name : "",
 	    .hook_name_len = (uint16_t) (srv->hook_name != NULL
-		    ? strlen(srv->hook_name) : 0)};
+		    ? strlen(srv->hook_name) : 0),
+	    .slot = srv->slot, .secret = srv->secret,
+	    .secret_len = (uint16_t) strlen(srv->secret)};
 	mirai__out *o;
 
 	if (srv->opts.max_tasks > 0) {

@@ -17,12 +17,15 @@
  *  - a send the socket takes at once skips the completion callback and so
  *    one thread hop.
  */
+#include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -260,12 +263,107 @@ mirai__url_check(const char *url, int listening, const mirai__tls *tls,
 	return rv;
 }
 
+/* ---- slot credentials in URLs --------------------------------------- */
+
+/* Where the "/<secret>/<slot>" suffix of url starts, or NULL. */
+static const char *
+cred_at(const char *url)
+{
+	size_t n = strlen(url), d = 0, h = 0;
+
+	while (d < n && d < 10 && url[n - 1 - d] >= '0' &&
+	    url[n - 1 - d] <= '9') {
+		d++;
+	}
+	if (d == 0 || d == n || url[n - 1 - d] != '/') {
+		return NULL;
+	}
+	n -= d + 1;
+	while (h < n && isxdigit((unsigned char) url[n - 1 - h]) &&
+	    !isupper((unsigned char) url[n - 1 - h])) {
+		h++;
+	}
+	if (h != MIRAI__SECRET_HEX || h == n || url[n - 1 - h] != '/' ||
+	    strstr(url, "://") == NULL ||
+	    strstr(url, "://") + 3 > url + n - 1 - h) {
+		return NULL;
+	}
+	return url + n - 1 - h;
+}
+
+int
+mirai__url_cred(const char *url, char *base, size_t blen, uint32_t *slot,
+    char *secret)
+{
+	const char *at = cred_at(url);
+	unsigned long v;
+
+	*slot     = MIRAI__NO_SLOT;
+	secret[0] = '\0';
+	if (at == NULL || (v = strtoul(at + 2 + MIRAI__SECRET_HEX, NULL, 10)) >=
+			      MIRAI__NO_SLOT) {
+		snprintf(base, blen, "%s", url);
+		return 0;
+	}
+	*slot = (uint32_t) v;
+	memcpy(secret, at + 1, MIRAI__SECRET_HEX);
+	secret[MIRAI__SECRET_HEX] = '\0';
+	snprintf(base, blen, "%.*s", (int) (at - url), url);
+	return 1;
+}
+
+void
+mirai__url_with_cred(char *buf, size_t len, const char *base,
+    const char *secret, uint32_t slot)
+{
+	size_t n = strlen(base);
+
+	if (n > 0 && base[n - 1] == '/') {
+		n--;
+	}
+	snprintf(buf, len, "%.*s/%s/%" PRIu32, (int) n, base, secret, slot);
+}
+
+void
+mirai__secret_new(char *hex)
+{
+	unsigned char b[MIRAI__SECRET_HEX / 2];
+	size_t got = 0;
+
+	while (got < sizeof b) {
+		ssize_t n = getrandom(b + got, sizeof b - got, 0);
+		if (n > 0) {
+			got += (size_t) n;
+		}
+	}
+	for (size_t i = 0; i < sizeof b; i++) {
+		snprintf(hex + 2 * i, 3, "%02x", b[i]);
+	}
+	explicit_bzero(b, sizeof b);
+}
+
+int
+mirai__secret_eq(const char *a, const char *b, size_t blen)
+{
+	unsigned char diff = blen != MIRAI__SECRET_HEX;
+
+	/* Time independent of where they differ. */
+	for (size_t i = 0; i < MIRAI__SECRET_HEX; i++) {
+		diff |= (unsigned char) (a[i] ^ (i < blen ? b[i] : 0));
+	}
+	return diff == 0;
+}
+
 void
 mirai__url_redact(const char *url, char *buf, size_t len)
 {
 	const char *sep = strstr(url, "://");
 	const char *path;
 
+	if (cred_at(url) != NULL) {
+		snprintf(buf, len, "%.*s/...", (int) (cred_at(url) - url), url);
+		return;
+	}
 	if (sep == NULL || strncmp(url, "ipc://", 6) == 0 ||
 	    strncmp(url, "inproc://", 9) == 0 ||
 	    (path = strchr(sep + 3, '/')) == NULL) {
@@ -637,12 +735,13 @@ mirai__link_listen(mirai__link *l, const char *url, char **dial,
 	if (strncmp(url, "ipc://", 6) == 0) {
 		/* Owner only, beside the directory's own check. */
 		nng_listener_set_int(lst, NNG_OPT_IPC_PERMISSIONS, 0600);
-	} else if (strncmp(url, "tcp", 3) == 0) {
-		/* Nothing but the address guards a plain tcp listener. */
+	} else if (strncmp(url, "tcp", 3) == 0 && !l->cfg.admits) {
+		/* Nothing but the address guards this tcp listener. */
 		MIRAI__LOG(MIRAI_LOG_WARN, "transport",
-		    "%s: a tcp listener has no secret: anyone who can reach "
-		    "it can connect (ws:// slots get a secret path; links "
-		    "within this machine default to owner-only ipc sockets)",
+		    "%s: a tcp listener without slot secrets: anyone who can "
+		    "reach it can connect (dispatcher slots have secrets; "
+		    "links within this machine default to owner-only ipc "
+		    "sockets)",
 		    url);
 	}
 	if ((rv = nng_listener_start(lst, 0)) != 0) {

@@ -33,7 +33,7 @@ for _ in $(seq 100); do [ "$(M status --json | grep -o '"online":1' | wc -l)" = 
 M status >"$W/st" || fail "status"
 head -1 "$W/st" | grep -Eq '^SLOT +URL +ONLINE +INSTANCE +ASSIGNED +COMPLETE +PID +HOST$' ||
 	fail "status header: $(cat "$W/st")"
-[ "$(grep -Ec '^[01] +ws://127\.0\.0\.1:[0-9]+/<token>/[01] +yes +1 +[0-9]+ +[0-9]+ +[0-9]+ +[^ ]+$' "$W/st")" = 2 ] ||
+[ "$(grep -Ec '^[01] +ws://127\.0\.0\.1:[0-9]+/<secret>/[01] +yes +1 +[0-9]+ +[0-9]+ +[0-9]+ +[^ ]+$' "$W/st")" = 2 ] ||
 	fail "status rows: $(cat "$W/st")"
 grep -Eq '[0-9a-f]{32}' "$W/st" && fail "a token in the status table"
 grep -q '^tasks: 0 queued, 0 running, ' "$W/st" || fail "status totals: $(cat "$W/st")"

@@ -190,6 +190,8 @@ test_server_waits_for_client(void **state)
 	usleep(300000);
 	d.url        = listen_url;
 	d.dispatcher = OFF;
+	/* Without secrets: a server that came first cannot know one. */
+	d.no_token = 1;
 	assert_int_equal(mirai_daemons(&d, NULL), 0);
 	assert_int_equal(h_wait_connections(NULL, 1, 10000), 1);
 	assert_int_equal(h_call(NULL, "mirai.echo", "hi", NULL, 0), 0);
@@ -204,10 +206,10 @@ test_garbage_peer(void **state)
 	listen_on(NULL);
 	/* A program that speaks no mirai (here: a raw TCP client writing junk)
 	 * is rejected without harm to the client. */
-	const char *port = strrchr(url, ':') + 1;
+	int port = atoi(strrchr(url, ':') + 1);
 	char cmd[256];
 	snprintf(cmd, sizeof cmd,
-	    "exec 3<>/dev/tcp/127.0.0.1/%s; printf 'GET / HTTP/1.0\\r\\n\\r\\n' "
+	    "exec 3<>/dev/tcp/127.0.0.1/%d; printf 'GET / HTTP/1.0\\r\\n\\r\\n' "
 	    ">&3; sleep 0.2",
 	    port);
 	const char *argv[] = {"bash", "-c", cmd, NULL};
@@ -218,6 +220,40 @@ test_garbage_peer(void **state)
 	assert_int_equal(h_call(NULL, "mirai.echo", "fine", NULL, 0), 0);
 	mirai_reset(NULL);
 	assert_true(h_wait_exit(s, 5000, NULL));
+}
+
+/* The URL a client listens on ends in its secret: a server without it is
+ * refused, says why and exits with an error; one with it serves. */
+static void
+test_secret_refused(void **state)
+{
+	char base[256];
+	size_t n;
+	int status;
+	pid_t p, s;
+
+	(void) state;
+	listen_on(NULL);
+	n = strlen(url);
+	/* tcp://127.0.0.1:P/<32 hex digits>/0 */
+	assert_true(n > 35 && url[n - 2] == '/' && url[n - 1] == '0' &&
+	    url[n - 35] == '/');
+	snprintf(base, sizeof base, "%.*s", (int) (n - 35), url);
+	p = h_spawn_server(base, NULL);
+	assert_true(h_wait_exit(p, 10000, &status));
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), MIRAI_EXIT_ERROR);
+	/* One digit off is no better. */
+	snprintf(base, sizeof base, "%s", url);
+	base[n - 3] = base[n - 3] == 'a' ? 'b' : 'a';
+	p           = h_spawn_server(base, NULL);
+	assert_true(h_wait_exit(p, 10000, &status));
+	assert_int_equal(WEXITSTATUS(status), MIRAI_EXIT_ERROR);
+	s = h_spawn_server(url, NULL);
+	assert_int_equal(h_call(NULL, "mirai.echo", "fine", NULL, 0), 0);
+	mirai_reset(NULL);
+	assert_true(h_wait_exit(s, 5000, &status));
+	assert_int_equal(WEXITSTATUS(status), MIRAI_EXIT_CLOSED);
 }
 
 static int
@@ -249,6 +285,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_dial_once_fails, reset_all),
 	    cmocka_unit_test_teardown(test_server_waits_for_client, reset_all),
 	    cmocka_unit_test_teardown(test_garbage_peer, reset_all),
+	    cmocka_unit_test_teardown(test_secret_refused, reset_all),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -260,10 +260,10 @@ test_duplicate_refused(void **state)
 	apid = h_server_pid(NULL);
 	assert_int_equal(apid, a);
 	b = h_spawn_server(url, NULL);
-	for (int k = 0; k < 300 && !logged("refused a second server"); k++) {
+	for (int k = 0; k < 300 && !logged("slot 0 has a server"); k++) {
 		usleep(10000);
 	}
-	assert_true(logged("refused a second server"));
+	assert_true(logged("slot 0 has a server"));
 	/* The first keeps working. */
 	for (int k = 0; k < 5; k++) {
 		assert_int_equal(h_server_pid(NULL), a);
@@ -272,6 +272,63 @@ test_duplicate_refused(void **state)
 	mirai_reset(NULL);
 	assert_true(h_wait_exit(a, 5000, NULL));
 	free(url);
+}
+
+/* Slots on one tcp listener: a server gets in only with its slot's secret,
+ * and saisei gives a slot a fresh one. */
+static void
+test_slot_secret(void **state)
+{
+	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
+	mirai_errmsg err     = {{0}};
+	char *url, *bad, *fresh = NULL;
+	size_t n;
+	pid_t a, b, c, e;
+
+	(void) state;
+	d.url = "tcp://127.0.0.1:0";
+	d.n   = 2;
+	assert_int_equal(mirai_daemons(&d, &err), 0);
+	url = slot_url(1);
+	n   = strlen(url);
+	/* tcp://127.0.0.1:P/<32 hex digits>/1 */
+	assert_int_equal(strncmp(url, "tcp://127.0.0.1:", 16), 0);
+	assert_true(n > 50 && url[n - 2] == '/' && url[n - 1] == '1' &&
+	    url[n - 35] == '/');
+	bad = strdup(url);
+
+	/* One hex digit off: refused, and the server, cut off, exits. */
+	bad[n - 3] = bad[n - 3] == '0' ? '1' : '0';
+	a          = h_spawn_server(bad, NULL);
+	assert_true(h_wait_exit(a, 10000, NULL));
+	assert_true(logged("lacks a slot's secret"));
+	/* Slot 1's secret does not open slot 0. */
+	memcpy(bad, url, n);
+	bad[n - 1] = '0';
+	b          = h_spawn_server(bad, NULL);
+	assert_true(h_wait_exit(b, 10000, NULL));
+	/* No secret at all: the listener's own URL. */
+	bad[n - 35] = '\0';
+	e           = h_spawn_server(bad, NULL);
+	assert_true(h_wait_exit(e, 10000, NULL));
+	assert_int_equal(wait_slot(0, 0), 0);
+	assert_int_equal(wait_slot(1, 0), 0);
+
+	/* The right one is served. */
+	c = h_spawn_server(url, NULL);
+	assert_int_equal(wait_slot(1, 1), 1);
+	assert_int_equal(h_call(NULL, "mirai.echo", "ok", NULL, 0), 0);
+	/* saisei on tcp: a fresh secret; the server holding the old one is
+	 * cut off and told to exit. */
+	assert_int_equal(mirai_saisei(NULL, 1, 1, &fresh, &err), 0);
+	assert_true(h_wait_exit(c, 5000, NULL));
+	assert_non_null(fresh);
+	assert_int_equal(strncmp(fresh, url, n - 34), 0);
+	assert_string_not_equal(fresh, url);
+	mirai_reset(NULL);
+	free(url);
+	free(bad);
+	free(fresh);
 }
 
 static void
@@ -317,7 +374,7 @@ test_saisei(void **state)
 }
 
 static void
-test_saisei_tcp(void **state)
+test_saisei_local(void **state)
 {
 	mirai_errmsg err = {{0}};
 	char *fresh      = NULL;
@@ -325,7 +382,7 @@ test_saisei_tcp(void **state)
 	(void) state;
 	local(1, NULL, 0);
 	assert_int_equal(mirai_saisei(NULL, 0, 0, &fresh, &err), MIRAI_ENOTSUP);
-	assert_non_null(strstr(err.text, "no path"));
+	assert_non_null(strstr(err.text, "local slot"));
 	assert_null(fresh);
 	mirai_reset(NULL);
 	assert_int_equal(mirai_saisei(NULL, 0, 0, &fresh, &err), MIRAI_ESTATE);
@@ -557,15 +614,13 @@ test_many_servers_one_port(void **state)
 	ws_slots(S, 1);
 	assert_int_equal(mirai_status_get(NULL, &st), 0);
 	assert_int_equal(st->nrows, S);
-	/* ":PORT/" of the first URL. */
+	/* ":PORT" of the first URL. */
 	snprintf(port, sizeof port, "%s", strrchr(st->rows[0].url, ':'));
-	*(strchr(port, '/') + 1) = '\0';
 	for (int i = 0; i < S; i++) {
-		/* One port for all, and predictable paths without a token. */
-		char want[32];
-		assert_non_null(strstr(st->rows[i].url, port));
-		snprintf(want, sizeof want, "/%d", i);
-		assert_string_equal(strrchr(st->rows[i].url, '/'), want);
+		/* Without secrets every slot's URL is the listener's: one
+		 * port for all, and servers take the free slots. */
+		assert_string_equal(st->rows[i].url, st->rows[0].url);
+		assert_null(strchr(port, '/'));
 		pids[i] = h_spawn_server(st->rows[i].url, NULL);
 	}
 	mirai_status_free(st);
@@ -640,7 +695,8 @@ main(void)
 	    cmocka_unit_test_teardown(test_idle_only, reset_all),
 	    cmocka_unit_test_teardown(test_duplicate_refused, reset_all),
 	    cmocka_unit_test_teardown(test_saisei, reset_all),
-	    cmocka_unit_test_teardown(test_saisei_tcp, reset_all),
+	    cmocka_unit_test_teardown(test_saisei_local, reset_all),
+	    cmocka_unit_test_teardown(test_slot_secret, reset_all),
 	    cmocka_unit_test_teardown(test_cancel, reset_all),
 	    cmocka_unit_test_teardown(test_timeout_busy_server, reset_all),
 	    cmocka_unit_test_teardown(test_server_dies, reset_all),

@@ -22,6 +22,7 @@
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define MIB ((size_t) 1024 * 1024)
+#define SECRET "0123456789abcdef0123456789abcdef"
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -254,7 +255,7 @@ one_frame(uint8_t *frame, size_t n, mirai__frame *f, size_t *msg_len)
 static void
 test_hdr_golden(void **state)
 {
-	static const uint8_t want[MIRAI__HDR_LEN] = {'M', 'R', 'A', 'I', 1,
+	static const uint8_t want[MIRAI__HDR_LEN] = {'M', 'R', 'A', 'I', 2,
 	    0x01, 0x03, 0x02, 0x07, 0x06, 0x05, 0x04, 0x0b, 0x0a, 0x09, 0x08};
 	/* version is not taken from h: a sender speaks only its own. */
 	mirai__msghdr h = {.version = 99, .flags = MIRAI__M_ACKREQ,
@@ -323,7 +324,9 @@ test_msg_open_rejects(void **state)
 		{"magic zero", 16, 0, 4, {0, 0, 0, 0}, MIRAI_EPROTO},
 		{"bad magic and version", 16, 3, 2, {0, 2}, MIRAI_EPROTO},
 		{"version 0", 16, 4, 1, {0}, MIRAI_EVERSION},
-		{"version 2", 16, 4, 1, {2}, MIRAI_EVERSION},
+		{"version 1 (before HELLO had a secret)", 16, 4, 1, {1},
+		    MIRAI_EVERSION},
+		{"version 3", 16, 4, 1, {3}, MIRAI_EVERSION},
 		{"version 255", 16, 4, 1, {255}, MIRAI_EVERSION},
 		{"all flags set", 16, 5, 1, {0xff}, 0},
 		{"valid", 16, 0, 0, {0}, 0},
@@ -1057,7 +1060,7 @@ static void
 test_hello_golden(void **state)
 {
 	static const uint8_t want[] = {
-		MIRAI__F_HELLO, 0, 0, 0, 43, 0, 0, 0,
+		MIRAI__F_HELLO, 0, 0, 0, 53, 0, 0, 0,
 		1, 0, 0, 0,                              /* proto */
 		2, 0, 0, 0,                              /* kind */
 		0x44, 0x33, 0x22, 0x11,                  /* pid */
@@ -1068,11 +1071,14 @@ test_hello_golden(void **state)
 		2, 0, 'v', '1',                          /* version */
 		0, 0,                                    /* binding */
 		0, 0,                                    /* hook_name */
+		0x0d, 0x0c, 0x0b, 0x0a,                  /* slot */
+		4, 0, 's', 'e', 'c', 'r',                /* secret */
 	};
 	mirai__hello_view h = {.proto = 1, .kind = MIRAI__KIND_DISPATCHER,
 	    .pid = 0x11223344u, .flags = 0x55667788u,
 	    .hook = 0x0102030405060708ull, .max_tasks = 0x99aabbccddeeff00ull,
-	    .host = "h", .host_len = 1, .version = "v1", .version_len = 2};
+	    .host = "h", .host_len = 1, .version = "v1", .version_len = 2,
+	    .slot = 0x0a0b0c0du, .secret = "secr", .secret_len = 4};
 	size_t n;
 	uint8_t *b = enc_hello(&h, &n);
 
@@ -1125,9 +1131,12 @@ test_hello_roundtrip(void **state)
 		    .version_len = (uint16_t) rows[i].lens[1], .binding = s[2],
 		    .binding_len = (uint16_t) rows[i].lens[2],
 		    .hook_name = s[3],
-		    .hook_name_len = (uint16_t) rows[i].lens[3]};
+		    .hook_name_len = (uint16_t) rows[i].lens[3],
+		    .slot = (uint32_t) rows[i].big, .secret = i % 2 ? SECRET : NULL,
+		    .secret_len = i % 2 ? 32 : 0};
 		frame = enc_hello(&h, &n);
-		assert_int_equal(n, MIRAI__FRAME_HDR_LEN + 32 + 8 + sum);
+		assert_int_equal(n, MIRAI__FRAME_HDR_LEN + 32 + 8 + sum + 6 +
+		    h.secret_len);
 		msg = one_frame(frame, n, &f, &mlen);
 		if (mirai__hello_decode(&f, &d) != 0) {
 			fail_msg("%s: does not decode", rows[i].name);
@@ -1142,6 +1151,11 @@ test_hello_roundtrip(void **state)
 		assert_int_equal(d.version_len, h.version_len);
 		assert_int_equal(d.binding_len, h.binding_len);
 		assert_int_equal(d.hook_name_len, h.hook_name_len);
+		assert_int_equal(d.slot, h.slot);
+		assert_int_equal(d.secret_len, h.secret_len);
+		if (h.secret_len > 0) {
+			assert_memory_equal(d.secret, SECRET, 32);
+		}
 		assert_memory_equal(d.host, buf[0], d.host_len);
 		assert_memory_equal(d.version, buf[1], d.version_len);
 		assert_memory_equal(d.binding, buf[2], d.binding_len);
@@ -1167,7 +1181,7 @@ test_hello_decode_rejects(void **state)
 		uint8_t type;
 		size_t fixed; /* bytes of the fixed part present */
 		size_t ntail;
-		uint8_t tail[16];
+		uint8_t tail[24];
 		int want;
 	} rows[] = {
 		{"type TASK", MIRAI__F_TASK, 32, 8, {0}, MIRAI_EPROTO},
@@ -1178,7 +1192,15 @@ test_hello_decode_rejects(void **state)
 		{"half a length", MIRAI__F_HELLO, 32, 1, {0}, MIRAI_EPROTO},
 		{"three strings", MIRAI__F_HELLO, 32, 6, {0}, MIRAI_EPROTO},
 		{"last length cut", MIRAI__F_HELLO, 32, 7, {0}, MIRAI_EPROTO},
-		{"four empty strings", MIRAI__F_HELLO, 32, 8, {0}, 0},
+		{"four empty strings, no slot", MIRAI__F_HELLO, 32, 8, {0},
+		    MIRAI_EPROTO},
+		{"slot cut", MIRAI__F_HELLO, 32, 11, {0}, MIRAI_EPROTO},
+		{"no secret length", MIRAI__F_HELLO, 32, 12, {0}, MIRAI_EPROTO},
+		{"empty strings, slot, empty secret", MIRAI__F_HELLO, 32, 14,
+		    {0}, 0},
+		{"secret one byte short", MIRAI__F_HELLO, 32, 15,
+		    {0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 's'},
+		    MIRAI_EPROTO},
 		{"host_len 0xffff", MIRAI__F_HELLO, 32, 8, {0xff, 0xff},
 		    MIRAI_EPROTO},
 		{"host_len one past", MIRAI__F_HELLO, 32, 8, {7, 0},
@@ -1190,8 +1212,9 @@ test_hello_decode_rejects(void **state)
 		    {0, 0, 0, 0, 0, 0, 2, 0, 'h'}, MIRAI_EPROTO},
 		{"hook_name 0xffff", MIRAI__F_HELLO, 32, 9,
 		    {0, 0, 0, 0, 0, 0, 0xff, 0xff, 'h'}, MIRAI_EPROTO},
-		{"bytes after the strings", MIRAI__F_HELLO, 32, 11,
-		    {1, 0, 'h', 0, 0, 0, 0, 0, 0, 'x', 'y'}, 0},
+		{"bytes after the secret", MIRAI__F_HELLO, 32, 18,
+		    {1, 0, 'h', 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 1, 0, 's', 'x', 'y'},
+		    0},
 	};
 
 	for (size_t i = 0; i < ARRAY_LEN(rows); i++) {
