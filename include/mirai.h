@@ -542,10 +542,11 @@ MIRAI_API int mirai_status_json(const mirai_status *st, char **out);
 
 /*
  * Regenerate the URL of dispatcher slot i (from 0) of a profile with a
- * fresh random token; its instance count starts again from 0.  A server
+ * fresh random secret; its instance count starts again from 0.  A server
  * still connected there makes this fail with MIRAI_EBUSY unless force is
  * set: then it is cut off and its running task resolves with MIRAI_ECLOSED.
- * A URL without a path (tcp) cannot be regenerated: MIRAI_ENOTSUP.  On
+ * A local slot (an ipc socket of its own) and a slot without a secret
+ * (no_token) cannot be regenerated: MIRAI_ENOTSUP.  On
  * success *new_url (if not NULL) gets the new URL, released with free().
  * Thread-safe.
  */

@@ -64,6 +64,12 @@ typedef struct sock {
 	int poly;
 	int admits;      /* a server's HELLO must hold the profile's secret */
 	char *url;
+	/* Dialing a dispatcher's client URL (attach): our HELLO goes first on
+	 * every new pipe, with the secret the URL ends in (see
+	 * mirai__url_cred), if any. */
+	int dials;
+	uint32_t slot;
+	char secret[MIRAI__SECRET_HEX + 1];
 } sock;
 
 /* What few mirais need: a time-out, a completion callback, an error
@@ -160,6 +166,7 @@ struct profile {
 	const char *no_servers_why;
 	int user_url;            /* servers dial in from elsewhere */
 	uint64_t refused;        /* peers without the secret */
+	int attach_refused;      /* the dispatcher refused our secret */
 	int daemons;
 	sock **socks;
 	size_t nsocks;
@@ -233,6 +240,9 @@ void mirai__cl_publish(mirai *list);
 void mirai__cl_inflight_remove(peer *pk, mirai *m);
 void mirai__cl_try_send(profile *p, peer *pk);
 void mirai__cl_send_ctrl(profile *p, peer *pk, uint8_t type, uint64_t v);
+/* A client's HELLO holding slot and secret (for a dispatcher's client or
+ * control URL); NULL: no memory. */
+mirai__out *mirai__cl_hello(uint32_t slot, const char *secret);
 void mirai__cl_send_exit(profile *p, peer *pk, uint32_t flags);
 void mirai__cl_dispatch(profile *p, mirai **list);
 peer *mirai__cl_dispatcher_peer(profile *p);

@@ -345,6 +345,7 @@ static int
 profile_dial(profile *p, const char *url, mirai_errmsg *err)
 {
 	sock **socks, *sk;
+	char base[1024];
 	int rv;
 
 	if ((socks = realloc(p->socks, (p->nsocks + 1) * sizeof *socks)) == NULL ||
@@ -354,12 +355,15 @@ profile_dial(profile *p, const char *url, mirai_errmsg *err)
 		}
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
-	p->socks = socks;
-	sk->prof = p;
-	if ((sk->url = mirai__strdup(url)) == NULL) {
+	p->socks  = socks;
+	sk->prof  = p;
+	sk->dials = 1;
+	if (strlen(url) >= sizeof base || (sk->url = mirai__strdup(url)) == NULL) {
 		free(sk);
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
+	/* A URL with a secret: the dispatcher wants it in our HELLO. */
+	mirai__url_cred(url, base, sizeof base, &sk->slot, sk->secret);
 	if ((rv = mirai__cl_sock_open(p, sk, 50, 500, err)) != 0) {
 		free(sk->url);
 		free(sk);
@@ -367,7 +371,24 @@ profile_dial(profile *p, const char *url, mirai_errmsg *err)
 	}
 	p->socks[p->nsocks++] = sk;
 	mirai__link_start(sk->link);
-	return mirai__link_dial(sk->link, url, 0, err);
+	return mirai__link_dial(sk->link, base, 0, err);
+}
+
+mirai__out *
+mirai__cl_hello(uint32_t slot, const char *secret)
+{
+	mirai__hello_view h = {.proto = MIRAI__PROTO,
+	    .kind = MIRAI__KIND_CLIENT, .pid = (uint32_t) getpid(),
+	    .version = MIRAI_VERSION_STRING,
+	    .version_len = (uint16_t) strlen(MIRAI_VERSION_STRING),
+	    .slot = slot, .secret = secret,
+	    .secret_len = (uint16_t) strlen(secret)};
+	mirai__out *o = mirai__out_new(mirai__hello_size(&h));
+
+	if (o != NULL) {
+		mirai__hello_encode(mirai__out_frame(o), &h);
+	}
+	return o;
 }
 
 /*
@@ -522,11 +543,18 @@ attach(const char *name, const mirai_daemons_opts *o, mirai_errmsg *err)
 
 	deadline = wait < 0 ? -1 : mirai__now_ms() + wait;
 	pthread_mutex_lock(&p->mtx);
-	while (mirai__cl_dispatcher_peer(p) == NULL &&
+	while (mirai__cl_dispatcher_peer(p) == NULL && !p->attach_refused &&
 	    (deadline < 0 || mirai__now_ms() < deadline)) {
 		mirai__cond_wait_until(&p->cv, &p->mtx, deadline);
 	}
-	if (mirai__cl_dispatcher_peer(p) == NULL) {
+	if (p->attach_refused) {
+		char shown[512];
+		mirai__url_redact(url, shown, sizeof shown);
+		rv = mirai__fail(err, MIRAI_EPERM,
+		    "the dispatcher at %s refused us: the URL lacks its secret "
+		    "(use MIRAI_DISPATCHER_URL as the dispatcher printed it)",
+		    shown);
+	} else if (mirai__cl_dispatcher_peer(p) == NULL) {
 		rv = mirai__fail(err, MIRAI_ETIMEDOUT,
 		    "no dispatcher answered at %s within %lld ms (it serves one "
 		    "client at a time)",

@@ -220,6 +220,9 @@ control_request(const char *url, uint32_t op, uint32_t a, uint32_t b,
 {
 	mirai__req_view q = {.req = 1, .op = op, .a = a, .b = b};
 	mirai__msghdr h   = {.nframes = 1, .seq = 1};
+	mirai__out *hello = NULL;
+	char base[1024], secret[MIRAI__SECRET_HEX + 1];
+	uint32_t slot;
 	mirai__reader r;
 	mirai__frame f;
 	mirai__rep_view rep;
@@ -236,14 +239,36 @@ control_request(const char *url, uint32_t op, uint32_t a, uint32_t b,
 		    "no control URL: give one or set MIRAI_CONTROL_URL "
 		    "(mirai-launch sets it)");
 	}
-	if ((rv = mirai__msg_alloc(&msg, MIRAI__HDR_LEN + MIRAI__REQ_LEN)) != 0) {
+	/* A control URL that ends in a secret: our HELLO holding it goes
+	 * first in the request. */
+	if (strlen(url) >= sizeof base) {
+		return mirai__fail(err, MIRAI_EADDRINVAL, "URL too long");
+	}
+	if (mirai__url_cred(url, base, sizeof base, &slot, secret) &&
+	    (hello = mirai__cl_hello(slot, secret)) == NULL) {
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
-	mirai__hdr_encode(mirai__msg_body(msg), &h);
-	mirai__req_encode(mirai__msg_body(msg) + MIRAI__HDR_LEN, &q);
+	if ((rv = mirai__msg_alloc(&msg, MIRAI__HDR_LEN + MIRAI__REQ_LEN +
+			(hello != NULL ? hello->len : 0))) != 0) {
+		mirai__out_free(hello);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	{
+		uint8_t *w = mirai__msg_body(msg);
+		h.nframes  = hello != NULL ? 2 : 1;
+		mirai__hdr_encode(w, &h);
+		w += MIRAI__HDR_LEN;
+		if (hello != NULL) {
+			memcpy(w, mirai__out_frame(hello), hello->len);
+			w += hello->len;
+			mirai__out_free(hello);
+		}
+		mirai__req_encode(w, &q);
+	}
+	explicit_bzero(secret, sizeof secret);
 	/* The dispatcher sends one reply and nothing after: closing once it
 	 * arrived is safe. */
-	if ((rv = mirai__request(url, msg, &msg, REQUEST_MS, err)) != 0) {
+	if ((rv = mirai__request(base, msg, &msg, REQUEST_MS, err)) != 0) {
 		return rv;
 	}
 	rv = MIRAI_EPROTO;

@@ -62,6 +62,7 @@ enum mirai__op {
 enum mirai__kind {
 	MIRAI__KIND_SERVER     = 1,
 	MIRAI__KIND_DISPATCHER = 2,
+	MIRAI__KIND_CLIENT     = 3, /* attaching, or asking the control URL */
 };
 
 typedef struct mirai__msghdr {

@@ -208,10 +208,6 @@ slot_pipe(void *arg, int ev, uint32_t pipe)
 
 /* ---- shared listeners: admitting pipes ---------------------------------- */
 
-/* A pending pipe that says nothing for this long is refused. */
-#define ADMIT_MS 10000
-/* A refused pipe is closed after this, if its peer did not go first. */
-#define REFUSE_GRACE_MS 1000
 
 static void
 plist_add(mirai_dispatcher *d, dpipe *p)
@@ -270,23 +266,27 @@ pipe_refuse(mirai_dispatcher *d, dpipe *p, const char *why)
 	plist_remove(d, p);
 	p->refused = 1;
 	plist_add(d, p);
-	/* An honest server learns why (and exits); the pipe closes after a
-	 * grace period either way. */
-	{
-		uint8_t b[MIRAI__HDR_LEN + MIRAI__U32_FRAME_LEN];
-		mirai__msghdr h = {.nframes = 1, .seq = 1};
-		mirai__msg *m;
+	mirai__d_pipe_refuse(d, p->lis->link, (uint32_t) p->id);
+}
 
-		mirai__hdr_encode(b, &h);
-		mirai__u32_frame_encode(b + MIRAI__HDR_LEN, MIRAI__F_EXIT,
-		    MIRAI__EXIT_REFUSED);
-		if (mirai__msg_alloc(&m, sizeof b) == 0) {
-			memcpy(mirai__msg_body(m), b, sizeof b);
-			mirai__msg_set_pipe(m, (uint32_t) p->id);
-			mirai__link_try_send(p->lis->link, m);
-		}
+void
+mirai__d_pipe_refuse(mirai_dispatcher *d, mirai__link *link, uint32_t pipe)
+{
+	uint8_t b[MIRAI__HDR_LEN + MIRAI__U32_FRAME_LEN];
+	mirai__msghdr h = {.nframes = 1, .seq = 1};
+	mirai__msg *m;
+
+	/* An honest peer learns why (and exits); the pipe closes after a
+	 * grace period either way. */
+	mirai__hdr_encode(b, &h);
+	mirai__u32_frame_encode(b + MIRAI__HDR_LEN, MIRAI__F_EXIT,
+	    MIRAI__EXIT_REFUSED);
+	if (mirai__msg_alloc(&m, sizeof b) == 0) {
+		memcpy(mirai__msg_body(m), b, sizeof b);
+		mirai__msg_set_pipe(m, pipe);
+		mirai__link_try_send(link, m);
 	}
-	mirai__d_pipe_close_later(d, p->lis->link, (uint32_t) p->id, REFUSE_GRACE_MS);
+	mirai__d_pipe_close_later(d, link, pipe, REFUSE_GRACE_MS);
 }
 
 /* The slot a HELLO asks for on p's listener, or NULL. */

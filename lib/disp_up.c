@@ -155,6 +155,9 @@ up_cancel(mirai_dispatcher *d, uint64_t id)
 	}
 }
 
+static void attach(mirai_dispatcher *d, uint32_t id);
+static void refuse_client(mirai_dispatcher *d, uint32_t id);
+
 static void
 up_msg(mirai_dispatcher *d, mirai__msg *msg)
 {
@@ -176,6 +179,25 @@ up_msg(mirai_dispatcher *d, mirai__msg *msg)
 		keep = msg;
 	}
 	pthread_mutex_lock(&d->mtx);
+	if (d->listen &&
+	    (!d->up_connected || mirai__msg_pipe(msg) != d->up_pipe_id)) {
+		/* Only the pending client's HELLO with the secret gets in. */
+		int mine = d->up_pending && !d->up_refusing &&
+		    mirai__msg_pipe(msg) == d->up_pipe_id;
+		int ok = mine && mirai__msg_next(&r, &f) == 1 &&
+		    f.type == MIRAI__F_HELLO &&
+		    mirai__d_client_ok(d, &f, d->attach_secret, "client URL");
+		if (mine && !ok) {
+			refuse_client(d, d->up_pipe_id);
+		}
+		if (!ok) {
+			pthread_mutex_unlock(&d->mtx);
+			mirai__msg_free(msg);
+			return;
+		}
+		d->up_pending = 0;
+		attach(d, d->up_pipe_id);
+	}
 	d->up_recv_seq = h.seq;
 	d->up_last_rx  = mirai__now_ms();
 	while ((rv = mirai__msg_next(&r, &f)) == 1) {
@@ -279,6 +301,56 @@ up_kick(void *arg)
 	pthread_mutex_unlock(&d->mtx);
 }
 
+/* A client is attached at pipe id: it gets our HELLO.  Called locked
+ * (from a pipe callback too: the sending is deferred). */
+static void
+attach(mirai_dispatcher *d, uint32_t id)
+{
+	d->up_connected = 1;
+	d->up_pipe_id   = id;
+	d->up_last_rx   = mirai__now_ms();
+	d->up_lost      = 0;
+	d->up_mute      = 0;
+	mirai__outq_clear(&d->up_q);
+	mirai__d_send_hello(d);
+	d->pending++;
+	if (mirai__defer(up_kick, d) != 0) {
+		d->pending--;
+	}
+	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "a client attached");
+}
+
+/* The pending client at pipe id did not show the secret.  Called
+ * locked. */
+static void
+refuse_client(mirai_dispatcher *d, uint32_t id)
+{
+	d->up_refusing = 1;
+	mirai__d_pipe_refuse(d, d->up, id);
+}
+
+int
+mirai__d_client_ok(mirai_dispatcher *d, const mirai__frame *f,
+    const char *secret, const char *where)
+{
+	mirai__hello_view h;
+
+	if (f != NULL && mirai__hello_decode(f, &h) == 0 &&
+	    h.proto == MIRAI__PROTO && h.kind == MIRAI__KIND_CLIENT &&
+	    h.slot == 0 && mirai__secret_eq(secret, h.secret, h.secret_len)) {
+		return 1;
+	}
+	/* Logged, but not without bound: anyone may connect. */
+	d->refused++;
+	if (d->refused <= 20 || d->refused % 1000 == 0) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "refused a peer at the %s: no HELLO with its secret (%" PRIu64
+		    " refused so far)",
+		    where, d->refused);
+	}
+	return 0;
+}
+
 static int
 up_pipe(void *arg, int ev, uint32_t id)
 {
@@ -287,27 +359,24 @@ up_pipe(void *arg, int ev, uint32_t id)
 
 	pthread_mutex_lock(&d->mtx);
 	if (ev == MIRAI__PIPE_ADD && d->listen) {
-		if (d->up_connected || d->closing) {
+		if (d->up_connected || d->up_pending || d->closing) {
 			/* One client at a time: refuse before NNG receives
 			 * on the pipe, which is safe. */
 			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
 			    "refused a client: another one is attached");
 			refuse = 1;
+		} else if (d->attach_secret[0] != '\0') {
+			/* Attached once its HELLO shows the secret. */
+			d->up_pending  = 1;
+			d->up_refusing = 0;
+			d->up_pipe_id  = id;
+			d->up_t_add    = mirai__now_ms();
 		} else {
-			d->up_connected = 1;
-			d->up_pipe_id   = id;
-			d->up_last_rx   = mirai__now_ms();
-			d->up_lost      = 0;
-			d->up_mute      = 0;
-			mirai__outq_clear(&d->up_q);
-			mirai__d_send_hello(d);
-			/* Sending is a socket call: not from here. */
-			d->pending++;
-			if (mirai__defer(up_kick, d) != 0) {
-				d->pending--;
-			}
-			MIRAI__LOG(MIRAI_LOG_INFO, TAG, "a client attached");
+			attach(d, id);
 		}
+	} else if (ev == MIRAI__PIPE_GONE && d->up_pending &&
+	    id == d->up_pipe_id) {
+		d->up_pending = 0;
 	} else if (ev == MIRAI__PIPE_UP && !d->listen && !d->up_lost) {
 		d->up_connected = 1;
 		d->up_pipe_id   = id;
@@ -332,6 +401,10 @@ up_pipe(void *arg, int ev, uint32_t id)
 void
 mirai__d_up_beat(mirai_dispatcher *d, int64_t now)
 {
+	if (d->up_pending && !d->up_refusing && now - d->up_t_add > ADMIT_MS) {
+		mirai__d_client_ok(d, NULL, "", "client URL");
+		refuse_client(d, d->up_pipe_id);
+	}
 	if (!d->up_connected || d->up_lost || d->up_mute) {
 		return;
 	}

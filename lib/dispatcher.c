@@ -337,16 +337,33 @@ ctl_rx(void *arg, mirai__msg *msg)
 	mirai__msghdr oh = {0};
 	mirai__req_view req;
 	mirai__msg *out;
+	int authed, first;
 
 	if (mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h) != 0) {
 		mirai__msg_free(msg);
 		return;
 	}
 	pthread_mutex_lock(&d->mtx);
-	while (mirai__msg_next(&r, &f) == 1) {
+	/* With a secret, each request message starts with the asker's
+	 * HELLO holding it; a request without gets a refusal. */
+	authed = d->ctl_secret[0] == '\0';
+	first  = !authed && mirai__msg_next(&r, &f) == 1;
+	if (first && f.type == MIRAI__F_HELLO) {
+		authed = mirai__d_client_ok(d, &f, d->ctl_secret, "control URL");
+		first  = 0;
+	} else if (first) {
+		mirai__d_client_ok(d, NULL, d->ctl_secret, "control URL");
+	}
+	while (first || mirai__msg_next(&r, &f) == 1) {
 		mirai__out *o;
-		if (mirai__req_decode(&f, &req) == 0 &&
-		    (o = mirai__d_answer(d, &req)) != NULL) {
+		first = 0;
+		if (mirai__req_decode(&f, &req) != 0) {
+			continue;
+		}
+		o = authed ? mirai__d_answer(d, &req)
+			   : mirai__d_reply_text(req.req, MIRAI_EPERM,
+				 "refused: the control URL lacks its secret");
+		if (o != NULL) {
 			mirai__outq_push(&q, o);
 		}
 	}
@@ -359,6 +376,31 @@ ctl_rx(void *arg, mirai__msg *msg)
 	}
 	mirai__outq_clear(&q);
 	mirai__msg_free(msg);
+}
+
+/*
+ * A URL clients dial from beyond this machine gets a fresh secret at its
+ * end (see mirai__url_cred), which their first frame must hold; an ipc
+ * URL is guarded by its owner-only directory instead.
+ */
+static int
+with_secret(mirai_dispatcher *d, char **url, char *secret, mirai_errmsg *err)
+{
+	char buf[1100];
+	char *s;
+
+	if (d->no_token || strncmp(*url, "ipc://", 6) == 0 ||
+	    strncmp(*url, "inproc://", 9) == 0) {
+		return 0;
+	}
+	mirai__secret_new(secret);
+	mirai__url_with_cred(buf, sizeof buf, *url, secret, 0);
+	if ((s = mirai__strdup(buf)) == NULL) {
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	free(*url);
+	*url = s;
+	return 0;
 }
 
 static int
@@ -378,17 +420,24 @@ dispatcher_listen_impl(mirai_dispatcher *d, mirai_errmsg *err)
 		}
 		d->listen = 1;
 		if ((rv = mirai__link_listen(d->up, d->opts.listen_url,
-			 &d->client_url, err)) != 0) {
+			 &d->client_url, err)) != 0 ||
+		    (rv = with_secret(d, &d->client_url, d->attach_secret,
+			 err)) != 0) {
 			return rv;
 		}
 		mirai__link_start(d->up);
 	}
 	if (d->opts.control_url != NULL) {
-		mirai__link_cfg cfg = {
-			.poly = 1, .recv = ctl_rx, .arg = d, .tls = D_TLS(d)};
+		mirai__link_cfg cfg = {.poly = 1,
+		    .admits = !d->no_token,
+		    .recv   = ctl_rx,
+		    .arg    = d,
+		    .tls    = D_TLS(d)};
 		if ((rv = mirai__link_open(&d->ctl, &cfg, err)) != 0 ||
 		    (rv = mirai__link_listen(d->ctl, d->opts.control_url,
-			 &d->control_url, err)) != 0) {
+			 &d->control_url, err)) != 0 ||
+		    (rv = with_secret(d, &d->control_url, d->ctl_secret, err)) !=
+			0) {
 			return rv;
 		}
 		mirai__link_start(d->ctl);

@@ -50,6 +50,11 @@
 
 #define TAG "dispatcher"
 
+/* A pipe that has not said HELLO with its secret after this is refused. */
+#define ADMIT_MS 10000
+/* A refused pipe is closed after this, if its peer did not go first. */
+#define REFUSE_GRACE_MS 1000
+
 typedef struct slot slot;
 typedef struct dsock dsock;
 
@@ -194,6 +199,14 @@ struct mirai_dispatcher {
 	char *client_url;  /* resolved listen URL */
 	uint32_t up_slot;  /* from the client URL we dial, for our HELLO */
 	char up_secret[MIRAI__SECRET_HEX + 1];
+	/* Listening beyond this machine: what a client's HELLO (attach) and
+	 * every control request must hold; "" for ipc and with no_token. */
+	char attach_secret[MIRAI__SECRET_HEX + 1];
+	char ctl_secret[MIRAI__SECRET_HEX + 1];
+	int up_pending;    /* a client's pipe waits for its HELLO */
+	int up_refusing;   /* ... and was refused: it is being closed */
+	int64_t up_t_add;
+	uint64_t refused;  /* clients and askers without the secret */
 	mirai__link *ctl;  /* control socket, if any */
 	char *control_url;
 	mirai__link *up;
@@ -265,6 +278,11 @@ void mirai__d_slot_lost(mirai_dispatcher *d, slot *sl);
  * locked. */
 void mirai__d_pipe_close_later(mirai_dispatcher *d, mirai__link *link,
     uint32_t pipe, int64_t grace_ms);
+/* Tell the peer at pipe of link it is refused (EXIT with
+ * MIRAI__EXIT_REFUSED), and close the pipe after a grace period.  Called
+ * locked. */
+void mirai__d_pipe_refuse(mirai_dispatcher *d, mirai__link *link,
+    uint32_t pipe);
 /* A new dsock of sl (on lis, or NULL for a socket of its own) with a fresh
  * secret; NULL: no memory. */
 dsock *mirai__d_dsock_new(mirai_dispatcher *d, slot *sl, dlis *lis);
@@ -306,6 +324,10 @@ void mirai__d_send_hello(mirai_dispatcher *d);
 void mirai__d_up_beat(mirai_dispatcher *d, int64_t now);
 /* Open the upstream link (d->up); nothing listens or dials yet. */
 int mirai__d_open_up(mirai_dispatcher *d, mirai_errmsg *err);
+/* Whether a HELLO frame f names slot 0 and secret (a client's HELLO at
+ * an attach or control URL).  Counts and logs (bounded) a refusal. */
+int mirai__d_client_ok(mirai_dispatcher *d, const mirai__frame *f,
+    const char *secret, const char *where);
 
 /* ---- dispatcher.c ----------------------------------------------------- */
 

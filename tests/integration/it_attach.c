@@ -284,6 +284,44 @@ test_attach_errors(void **state)
 	assert_non_null(strstr(err.text, "127.0.0.1:1"));
 }
 
+/* The client and control URLs are tcp: each ends in a secret, and a
+ * client or asker without it is refused at its HELLO. */
+static void
+test_secrets(void **state)
+{
+	mirai_errmsg err = {{0}};
+	mirai_status *st;
+	char base[512], off[512];
+	size_t n = strlen(client_url), m = strlen(control_url);
+
+	(void) state;
+	assert_true(n > 35 && strcmp(client_url + n - 2, "/0") == 0 &&
+	    client_url[n - 35] == '/');
+	assert_true(m > 35 && strcmp(control_url + m - 2, "/0") == 0);
+	assert_int_not_equal(strcmp(client_url + n - 34, control_url + m - 34),
+	    0);
+	/* Attach: no secret, then one digit off. */
+	snprintf(base, sizeof base, "%.*s", (int) (n - 35), client_url);
+	assert_int_equal(mirai_attach(NULL, base, 5000, &err), MIRAI_EPERM);
+	assert_non_null(strstr(err.text, "refused"));
+	snprintf(off, sizeof off, "%s", client_url);
+	off[n - 3] = off[n - 3] == 'a' ? 'b' : 'a';
+	assert_int_equal(mirai_attach(NULL, off, 5000, &err), MIRAI_EPERM);
+	/* Status and saisei: the same. */
+	snprintf(base, sizeof base, "%.*s", (int) (m - 35), control_url);
+	assert_int_equal(mirai_status_query(base, &st, &err), MIRAI_EPERM);
+	assert_non_null(strstr(err.text, "lacks its secret"));
+	assert_int_equal(mirai_saisei_query(base, 0, 1, NULL, &err),
+	    MIRAI_EPERM);
+	/* The dispatcher took no harm: the right URLs work. */
+	assert_int_equal(mirai_attach(NULL, client_url, 5000, &err), 0);
+	assert_int_equal(h_call(NULL, "mirai.echo", "ok", NULL, 0), 0);
+	assert_int_equal(mirai_status_query(control_url, &st, &err), 0);
+	assert_int_equal(st->nrows, 2);
+	mirai_status_free(st);
+	mirai_reset(NULL);
+}
+
 static int
 copy_hook(void *arg, const void *in, size_t len, void **out, size_t *out_len)
 {
@@ -342,6 +380,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_detach_drops_work, reset_all),
 	    cmocka_unit_test_teardown(test_submit_paced, reset_all),
 	    cmocka_unit_test_teardown(test_attach_errors, reset_all),
+	    cmocka_unit_test_teardown(test_secrets, reset_all),
 	    cmocka_unit_test_teardown(test_attach_bad_hook, reset_all),
 	};
 

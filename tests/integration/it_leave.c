@@ -26,6 +26,7 @@ extern char **environ;
 #define OFFLINE_MS 3000
 
 static pid_t live[SLOTS];
+static int reaped[SLOTS]; /* live[i] already waited for */
 
 static int
 setup(void **state)
@@ -110,12 +111,15 @@ online_now(int with_disp, int *rowon)
 }
 
 /*
- * Wait (bounded) until each server of this round (live[]) has been seen
- * online; returns how many were.  Seen at least once, not all at once: a
- * server with a 150 ms idle limit may leave before a slow sibling is up.
+ * Wait (bounded) until each server of this round (live[]) has come
+ * online; returns how many did.  Seen once, not all at once: a server
+ * with a 150 ms idle limit (counted from its start) may leave as soon as
+ * it is up when starting is slow (sanitizers), so with a dispatcher a
+ * slot's instance count tells, and without one an idle server that exited
+ * with MIRAI_EXIT_IDLE counts (reaped here: reaped[i] holds its status).
  */
 static int
-wait_online(int ms)
+wait_online(int with_disp, const uint64_t *inst0, const int *idle, int ms)
 {
 	int64_t deadline = h_now_ms() + ms;
 	int seen[SLOTS]  = {0};
@@ -126,13 +130,22 @@ wait_online(int ms)
 		if (mirai_status_get(NULL, &st) == 0) {
 			for (size_t r = 0; r < st->nrows; r++) {
 				for (size_t i = 0; i < SLOTS; i++) {
-					if (st->rows[r].online &&
-					    (pid_t) st->rows[r].pid == live[i]) {
-						seen[i] = 1;
-					}
+					seen[i] |= st->rows[r].online &&
+					    (pid_t) st->rows[r].pid == live[i];
+					seen[i] |= with_disp && r == i &&
+					    st->rows[r].instance > inst0[i];
 				}
 			}
 			mirai_status_free(st);
+		}
+		for (size_t i = 0; i < SLOTS; i++) {
+			int status;
+			if (!with_disp && !seen[i] && idle[i] && !reaped[i] &&
+			    waitpid(live[i], &status, WNOHANG) == live[i]) {
+				reaped[i] = 1;
+				seen[i]   = WIFEXITED(status) &&
+				    WEXITSTATUS(status) == MIRAI_EXIT_IDLE;
+			}
 		}
 		k = 0;
 		for (size_t i = 0; i < SLOTS; i++) {
@@ -176,16 +189,27 @@ run(int dispatcher)
 	srand(42 + (unsigned) dispatcher);
 	while (exits < EXITS) {
 		int idle[SLOTS], rowon[SLOTS] = {0}, k;
+		uint64_t inst0[SLOTS];
 		int64_t deadline;
 
 		round++;
+		{
+			mirai_status *st0;
+			assert_int_equal(mirai_status_get(NULL, &st0), 0);
+			for (size_t i = 0; i < SLOTS; i++) {
+				inst0[i] = with_disp && i < st0->nrows
+				    ? st0->rows[i].instance : 0;
+				reaped[i] = 0;
+			}
+			mirai_status_free(st0);
+		}
 		for (size_t i = 0; i < SLOTS; i++) {
 			/* Mixed: about half leave at their idle limit. */
 			idle[i] = rand() % 2;
 			live[i] = spawn_server(urls[i], idle[i] ? "150ms" : NULL);
 		}
 		/* A new server at a URL just left is accepted at once. */
-		k = wait_online(ONLINE_MS);
+		k = wait_online(with_disp, inst0, idle, ONLINE_MS);
 		if (k != SLOTS) {
 			fail_msg("round %d: %d of %d servers online after %d ms",
 			    round, k, SLOTS, ONLINE_MS);
@@ -208,7 +232,7 @@ run(int dispatcher)
 		}
 		for (size_t i = 0; i < SLOTS; i++) {
 			int status;
-			if (!h_wait_exit(live[i], OFFLINE_MS, &status)) {
+			if (!reaped[i] && !h_wait_exit(live[i], OFFLINE_MS, &status)) {
 				fail_msg("round %d: server %d did not exit",
 				    round, (int) live[i]);
 			}
