@@ -64,9 +64,9 @@ typedef struct sock {
 	int poly;
 	int admits;      /* a server's HELLO must hold the profile's secret */
 	char *url;
-	/* Dialing a dispatcher's client URL (attach): our HELLO goes first on
-	 * every new pipe, with the secret the URL ends in (see
-	 * mirai__url_cred), if any. */
+	/* Dialing a dispatcher's client URL (attach): asked (WHO), we say
+	 * HELLO with the secret the URL ends in (see mirai__url_cred), if
+	 * any. */
 	int dials;
 	uint32_t slot;
 	char secret[MIRAI__SECRET_HEX + 1];
@@ -121,6 +121,7 @@ struct peer {
 	int exit_sent;           /* told to exit: send it nothing more */
 	int gone;                /* answered GONE: it sends nothing more */
 	int muted;               /* cut off for a forged frame: ignored */
+	int hello_sent;          /* our HELLO, asked for by WHO */
 	int sending;
 	uint32_t seq_sent, seq_acked;
 	mirai__outq queue;

@@ -629,7 +629,8 @@ handle_msg(profile *p, mirai__msg *msg)
 		uint32_t why;
 
 		if (!pk->online && f.type != MIRAI__F_HELLO &&
-		    f.type != MIRAI__F_GONE && f.type != MIRAI__F_EXIT) {
+		    f.type != MIRAI__F_GONE && f.type != MIRAI__F_EXIT &&
+		    f.type != MIRAI__F_WHO) {
 			forged = "a frame before HELLO";
 			break;
 		}
@@ -686,6 +687,20 @@ handle_msg(profile *p, mirai__msg *msg)
 			break;
 		case MIRAI__F_PING:
 		case MIRAI__F_PONG:
+			break;
+		case MIRAI__F_WHO:
+			/* A dispatcher we attach to asks for our HELLO, with
+			 * the secret of its URL. */
+			if (pk->sk->dials && !pk->online && !pk->hello_sent) {
+				mirai__out *o =
+				    mirai__cl_hello(pk->sk->slot, pk->sk->secret);
+				if (o != NULL) {
+					mirai__outq_push_front(&pk->queue, o);
+					pk->hello_sent = 1;
+				}
+				break;
+			}
+			forged = "a frame a server never sends";
 			break;
 		case MIRAI__F_EXIT:
 			/* A dispatcher we dialed refused our secret. */
@@ -858,46 +873,6 @@ peer_lost(void *arg)
 	mirai__cl_profile_unref(p);
 }
 
-typedef struct kick_job {
-	profile *p;
-	uint32_t pipe;
-} kick_job;
-
-static void
-kick_job_run(void *arg)
-{
-	kick_job *j = arg;
-	profile *p  = j->p;
-	peer *pk;
-
-	pthread_mutex_lock(&p->mtx);
-	if ((pk = find_peer(p, j->pipe)) != NULL) {
-		mirai__cl_try_send(p, pk);
-	}
-	pthread_mutex_unlock(&p->mtx);
-	mirai__cl_profile_unref(p);
-	free(j);
-}
-
-/* Send what the peer at pipe holds, from the service thread.  Called
- * locked. */
-static void
-hello_kick(profile *p, uint32_t pipe)
-{
-	kick_job *j = malloc(sizeof *j);
-
-	if (j == NULL) {
-		return;
-	}
-	j->p    = p;
-	j->pipe = pipe;
-	mirai__cl_profile_ref(p);
-	if (mirai__defer(kick_job_run, j) != 0) {
-		mirai__cl_profile_unref(p);
-		free(j);
-	}
-}
-
 static int
 on_pipe(void *arg, int ev, uint32_t pipe)
 {
@@ -932,15 +907,6 @@ on_pipe(void *arg, int ev, uint32_t pipe)
 			pk->pipe_id           = pipe;
 			pk->last_rx = pk->last_tx = mirai__now_ms();
 			p->peers[p->npeers++] = pk;
-			if (sk->dials) {
-				/* Our HELLO first on this pipe; sending is a
-				 * socket call: not from here. */
-				mirai__out *o = mirai__cl_hello(sk->slot, sk->secret);
-				if (o != NULL) {
-					mirai__outq_push_front(&pk->queue, o);
-					hello_kick(p, pipe);
-				}
-			}
 		}
 	} else if (ev == MIRAI__PIPE_GONE) {
 		p->live_pipes--;

@@ -39,7 +39,8 @@ enum mirai__ftype {
 	MIRAI__F_REQ    = 10, /* client -> dispatcher: a control request */
 	MIRAI__F_REP    = 11, /* dispatcher -> client: its reply */
 	MIRAI__F_GONE   = 12, /* answer to EXIT: nothing more comes from me */
-	MIRAI__F_MAX    = 12,
+	MIRAI__F_WHO    = 13, /* dispatcher -> attaching client: say HELLO */
+	MIRAI__F_MAX    = 13,
 };
 
 /* Control requests (REQ frames). */

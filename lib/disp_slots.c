@@ -13,6 +13,9 @@
 
 #include "dispatcher.h"
 
+/* Messages to a server on a shared listener not yet acknowledged. */
+#define SLOT_WINDOW 2
+
 /* Grace before closing a slot cut off by saisei(force). */
 #define CUTOFF_GRACE_MS 500
 
@@ -25,9 +28,19 @@ mirai__d_slot_send(mirai_dispatcher *d, dsock *ds)
 	mirai__msg *msg;
 
 	(void) d;
-	while (!ds->sending && ds->q.head != NULL) {
+	/* On a shared (polyamorous) listener NNG drops a message when the
+	 * pipe's queue (2) is full: at most SLOT_WINDOW unacknowledged, the
+	 * last asking for an acknowledgement at once (see client.h). */
+	while (!ds->sending && ds->q.head != NULL &&
+	    (ds->lis == NULL || ds->urgent ||
+		(uint32_t) (ds->seq - ds->seq_acked) < SLOT_WINDOW)) {
+		ds->urgent = 0;
 		memset(&h, 0, sizeof h);
 		h.seq = ++ds->seq;
+		if (ds->lis != NULL &&
+		    (uint32_t) (h.seq - ds->seq_acked) >= SLOT_WINDOW) {
+			h.flags |= MIRAI__M_ACKREQ;
+		}
 		if (mirai__outq_pack(&ds->q, &h, &msg, NULL, NULL) != 0) {
 			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
 			return;
@@ -76,6 +89,10 @@ mirai__d_slot_exit(mirai_dispatcher *d, slot *sl, uint32_t flags)
 	}
 	sl->exit_sent = 1;
 	mirai__d_idle_remove(d, sl);
+	/* EXIT goes past a full window: a server stopped and woken must
+	 * find it before its own heartbeat gives up on us (what it held
+	 * went out long ago, so its queue has room). */
+	sl->cur->urgent = 1;
 	if ((o = mirai__out_new(MIRAI__U32_FRAME_LEN)) != NULL) {
 		mirai__u32_frame_encode(mirai__out_frame(o), MIRAI__F_EXIT, flags);
 		mirai__outq_push_front(&sl->cur->q, o);
@@ -364,12 +381,22 @@ mirai__d_slot_frames(mirai_dispatcher *d, dsock *ds, mirai__msg *msg)
 	const char *forged = NULL;
 	int rv;
 
-	if (ds->retired || ds->muted || ds != sl->cur) {
+	if (ds->retired || ds != sl->cur) {
+		return 1;
+	}
+	rv = mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h);
+	if (rv == 0 && (int32_t) (h.ack - ds->seq_acked) > 0 &&
+	    (int32_t) (h.ack - ds->seq) <= 0) {
+		/* The window opens: whatever waited may go (the EXIT for a
+		 * muted peer, too). */
+		ds->seq_acked = h.ack;
+		mirai__d_slot_send(d, ds);
+	}
+	if (ds->muted) {
 		return 1;
 	}
 	ds->last_rx = mirai__now_ms();
-	if (mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h) !=
-	    0) {
+	if (rv != 0) {
 		slot_cut(d, sl, "a malformed message");
 		mirai__d_dispatch(d);
 		return 1;

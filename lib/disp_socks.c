@@ -378,8 +378,9 @@ pipe_admit(mirai_dispatcher *d, dpipe *p, mirai__msg *msg)
 	plist_remove(d, p);
 	p->ds = ds;
 	plist_add(d, p);
-	ds->has_pipe = 1;
-	ds->pipe_id  = (uint32_t) p->id;
+	ds->has_pipe  = 1;
+	ds->pipe_id   = (uint32_t) p->id;
+	ds->seq_acked = ds->seq; /* a new peer: an empty window */
 	ds->last_rx = ds->last_tx = mirai__now_ms();
 	return ds;
 }

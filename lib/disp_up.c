@@ -366,11 +366,28 @@ up_pipe(void *arg, int ev, uint32_t id)
 			    "refused a client: another one is attached");
 			refuse = 1;
 		} else if (d->attach_secret[0] != '\0') {
-			/* Attached once its HELLO shows the secret. */
+			/* Asked for its HELLO (WHO), attached once that shows
+			 * the secret.  (Asked, not expected: a client sends
+			 * nothing on a pipe that may be refused, as a second
+			 * one is while another is attached; NNG 1.5.2 would
+			 * keep the message of such a pipe.) */
+			mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN);
 			d->up_pending  = 1;
 			d->up_refusing = 0;
 			d->up_pipe_id  = id;
 			d->up_t_add    = mirai__now_ms();
+			d->up_lost     = 0;
+			d->up_mute     = 0;
+			mirai__outq_clear(&d->up_q);
+			if (o != NULL) {
+				mirai__frame_hdr_encode(mirai__out_frame(o),
+				    MIRAI__F_WHO, 0);
+				mirai__outq_push(&d->up_q, o);
+			}
+			d->pending++;
+			if (mirai__defer(up_kick, d) != 0) {
+				d->pending--;
+			}
 		} else {
 			attach(d, id);
 		}

@@ -146,6 +146,8 @@ struct dsock {
 	int retired;
 	int muted;         /* its peer was cut off: nothing more is read */
 	uint32_t seq;
+	uint32_t seq_acked; /* shared listener: the peer has all up to this */
+	int urgent;        /* the next message may pass a full window */
 	int64_t last_rx, last_tx; /* heartbeat: when a message came, went */
 	char secret[MIRAI__SECRET_HEX + 1]; /* "" with no_token */
 };

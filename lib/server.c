@@ -427,6 +427,9 @@ bind_cpus(mirai_server *srv, mirai_errmsg *err)
 	return 0;
 }
 
+/* Attempts of a server that dials once, when they time out. */
+#define DIAL_TRIES 5
+
 static int
 server_run(mirai_server *srv, const char *url, int *reason, mirai_errmsg *err)
 {
@@ -476,8 +479,16 @@ server_run(mirai_server *srv, const char *url, int *reason, mirai_errmsg *err)
 	pthread_mutex_unlock(&srv->mtx);
 	mirai__link_start(srv->link);
 
-	if ((rv = mirai__link_dial(srv->link, srv->base, srv->opts.dial_once,
-		 err)) != 0) {
+	/* Dialing once still tries again when the attempt timed out: a
+	 * listener busy with many TLS handshakes at once (a launch of many
+	 * servers on a few cores) may not get to it in time. */
+	for (int k = 0; (rv = mirai__link_dial(srv->link, srv->base,
+			     srv->opts.dial_once, err)) == MIRAI_ETIMEDOUT &&
+	     srv->opts.dial_once && k < DIAL_TRIES - 1;
+	     k++) {
+		MIRAI__LOG(MIRAI_LOG_INFO, TAG, "%s: trying again", err->text);
+	}
+	if (rv != 0) {
 		mirai__ticker_stop(&srv->beat);
 		mirai__link_close(srv->link);
 		srv->link = NULL;

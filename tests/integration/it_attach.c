@@ -140,6 +140,15 @@ test_attach_and_status(void **state)
 	assert_int_equal(mirai_reset(NULL), 0);
 }
 
+static void *
+attach_waiting(void *arg)
+{
+	mirai_errmsg err = {{0}};
+
+	*(int *) arg = mirai_attach("second", client_url, 10000, &err);
+	return NULL;
+}
+
 static void
 test_one_client_at_a_time(void **state)
 {
@@ -158,6 +167,23 @@ test_one_client_at_a_time(void **state)
 	assert_int_equal(mirai_attach("second", client_url, 5000, &err), 0);
 	assert_int_equal(h_call("second", "mirai.echo", "x", NULL, 0), 0);
 	mirai_reset("second");
+
+	/* A client dialing while another is attached waits in line and is
+	 * attached as soon as the first detaches. */
+	{
+		pthread_t th;
+		int rv = -1;
+		assert_int_equal(mirai_attach("first", client_url, 5000, &err), 0);
+		assert_int_equal(pthread_create(&th, NULL, attach_waiting, &rv), 0);
+		usleep(300000);
+		t0 = h_now_ms();
+		mirai_reset("first");
+		assert_int_equal(pthread_join(th, NULL), 0);
+		assert_int_equal(rv, 0);
+		assert_true(h_now_ms() - t0 < 5000);
+		assert_int_equal(h_call("second", "mirai.echo", "y", NULL, 0), 0);
+		mirai_reset("second");
+	}
 }
 
 /* A detaching client's queued work is dropped and its running task
