@@ -246,7 +246,7 @@ main(int argc, char **argv)
 	const char *server = NULL, *bind = NULL, *ssh_user = NULL;
 	const char *identity = NULL, *ssh_config = NULL, *known = NULL;
 	const char *server_url = NULL, *advertise = NULL, *client_url = NULL;
-	const char *control_url = NULL, *launcher = NULL;
+	const char *control_url = NULL, *launcher = NULL, *heartbeat = NULL;
 	long long n = 0, max_ssh = 0, ssh_port = 0, min = 0, retries = 0,
 		  max_tasks = 0, cpus = 0;
 	int64_t timeout = 0, idle = 0, walltime = 0;
@@ -323,6 +323,9 @@ main(int argc, char **argv)
 	    {"max-tasks", 0, CLI_INT, &max_tasks, "N", "servers: max tasks"},
 	    {"output", 0, CLI_FLAG, &output, NULL, "servers keep task output"},
 	    {"max-msg", 0, CLI_SIZE, &max_msg, "BYTES", "largest message"},
+	    {"heartbeat", 0, CLI_STR, &heartbeat, "TIME",
+		"dispatcher and servers: a peer silent this long is lost "
+		"(default 10s; off)"},
 	    {"verbose", 'v', CLI_FLAG, &verbose, NULL, "log more"},
 	    {"quiet", 'q', CLI_FLAG, &quiet, NULL, "log errors only"},
 	    {NULL, 0, 0, NULL, NULL, NULL},
@@ -405,6 +408,12 @@ main(int argc, char **argv)
 				return 2;
 			}
 		}
+	}
+	if (cli_parse_heartbeat(heartbeat, &lo.heartbeat_ms) != 0) {
+		fprintf(stderr, "mirai-launch: --heartbeat: '%s' is not a TIME "
+				"or off\n",
+		    heartbeat);
+		return 2;
 	}
 	mirai_log_set(mirai_log_stderr, "mirai-launch",
 	    quiet ? MIRAI_LOG_ERROR : verbose ? MIRAI_LOG_INFO : MIRAI_LOG_WARN);
