@@ -189,8 +189,9 @@ write_file(const char *path, const char *text)
  * A network namespace of our own, loopback up, before any thread starts
  * (the servers inherit it).  Without the right to make one (not root, or
  * a container), a user namespace of our own gives it, our ids mapped to
- * themselves so that files and servers are as before.  Returns 0, or -1
- * with the reason in why.
+ * themselves so that files and servers are as before.  Returns 0; -1 with
+ * the reason in why when there is none (we go on without cuts); -2 when
+ * we are in one but cannot use it (ids unmapped, loopback down).
  */
 static int
 netns_enter(char *why, size_t len)
@@ -216,10 +217,10 @@ netns_enter(char *why, size_t len)
 			snprintf(why, len, "cannot map ids in a user namespace: "
 					   "%s",
 			    strerror(errno));
-			return -1;
+			return -2;
 		}
 	}
-	return loopback(1, why, len);
+	return loopback(1, why, len) == 0 ? 0 : -2;
 }
 
 /* Sleep ms in bounded steps, returning early once *stop is set. */
@@ -306,7 +307,12 @@ main(int argc, char **argv)
 		return 2;
 	}
 	/* First: the namespace is the process's, threads or not. */
-	cutting = netns_enter(netns_why, sizeof netns_why) == 0;
+	if ((rv = netns_enter(netns_why, sizeof netns_why)) == -2) {
+		fprintf(stderr, "soak: %s\n", netns_why);
+		return 1;
+	}
+	cutting = rv == 0;
+	rv      = 0;
 	h_init();
 	d.url          = "ws://127.0.0.1:0";
 	d.n            = NSERVERS;
