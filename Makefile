@@ -165,7 +165,8 @@ $(BUILD)/tests/it_%: $(BUILD)/obj/tests/integration/it_%.o \
 
 # Hidden by default, as careful plugin builds are: mirai.h's MIRAI_API must
 # still export mirai_plugin_init.
-# The chaos soak: real servers killed, stopped and restarted under load.
+# The chaos soak: real servers killed, stopped and restarted, and the
+# network cut, under load.
 $(BUILD)/tests/soak: $(BUILD)/obj/tests/soak/soak.o \
     $(BUILD)/obj/tests/integration/harness.o $(SO)
 	@mkdir -p $(@D)

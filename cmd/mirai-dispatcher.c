@@ -85,7 +85,7 @@ main(int argc, char **argv)
 	const char *listen = NULL, *control = NULL, *bind_to = NULL;
 	const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
 	const char *heartbeat = NULL;
-	long long bind_index = 0;
+	long long bind_index = 0, bind_count = 0;
 	long long n = 0, retries = 0, max_tasks = 0;
 	int64_t idle = 0, walltime = 0;
 	size_t max_msg = 0;
@@ -122,6 +122,8 @@ main(int argc, char **argv)
 		"local servers bind to core, numa or socket units"},
 	    {"bind-index", 0, CLI_INT, &bind_index, "K",
 		"the first local server's unit; the next ones follow"},
+	    {"bind-count", 0, CLI_INT, &bind_count, "N",
+		"local servers bind to N units each (default 1)"},
 	    {"max-msg", 0, CLI_SIZE, &max_msg, "BYTES",
 		"largest message (default 256M)"},
 	    {"tls-cert", 0, CLI_STR, &tls_cert, "FILE",
@@ -185,6 +187,11 @@ main(int argc, char **argv)
 				"--max-tasks must not be negative\n");
 		return 2;
 	}
+	if (bind_count < 0 || bind_count > 65536) {
+		fprintf(stderr, "mirai-dispatcher: --bind-count must be from 1 "
+				"to 65536\n");
+		return 2;
+	}
 	if (cli_parse_heartbeat(heartbeat, &o.heartbeat_ms) != 0) {
 		fprintf(stderr, "mirai-dispatcher: --heartbeat: '%s' is not a "
 				"TIME or off\n",
@@ -224,6 +231,7 @@ main(int argc, char **argv)
 	so.server_path       = server;
 	so.bind_to           = bind_to;
 	so.bind_index        = (int) bind_index;
+	so.bind_count        = (int) bind_count;
 	o.server             = &so;
 	rv = mirai_dispatcher_create(&d, &o, &err);
 	free(list);

@@ -49,6 +49,12 @@ static const char epilog[] =
     "A TERM, INT or HUP ends COMMAND (TERM to its process group, KILL\n"
     "after 5 s), then the servers; mirai-launch then exits with 128 + the\n"
     "signal.  COMMAND gets a TERM when mirai-launch dies, even by KILL.\n"
+    "COMMAND runs in a process group of its own, which is the terminal's\n"
+    "foreground group while it runs when mirai-launch was in the\n"
+    "foreground: COMMAND reads the terminal, ^C and ^Z go to it.  Under a\n"
+    "job-control shell, mirai-launch's job stops when COMMAND stops (^Z,\n"
+    "or a read from the terminal in the background), and mirai-launch\n"
+    "continues it with the terminal when continued (fg).\n"
     "\n"
     "Exit status: the command's; 0 without one; 1 the launch failed (a\n"
     "hostfile that cannot be read or parsed, fewer than --min-servers\n"
@@ -82,8 +88,10 @@ signal_thread(void *arg)
 		if (child > 0) {
 			struct timespec until;
 			pid_t was = child;
-			/* The client goes first; teardown follows its end. */
+			/* The client goes first; teardown follows its end.
+			 * A stopped group takes the TERM once continued. */
 			kill(-was, SIGTERM);
+			kill(-was, SIGCONT);
 			clock_gettime(CLOCK_REALTIME, &until);
 			until.tv_sec += GRACE_S;
 			while (child == was &&
@@ -102,17 +110,32 @@ signal_thread(void *arg)
 	return NULL;
 }
 
+/* Take the terminal back from the command's group pid, if it has it. */
+static void
+take_terminal(pid_t pid)
+{
+	if (tcgetpgrp(STDIN_FILENO) == pid) {
+		tcsetpgrp(STDIN_FILENO, getpgrp());
+	}
+}
+
 /*
  * Run argv as the client command: fork and exec, the child in a process
  * group of its own, with a SIGTERM when mirai-launch dies (even by
- * SIGKILL: PR_SET_PDEATHSIG, which posix_spawn cannot set).  NNG's threads
+ * SIGKILL: PR_SET_PDEATHSIG, which posix_spawn cannot set).  With fg set
+ * (we are the foreground of the terminal on stdin) that group becomes the
+ * terminal's foreground group, as a shell runs a job: else the command
+ * would be stopped by SIGTTIN when it reads the terminal, and ^C would
+ * reach us instead of it.  Both sides call tcsetpgrp(), so that it holds
+ * before the exec and whichever runs first; SIGTTOU is blocked in every
+ * thread here (see main), so the call cannot stop either.  NNG's threads
  * run here, so between fork and exec the child makes only
  * async-signal-safe calls: the PATH search is done before the fork.
  * Returns the child's pid, or -1 with *errnum set (from the child's failed
  * exec, through a close-on-exec pipe).
  */
 static pid_t
-run_command(char **argv, int *errnum)
+run_command(char **argv, int fg, int *errnum)
 {
 	const char *path = getenv("PATH");
 	char **cands = NULL;
@@ -151,9 +174,13 @@ run_command(char **argv, int *errnum)
 		dfl.sa_handler = SIG_DFL;
 		sigaction(SIGPIPE, &dfl, NULL);
 		sigaction(SIGUSR1, &dfl, NULL);
+		setpgid(0, 0);
+		if (fg) {
+			/* Before SIGTTOU is unblocked. */
+			tcsetpgrp(STDIN_FILENO, getpid());
+		}
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		setpgid(0, 0);
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		/* The parent may have died before the line above. */
 		if (getppid() != parent) {
@@ -179,11 +206,17 @@ run_command(char **argv, int *errnum)
 	/* Also here: the child may not have run setpgid yet when a signal
 	 * comes for its group. */
 	setpgid(pid, pid);
+	if (fg) {
+		tcsetpgrp(STDIN_FILENO, pid);
+	}
 	while ((r = read(fds[0], &e, sizeof e)) < 0 && errno == EINTR) {
 	}
 	close(fds[0]);
 	if (r == (ssize_t) sizeof e) {
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+		}
+		if (fg) {
+			take_terminal(pid);
 		}
 		*errnum = e;
 		pid     = -1;
@@ -199,6 +232,41 @@ out:
 	}
 	free(cands);
 	return -1;
+}
+
+/*
+ * Wait for the command pid to end.  With job control (jc: stdin is our
+ * terminal and a shell above us can continue us), a stop of the command
+ * stops our process group too (the shell's job: a script that runs us is
+ * in it), after we took the terminal back, as ^Z would have stopped it
+ * had the command been in it: the shell sees its job stopped and gets
+ * the terminal.  Once continued we hand the terminal back if we are in
+ * the foreground (fg) and continue the command (bg: without the terminal,
+ * so that a read stops it again).  Returns waitpid()'s result, the status
+ * in *status.
+ */
+static pid_t
+wait_command(pid_t pid, int jc, int *status)
+{
+	pid_t r;
+
+	for (;;) {
+		r = waitpid(pid, status, jc ? WUNTRACED : 0);
+		if (r < 0 && errno == EINTR) {
+			/* Only an interrupted wait is retried: ECHILD would
+			 * loop for ever. */
+			continue;
+		}
+		if (r != pid || !WIFSTOPPED(*status)) {
+			return r;
+		}
+		take_terminal(pid);
+		kill(0, SIGSTOP);
+		if (tcgetpgrp(STDIN_FILENO) == getpgrp()) {
+			tcsetpgrp(STDIN_FILENO, pid);
+		}
+		kill(-pid, SIGCONT);
+	}
 }
 
 typedef struct progress {
@@ -246,7 +314,7 @@ main(int argc, char **argv)
 	const char *server = NULL, *bind = NULL, *ssh_user = NULL;
 	const char *identity = NULL, *ssh_config = NULL, *known = NULL;
 	const char *server_url = NULL, *advertise = NULL, *client_url = NULL;
-	const char *control_url = NULL, *launcher = NULL;
+	const char *control_url = NULL, *launcher = NULL, *heartbeat = NULL;
 	long long n = 0, max_ssh = 0, ssh_port = 0, min = 0, retries = 0,
 		  max_tasks = 0, cpus = 0;
 	int64_t timeout = 0, idle = 0, walltime = 0;
@@ -323,6 +391,9 @@ main(int argc, char **argv)
 	    {"max-tasks", 0, CLI_INT, &max_tasks, "N", "servers: max tasks"},
 	    {"output", 0, CLI_FLAG, &output, NULL, "servers keep task output"},
 	    {"max-msg", 0, CLI_SIZE, &max_msg, "BYTES", "largest message"},
+	    {"heartbeat", 0, CLI_STR, &heartbeat, "TIME",
+		"dispatcher and servers: a peer silent this long is lost "
+		"(default 10s; off)"},
 	    {"verbose", 'v', CLI_FLAG, &verbose, NULL, "log more"},
 	    {"quiet", 'q', CLI_FLAG, &quiet, NULL, "log errors only"},
 	    {NULL, 0, 0, NULL, NULL, NULL},
@@ -343,6 +414,12 @@ main(int argc, char **argv)
 	int first, rv, fmt = MIRAI_HOSTS_AUTO, code = 0;
 
 	/* Before any thread exists, so that all of them inherit the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTTOU);
+	/* SIGTTOU stays blocked (not waited for): taking the terminal back
+	 * from the command (tcsetpgrp() from the background), and writing
+	 * progress to it meanwhile, must not stop us. */
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
@@ -405,6 +482,12 @@ main(int argc, char **argv)
 				return 2;
 			}
 		}
+	}
+	if (cli_parse_heartbeat(heartbeat, &lo.heartbeat_ms) != 0) {
+		fprintf(stderr, "mirai-launch: --heartbeat: '%s' is not a TIME "
+				"or off\n",
+		    heartbeat);
+		return 2;
 	}
 	mirai_log_set(mirai_log_stderr, "mirai-launch",
 	    quiet ? MIRAI_LOG_ERROR : verbose ? MIRAI_LOG_INFO : MIRAI_LOG_WARN);
@@ -542,12 +625,18 @@ main(int argc, char **argv)
 	}
 	if (first < argc) {
 		int status = 0, e = 0;
+		/* stdin is our controlling terminal: fg, we are its
+		 * foreground; jc, a session leader other than us (a shell)
+		 * can continue us after a stop. */
+		int tty = isatty(STDIN_FILENO) && tcgetpgrp(STDIN_FILENO) > 0;
+		int fg  = tty && tcgetpgrp(STDIN_FILENO) == getpgrp();
+		int jc  = tty && getsid(0) != getpgrp();
 		pid_t pid = -1, r;
 		setenv("MIRAI_DISPATCHER_URL", mirai_launch_client_url(l), 1);
 		setenv("MIRAI_CONTROL_URL", mirai_launch_control_url(l), 1);
 		pthread_mutex_lock(&sig_mtx);
 		if (got_signal == 0) {
-			pid = child = run_command(argv + first, &e);
+			pid = child = run_command(argv + first, fg, &e);
 		}
 		pthread_mutex_unlock(&sig_mtx);
 		if (pid < 0 && got_signal == 0) {
@@ -555,10 +644,9 @@ main(int argc, char **argv)
 			    argv[first], strerror(e));
 			code = 127;
 		} else if (pid > 0) {
-			/* Only an interrupted wait is retried: ECHILD would
-			 * loop for ever. */
-			while ((r = waitpid(pid, &status, 0)) < 0 &&
-			    errno == EINTR) {
+			r = wait_command(pid, jc, &status);
+			if (fg) {
+				take_terminal(pid);
 			}
 			pthread_mutex_lock(&sig_mtx);
 			child = 0;

@@ -949,6 +949,12 @@ typedef struct mirai_launch_opts {
 	 * directory, removed at the end), the CA sent to every server with
 	 * its setup, and servers refuse a dispatcher it did not sign. */
 	int tls;
+	/* Heartbeat of the dispatcher (on its links to the servers and to
+	 * attached clients) and of the servers whose server->heartbeat_ms is
+	 * 0: a peer silent this long is taken as lost.  0: 10 s;
+	 * MIRAI_FOREVER (-1): off.  An attached client must speak within it:
+	 * a client pings every third of its own heartbeat when quiet. */
+	int64_t heartbeat_ms;
 } mirai_launch_opts;
 
 enum mirai_launcher {

@@ -627,6 +627,7 @@ handle_msg(profile *p, mirai__msg *msg)
 	}
 	while (forged == NULL && (rv = mirai__msg_next(&r, &f)) == 1) {
 		uint32_t why;
+		uint64_t v64;
 
 		if (!pk->online && f.type != MIRAI__F_HELLO &&
 		    f.type != MIRAI__F_GONE && f.type != MIRAI__F_EXIT &&
@@ -686,6 +687,12 @@ handle_msg(profile *p, mirai__msg *msg)
 			requeue_peer_queue(p, pk);
 			break;
 		case MIRAI__F_PING:
+			/* Answered, so that a peer with a shorter heartbeat
+			 * than ours does not take us for gone. */
+			if (mirai__u64_frame_decode(&f, &v64) == 0) {
+				mirai__cl_send_ctrl(p, pk, MIRAI__F_PONG, v64);
+			}
+			break;
 		case MIRAI__F_PONG:
 			break;
 		case MIRAI__F_WHO:

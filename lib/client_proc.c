@@ -174,8 +174,9 @@ mirai__cl_oneshot_more(profile *p)
 	}
 }
 
-/* Start local server number k dialing url (it binds to unit bind_index +
- * k when binding is asked for).  Called unlocked. */
+/* Start local server number k dialing url (when binding is asked for,
+ * it binds to bind_count units from bind_index + k * bind_count, so that
+ * servers do not share units).  Called unlocked. */
 int
 mirai__cl_start_local(profile *p, const char *url, int k, int one_shot,
     mirai_errmsg *err)
@@ -184,7 +185,7 @@ mirai__cl_start_local(profile *p, const char *url, int k, int one_shot,
 	pid_t pid;
 	int rv;
 
-	so.bind_index += k;
+	so.bind_index += k * (so.bind_count > 1 ? so.bind_count : 1);
 	if ((rv = mirai__spawn_server(&so, url, one_shot, &pid, err)) != 0) {
 		return rv;
 	}
@@ -250,7 +251,7 @@ mirai__cl_start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *
     mirai_errmsg *err)
 {
 	const char **argv;
-	char nbuf[6][32], path[4096];
+	char nbuf[7][32], path[4096];
 	char *joined = NULL;
 	const char *exe;
 	size_t n = 0, cap = 48 + 2 * p->sopts.nplugins;
@@ -327,6 +328,12 @@ mirai__cl_start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *
 			argv[n++] = p->sopts.bind_to;
 			argv[n++] = "--bind-index";
 			argv[n++] = nbuf[5];
+			if (p->sopts.bind_count > 1) {
+				snprintf(nbuf[6], sizeof nbuf[6], "%d",
+				    p->sopts.bind_count);
+				argv[n++] = "--bind-count";
+				argv[n++] = nbuf[6];
+			}
 		}
 		for (size_t i = 0; i < p->sopts.nplugins; i++) {
 			argv[n++] = "--plugin";

@@ -181,7 +181,9 @@ up_msg(mirai_dispatcher *d, mirai__msg *msg)
 	pthread_mutex_lock(&d->mtx);
 	if (d->listen &&
 	    (!d->up_connected || mirai__msg_pipe(msg) != d->up_pipe_id)) {
-		/* Only the pending client's HELLO with the secret gets in. */
+		/* Only the pending client's HELLO with the secret gets in;
+		 * words of a client let go (silent past the heartbeat, or
+		 * detached) still on their way must not reach the next. */
 		int mine = d->up_pending && !d->up_refusing &&
 		    mirai__msg_pipe(msg) == d->up_pipe_id;
 		int ok = mine && mirai__msg_next(&r, &f) == 1 &&
@@ -365,6 +367,12 @@ up_pipe(void *arg, int ev, uint32_t id)
 			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
 			    "refused a client: another one is attached");
 			refuse = 1;
+		} else if (d->up_pipe_id != 0) {
+			/* A client taken as gone by the heartbeat still holds
+			 * its pipe (see mirai__d_up_beat()), and NNG would
+			 * refuse a second one after we took it: refused here,
+			 * quietly (it was said once), until that pipe goes. */
+			refuse = 1;
 		} else if (d->attach_secret[0] != '\0') {
 			/* Asked for its HELLO (WHO), attached once that shows
 			 * the secret.  (Asked, not expected: a client sends
@@ -394,13 +402,23 @@ up_pipe(void *arg, int ev, uint32_t id)
 	} else if (ev == MIRAI__PIPE_GONE && d->up_pending &&
 	    id == d->up_pipe_id) {
 		d->up_pending = 0;
+		d->up_pipe_id = 0;
 	} else if (ev == MIRAI__PIPE_UP && !d->listen && !d->up_lost) {
 		d->up_connected = 1;
 		d->up_pipe_id   = id;
 		d->up_last_rx   = mirai__now_ms();
+	} else if (ev == MIRAI__PIPE_GONE && !d->up_connected &&
+	    id == d->up_pipe_id) {
+		/* The pipe of a client let go by the heartbeat closed at
+		 * last (it reset its profile, or ended). */
+		d->up_pipe_id = 0;
+		MIRAI__LOG(MIRAI_LOG_INFO, TAG,
+		    "the silent client's connection closed%s",
+		    d->listen ? ": the next client may attach" : "");
 	} else if (ev == MIRAI__PIPE_GONE && d->up_connected &&
 	    id == d->up_pipe_id) {
 		d->up_connected = 0;
+		d->up_pipe_id   = 0;
 		d->up_lost      = 1;
 		mirai__outq_clear(&d->up_q);
 		if (d->listen) {
@@ -426,12 +444,24 @@ mirai__d_up_beat(mirai_dispatcher *d, int64_t now)
 		return;
 	}
 	if (now - d->up_last_rx > d->hb) {
-		/* As if its pipe went; the pipe itself is left alone (closing
-		 * it is unsafe while the client may wake up sending). */
+		/*
+		 * As if its pipe went, but the pipe itself is left alone, as
+		 * the slots' heartbeat leaves a silent server's: NNG 1.5.2
+		 * can hang closing a pipe that is receiving, and the client
+		 * may wake up sending.  It is muted (nothing more is sent to
+		 * it, nothing it sends is read) and let go: up_pipe_id stays
+		 * set until its pipe closes, when the client resets its
+		 * profile or ends.  Listening, the next client is refused
+		 * until then (a second pipe NNG itself would refuse, after
+		 * our state had been reset for it).
+		 */
 		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
 		    "the client was silent for %lld ms (heartbeat %lld ms): "
-		    "taken as gone",
-		    (long long) (now - d->up_last_rx), (long long) d->hb);
+		    "taken as gone%s",
+		    (long long) (now - d->up_last_rx), (long long) d->hb,
+		    d->listen ? "; the next client can attach once its "
+				"connection closes"
+			      : "");
 		d->up_connected = 0;
 		d->up_lost      = 1;
 		d->up_mute      = 1;

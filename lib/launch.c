@@ -315,6 +315,10 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 		mirai_launch_destroy(l);
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
+	/* Servers keep a heartbeat of their own; the launch's otherwise. */
+	if (l->sopts.heartbeat_ms == 0) {
+		l->sopts.heartbeat_ms = o->heartbeat_ms;
+	}
 	{
 		for (size_t i = 0; i < o->nenv; i++) {
 			if ((rv = env_entry(l, o->env[i], &l->env[i], err)) != 0) {

@@ -112,6 +112,14 @@ agent_argv(const mirai_launch *l, const char *server, int bind, argvec *a)
 	if (so->output) {
 		av_add(a, "--output");
 	}
+	if (so->heartbeat_ms != 0) {
+		av_add(a, "--heartbeat");
+		if (so->heartbeat_ms < 0) {
+			av_add(a, "off");
+		} else {
+			av_add(a, "%" PRId64, so->heartbeat_ms);
+		}
+	}
 	for (size_t p = 0; p < so->nplugins; p++) {
 		av_add(a, "--plugin");
 		av_add(a, "%s", so->plugins[p]);

@@ -304,6 +304,7 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 	dopts.no_token    = l->o.no_token;
 	dopts.retries     = l->o.retries;
 	dopts.server      = &l->sopts;
+	dopts.heartbeat_ms = l->o.heartbeat_ms;
 	if (l->tls && (rv = mirai__ln_tls_setup(l, &dopts, err)) != 0) {
 		return rv;
 	}

@@ -33,4 +33,33 @@ grep -Eq '^ws://127\.0\.0\.1:[1-9][0-9]*/[0-9a-f]{32}/2$' "$TMPDIR/out" ||
 	fail "URL shape: $(cat "$TMPDIR/out")"
 [ "$(cut -d/ -f3 "$TMPDIR/out" | sort -u | wc -l)" = 1 ] || fail "one port for all"
 grep -q "cannot dial" "$TMPDIR/err" || fail "dial failure message"
+
+# --local passes --bind-count on: every local server binds to N units.
+expect 0 "$B/mirai-dispatcher" --help
+grep -q -- "--bind-count N" "$TMPDIR/out" || fail "--help lacks --bind-count"
+expect 2 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 -n 1 --bind-count -1
+grep -q "bind-count must be from 1" "$TMPDIR/err" || fail "bad --bind-count message"
+"$B/mirai-dispatcher" --listen tcp://127.0.0.1:0 --control tcp://127.0.0.1:0 \
+    --local -n 2 --bind-to core --bind-count 2 >"$TMPDIR/d.out" 2>"$TMPDIR/d.err" &
+D=$!
+trap 'kill -9 $D 2>/dev/null; wait $D 2>/dev/null' EXIT
+C=
+for _ in $(seq 100); do
+	C=$(sed -n 's/^MIRAI_CONTROL_URL=//p' "$TMPDIR/d.out")
+	[ -n "$C" ] && MIRAI_CONTROL_URL=$C "$B/mirai" status --json >"$TMPDIR/st" 2>/dev/null &&
+		[ "$(grep -o '"online":1' "$TMPDIR/st" | wc -l)" = 2 ] && break
+	sleep 0.1
+done
+[ "$(grep -o '"online":1' "$TMPDIR/st" | wc -l)" = 2 ] ||
+	fail "2 local servers online: $(cat "$TMPDIR/d.err")"
+[ "$(pgrep -P "$D" -f -- '--bind-to core --bind-index [0-9]* --bind-count 2$' | wc -l)" = 2 ] ||
+	fail "local servers without --bind-count 2: $(pgrep -a -P "$D")"
+# The first one binds to units 0 and 1 (two of them wherever there are).
+if [ "$(nproc)" -ge 2 ]; then
+	grep -q '"binding":"core 0-1: cpus ' "$TMPDIR/st" || fail "binding: $(cat "$TMPDIR/st")"
+fi
+kill -TERM "$D"
+wait "$D"; rc=$?
+trap - EXIT
+[ $rc = 0 ] || fail "SIGTERM: exit $rc"
 echo ok

@@ -83,6 +83,31 @@ out=$("$B/mirai-launch" --host localhost:2 --server "$S" --server-url ws://127.0
 	-- "$B/mirai" exec 'echo local') || fail "local launch: $out"
 [ "$out" = local ] || fail "local output: $out"
 
+# --heartbeat: the dispatcher and the servers get it.  A server stopped
+# past it is taken as lost (the launcher's log says so, with the
+# interval), and once woken it is told to exit and does.
+"$B/mirai-launch" --host localhost --heartbeat soon -- true 2>"$W/err"
+[ $? = 2 ] || fail "--heartbeat soon: exit"
+grep -q "heartbeat: 'soon' is not a TIME or off" "$W/err" || fail "bad heartbeat message: $(cat "$W/err")"
+"$B/mirai-launch" --help | grep -q -- "--heartbeat TIME" || fail "--help lacks --heartbeat"
+"$B/mirai-launch" --host localhost:2 --server "$S" --server-url ws://127.0.0.1:0 \
+	--heartbeat 1500ms -- sleep 30.104 2>"$W/hb.err" &
+L=$!
+hb_servers() { pgrep -P "$L" -f "^$S .*--heartbeat 1500( |$)"; }
+for _ in $(seq 100); do [ "$(hb_servers | wc -l)" = 2 ] && grep -q '2/2 servers online' "$W/hb.err" && break; sleep 0.1; done
+[ "$(hb_servers | wc -l)" = 2 ] || fail "2 servers with --heartbeat 1500: $(pgrep -a -P "$L")"
+victim=$(hb_servers | head -n 1)
+kill -STOP "$victim"
+for _ in $(seq 50); do grep -q "silent for [0-9]* ms (heartbeat 1500 ms): taken as lost" "$W/hb.err" && break; sleep 0.1; done
+grep -q "silent for [0-9]* ms (heartbeat 1500 ms): taken as lost" "$W/hb.err" ||
+	fail "a server stopped past the heartbeat: $(cat "$W/hb.err")"
+kill -CONT "$victim"
+for _ in $(seq 100); do kill -0 "$victim" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$victim" 2>/dev/null && fail "a woken server that was taken as lost stayed"
+kill -TERM "$L"; wait "$L"; rc=$?; L=
+[ $rc = 143 ] || fail "TERM of the heartbeat launch: exit $rc"
+gone '^sleep 30.104' || fail "the command outlived the heartbeat launch"
+
 mkdir -p "$W/sshd"
 if ! "$ROOT/tests/sshd/sshd.sh" start "$W/sshd" $$ >"$W/sshd.env" 2>"$W/sshd.err"; then
 	echo "SKIP: no sshd here: $(cat "$W/sshd.err")"
@@ -113,11 +138,14 @@ grep -Eq '^127.0.0.2 slot 1 core 0 cpus core 0(-1)?: cpus ' "$W/out" ||
 	fail "report-bindings with --cpus-per-server: $(cat "$W/out")"
 for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.1; done
 
-# No secret on a command line: the tokens are not in ps.
-"$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" -q >"$W/urls" 2>"$W/err" &
+# No secret on a command line: the tokens are not in ps.  (--heartbeat
+# reaches the servers through their host's agent.)
+"$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" -q --heartbeat 20s >"$W/urls" 2>"$W/err" &
 L=$!
 for _ in $(seq 100); do [ "$(count)" = 4 ] && grep -q '/3$' "$W/urls" && break; sleep 0.1; done
 [ "$(count)" = 4 ] || fail "4 servers up: $(cat "$W/err")"
+[ "$(pgrep -f "^$S --bind-to .*--heartbeat 20000( |$)" | wc -l)" = 4 ] ||
+	fail "remote servers without --heartbeat 20000: $(pgrep -af "^$S")"
 token=$(grep '/3$' "$W/urls" | cut -d/ -f4)
 [ ${#token} = 32 ] || fail "token: $token"
 ps -eo args >"$W/ps"

@@ -81,6 +81,12 @@ h_cleanup(void)
 pid_t
 h_spawn(const char *const *argv, int *out_fd)
 {
+	return h_spawn_log(argv, out_fd, NULL);
+}
+
+pid_t
+h_spawn_log(const char *const *argv, int *out_fd, const char *err_path)
+{
 	posix_spawn_file_actions_t fa;
 	int fds[2] = {-1, -1};
 	pid_t pid;
@@ -91,6 +97,10 @@ h_spawn(const char *const *argv, int *out_fd)
 		assert_int_equal(pipe(fds), 0);
 		posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
 		posix_spawn_file_actions_addclose(&fa, fds[0]);
+	}
+	if (err_path != NULL) {
+		posix_spawn_file_actions_addopen(&fa, 2, err_path,
+		    O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	}
 	rv = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *) argv,
 	    environ);
@@ -120,6 +130,49 @@ h_spawn_server(const char *url, const char *const *args)
 	}
 	argv[n] = NULL;
 	return h_spawn(argv, NULL);
+}
+
+pid_t
+h_spawn_dispatcher(const char *const *args, const char *err_path,
+    char *client_url, char *control_url, size_t len)
+{
+	char exe[4096], line[1024];
+	const char *argv[32];
+	size_t n = 0;
+	pid_t pid;
+	FILE *f;
+	int fd;
+
+	snprintf(exe, sizeof exe, "%s", h_server());
+	if (strrchr(exe, '/') != NULL) {
+		strcpy(strrchr(exe, '/') + 1, "mirai-dispatcher");
+	} else {
+		snprintf(exe, sizeof exe, "mirai-dispatcher");
+	}
+	argv[n++] = exe;
+	for (size_t i = 0; args[i] != NULL && n < 31; i++) {
+		argv[n++] = args[i];
+	}
+	argv[n]        = NULL;
+	client_url[0]  = '\0';
+	control_url[0] = '\0';
+	pid            = h_spawn_log(argv, &fd, err_path);
+	f              = fdopen(fd, "r");
+	while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strncmp(line, "MIRAI_DISPATCHER_URL=", 21) == 0) {
+			snprintf(client_url, len, "%s", line + 21);
+		} else if (strncmp(line, "MIRAI_CONTROL_URL=", 18) == 0) {
+			snprintf(control_url, len, "%s", line + 18);
+			break;
+		}
+	}
+	if (f != NULL) {
+		fclose(f);
+	} else {
+		close(fd);
+	}
+	return pid;
 }
 
 int

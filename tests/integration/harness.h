@@ -34,6 +34,20 @@ pid_t h_spawn_server(const char *url, const char *const *args);
  * (if not NULL). */
 pid_t h_spawn(const char *const *argv, int *out_fd);
 
+/* As h_spawn(), with its stderr written to the file err_path (NULL: this
+ * process's stderr). */
+pid_t h_spawn_log(const char *const *argv, int *out_fd, const char *err_path);
+
+/*
+ * Start the mirai-dispatcher beside $MIRAI_SERVER with args
+ * (NULL-terminated, --listen and --control among them), its stderr to
+ * err_path (NULL: ours), and read the MIRAI_DISPATCHER_URL and
+ * MIRAI_CONTROL_URL it prints into client_url and control_url (len bytes
+ * each; "" if it printed none).
+ */
+pid_t h_spawn_dispatcher(const char *const *args, const char *err_path,
+    char *client_url, char *control_url, size_t len);
+
 /* Wait up to timeout_ms for pid (our child) to exit; 1 and *status if it
  * did, 0 if not. */
 int h_wait_exit(pid_t pid, int timeout_ms, int *status);

@@ -22,30 +22,13 @@ static char client_url[512], control_url[512];
 static int
 setup(void **state)
 {
-	char exe[4096], line[512];
-	const char *argv[] = {exe, "--listen", "tcp://127.0.0.1:0", "--control",
+	const char *args[] = {"--listen", "tcp://127.0.0.1:0", "--control",
 	    "tcp://127.0.0.1:0", "--local", "-n", "2", NULL};
-	FILE *f;
-	int fd;
 
 	(void) state;
 	h_init();
-	snprintf(exe, sizeof exe, "%s", h_server());
-	strcpy(strrchr(exe, '/') + 1, "mirai-dispatcher");
-	disp = h_spawn(argv, &fd);
-	f    = fdopen(fd, "r");
-	while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-		line[strcspn(line, "\n")] = '\0';
-		if (strncmp(line, "MIRAI_DISPATCHER_URL=", 21) == 0) {
-			snprintf(client_url, sizeof client_url, "%s", line + 21);
-		} else if (strncmp(line, "MIRAI_CONTROL_URL=", 18) == 0) {
-			snprintf(control_url, sizeof control_url, "%s", line + 18);
-			break;
-		}
-	}
-	if (f != NULL) {
-		fclose(f);
-	}
+	disp = h_spawn_dispatcher(args, NULL, client_url, control_url,
+	    sizeof client_url);
 	return client_url[0] && control_url[0] ? 0 : -1;
 }
 

@@ -1,6 +1,7 @@
 /*
  * it_local: local daemons without a dispatcher, end to end with real
- * mirai-server processes.
+ * mirai-server processes (and, for their options, with a dispatcher
+ * process).
  */
 #include <pthread.h>
 #include <signal.h>
@@ -521,6 +522,85 @@ reset_all(void **state)
 	return 0;
 }
 
+/* The command line of process pid, its arguments joined by spaces. */
+static void
+cmdline_of(int pid, char *buf, size_t len)
+{
+	char path[64];
+	size_t n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/cmdline", pid);
+	buf[0] = '\0';
+	if ((f = fopen(path, "r")) != NULL) {
+		n = fread(buf, 1, len - 1, f);
+		fclose(f);
+	}
+	for (size_t i = 0; i < n; i++) {
+		buf[i] = buf[i] == '\0' ? ' ' : buf[i];
+	}
+	buf[n] = '\0';
+}
+
+/* Local servers of bind_count 2 are started with --bind-count 2; without
+ * a dispatcher the client starts them 2 units apart. */
+static void
+bind_count_run(int dispatcher)
+{
+	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
+	mirai_server_opts so = MIRAI_SERVER_OPTS_INIT;
+	mirai_errmsg err     = {{0}};
+	mirai_status *st     = NULL;
+	char cmd[2][1024];
+	int64_t t0;
+	int on = 0;
+
+	so.bind_to     = "core";
+	so.bind_count  = 2;
+	d.n            = 2;
+	d.dispatcher   = dispatcher;
+	d.server       = &so;
+	if (mirai_daemons(&d, &err) != 0) {
+		fail_msg("daemons: %s", err.text);
+	}
+	t0 = h_now_ms();
+	while (on < 2 && h_now_ms() - t0 < 10000) {
+		mirai_status_free(st);
+		st = NULL;
+		assert_int_equal(mirai_status_get(NULL, &st), 0);
+		on = 0;
+		for (size_t i = 0; i < st->nrows; i++) {
+			on += st->rows[i].online && st->rows[i].pid > 0;
+		}
+		if (on < 2) {
+			usleep(20000);
+		}
+	}
+	assert_int_equal(on, 2);
+	assert_int_equal(st->nrows, 2);
+	for (int i = 0; i < 2; i++) {
+		cmdline_of(st->rows[i].pid, cmd[i], sizeof cmd[i]);
+		assert_non_null(strstr(cmd[i], " --bind-to core "));
+		assert_non_null(strstr(cmd[i], " --bind-count 2"));
+	}
+	if (dispatcher == OFF) {
+		int a = strstr(cmd[0], "--bind-index 0 ") != NULL;
+		int b = strstr(cmd[1], "--bind-index 0 ") != NULL;
+		assert_true(a != b);
+		assert_non_null(strstr(a ? cmd[1] : cmd[0], "--bind-index 2 "));
+	}
+	mirai_status_free(st);
+	assert_int_equal(mirai_reset(NULL), 0);
+}
+
+static void
+test_bind_count(void **state)
+{
+	(void) state;
+	bind_count_run(OFF);
+	bind_count_run(MIRAI_DISPATCHER_PROCESS);
+}
+
 static int
 teardown(void **state)
 {
@@ -550,6 +630,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_free_unresolved, reset_all),
 	    cmocka_unit_test_teardown(test_invalid_calls, reset_all),
 	    cmocka_unit_test_teardown(test_message_limit, reset_all),
+	    cmocka_unit_test_teardown(test_bind_count, reset_all),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -8,18 +8,36 @@
  * each with its own payload (sequence number and checksum), and checks
  * every result against its input.
  *
+ * The network is cut too.  The soak runs in a network namespace of its
+ * own (unshare(2); where that is not permitted, inside a user namespace
+ * of its own; else the cuts are skipped, and the line says why), where
+ * its servers, children, are too: loopback only, which links the servers
+ * to the dispatcher (the client reaches its thread dispatcher in memory).
+ * Every CUT_EVERY_MS a cut takes loopback down, in turn for CUT_SHORT_MS
+ * (under the heartbeat: TCP carries on after it) and CUT_LONG_MS (past it:
+ * every server is taken as lost, its task retried, and new servers dial
+ * in once it is back).  Tasks in flight across a cut are counted apart.
+ *
  * It prints one line: submitted, ok, retried, failed by reason, lost (never
- * resolved), duplicated (a result that is another task's), and the
- * client's RSS (the dispatcher is its thread) after warm-up and at the
- * end.  It fails on a lost or duplicated task, a wrong result, or RSS
- * growth beyond RSS_BOUND_KB.  Every loop is bounded; every server it
- * started is killed at the end.
+ * resolved), duplicated (a result that is another task's), the cuts and
+ * the tasks across them, and the client's RSS (the dispatcher is its
+ * thread) after warm-up and at the end.  It fails on a lost or duplicated
+ * task, a wrong result, cuts that no task crossed, or RSS growth beyond
+ * RSS_BOUND_KB.  Every loop is bounded; every server it started is killed
+ * at the end, and the namespace goes with the last of its processes.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,12 +48,20 @@
 #define HB_MS 1000
 #define PAYLOAD 96
 #define RSS_BOUND_KB (32 * 1024)
+#define CUT_EVERY_MS 4000
+#define CUT_SHORT_MS 300
+#define CUT_LONG_MS 2500
 
 static char urls[NSERVERS][512];
 static pid_t pids[NSERVERS];
 static pthread_mutex_t mtx = PTHREAD_MUTEX_INITIALIZER;
 static volatile int stop_chaos;
 static unsigned long kills, stops, terms;
+/* Cuts begun (odd while one lasts: begun, then ended), short and long. */
+static atomic_uint cut_seq;
+static atomic_int stop_cuts;
+static unsigned long cuts_short, cuts_long;
+static char cut_error[160];
 
 static long
 rss_kb(void)
@@ -119,6 +145,124 @@ chaos(void *arg)
 	return NULL;
 }
 
+/* Loopback up or down (IFF_UP), with ioctl(2) rather than ip(8). */
+static int
+loopback(int up, char *why, size_t len)
+{
+	struct ifreq ifr;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), rv = -1;
+
+	memset(&ifr, 0, sizeof ifr);
+	snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
+	if (fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+		if (up) {
+			ifr.ifr_flags |= IFF_UP;
+		} else {
+			ifr.ifr_flags &= ~IFF_UP;
+		}
+		rv = ioctl(fd, SIOCSIFFLAGS, &ifr);
+	}
+	if (rv != 0) {
+		snprintf(why, len, "cannot take loopback %s: %s",
+		    up ? "up" : "down", strerror(errno));
+	}
+	if (fd >= 0) {
+		close(fd);
+	}
+	return rv;
+}
+
+static int
+write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC), ok;
+
+	if (fd < 0) {
+		return -1;
+	}
+	ok = write(fd, text, strlen(text)) == (ssize_t) strlen(text);
+	close(fd);
+	return ok ? 0 : -1;
+}
+
+/*
+ * A network namespace of our own, loopback up, before any thread starts
+ * (the servers inherit it).  Without the right to make one (not root, or
+ * a container), a user namespace of our own gives it, our ids mapped to
+ * themselves so that files and servers are as before.  Returns 0; -1 with
+ * the reason in why when there is none (we go on without cuts); -2 when
+ * we are in one but cannot use it (ids unmapped, loopback down).
+ */
+static int
+netns_enter(char *why, size_t len)
+{
+	char map[64];
+	unsigned uid = (unsigned) geteuid(), gid = (unsigned) getegid();
+	int e;
+
+	if (unshare(CLONE_NEWNET) != 0) {
+		e = errno;
+		if (e != EPERM || unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0) {
+			snprintf(why, len, "no network namespace: unshare: %s%s",
+			    strerror(e),
+			    e == EPERM ? " (needs root, or user namespaces)"
+				       : "");
+			return -1;
+		}
+		snprintf(map, sizeof map, "%u %u 1", uid, uid);
+		if (write_file("/proc/self/uid_map", map) != 0 ||
+		    write_file("/proc/self/setgroups", "deny") != 0 ||
+		    (snprintf(map, sizeof map, "%u %u 1", gid, gid),
+			write_file("/proc/self/gid_map", map) != 0)) {
+			snprintf(why, len, "cannot map ids in a user namespace: "
+					   "%s",
+			    strerror(errno));
+			return -2;
+		}
+	}
+	return loopback(1, why, len) == 0 ? 0 : -2;
+}
+
+/* Sleep ms in bounded steps, returning early once *stop is set. */
+static void
+nap(int ms, atomic_int *stop)
+{
+	for (int t = 0; t < ms && !atomic_load(stop); t += 50) {
+		usleep(50000);
+	}
+}
+
+/* Every CUT_EVERY_MS, loopback goes down, short and long in turn. */
+static void *
+cutter(void *arg)
+{
+	int n = 0;
+
+	(void) arg;
+	for (;;) {
+		int ms = n++ % 2 == 0 ? CUT_SHORT_MS : CUT_LONG_MS;
+		nap(CUT_EVERY_MS, &stop_cuts);
+		if (atomic_load(&stop_cuts) ||
+		    loopback(0, cut_error, sizeof cut_error) != 0) {
+			break;
+		}
+		atomic_fetch_add(&cut_seq, 1);
+		usleep((useconds_t) ms * 1000);
+		if (loopback(1, cut_error, sizeof cut_error) != 0) {
+			/* The servers cannot come back: the drain's bound
+			 * ends the soak, which reports this. */
+			break;
+		}
+		atomic_fetch_add(&cut_seq, 1);
+		if (ms == CUT_SHORT_MS) {
+			cuts_short++;
+		} else {
+			cuts_long++;
+		}
+	}
+	return NULL;
+}
+
 /* Task k's payload: its number, then bytes made from it, then a sum. */
 static void
 payload(unsigned long k, char *p)
@@ -143,7 +287,12 @@ main(int argc, char **argv)
 	mirai_errmsg err     = {{0}};
 	mirai *in[WINDOW]    = {NULL};
 	unsigned long seq[WINDOW];
+	unsigned cut_at[WINDOW];
 	unsigned long next = 0, ok = 0, wrong = 0, lost = 0;
+	unsigned long across = 0, across_ok = 0, across_failed = 0;
+	char netns_why[200] = "";
+	int cutting = 0;
+	pthread_t cut_th;
 	unsigned long failed[128] = {0};
 	char want[PAYLOAD];
 	long rss0 = 0, rss1;
@@ -157,6 +306,13 @@ main(int argc, char **argv)
 		fprintf(stderr, "soak: SECONDS must be 1 to 86400\n");
 		return 2;
 	}
+	/* First: the namespace is the process's, threads or not. */
+	if ((rv = netns_enter(netns_why, sizeof netns_why)) == -2) {
+		fprintf(stderr, "soak: %s\n", netns_why);
+		return 1;
+	}
+	cutting = rv == 0;
+	rv      = 0;
 	h_init();
 	d.url          = "ws://127.0.0.1:0";
 	d.n            = NSERVERS;
@@ -176,6 +332,10 @@ main(int argc, char **argv)
 	}
 	mirai_status_free(st);
 	pthread_create(&th, NULL, chaos, (void *) (uintptr_t) getpid());
+	if (cutting && pthread_create(&cut_th, NULL, cutter, NULL) != 0) {
+		snprintf(netns_why, sizeof netns_why, "no thread for the cuts");
+		cutting = 0;
+	}
 
 	warm  = h_now_ms() + 2000;
 	t_end = h_now_ms() + (int64_t) seconds * 1000;
@@ -188,6 +348,11 @@ main(int argc, char **argv)
 		if (rss0 == 0 && now >= warm) {
 			rss0 = rss_kb();
 		}
+		if (cutting && now >= t_end && !atomic_load(&stop_cuts)) {
+			/* The drain runs on a whole network. */
+			atomic_store(&stop_cuts, 1);
+			pthread_join(cut_th, NULL);
+		}
 		for (int w = 0; w < WINDOW; w++) {
 			if (in[w] == NULL && now < t_end) {
 				char p[PAYLOAD];
@@ -197,7 +362,8 @@ main(int argc, char **argv)
 					in[w] = NULL;
 					continue;
 				}
-				seq[w] = next++;
+				seq[w]    = next++;
+				cut_at[w] = atomic_load(&cut_seq);
 			}
 			live += in[w] != NULL;
 		}
@@ -228,6 +394,13 @@ main(int argc, char **argv)
 		}
 		int w = map[hit];
 		int e = mirai_error(in[w]);
+		/* In flight while a cut began or lasted: the cut count moved
+		 * since it was submitted, or a cut was on then. */
+		unsigned c = atomic_load(&cut_seq);
+		int crossed = c != cut_at[w] || cut_at[w] % 2 == 1;
+		across += crossed;
+		across_ok += crossed && e == 0;
+		across_failed += crossed && e != 0;
 		if (e == 0) {
 			size_t len;
 			const void *out = mirai_data(in[w], &len);
@@ -245,6 +418,10 @@ main(int argc, char **argv)
 	}
 	stop_chaos = 1;
 	pthread_join(th, NULL);
+	if (cutting && !atomic_load(&stop_cuts)) {
+		atomic_store(&stop_cuts, 1);
+		pthread_join(cut_th, NULL);
+	}
 	rss1 = rss_kb();
 	if (mirai_status_get(NULL, &st) == 0) {
 		retried = st->retried;
@@ -261,10 +438,26 @@ main(int argc, char **argv)
 			any = 1;
 		}
 	}
-	printf("%s, lost %lu, duplicated %lu; client RSS %ld KB -> %ld KB\n",
-	    any ? "" : " 0", lost, wrong, rss0, rss1);
+	printf("%s, lost %lu, duplicated %lu; ", any ? "" : " 0", lost, wrong);
+	if (cutting) {
+		printf("network cut %lu x %d ms, %lu x %d ms (loopback down): "
+		       "%lu tasks across a cut, ok %lu, failed %lu; ",
+		    cuts_short, CUT_SHORT_MS, cuts_long, CUT_LONG_MS, across,
+		    across_ok, across_failed);
+	} else {
+		printf("network cuts skipped: %s; ", netns_why);
+	}
+	printf("client RSS %ld KB -> %ld KB\n", rss0, rss1);
 	if (lost > 0 || wrong > 0) {
 		fprintf(stderr, "soak: FAIL: lost or duplicated tasks\n");
+		rv = 1;
+	}
+	if (cut_error[0] != '\0') {
+		fprintf(stderr, "soak: FAIL: %s\n", cut_error);
+		rv = 1;
+	} else if (cutting && cuts_short + cuts_long > 0 && across == 0) {
+		fprintf(stderr, "soak: FAIL: no task was in flight across a "
+				"cut\n");
 		rv = 1;
 	}
 #ifdef __SANITIZE_ADDRESS__
