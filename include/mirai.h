@@ -553,15 +553,44 @@ MIRAI_API int mirai_saisei(const char *profile, size_t i, int force,
 /*
  * The status of a dispatcher, asked at its control URL (NULL: the
  * environment variable MIRAI_CONTROL_URL) by any process.  *out as for
- * mirai_status_get().  Thread-safe.
+ * mirai_status_get().  A tls+tcp:// or wss:// URL takes its TLS files from
+ * the environment, as mirai_control_status() does.  Thread-safe.
  */
 MIRAI_API int mirai_status_query(const char *control_url, mirai_status **out,
     mirai_errmsg *err);
 
-/* saisei through a dispatcher's control URL (see mirai_saisei()).
- * Thread-safe. */
+/* saisei through a dispatcher's control URL (see mirai_saisei()), TLS
+ * files as above.  Thread-safe. */
 MIRAI_API int mirai_saisei_query(const char *control_url, size_t i, int force,
     char **new_url, mirai_errmsg *err);
+
+/* Where a control request goes, and what it proves the dispatcher with
+ * (the strings are read during the call only). */
+typedef struct mirai_control_opts {
+	/* The dispatcher's control URL; NULL: $MIRAI_CONTROL_URL. */
+	const char *url;
+	/* For a tls+tcp:// or wss:// URL: PEM file of the CA that signs the
+	 * dispatcher's certificate, required; NULL: $MIRAI_TLS_CA. */
+	const char *tls_ca;
+	/* PEM files of a client certificate and its key, for a dispatcher
+	 * that requires one (mirai-dispatcher --tls-ca); NULL:
+	 * $MIRAI_TLS_CERT and $MIRAI_TLS_KEY, or none. */
+	const char *tls_cert;
+	const char *tls_key;
+} mirai_control_opts;
+
+#define MIRAI_CONTROL_OPTS_INIT {.url = NULL}
+
+/*
+ * mirai_status_query() and mirai_saisei_query() with the options o (NULL:
+ * all defaults).  A TLS URL without a CA, given or in the environment,
+ * fails with MIRAI_ENOTSUP before anything is dialed; a dispatcher the CA
+ * did not sign, with MIRAI_ECRYPTO.  Thread-safe.
+ */
+MIRAI_API int mirai_control_status(const mirai_control_opts *o,
+    mirai_status **out, mirai_errmsg *err);
+MIRAI_API int mirai_control_saisei(const mirai_control_opts *o, size_t i,
+    int force, char **new_url, mirai_errmsg *err);
 
 
 /* ------------------------------------------------------------------ */
