@@ -31,8 +31,15 @@ static const char epilog[] =
     "\n"
     "With a COMMAND it runs with MIRAI_DISPATCHER_URL and MIRAI_CONTROL_URL\n"
     "set (a client attaches with mirai_attach(); `mirai status` asks for the\n"
-    "status); mirai-launch exits with its status.  Without one it prints\n"
-    "those and the server URLs and serves until SIGINT or SIGTERM.\n"
+    "status), and with MIRAI_TLS_CA, the PEM file of this launch's CA (an\n"
+    "owner-only file), when the launch uses TLS; mirai-launch exits with its\n"
+    "status.  Without one it prints those and the server URLs and serves\n"
+    "until SIGINT or SIGTERM.\n"
+    "\n"
+    "Clients and status requests: owner-only ipc sockets unless\n"
+    "--client-url and --control-url say otherwise; a ws:// or wss:// one\n"
+    "given without a path gets a secret token path, a tls+tcp:// or wss://\n"
+    "one TLS.\n"
     "\n"
     "Placement: slots count cores.  A host holds slots / --cpus-per-server\n"
     "servers, each bound to that many cores; hosts fill in order.  -n above\n"
@@ -534,6 +541,9 @@ main(int argc, char **argv)
 			printf("MIRAI_DISPATCHER_URL=%s\n",
 			    mirai_launch_client_url(l));
 			printf("MIRAI_CONTROL_URL=%s\n", mirai_launch_control_url(l));
+			if (mirai_launch_tls_ca(l) != NULL) {
+				printf("MIRAI_TLS_CA=%s\n", mirai_launch_tls_ca(l));
+			}
 			for (size_t i = 0; i < ns; i++) {
 				printf("%s\n", slots[i].url);
 			}
@@ -545,6 +555,13 @@ main(int argc, char **argv)
 		pid_t pid = -1, r;
 		setenv("MIRAI_DISPATCHER_URL", mirai_launch_client_url(l), 1);
 		setenv("MIRAI_CONTROL_URL", mirai_launch_control_url(l), 1);
+		/* The CA's path by environment, never on the command's argv;
+		 * the command verifies the dispatcher with it. */
+		if (mirai_launch_tls_ca(l) != NULL) {
+			setenv("MIRAI_TLS_CA", mirai_launch_tls_ca(l), 1);
+		} else {
+			unsetenv("MIRAI_TLS_CA");
+		}
 		pthread_mutex_lock(&sig_mtx);
 		if (got_signal == 0) {
 			pid = child = run_command(argv + first, &e);

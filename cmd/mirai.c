@@ -41,9 +41,9 @@ static const char epilog[] =
     "                     runs ('#...' lines too: sh takes them as comments)\n"
     "\n"
     "A tls+tcp:// or wss:// URL needs the CA that signs the dispatcher's\n"
-    "certificate: --tls-ca, else MIRAI_TLS_CA.  --tls-cert and --tls-key\n"
-    "(MIRAI_TLS_CERT, MIRAI_TLS_KEY) give a client certificate to a\n"
-    "dispatcher that requires one.\n"
+    "certificate: --tls-ca, else MIRAI_TLS_CA (mirai-launch sets it for its\n"
+    "command).  --tls-cert and --tls-key (MIRAI_TLS_CERT, MIRAI_TLS_KEY)\n"
+    "give a client certificate to a dispatcher that requires one.\n"
     "\n"
     "Exit status: 0 done (exec COMMAND: the command's status; exec of a\n"
     "list: every command exited 0), 1 the task or the dispatcher failed, or\n"
@@ -74,7 +74,7 @@ opt_or_env(const char *opt, const char *var)
  * Attach the default profile to the dispatcher at url (NULL:
  * MIRAI_DISPATCHER_URL), waiting wait_ms for it.  A tls+tcp:// or wss://
  * URL needs the CA that signs the dispatcher's certificate (--tls-ca or
- * MIRAI_TLS_CA), and a client certificate when
+ * MIRAI_TLS_CA, which mirai-launch sets), and a client certificate when
  * the dispatcher requires one.  Returns 0 or the exit code after saying
  * why.
  */

@@ -570,7 +570,8 @@ typedef struct mirai_control_opts {
 	/* The dispatcher's control URL; NULL: $MIRAI_CONTROL_URL. */
 	const char *url;
 	/* For a tls+tcp:// or wss:// URL: PEM file of the CA that signs the
-	 * dispatcher's certificate, required; NULL: $MIRAI_TLS_CA. */
+	 * dispatcher's certificate, required (mirai-launch gives its client
+	 * command this launch's CA in MIRAI_TLS_CA); NULL: $MIRAI_TLS_CA. */
 	const char *tls_ca;
 	/* PEM files of a client certificate and its key, for a dispatcher
 	 * that requires one (mirai-dispatcher --tls-ca); NULL:
@@ -915,8 +916,11 @@ typedef struct mirai_launch_opts {
 	 * NULL: this machine's host name. */
 	const char *advertise;
 	int no_token;
-	/* Where clients attach and where status requests go; NULL:
-	 * "tcp://127.0.0.1:0" each. */
+	/* Where clients attach and where status requests go; NULL: an ipc
+	 * socket each in an owner-only directory.  A ws:// or wss:// URL
+	 * without a path gets a random token for one (the URL is the
+	 * secret); a tls+tcp:// or wss:// one is served with the launch's
+	 * certificate (see mirai_launch_tls_ca). */
 	const char *client_url;
 	const char *control_url;
 	/* "core" (NULL), "numa", "socket" or "none": the k-th server on a
@@ -1048,6 +1052,12 @@ MIRAI_API int mirai_launch_start(mirai_launch *l,
  * go (MIRAI_CONTROL_URL); NULL before mirai_launch_start. */
 MIRAI_API const char *mirai_launch_client_url(const mirai_launch *l);
 MIRAI_API const char *mirai_launch_control_url(const mirai_launch *l);
+
+/* The PEM file of this launch's CA, which signs the dispatcher's
+ * certificate (MIRAI_TLS_CA for a client of a tls+tcp:// or wss:// client
+ * or control URL), in an owner-only directory; NULL when the launch uses
+ * no TLS or before mirai_launch_start.  Removed by mirai_launch_destroy. */
+MIRAI_API const char *mirai_launch_tls_ca(const mirai_launch *l);
 
 /* Tear down: every server and the dispatcher are told to exit, ssh
  * channels close, local servers are reaped; then free.  Accepts NULL. */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -189,6 +190,59 @@ is_local(const mirai_launch *l, const char *name)
 }
 
 static int
+is_tls_url(const char *url)
+{
+	return strncmp(url, "wss://", 6) == 0 || strncmp(url, "tls+", 4) == 0;
+}
+
+/*
+ * The client or control URL to listen on, kept by l.  A ws:// or wss://
+ * URL given without a path gets a random 128-bit token for one, as the
+ * slots do: the URL is then the secret that lets a process attach or ask,
+ * and it travels only by environment.  A tls+tcp:// URL has no path for
+ * one: anyone who can reach it can attach, which is said (the transport
+ * says it of tcp://).
+ */
+static const char *
+link_url(mirai_launch *l, const char *url)
+{
+	const char *host = strstr(url, "://"), *path;
+	unsigned char b[16];
+	char buf[600];
+	size_t got = 0, n;
+
+	if (strncmp(url, "tls+tcp", 7) == 0) {
+		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		    "%s: a tls+tcp listener has no secret: anyone who can "
+		    "reach it can attach or ask for the status (a ws:// or "
+		    "wss:// URL gets a secret path; the default is an "
+		    "owner-only ipc socket)",
+		    url);
+	}
+	if (host == NULL || (strncmp(url, "ws://", 5) != 0 &&
+				strncmp(url, "wss://", 6) != 0)) {
+		return keep(l, url);
+	}
+	host += 3;
+	path = strchr(*host == '[' ? host + strcspn(host, "]") : host, '/');
+	if (path != NULL && strcmp(path, "/") != 0) {
+		return keep(l, url);
+	}
+	while (got < sizeof b) {
+		ssize_t r = getrandom(b + got, sizeof b - got, 0);
+		if (r > 0) {
+			got += (size_t) r;
+		}
+	}
+	n = (size_t) snprintf(buf, sizeof buf, "%.*s/",
+	    path != NULL ? (int) (path - url) : (int) strlen(url), url);
+	for (size_t i = 0; i < sizeof b && n + 3 < sizeof buf; i++, n += 2) {
+		snprintf(buf + n, 3, "%02x", b[i]);
+	}
+	return keep(l, buf);
+}
+
+static int
 launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
     mirai_errmsg *err)
 {
@@ -297,10 +351,9 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 			mirai_launch_destroy(l);
 			return rv;
 		}
-		l->o.client_url  = keep(l, o->client_url != NULL ? o->client_url
-								  : cu);
-		l->o.control_url = keep(l, o->control_url != NULL ? o->control_url
-								   : ku);
+		l->o.client_url  = link_url(l, o->client_url ? o->client_url : cu);
+		l->o.control_url = link_url(l, o->control_url ? o->control_url
+							  : ku);
 	}
 	l->o.ssh_user     = keep(l, o->ssh_user);
 	l->o.ssh_identity = keep(l, o->ssh_identity);
@@ -384,6 +437,9 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 			    l->o.server_url);
 			l->tls = 0;
 		}
+		l->tls_links = (l->o.client_url != NULL &&
+				   is_tls_url(l->o.client_url)) ||
+		    (l->o.control_url != NULL && is_tls_url(l->o.control_url));
 	}
 	for (size_t i = 0; i < l->nstrs; i++) {
 		if (l->strs[i] == NULL) {
@@ -500,6 +556,12 @@ mirai_launch_control_url(const mirai_launch *l)
 {
 	return l != NULL && l->d != NULL ? mirai_dispatcher_control_url(l->d)
 					 : NULL;
+}
+
+const char *
+mirai_launch_tls_ca(const mirai_launch *l)
+{
+	return l != NULL ? l->tls_files[0] : NULL;
 }
 
 void

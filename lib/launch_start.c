@@ -304,7 +304,8 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 	dopts.no_token    = l->o.no_token;
 	dopts.retries     = l->o.retries;
 	dopts.server      = &l->sopts;
-	if (l->tls && (rv = mirai__ln_tls_setup(l, &dopts, err)) != 0) {
+	if ((l->tls || l->tls_links) &&
+	    (rv = mirai__ln_tls_setup(l, &dopts, err)) != 0) {
 		return rv;
 	}
 	if ((rv = mirai_dispatcher_create(&l->d, &dopts, err)) != 0) {
