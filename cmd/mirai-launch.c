@@ -36,10 +36,13 @@ static const char epilog[] =
     "status.  Without one it prints those and the server URLs and serves\n"
     "until SIGINT or SIGTERM.\n"
     "\n"
-    "Clients and status requests: owner-only ipc sockets unless\n"
-    "--client-url and --control-url say otherwise; a ws:// or wss:// one\n"
-    "given without a path gets a secret token path, a tls+tcp:// or wss://\n"
-    "one TLS.\n"
+    "What listens: the server slots on the address of the --advertise host\n"
+    "(default: this host's name, which must not resolve to a loopback\n"
+    "address), or on 127.0.0.1 when every server is local; on every\n"
+    "interface only with a --server-url whose host is '*'.  Clients and\n"
+    "status requests: owner-only ipc sockets unless --client-url and\n"
+    "--control-url say otherwise; a ws:// or wss:// one given without a path\n"
+    "gets a secret token path, a tls+tcp:// or wss:// one TLS.\n"
     "\n"
     "Placement: slots count cores.  A host holds slots / --cpus-per-server\n"
     "servers, each bound to that many cores; hosts fill in order.  -n above\n"
@@ -310,10 +313,11 @@ main(int argc, char **argv)
 		"time for servers to come online (default and 0: 60s; "
 		"'forever')"},
 	    {"server-url", 0, CLI_STR, &server_url, "URL",
-		"base URL of the server slots (default: ws, any interface, "
-		"port 0)"},
+		"base URL of the server slots (default: ws, port 0, on the "
+		"--advertise host's address; host '*': all interfaces)"},
 	    {"advertise", 0, CLI_STR, &advertise, "HOST",
-		"host name servers dial (default: this host's name)"},
+		"host servers dial; the default slots listen on its address "
+		"(default: this host's name)"},
 	    {"no-token", 0, CLI_FLAG, &no_token, NULL, "ws paths without token"},
 	    {"tls", 0, CLI_FLAG, &tls, NULL,
 		"wss:// slots even when every server is local"},

@@ -908,12 +908,17 @@ typedef struct mirai_launch_opts {
 	/* How many servers; 0: as many as the slots hold.  More than the
 	 * slots hold is an error unless oversubscribe is set. */
 	int max_servers;
-	/* Base URL of the server slots; NULL: ws on every interface, port 0
-	 * (one port; a path with a random token per server), or on 127.0.0.1
-	 * when every host is local. */
+	/* Base URL of the server slots; NULL: ws on port 0 (one port; a path
+	 * with a random token per server) of 127.0.0.1 when every host is
+	 * local, else of the address the advertised host resolves to here
+	 * (mirai_launch_start fails with MIRAI_EADDRINVAL when it does not
+	 * resolve, or when this machine's name resolves to a loopback
+	 * address).  A URL given here with the wildcard host * listens on
+	 * every interface. */
 	const char *server_url;
-	/* The host name servers dial when server_url has a wildcard host;
-	 * NULL: this machine's host name. */
+	/* The host name servers dial (replacing the host of the slots'
+	 * URLs); NULL: this machine's host name for a wildcard or default
+	 * server_url. */
 	const char *advertise;
 	int no_token;
 	/* Where clients attach and where status requests go; NULL: an ipc

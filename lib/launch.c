@@ -408,7 +408,10 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 	free(counts);
 	l->n = k;
 	/* All servers here: listen and advertise on loopback only, which
-	 * needs no name resolution and opens nothing to the network. */
+	 * needs no name resolution and opens nothing to the network.  Else
+	 * the default slots listen on the advertised host's address only
+	 * (see launch_start.c); a wildcard host the user gives listens on
+	 * every interface. */
 	if (o->server_url == NULL) {
 		int all_local = 1;
 		for (size_t i = 0; i < l->n; i++) {
@@ -417,6 +420,7 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 		if (all_local) {
 			l->o.server_url = keep(l, "ws://127.0.0.1:0");
 		}
+		l->bind_advertised = !all_local;
 	}
 	/* TLS when a server is remote (or asked for): the slots' traffic
 	 * and tokens leave this machine. */
