@@ -127,7 +127,7 @@ main(int argc, char **argv)
 	    {"max-msg", 0, CLI_SIZE, &max_msg, "BYTES",
 		"largest message (default 256M)"},
 	    {"tls-cert", 0, CLI_STR, &tls_cert, "FILE",
-		"PEM certificate of the server slots (TLS: see README)"},
+		"PEM certificate of its TLS URLs: slots, --listen, --control"},
 	    {"tls-key", 0, CLI_STR, &tls_key, "FILE",
 		"PEM key of that certificate (TLS: see README)"},
 	    {"tls-ca", 0, CLI_STR, &tls_ca, "FILE",

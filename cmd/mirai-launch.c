@@ -31,8 +31,18 @@ static const char epilog[] =
     "\n"
     "With a COMMAND it runs with MIRAI_DISPATCHER_URL and MIRAI_CONTROL_URL\n"
     "set (a client attaches with mirai_attach(); `mirai status` asks for the\n"
-    "status); mirai-launch exits with its status.  Without one it prints\n"
-    "those and the server URLs and serves until SIGINT or SIGTERM.\n"
+    "status), and with MIRAI_TLS_CA, the PEM file of this launch's CA (an\n"
+    "owner-only file), when the launch uses TLS; mirai-launch exits with its\n"
+    "status.  Without one it prints those and the server URLs and serves\n"
+    "until SIGINT or SIGTERM.\n"
+    "\n"
+    "What listens: the server slots on the address of the --advertise host\n"
+    "(default: this host's name, which must not resolve to a loopback\n"
+    "address), or on 127.0.0.1 when every server is local; on every\n"
+    "interface only with a --server-url whose host is '*'.  Clients and\n"
+    "status requests: owner-only ipc sockets unless --client-url and\n"
+    "--control-url say otherwise; such a URL ends in a secret the command\n"
+    "gets by environment, a tls+tcp:// or wss:// one TLS as well.\n"
     "\n"
     "Placement: slots count cores.  A host holds slots / --cpus-per-server\n"
     "servers, each bound to that many cores; hosts fill in order.  -n above\n"
@@ -371,10 +381,11 @@ main(int argc, char **argv)
 		"time for servers to come online (default and 0: 60s; "
 		"'forever')"},
 	    {"server-url", 0, CLI_STR, &server_url, "URL",
-		"base URL of the server slots (default: ws, any interface, "
-		"port 0)"},
+		"base URL of the server slots (default: ws, port 0, on the "
+		"--advertise host's address; host '*': all interfaces)"},
 	    {"advertise", 0, CLI_STR, &advertise, "HOST",
-		"host name servers dial (default: this host's name)"},
+		"host servers dial; the default slots listen on its address "
+		"(default: this host's name)"},
 	    {"no-token", 0, CLI_FLAG, &no_token, NULL, "slots without secrets"},
 	    {"tls", 0, CLI_FLAG, &tls, NULL,
 		"wss:// slots even when every server is local"},
@@ -617,6 +628,9 @@ main(int argc, char **argv)
 			printf("MIRAI_DISPATCHER_URL=%s\n",
 			    mirai_launch_client_url(l));
 			printf("MIRAI_CONTROL_URL=%s\n", mirai_launch_control_url(l));
+			if (mirai_launch_tls_ca(l) != NULL) {
+				printf("MIRAI_TLS_CA=%s\n", mirai_launch_tls_ca(l));
+			}
 			for (size_t i = 0; i < ns; i++) {
 				printf("%s\n", slots[i].url);
 			}
@@ -634,6 +648,13 @@ main(int argc, char **argv)
 		pid_t pid = -1, r;
 		setenv("MIRAI_DISPATCHER_URL", mirai_launch_client_url(l), 1);
 		setenv("MIRAI_CONTROL_URL", mirai_launch_control_url(l), 1);
+		/* The CA's path by environment, never on the command's argv;
+		 * the command verifies the dispatcher with it. */
+		if (mirai_launch_tls_ca(l) != NULL) {
+			setenv("MIRAI_TLS_CA", mirai_launch_tls_ca(l), 1);
+		} else {
+			unsetenv("MIRAI_TLS_CA");
+		}
 		pthread_mutex_lock(&sig_mtx);
 		if (got_signal == 0) {
 			pid = child = run_command(argv + first, fg, &e);

@@ -1,7 +1,9 @@
 /*
  * mirai: the command for job scripts.  It talks to a running dispatcher
  * (mirai-launch or mirai-dispatcher --listen/--control), found through
- * MIRAI_DISPATCHER_URL and MIRAI_CONTROL_URL unless --url says otherwise.
+ * MIRAI_DISPATCHER_URL and MIRAI_CONTROL_URL unless --url says otherwise,
+ * over TLS with the files of --tls-ca (--tls-cert, --tls-key) or
+ * MIRAI_TLS_CA (MIRAI_TLS_CERT, MIRAI_TLS_KEY).
  *
  * `mirai exec` with a list of commands is a task farm for shell users, in
  * the manner of GNU parallel: one mirai.exec task per line, a bounded
@@ -39,6 +41,11 @@ static const char epilog[] =
     "                     empty and blank lines are skipped, every other line\n"
     "                     runs ('#...' lines too: sh takes them as comments)\n"
     "\n"
+    "A tls+tcp:// or wss:// URL needs the CA that signs the dispatcher's\n"
+    "certificate: --tls-ca, else MIRAI_TLS_CA (mirai-launch sets it for its\n"
+    "command).  --tls-cert and --tls-key (MIRAI_TLS_CERT, MIRAI_TLS_KEY)\n"
+    "give a client certificate to a dispatcher that requires one.\n"
+    "\n"
     "Exit status: 0 done (exec COMMAND: the command's status; exec of a\n"
     "list: every command exited 0), 1 the task or the dispatcher failed, or\n"
     "in a list at least one command failed or was cancelled (stderr says\n"
@@ -50,6 +57,66 @@ fail(const char *what, int rv, const char *text)
 	fprintf(stderr, "mirai: %s: %s (%s)\n", what,
 	    text != NULL && *text ? text : mirai_strerror(rv), mirai_errname(rv));
 	return 1;
+}
+
+/* The TLS files of --tls-ca, --tls-cert and --tls-key (NULL: not given). */
+static const char *opt_tls_ca, *opt_tls_cert, *opt_tls_key;
+
+/* An option's value, else the environment's; NULL when neither is set. */
+static const char *
+opt_or_env(const char *opt, const char *var)
+{
+	const char *v = opt != NULL ? opt : getenv(var);
+
+	return v != NULL && *v != '\0' ? v : NULL;
+}
+
+/*
+ * Attach the default profile to the dispatcher at url (NULL:
+ * MIRAI_DISPATCHER_URL), waiting wait_ms for it.  A tls+tcp:// or wss://
+ * URL needs the CA that signs the dispatcher's certificate (--tls-ca or
+ * MIRAI_TLS_CA, which mirai-launch sets), and a client certificate when
+ * the dispatcher requires one.  Returns 0 or the exit code after saying
+ * why.
+ */
+static int
+attach(const char *url, int64_t wait_ms)
+{
+	mirai_daemons_opts o = MIRAI_DAEMONS_OPTS_INIT;
+	mirai_errmsg err     = {{0}};
+	int rv;
+
+	o.url               = opt_or_env(url, "MIRAI_DISPATCHER_URL");
+	o.attach            = 1;
+	o.attach_timeout_ms = wait_ms;
+	o.tls_ca            = opt_or_env(opt_tls_ca, "MIRAI_TLS_CA");
+	o.tls_cert          = opt_or_env(opt_tls_cert, "MIRAI_TLS_CERT");
+	o.tls_key           = opt_or_env(opt_tls_key, "MIRAI_TLS_KEY");
+	if (o.url != NULL && o.tls_ca == NULL &&
+	    (strncmp(o.url, "wss://", 6) == 0 || strncmp(o.url, "tls+", 4) == 0)) {
+		fprintf(stderr, "mirai: attach: %s: a TLS URL needs the CA that "
+				"signs the dispatcher's certificate: give --tls-ca "
+				"FILE or set MIRAI_TLS_CA\n", o.url);
+		return 1;
+	}
+	if ((rv = mirai_daemons(&o, &err)) != 0) {
+		return fail("attach", rv, err.text);
+	}
+	return 0;
+}
+
+/* Where status and saisei go: url (NULL: MIRAI_CONTROL_URL), with the TLS
+ * files of the options (the library reads the environment's). */
+static mirai_control_opts
+control(const char *url)
+{
+	mirai_control_opts o = MIRAI_CONTROL_OPTS_INIT;
+
+	o.url      = url;
+	o.tls_ca   = opt_tls_ca;
+	o.tls_cert = opt_tls_cert;
+	o.tls_key  = opt_tls_key;
+	return o;
 }
 
 /* Read all of stdin. */
@@ -80,15 +147,14 @@ run_task(const char *url, int64_t attach_ms, int64_t timeout, const char *fn,
     const void *data, size_t len, int exec)
 {
 	mirai_call_opts o = MIRAI_CALL_OPTS_INIT;
-	mirai_errmsg err  = {{0}};
 	mirai_exec_result xr;
 	const void *out;
 	size_t olen;
 	mirai *m;
 	int rv, code = 0;
 
-	if ((rv = mirai_attach(NULL, url, attach_ms, &err)) != 0) {
-		return fail("attach", rv, err.text);
+	if ((rv = attach(url, attach_ms)) != 0) {
+		return rv;
 	}
 	o.timeout_ms = timeout;
 	if ((rv = mirai_call(&o, fn, data, len, &m)) != 0) {
@@ -176,12 +242,13 @@ status_table(const mirai_status *st)
 static int
 status(const char *url, int json)
 {
-	mirai_errmsg err = {{0}};
+	mirai_control_opts c = control(url);
+	mirai_errmsg err     = {{0}};
 	mirai_status *st;
 	char *text;
 	int rv;
 
-	if ((rv = mirai_status_query(url, &st, &err)) != 0) {
+	if ((rv = mirai_control_status(&c, &st, &err)) != 0) {
 		return fail("status", rv, err.text);
 	}
 	if (!json) {
@@ -622,13 +689,12 @@ farm_count(farm *f)
 static int
 farm_run(farm *f)
 {
-	mirai_errmsg err = {{0}};
 	struct timespec rt;
 	job **batch;
 	int rv;
 
-	if ((rv = mirai_attach(NULL, f->o.url, f->o.attach_ms, &err)) != 0) {
-		return fail("attach", rv, err.text);
+	if ((rv = attach(f->o.url, f->o.attach_ms)) != 0) {
+		return rv;
 	}
 	farm_servers(f);
 	f->W = f->o.window > 0 ? (size_t) f->o.window
@@ -820,6 +886,14 @@ main(int argc, char **argv)
 		"exec list: never (default), soon,fail=N or now,fail=N"},
 	    {"window", 0, CLI_INT, &window, "N",
 		"exec list: tasks in flight or buffered (4 x servers, >= 256)"},
+	    {"tls-ca", 0, CLI_STR, &opt_tls_ca, "FILE",
+		"PEM file of the CA that signs the dispatcher's certificate, "
+		"for tls+tcp:// and wss:// URLs (default: $MIRAI_TLS_CA)"},
+	    {"tls-cert", 0, CLI_STR, &opt_tls_cert, "FILE",
+		"PEM file of a client certificate, for a dispatcher that "
+		"requires one (default: $MIRAI_TLS_CERT)"},
+	    {"tls-key", 0, CLI_STR, &opt_tls_key, "FILE",
+		"PEM file of its key (default: $MIRAI_TLS_KEY)"},
 	    {NULL, 0, 0, NULL, NULL, NULL},
 	};
 	const cli_tool tool = {"mirai", "[OPTIONS] COMMAND [ARGS]",
@@ -842,6 +916,7 @@ main(int argc, char **argv)
 		return status(url, json);
 	}
 	if (strcmp(cmd, "saisei") == 0 && nargs == 1) {
+		mirai_control_opts c = control(url);
 		char *end, *fresh = NULL;
 		long i = strtol(argv[first + 1], &end, 10);
 		if (*end != '\0' || i < 0) {
@@ -849,7 +924,7 @@ main(int argc, char **argv)
 			    argv[first + 1]);
 			return 2;
 		}
-		if ((rv = mirai_saisei_query(url, (size_t) i, force, &fresh,
+		if ((rv = mirai_control_saisei(&c, (size_t) i, force, &fresh,
 			 &err)) != 0) {
 			return fail("saisei", rv, err.text);
 		}

@@ -556,15 +556,45 @@ MIRAI_API int mirai_saisei(const char *profile, size_t i, int force,
 /*
  * The status of a dispatcher, asked at its control URL (NULL: the
  * environment variable MIRAI_CONTROL_URL) by any process.  *out as for
- * mirai_status_get().  Thread-safe.
+ * mirai_status_get().  A tls+tcp:// or wss:// URL takes its TLS files from
+ * the environment, as mirai_control_status() does.  Thread-safe.
  */
 MIRAI_API int mirai_status_query(const char *control_url, mirai_status **out,
     mirai_errmsg *err);
 
-/* saisei through a dispatcher's control URL (see mirai_saisei()).
- * Thread-safe. */
+/* saisei through a dispatcher's control URL (see mirai_saisei()), TLS
+ * files as above.  Thread-safe. */
 MIRAI_API int mirai_saisei_query(const char *control_url, size_t i, int force,
     char **new_url, mirai_errmsg *err);
+
+/* Where a control request goes, and what it proves the dispatcher with
+ * (the strings are read during the call only). */
+typedef struct mirai_control_opts {
+	/* The dispatcher's control URL; NULL: $MIRAI_CONTROL_URL. */
+	const char *url;
+	/* For a tls+tcp:// or wss:// URL: PEM file of the CA that signs the
+	 * dispatcher's certificate, required (mirai-launch gives its client
+	 * command this launch's CA in MIRAI_TLS_CA); NULL: $MIRAI_TLS_CA. */
+	const char *tls_ca;
+	/* PEM files of a client certificate and its key, for a dispatcher
+	 * that requires one (mirai-dispatcher --tls-ca); NULL:
+	 * $MIRAI_TLS_CERT and $MIRAI_TLS_KEY, or none. */
+	const char *tls_cert;
+	const char *tls_key;
+} mirai_control_opts;
+
+#define MIRAI_CONTROL_OPTS_INIT {.url = NULL}
+
+/*
+ * mirai_status_query() and mirai_saisei_query() with the options o (NULL:
+ * all defaults).  A TLS URL without a CA, given or in the environment,
+ * fails with MIRAI_ENOTSUP before anything is dialed; a dispatcher the CA
+ * did not sign, with MIRAI_ECRYPTO.  Thread-safe.
+ */
+MIRAI_API int mirai_control_status(const mirai_control_opts *o,
+    mirai_status **out, mirai_errmsg *err);
+MIRAI_API int mirai_control_saisei(const mirai_control_opts *o, size_t i,
+    int force, char **new_url, mirai_errmsg *err);
 
 
 /* ------------------------------------------------------------------ */
@@ -882,16 +912,24 @@ typedef struct mirai_launch_opts {
 	/* How many servers; 0: as many as the slots hold.  More than the
 	 * slots hold is an error unless oversubscribe is set. */
 	int max_servers;
-	/* Base URL of the server slots; NULL: ws on every interface, port 0
-	 * (one port; a path with a random token per server), or on 127.0.0.1
-	 * when every host is local. */
+	/* Base URL of the server slots; NULL: ws on port 0 (one port; a path
+	 * with a random token per server) of 127.0.0.1 when every host is
+	 * local, else of the address the advertised host resolves to here
+	 * (mirai_launch_start fails with MIRAI_EADDRINVAL when it does not
+	 * resolve, or when this machine's name resolves to a loopback
+	 * address).  A URL given here with the wildcard host * listens on
+	 * every interface. */
 	const char *server_url;
-	/* The host name servers dial when server_url has a wildcard host;
-	 * NULL: this machine's host name. */
+	/* The host name servers dial (replacing the host of the slots'
+	 * URLs); NULL: this machine's host name for a wildcard or default
+	 * server_url. */
 	const char *advertise;
 	int no_token;
-	/* Where clients attach and where status requests go; NULL:
-	 * "tcp://127.0.0.1:0" each. */
+	/* Where clients attach and where status requests go; NULL: an ipc
+	 * socket each in an owner-only directory.  A ws:// or wss:// URL
+	 * without a path gets a random token for one (the URL is the
+	 * secret); a tls+tcp:// or wss:// one is served with the launch's
+	 * certificate (see mirai_launch_tls_ca). */
 	const char *client_url;
 	const char *control_url;
 	/* "core" (NULL), "numa", "socket" or "none": the k-th server on a
@@ -1029,6 +1067,12 @@ MIRAI_API int mirai_launch_start(mirai_launch *l,
  * go (MIRAI_CONTROL_URL); NULL before mirai_launch_start. */
 MIRAI_API const char *mirai_launch_client_url(const mirai_launch *l);
 MIRAI_API const char *mirai_launch_control_url(const mirai_launch *l);
+
+/* The PEM file of this launch's CA, which signs the dispatcher's
+ * certificate (MIRAI_TLS_CA for a client of a tls+tcp:// or wss:// client
+ * or control URL), in an owner-only directory; NULL when the launch uses
+ * no TLS or before mirai_launch_start.  Removed by mirai_launch_destroy. */
+MIRAI_API const char *mirai_launch_tls_ca(const mirai_launch *l);
 
 /* Tear down: every server and the dispatcher are told to exit, ssh
  * channels close, local servers are reaped; then free.  Accepts NULL. */

@@ -1,8 +1,8 @@
 /*
  * client_status.c: what a profile reports and the requests it sends its
  * dispatcher: the status (built here, or from a dispatcher's payload),
- * its JSON form, control requests to a dispatcher's link or control URL,
- * and saisei.
+ * its JSON form, control requests to a dispatcher's link or control URL
+ * (with the TLS files a tls+tcp:// or wss:// one needs), and saisei.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -212,14 +212,125 @@ status_dispatcher(profile *p, const char *name, mirai_status **out)
 	return 0;
 }
 
-/* One control request to a dispatcher's control URL, synchronously.
- * *data (malloc'd, NUL-terminated) gets the reply's payload. */
+/* ---- control requests: any process, at a dispatcher's control URL ----- */
+
+/* The reply of one control request, or why none will come. */
+typedef struct ctl_wait {
+	pthread_mutex_t mtx;
+	pthread_cond_t cv;
+	mirai__msg *rep;
+	int rv; /* the request could not be sent */
+} ctl_wait;
+
+static void
+ctl_recv(void *arg, mirai__msg *m)
+{
+	ctl_wait *w = arg;
+
+	pthread_mutex_lock(&w->mtx);
+	if (w->rep == NULL) {
+		w->rep = m;
+		m      = NULL;
+	}
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mtx);
+	mirai__msg_free(m);
+}
+
+static void
+ctl_sent(void *arg, int rv)
+{
+	ctl_wait *w = arg;
+
+	pthread_mutex_lock(&w->mtx);
+	w->rv = rv;
+	pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mtx);
+}
+
 static int
-control_request(const char *url, uint32_t op, uint32_t a, uint32_t b,
-    uint8_t **data, size_t *len, mirai_errmsg *err)
+is_tls_url(const char *url)
+{
+	return strncmp(url, "wss://", 6) == 0 || strncmp(url, "tls+", 4) == 0;
+}
+
+/*
+ * Dial url with the TLS files of o (or the environment's), send req
+ * (consumed) and wait for one message back into *rep.  The dial waits for
+ * the first attempt: with TLS, a dispatcher the CA did not sign fails it.
+ */
+static int
+ctl_roundtrip(const char *url, const mirai_control_opts *o, mirai__msg *req,
+    mirai__msg **rep, mirai_errmsg *err)
+{
+	ctl_wait w = {.rep = NULL};
+	mirai__link_cfg cfg = {.recv = ctl_recv, .sent = ctl_sent, .arg = &w};
+	int64_t deadline;
+	mirai__link *l;
+	int rv;
+
+	cfg.tls.ca_file   = o->tls_ca != NULL ? o->tls_ca : getenv("MIRAI_TLS_CA");
+	cfg.tls.cert_file = o->tls_cert != NULL ? o->tls_cert
+						: getenv("MIRAI_TLS_CERT");
+	cfg.tls.key_file  = o->tls_key != NULL ? o->tls_key
+					       : getenv("MIRAI_TLS_KEY");
+	if (is_tls_url(url) &&
+	    (cfg.tls.ca_file == NULL || *cfg.tls.ca_file == '\0')) {
+		mirai__msg_free(req);
+		return mirai__fail(err, MIRAI_ENOTSUP,
+		    "%s: a TLS control URL needs the CA that signs the "
+		    "dispatcher's certificate: set MIRAI_TLS_CA to its PEM file "
+		    "(mirai --tls-ca, mirai_control_opts.tls_ca)",
+		    url);
+	}
+	pthread_mutex_init(&w.mtx, NULL);
+	mirai__cond_init(&w.cv);
+	if ((rv = mirai__link_open(&l, &cfg, err)) != 0) {
+		mirai__msg_free(req);
+		goto out;
+	}
+	if ((rv = mirai__link_dial(l, url, 1, err)) != 0) {
+		mirai__msg_free(req);
+		mirai__link_close(l);
+		goto out;
+	}
+	mirai__link_start(l);
+	/* sent() runs only when the socket did not take it at once. */
+	mirai__link_send(l, req);
+	deadline = mirai__now_ms() + REQUEST_MS;
+	pthread_mutex_lock(&w.mtx);
+	while (w.rep == NULL && w.rv == 0 && mirai__now_ms() < deadline) {
+		mirai__cond_wait_until(&w.cv, &w.mtx, deadline);
+	}
+	pthread_mutex_unlock(&w.mtx);
+	/* Closing waits for the callbacks: w is ours again after it. */
+	mirai__link_close(l);
+	if (w.rep != NULL) {
+		*rep = w.rep;
+		rv   = 0;
+	} else if (w.rv != 0) {
+		rv = mirai__fail(err, w.rv, "cannot ask %s: %s", url,
+		    mirai_strerror(w.rv));
+	} else {
+		rv = mirai__fail(err, MIRAI_ETIMEDOUT, "no answer from %s within "
+		    "%d ms", url, REQUEST_MS);
+	}
+out:
+	pthread_cond_destroy(&w.cv);
+	pthread_mutex_destroy(&w.mtx);
+	return rv;
+}
+
+/* One control request (op, a, b) to a dispatcher's control URL,
+ * synchronously.  *data (malloc'd, NUL-terminated) gets the reply's
+ * payload. */
+static int
+control_request(const mirai_control_opts *o, uint32_t op, uint32_t a,
+    uint32_t b, uint8_t **data, size_t *len, mirai_errmsg *err)
 {
 	mirai__req_view q = {.req = 1, .op = op, .a = a, .b = b};
 	mirai__msghdr h   = {.nframes = 1, .seq = 1};
+	const char *url   = o->url;
 	mirai__out *hello = NULL;
 	char base[1024], secret[MIRAI__SECRET_HEX + 1];
 	uint32_t slot;
@@ -268,7 +379,7 @@ control_request(const char *url, uint32_t op, uint32_t a, uint32_t b,
 	explicit_bzero(secret, sizeof secret);
 	/* The dispatcher sends one reply and nothing after: closing once it
 	 * arrived is safe. */
-	if ((rv = mirai__request(base, msg, &msg, REQUEST_MS, err)) != 0) {
+	if ((rv = ctl_roundtrip(base, o, msg, &msg, err)) != 0) {
 		return rv;
 	}
 	rv = MIRAI_EPROTO;
@@ -290,7 +401,8 @@ control_request(const char *url, uint32_t op, uint32_t a, uint32_t b,
 }
 
 static int
-status_query_impl(const char *url, mirai_status **out, mirai_errmsg *err)
+control_status_impl(const mirai_control_opts *o, mirai_status **out,
+    mirai_errmsg *err)
 {
 	uint8_t *data;
 	size_t len;
@@ -299,7 +411,7 @@ status_query_impl(const char *url, mirai_status **out, mirai_errmsg *err)
 	if (out == NULL) {
 		return MIRAI_EINVAL;
 	}
-	if ((rv = control_request(url, MIRAI__OP_STATUS, 0, 0, &data, &len, err)) != 0) {
+	if ((rv = control_request(o, MIRAI__OP_STATUS, 0, 0, &data, &len, err)) != 0) {
 		free(data);
 		return rv;
 	}
@@ -316,16 +428,28 @@ status_query_impl(const char *url, mirai_status **out, mirai_errmsg *err)
 }
 
 int
+mirai_control_status(const mirai_control_opts *o, mirai_status **out,
+    mirai_errmsg *err)
+{
+	mirai_control_opts none = MIRAI_CONTROL_OPTS_INIT;
+	mirai_errmsg mine       = {{0}};
+
+	return mirai__errmsg_out(err, &mine,
+	    control_status_impl(o != NULL ? o : &none, out, &mine));
+}
+
+int
 mirai_status_query(const char *url, mirai_status **out, mirai_errmsg *err)
 {
-	mirai_errmsg mine = {{0}};
+	mirai_control_opts o = MIRAI_CONTROL_OPTS_INIT;
 
-	return mirai__errmsg_out(err, &mine, status_query_impl(url, out, &mine));
+	o.url = url;
+	return mirai_control_status(&o, out, err);
 }
 
 static int
-saisei_query_impl(const char *url, size_t i, int force, char **new_url,
-    mirai_errmsg *err)
+control_saisei_impl(const mirai_control_opts *o, size_t i, int force,
+    char **new_url, mirai_errmsg *err)
 {
 	uint8_t *data;
 	size_t len;
@@ -334,7 +458,7 @@ saisei_query_impl(const char *url, size_t i, int force, char **new_url,
 	if (i > UINT32_MAX) {
 		return mirai__fail(err, MIRAI_EINVAL, "no slot %zu", i);
 	}
-	rv = control_request(url, MIRAI__OP_SAISEI, (uint32_t) i, force != 0,
+	rv = control_request(o, MIRAI__OP_SAISEI, (uint32_t) i, force != 0,
 	    &data, &len, err);
 	if (rv == 0 && new_url != NULL) {
 		*new_url = (char *) data;
@@ -345,12 +469,24 @@ saisei_query_impl(const char *url, size_t i, int force, char **new_url,
 }
 
 int
+mirai_control_saisei(const mirai_control_opts *o, size_t i, int force,
+    char **new_url, mirai_errmsg *err)
+{
+	mirai_control_opts none = MIRAI_CONTROL_OPTS_INIT;
+	mirai_errmsg mine       = {{0}};
+
+	return mirai__errmsg_out(err, &mine, control_saisei_impl(o != NULL ? o : &none,
+	    i, force, new_url, &mine));
+}
+
+int
 mirai_saisei_query(const char *url, size_t i, int force, char **new_url,
     mirai_errmsg *err)
 {
-	mirai_errmsg mine = {{0}};
+	mirai_control_opts o = MIRAI_CONTROL_OPTS_INIT;
 
-	return mirai__errmsg_out(err, &mine, saisei_query_impl(url, i, force, new_url, &mine));
+	o.url = url;
+	return mirai_control_saisei(&o, i, force, new_url, err);
 }
 
 /* The URL pk dialed: with the profile's secret at a URL it gives out. */

@@ -189,6 +189,24 @@ is_local(const mirai_launch *l, const char *name)
 }
 
 static int
+is_tls_url(const char *url)
+{
+	return strncmp(url, "wss://", 6) == 0 || strncmp(url, "tls+", 4) == 0;
+}
+
+/*
+ * The client or control URL to listen on, kept by l.  Beyond an ipc://
+ * URL the dispatcher gives it a secret of its own at the end (see
+ * mirai__url_cred), which a process must present to attach or ask; the
+ * URL travels only by environment.
+ */
+static const char *
+link_url(mirai_launch *l, const char *url)
+{
+	return keep(l, url);
+}
+
+static int
 launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
     mirai_errmsg *err)
 {
@@ -297,10 +315,9 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 			mirai_launch_destroy(l);
 			return rv;
 		}
-		l->o.client_url  = keep(l, o->client_url != NULL ? o->client_url
-								  : cu);
-		l->o.control_url = keep(l, o->control_url != NULL ? o->control_url
-								   : ku);
+		l->o.client_url  = link_url(l, o->client_url ? o->client_url : cu);
+		l->o.control_url = link_url(l, o->control_url ? o->control_url
+							  : ku);
 	}
 	l->o.ssh_user     = keep(l, o->ssh_user);
 	l->o.ssh_identity = keep(l, o->ssh_identity);
@@ -359,7 +376,10 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 	free(counts);
 	l->n = k;
 	/* All servers here: listen and advertise on loopback only, which
-	 * needs no name resolution and opens nothing to the network. */
+	 * needs no name resolution and opens nothing to the network.  Else
+	 * the default slots listen on the advertised host's address only
+	 * (see launch_start.c); a wildcard host the user gives listens on
+	 * every interface. */
 	if (o->server_url == NULL) {
 		int all_local = 1;
 		for (size_t i = 0; i < l->n; i++) {
@@ -368,6 +388,7 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 		if (all_local) {
 			l->o.server_url = keep(l, "ws://127.0.0.1:0");
 		}
+		l->bind_advertised = !all_local;
 	}
 	/* TLS when a server is remote (or asked for): the slots' traffic
 	 * and tokens leave this machine. */
@@ -388,6 +409,9 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 			    l->o.server_url);
 			l->tls = 0;
 		}
+		l->tls_links = (l->o.client_url != NULL &&
+				   is_tls_url(l->o.client_url)) ||
+		    (l->o.control_url != NULL && is_tls_url(l->o.control_url));
 	}
 	for (size_t i = 0; i < l->nstrs; i++) {
 		if (l->strs[i] == NULL) {
@@ -504,6 +528,12 @@ mirai_launch_control_url(const mirai_launch *l)
 {
 	return l != NULL && l->d != NULL ? mirai_dispatcher_control_url(l->d)
 					 : NULL;
+}
+
+const char *
+mirai_launch_tls_ca(const mirai_launch *l)
+{
+	return l != NULL ? l->tls_files[0] : NULL;
 }
 
 void

@@ -64,6 +64,9 @@ struct mirai_launch {
 	int srun_sock;         /* its stdin, our end; -1 if none */
 	mirai__wbuf srun_in;   /* the setup all its agents read */
 	int tls;               /* the slots are wss:// */
+	int tls_links;         /* the client or control URL is TLS */
+	int bind_advertised;   /* the default slots of a launch with remote
+	                          servers: bind the advertised host's address */
 	mirai__tls_ca *ca;     /* this launch's CA, once started */
 	char tls_dir[96];      /* its files (owner-only), "" if none */
 	char *tls_files[3];    /* ca.pem, cert.pem, key.pem in tls_dir */

@@ -146,7 +146,7 @@ setup_env(const mirai_launch *l, mirai__wbuf *w)
 	for (size_t e = 0; e < l->o.nenv; e++) {
 		mirai__agent_env(w, l->o.env[e]);
 	}
-	if (l->ca != NULL) {
+	if (l->tls) {
 		/* The servers verify the dispatcher with it. */
 		mirai__agent_ca(w, mirai__tls_ca_pem(l->ca));
 	}
@@ -156,8 +156,9 @@ setup_env(const mirai_launch *l, mirai__wbuf *w)
 /*
  * This launch's TLS material: a fresh CA, the dispatcher's certificate
  * (for MIRAI__TLS_NAME, which servers verify), both with the CA written to
- * an owner-only directory; the dispatcher listens with them and local
- * servers dial with the CA file.
+ * an owner-only directory; the dispatcher listens with them on every TLS
+ * URL (slots, client, control), local servers of wss:// slots dial with
+ * the CA file, and the client command gets its path (MIRAI_TLS_CA).
  */
 int
 mirai__ln_tls_setup(mirai_launch *l, mirai_dispatcher_opts *dopts,
@@ -199,7 +200,9 @@ mirai__ln_tls_setup(mirai_launch *l, mirai_dispatcher_opts *dopts,
 	}
 	dopts->tls_cert = l->tls_files[1];
 	dopts->tls_key  = l->tls_files[2];
-	l->sopts.tls_ca = l->tls_files[0];
+	if (l->tls) {
+		l->sopts.tls_ca = l->tls_files[0];
+	}
 	return 0;
 }
 

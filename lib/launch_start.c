@@ -1,12 +1,17 @@
 /*
- * launch_start.c: mirai_launch_start: the dispatcher on its thread, local
- * servers started directly, remote ones handed to launch_remote.c, then
+ * launch_start.c: mirai_launch_start: the dispatcher on its thread (its
+ * slots bound to the advertised host's address), local servers started
+ * directly, remote ones handed to launch_remote.c, then
  * watching them come online (events from the dispatcher, from children
  * and from ssh) with progress reports, until enough are or time is up.
  */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "launch_int.h"
@@ -161,19 +166,107 @@ dispatcher_main(void *arg)
 	return NULL;
 }
 
+/* The host servers dial: --advertise, else for the default slots of a
+ * launch with remote servers this host's name; NULL: the URL's own. */
+static const char *
+dial_host(const mirai_launch *l)
+{
+	return l->o.advertise != NULL ? l->o.advertise
+	     : l->bind_advertised   ? l->myhost
+				    : NULL;
+}
+
 /* url with its host replaced by the advertised one. */
 static void
 advertised(const mirai_launch *l, const char *url, char *buf, size_t len)
 {
-	const char *h = strstr(url, "://"), *e;
+	const char *h = strstr(url, "://"), *e, *host = dial_host(l);
 
-	if (l->o.advertise == NULL || h == NULL) {
+	if (host == NULL || h == NULL) {
 		snprintf(buf, len, "%s", url);
 		return;
 	}
 	h += 3;
 	e = *h == '[' ? strchr(h, ']') + 1 : h + strcspn(h, ":/");
-	snprintf(buf, len, "%.*s%s%s", (int) (h - url), url, l->o.advertise, e);
+	snprintf(buf, len, "%.*s%s%s", (int) (h - url), url, host, e);
+}
+
+static int
+is_loopback(const struct sockaddr *sa)
+{
+	static const unsigned char v4_in_v6[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0, 0xff, 0xff};
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *) sa;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *) sa;
+		return (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+	}
+	return sa->sa_family == AF_INET6 &&
+	    (IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr) ||
+		(memcmp(s6->sin6_addr.s6_addr, v4_in_v6, 12) == 0 &&
+		    s6->sin6_addr.s6_addr[12] == 127));
+}
+
+/*
+ * The default slots of a launch with remote servers (ws or wss, host *,
+ * port 0) listen on the address the advertised host has here, the one servers
+ * dial, not on every interface: nothing of the launch shows on this
+ * node's other networks.  That host is --advertise (taken as given), or
+ * this host's name, which must not resolve to a loopback address here
+ * (Debian maps it to 127.0.1.1): remote servers could not reach it.  A
+ * wildcard host that the user gives in --server-url still listens on
+ * every interface.  buf gets the URL to listen on.
+ */
+static int
+bind_url(const mirai_launch *l, char *buf, size_t len, mirai_errmsg *err)
+{
+	static const char hint[] =
+	    "give --advertise with this machine's address on the servers' "
+	    "network, or --server-url 'ws://*:0' to listen on every "
+	    "interface";
+	const char *url = l->o.server_url, *host = dial_host(l);
+	const char *star = strstr(url, "://*");
+	struct addrinfo want, *ai = NULL;
+	char name[256], num[INET6_ADDRSTRLEN];
+	int rc, v6;
+
+	if (star == NULL) {
+		snprintf(buf, len, "%s", url);
+		return 0;
+	}
+	/* A bracketed IPv6 literal resolves without its brackets. */
+	snprintf(name, sizeof name, "%.*s",
+	    (int) strcspn(host + (*host == '['), "]"), host + (*host == '['));
+	memset(&want, 0, sizeof want);
+	want.ai_family   = AF_UNSPEC;
+	want.ai_socktype = SOCK_STREAM;
+	want.ai_flags    = AI_ADDRCONFIG;
+	if ((rc = getaddrinfo(name, NULL, &want, &ai)) == 0) {
+		rc = getnameinfo(ai->ai_addr, ai->ai_addrlen, num, sizeof num,
+		    NULL, 0, NI_NUMERICHOST);
+		if (rc == 0 && l->o.advertise == NULL &&
+		    is_loopback(ai->ai_addr)) {
+			freeaddrinfo(ai);
+			return mirai__fail(err, MIRAI_EADDRINVAL,
+			    "this host's name %s resolves to %s here, a "
+			    "loopback address remote servers cannot reach: %s",
+			    name, num, hint);
+		}
+		v6 = ai->ai_family == AF_INET6;
+		freeaddrinfo(ai);
+	}
+	if (rc != 0) {
+		return mirai__fail(err, MIRAI_EADDRINVAL,
+		    "%s does not resolve here (%s), so the server slots have no "
+		    "address to listen on: %s",
+		    name, gai_strerror(rc), hint);
+	}
+	snprintf(buf, len, "%.*s%s%s%s%s", (int) (star + 3 - url), url,
+	    v6 ? "[" : "", num, v6 ? "]" : "", star + 4);
+	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "server slots listen on %s (%s)", buf,
+	    name);
+	return 0;
 }
 
 static int
@@ -287,6 +380,7 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
     void *arg, mirai_errmsg *err)
 {
 	mirai_dispatcher_opts dopts = MIRAI_DISPATCHER_OPTS_INIT;
+	char slots_url[512];
 	int64_t wait;
 	int64_t deadline;
 	size_t need, online = 0, failed = 0, remote = 0;
@@ -299,13 +393,18 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 	wait = mirai__timeout(l->o.timeout_ms, START_WAIT_MS);
 	dopts.listen_url  = l->o.client_url;
 	dopts.control_url = l->o.control_url;
-	dopts.url         = l->o.server_url;
+	if (l->bind_advertised &&
+	    (rv = bind_url(l, slots_url, sizeof slots_url, err)) != 0) {
+		return rv;
+	}
+	dopts.url         = l->bind_advertised ? slots_url : l->o.server_url;
 	dopts.n           = (int) l->n;
 	dopts.no_token    = l->o.no_token;
 	dopts.retries     = l->o.retries;
 	dopts.server      = &l->sopts;
 	dopts.heartbeat_ms = l->o.heartbeat_ms;
-	if (l->tls && (rv = mirai__ln_tls_setup(l, &dopts, err)) != 0) {
+	if ((l->tls || l->tls_links) &&
+	    (rv = mirai__ln_tls_setup(l, &dopts, err)) != 0) {
 		return rv;
 	}
 	if ((rv = mirai_dispatcher_create(&l->d, &dopts, err)) != 0) {

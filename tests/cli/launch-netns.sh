@@ -2,8 +2,10 @@
 # mirai-launch across three hosts: network namespaces this test creates
 # (ip netns, veth pairs 10.201.K.1 here <-> 10.201.K.2 there), each with
 # its own sshd, removed at the end.  The launcher's dispatcher listens on
-# 10.201.1.1, which every namespace reaches through its veth.  Exit 77
-# (skip) with the reason when namespaces cannot be made (not root, no ip).
+# 10.201.1.1, which every namespace reaches through its veth: given as
+# the slots' URL, then as the advertised host (the default slots listen
+# on its address only).  Exit 77 (skip) with the reason when namespaces
+# cannot be made (not root, no ip).
 set -u
 B=${BUILD:-build}/bin
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -72,6 +74,20 @@ done
 echo "$out" | grep -Eq '^10\.201\.[123]\.2 *$' || fail "exec ran in a namespace: $out"
 for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.1; done
 [ "$(left)" = 0 ] || fail "servers left after the launch"
+
+# The default slots listen on the advertised address only, not on the
+# other namespaces' links (10.201.2.1, 10.201.3.1) nor anywhere else; the
+# servers of every namespace reach them there.
+out=$("$B/mirai-launch" --hostfile "$W/hosts" --ssh-config "$W/ssh_config" --server "$S" \
+	--advertise 10.201.1.1 -q -- sh -c "ss -Hltnp | grep \"pid=\$PPID,\" | awk '{print \"listen \" \$4}'; '$B/mirai' status --json") ||
+	fail "launch with --advertise: $out"
+[ "$(echo "$out" | grep -o '"online":1' | wc -l)" = 6 ] ||
+	fail "6 online with --advertise: $out"
+echo "$out" | grep -q '^listen ' || fail "no listener found: $out"
+echo "$out" | grep '^listen ' | grep -v '^listen 10\.201\.1\.1:[0-9]*$' &&
+	fail "listening beyond 10.201.1.1: $out"
+for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.1; done
+[ "$(left)" = 0 ] || fail "servers left after the --advertise launch"
 
 # kill -9 of the launcher: nothing is left on any host.
 "$B/mirai-launch" --hostfile "$W/hosts" "${SSH[@]}" -q >/dev/null 2>&1 &

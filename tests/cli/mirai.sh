@@ -6,6 +6,15 @@ fail() { echo "FAIL: $*"; [ -n "${D:-}" ] && kill "$D" 2>/dev/null; exit 1; }
 
 "$B/mirai" --help >"$TMPDIR/out" || fail "--help"
 grep -q "exec COMMAND" "$TMPDIR/out" || fail "--help text"
+for o in --tls-ca --tls-cert --tls-key; do
+	grep -q -- "$o FILE" "$TMPDIR/out" || fail "--help lacks $o"
+done
+# A TLS URL without the CA: refused before dialing, naming what to give.
+for c in status 'exec true'; do
+	env -u MIRAI_TLS_CA "$B/mirai" --url tls+tcp://127.0.0.1:1 $c 2>"$TMPDIR/err"
+	[ $? = 1 ] || fail "$c on a TLS URL without a CA: exit 1"
+	grep -q "MIRAI_TLS_CA" "$TMPDIR/err" || fail "$c without a CA: $(cat "$TMPDIR/err")"
+done
 "$B/mirai" 2>/dev/null; [ $? = 2 ] || fail "no command: exit 2"
 "$B/mirai" frobnicate 2>/dev/null; [ $? = 2 ] || fail "bad command: exit 2"
 env -u MIRAI_CONTROL_URL "$B/mirai" status 2>"$TMPDIR/err"; [ $? = 1 ] || fail "status without URL: exit 1"
