@@ -240,7 +240,10 @@ dispatcher_create_impl(mirai_dispatcher **out,
 		for (size_t i = 0; i < n; i++) {
 			mirai_server_opts so = d->sopts;
 			pid_t pid;
-			so.bind_index += (int) i;
+			/* Each takes bind_count units, after the ones
+			 * before it. */
+			so.bind_index += (int) i *
+			    (so.bind_count > 1 ? so.bind_count : 1);
 			if ((rv = mirai__spawn_server(&so, d->slots[i].url, 0, &pid,
 				 err)) != 0) {
 				mirai_dispatcher_destroy(d);
