@@ -111,6 +111,7 @@ dsock_free(dsock *ds)
 	}
 	mirai__tx_free(ds->tx);
 	mirai__outq_clear(&ds->q);
+	mirai__msg_free(ds->waiter_msg);
 	explicit_bzero(ds->secret, sizeof ds->secret);
 	free(ds);
 }
@@ -143,6 +144,48 @@ mirai__d_dsock_free_later(mirai_dispatcher *d, dsock *ds)
 	}
 }
 
+static int waiter_admit(mirai_dispatcher *d, uint32_t pipe);
+
+typedef struct waiter_job {
+	mirai_dispatcher *d;
+	uint32_t pipe;
+} waiter_job;
+
+static void
+waiter_job_run(void *arg)
+{
+	waiter_job *j       = arg;
+	mirai_dispatcher *d = j->d;
+
+	pthread_mutex_lock(&d->mtx);
+	if (!d->closing) {
+		waiter_admit(d, j->pipe);
+	}
+	d->pending--;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mtx);
+	free(j);
+}
+
+/* Admit the waiting pipe from the service thread (a pipe callback must
+ * not send).  Called locked. */
+static void
+waiter_later(mirai_dispatcher *d, uint32_t pipe)
+{
+	waiter_job *j = malloc(sizeof *j);
+
+	if (j == NULL) {
+		return;
+	}
+	j->d    = d;
+	j->pipe = pipe;
+	d->pending++;
+	if (mirai__defer(waiter_job_run, j) != 0) {
+		d->pending--;
+		free(j);
+	}
+}
+
 /* ds's pipe is gone.  Called locked. */
 static void
 ds_pipe_gone(mirai_dispatcher *d, dsock *ds, uint32_t pipe)
@@ -167,6 +210,9 @@ ds_pipe_gone(mirai_dispatcher *d, dsock *ds, uint32_t pipe)
 		if (d->free_slots != NULL && !sl->free_listed) {
 			sl->free_listed               = 1;
 			d->free_slots[d->nfree++] = sl->idx;
+		}
+		if (ds->waiter != NULL) {
+			waiter_later(d, (uint32_t) ds->waiter->id);
 		}
 	} else if (ds->lis != NULL && ds->retired) {
 		mirai__d_dsock_free_later(d, ds);
@@ -251,6 +297,18 @@ plist_remove(mirai_dispatcher *d, dpipe *p)
 	p->prev = p->next = NULL;
 }
 
+/* p no longer waits for its slot. */
+static void
+waiter_drop(dpipe *p)
+{
+	if (p->waits_for != NULL) {
+		mirai__msg_free(p->waits_for->waiter_msg);
+		p->waits_for->waiter_msg = NULL;
+		p->waits_for->waiter     = NULL;
+		p->waits_for             = NULL;
+	}
+}
+
 /* Refuse pending pipe p: nothing more is read from it, and it is closed.
  * Called locked. */
 static void
@@ -263,6 +321,7 @@ pipe_refuse(mirai_dispatcher *d, dpipe *p, const char *why)
 		    "refused a peer at %s: %s (%" PRIu64 " refused so far)",
 		    p->lis->url, why, d->forged);
 	}
+	waiter_drop(p);
 	plist_remove(d, p);
 	p->refused = 1;
 	plist_add(d, p);
@@ -325,7 +384,7 @@ hello_slot(mirai_dispatcher *d, const dpipe *p, const mirai__hello_view *h)
  * locked; returns the slot's dsock, or NULL with p refused.
  */
 static dsock *
-pipe_admit(mirai_dispatcher *d, dpipe *p, mirai__msg *msg)
+pipe_admit(mirai_dispatcher *d, dpipe *p, mirai__msg *msg, int *kept)
 {
 	mirai__reader r;
 	mirai__msghdr h;
@@ -356,10 +415,22 @@ pipe_admit(mirai_dispatcher *d, dpipe *p, mirai__msg *msg)
 	}
 	ds = sl->cur;
 	if (ds->has_pipe && !sl->gone && !ds->muted) {
-		snprintf(why, sizeof why, "slot %zu has a server", sl->idx);
-		pipe_refuse(d, p, why);
+		if (ds->waiter != NULL || p->waits_for != NULL) {
+			snprintf(why, sizeof why, "slot %zu has a server",
+			    sl->idx);
+			pipe_refuse(d, p, why);
+			return NULL;
+		}
+		/* Perhaps a restart that came before the old server's pipe
+		 * was seen to go: it waits (in the pending list, so refused
+		 * after ADMIT_MS if the old one stays). */
+		ds->waiter     = p;
+		ds->waiter_msg = msg;
+		p->waits_for   = ds;
+		*kept          = 1;
 		return NULL;
 	}
+	waiter_drop(p);
 	if (ds->has_pipe) {
 		/* The slot's server said GONE, or was taken as lost, and its
 		 * pipe has not closed yet: the newcomer takes the slot, and
@@ -385,22 +456,53 @@ pipe_admit(mirai_dispatcher *d, dpipe *p, mirai__msg *msg)
 	return ds;
 }
 
+/* The waiting pipe's slot is free now: it is admitted with the message
+ * it came with.  Called locked; returns 0 when it was. */
+static int
+waiter_admit(mirai_dispatcher *d, uint32_t pipe)
+{
+	dpipe *p = mirai__idmap_get(&d->pipes, pipe);
+	mirai__msg *msg;
+	dsock *ds;
+	int kept = 0;
+
+	if (p == NULL || p->waits_for == NULL || p->waits_for->has_pipe) {
+		return -1;
+	}
+	msg                      = p->waits_for->waiter_msg;
+	p->waits_for->waiter_msg = NULL;
+	p->waits_for->waiter     = NULL;
+	p->waits_for             = NULL;
+	if ((ds = pipe_admit(d, p, msg, &kept)) != NULL) {
+		if (mirai__d_slot_frames(d, ds, msg)) {
+			mirai__msg_free(msg);
+		}
+		return 0;
+	}
+	if (!kept) {
+		mirai__msg_free(msg);
+	}
+	return -1;
+}
+
 static void
 lis_rx(void *arg, mirai__msg *msg)
 {
 	dlis *lis           = arg;
 	mirai_dispatcher *d = lis->d;
 	dsock *ds           = NULL;
-	int drop            = 1;
+	int drop = 1, kept = 0;
 	dpipe *p;
 
 	pthread_mutex_lock(&d->mtx);
 	p = mirai__idmap_get(&d->pipes, mirai__msg_pipe(msg));
-	if (p != NULL && !p->refused) {
-		ds = p->ds != NULL ? p->ds : pipe_admit(d, p, msg);
+	if (p != NULL && !p->refused && p->waits_for == NULL) {
+		ds = p->ds != NULL ? p->ds : pipe_admit(d, p, msg, &kept);
 	}
 	if (ds != NULL) {
 		drop = mirai__d_slot_frames(d, ds, msg);
+	} else if (kept) {
+		drop = 0;
 	}
 	pthread_mutex_unlock(&d->mtx);
 	if (drop) {
@@ -435,6 +537,7 @@ lis_pipe(void *arg, int ev, uint32_t pipe)
 	    (p = mirai__idmap_get(&d->pipes, pipe)) != NULL) {
 		mirai__idmap_del(&d->pipes, p);
 		plist_remove(d, p);
+		waiter_drop(p);
 		if (p->ds != NULL) {
 			ds_pipe_gone(d, p->ds, pipe);
 		}
@@ -450,6 +553,16 @@ mirai__d_pipes_sweep(mirai_dispatcher *d, int64_t now)
 {
 	while (d->pend_head != NULL && now - d->pend_head->t_add > ADMIT_MS) {
 		pipe_refuse(d, d->pend_head, "no HELLO in 10 s");
+	}
+	/* Waiting for a slot whose server stays: refused sooner. */
+	for (dpipe *p = d->pend_head, *next; p != NULL; p = next) {
+		next = p->next;
+		if (p->waits_for != NULL && now - p->t_add > WAIT_MS) {
+			char why[64];
+			snprintf(why, sizeof why, "slot %zu has a server",
+			    p->waits_for->sl->idx);
+			pipe_refuse(d, p, why);
+		}
 	}
 }
 

@@ -54,6 +54,8 @@
 #define ADMIT_MS 10000
 /* A refused pipe is closed after this, if its peer did not go first. */
 #define REFUSE_GRACE_MS 1000
+/* A server for a slot whose server is still there waits this long. */
+#define WAIT_MS 3000
 
 typedef struct slot slot;
 typedef struct dsock dsock;
@@ -123,6 +125,7 @@ typedef struct dpipe {
 	struct dpipe *prev, *next; /* in d's pending or admitted list */
 	dlis *lis;
 	dsock *ds;         /* NULL while pending */
+	dsock *waits_for;  /* pending: its slot's server is still there */
 	int64_t t_add;
 	int refused;       /* nothing more is read from it */
 } dpipe;
@@ -148,6 +151,11 @@ struct dsock {
 	uint32_t seq;
 	uint32_t seq_acked; /* shared listener: the peer has all up to this */
 	int urgent;        /* the next message may pass a full window */
+	/* A server with the secret that came while the slot's server is
+	 * still there (a restart racing the old one's end): it waits, with
+	 * its first message, until that one goes or ADMIT_MS. */
+	struct dpipe *waiter;
+	mirai__msg *waiter_msg;
 	int64_t last_rx, last_tx; /* heartbeat: when a message came, went */
 	char secret[MIRAI__SECRET_HEX + 1]; /* "" with no_token */
 };

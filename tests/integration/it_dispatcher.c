@@ -260,7 +260,8 @@ test_duplicate_refused(void **state)
 	apid = h_server_pid(NULL);
 	assert_int_equal(apid, a);
 	b = h_spawn_server(url, NULL);
-	for (int k = 0; k < 300 && !logged("slot 0 has a server"); k++) {
+	/* (It waits 3 s for the first one to go, then it is refused.) */
+	for (int k = 0; k < 1000 && !logged("slot 0 has a server"); k++) {
 		usleep(10000);
 	}
 	assert_true(logged("slot 0 has a server"));
