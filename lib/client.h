@@ -6,6 +6,7 @@
  *   client_profile.c  the registry, profile lifetime, daemons/attach/reset
  *   client_handle.c   mirai handles: table, claim/publish, submit, waits
  *   client_direct.c   peers: send windows, dispatch, frames, pipes
+ *   client_pick.c     the least-loaded choice of a peer, in O(log n)
  *   client_proc.c     local servers and the dispatcher process or thread
  *   client_status.c   status and its JSON, control requests, saisei
  *
@@ -51,6 +52,14 @@ enum { AT_NONE = 0, AT_QUEUE, AT_INFLIGHT };
 
 typedef struct profile profile;
 typedef struct peer peer;
+
+/* What client_pick.c keeps: a tree of minimums over slots (see there). */
+typedef struct picktree {
+	size_t *t;               /* 2 * size nodes; t[0] unused */
+	size_t size;             /* leaves, a power of two; 0 until reserved */
+} picktree;
+/* A slot's value when its peer takes no task. */
+#define PICK_NONE SIZE_MAX
 
 /*
  * One listening socket of a profile.  A user-given URL that any number of
@@ -240,6 +249,18 @@ int mirai__cl_sock_open(profile *p, sock *sk, int64_t retry_min,
     int64_t retry_max, mirai_errmsg *err);
 /* Stop the heartbeat (unlocked; before the links close). */
 void mirai__cl_beat_stop(profile *p);
+
+/* ---- client_pick.c ---------------------------------------------------- */
+
+/* Room for slots 0 .. n-1 (new ones hold PICK_NONE); 0 or
+ * MIRAI_ENOMEM (k unchanged). */
+int mirai__cl_pick_reserve(picktree *k, size_t n);
+void mirai__cl_pick_set(picktree *k, size_t slot, size_t v);
+size_t mirai__cl_pick_get(const picktree *k, size_t slot);
+/* The first slot going round from start holding the least value other
+ * than PICK_NONE; SIZE_MAX when every slot holds that. */
+size_t mirai__cl_pick_first(const picktree *k, size_t start);
+void mirai__cl_pick_fini(picktree *k);
 
 /* ---- client_proc.c ---------------------------------------------------- */
 
