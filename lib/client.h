@@ -116,7 +116,10 @@ struct mirai {
 struct peer {
 	profile *prof;
 	sock *sk;
-	uint32_t pipe_id;
+	uint64_t pipe_id;        /* NNG's (32 bits), the key of p->by_pipe */
+	struct peer *hnext;      /* chain in p->by_pipe */
+	size_t slot;             /* index in p->peers and p->pick; SIZE_MAX
+	                            once removed */
 	mirai__tx *tx;
 	int online;              /* HELLO received */
 	int dead;
@@ -183,8 +186,12 @@ struct profile {
 	/* TLS of the listening side (mirai_daemons_opts), owned. */
 	char *tls_cert, *tls_key, *tls_ca;
 	size_t max_msg;
+	/* Peers in no order.  A peer's slot is its index here and in pick;
+	 * the choice of a peer goes round the slots from rr. */
 	peer **peers;
 	size_t npeers, cappeers, rr;
+	mirai__idmap by_pipe;    /* pipe id -> peer */
+	picktree pick;           /* each slot's load if its peer takes tasks */
 	int live_pipes;          /* pipes added and not yet removed */
 	int dispatcher;          /* tasks go to one mirai-dispatcher */
 	mirai_dispatcher *disp;  /* the dispatcher on a thread of ours */
@@ -240,6 +247,14 @@ void mirai__cl_publish(mirai *list);
 /* ---- client_direct.c -------------------------------------------------- */
 
 void mirai__cl_inflight_remove(peer *pk, mirai *m);
+/* Add pk to p's peers (pk->pipe_id set) or take it out; add returns 0 or
+ * MIRAI_ENOMEM.  Called locked. */
+int mirai__cl_peer_add(profile *p, peer *pk);
+void mirai__cl_peer_remove(profile *p, peer *pk);
+/* pk's load or whether it takes tasks may have changed: tell the choice.
+ * Called locked, wherever nqueue, ninflight, online, dead, leaving,
+ * exit_sent or budget change. */
+void mirai__cl_peer_changed(profile *p, peer *pk);
 void mirai__cl_try_send(profile *p, peer *pk);
 void mirai__cl_send_ctrl(profile *p, peer *pk, uint8_t type, uint64_t v);
 void mirai__cl_send_exit(profile *p, peer *pk, uint32_t flags);
