@@ -120,6 +120,8 @@ struct peer {
 	struct peer *hnext;      /* chain in p->by_pipe */
 	size_t slot;             /* index in p->peers and p->pick; SIZE_MAX
 	                            once removed */
+	struct peer *kick_next;  /* list of peers a dispatch gave tasks */
+	int kick;                /* on that list */
 	mirai__tx *tx;
 	int online;              /* HELLO received */
 	int dead;

@@ -279,12 +279,13 @@ assign_to(profile *p, peer *pk, mirai *m)
 }
 
 /* Give unassigned tasks to usable peers, and fail them when no server can
- * come any more.  Called locked. */
+ * come any more; then send what the peers given tasks can take.  Called
+ * locked. */
 void
 mirai__cl_dispatch(profile *p, mirai **list)
 {
 	mirai__out *o;
-	peer *pk;
+	peer *pk, *kicks = NULL;
 
 	while (p->dead_spawns > 0 && (o = p->unassigned.head) != NULL) {
 		mirai *m = o->owner;
@@ -303,9 +304,18 @@ mirai__cl_dispatch(profile *p, mirai **list)
 	while ((o = p->unassigned.head) != NULL && (pk = pick_peer(p)) != NULL) {
 		mirai__outq_pop(&p->unassigned);
 		assign_to(p, pk, o->owner);
+		if (!pk->kick) {
+			pk->kick      = 1;
+			pk->kick_next = kicks;
+			kicks         = pk;
+		}
 	}
-	for (size_t i = 0; i < p->npeers; i++) {
-		mirai__cl_try_send(p, p->peers[i]);
+	/* Every other peer sends on its own events (a send done, a message
+	 * from it, a control frame queued). */
+	while ((pk = kicks) != NULL) {
+		kicks    = pk->kick_next;
+		pk->kick = 0;
+		mirai__cl_try_send(p, pk);
 	}
 }
 
