@@ -6,6 +6,7 @@
  *   client_profile.c  the registry, profile lifetime, daemons/attach/reset
  *   client_handle.c   mirai handles: table, claim/publish, submit, waits
  *   client_direct.c   peers: send windows, dispatch, frames, pipes
+ *   client_pick.c     the least-loaded choice of a peer, in O(log n)
  *   client_proc.c     local servers and the dispatcher process or thread
  *   client_status.c   status and its JSON, control requests, saisei
  *
@@ -51,6 +52,14 @@ enum { AT_NONE = 0, AT_QUEUE, AT_INFLIGHT };
 
 typedef struct profile profile;
 typedef struct peer peer;
+
+/* What client_pick.c keeps: a tree of minimums over slots (see there). */
+typedef struct picktree {
+	size_t *t;               /* 2 * size nodes; t[0] unused */
+	size_t size;             /* leaves, a power of two; 0 until reserved */
+} picktree;
+/* A slot's value when its peer takes no task. */
+#define PICK_NONE SIZE_MAX
 
 /*
  * One listening socket of a profile.  A user-given URL that any number of
@@ -113,7 +122,12 @@ struct mirai {
 struct peer {
 	profile *prof;
 	sock *sk;
-	uint32_t pipe_id;
+	uint64_t pipe_id;        /* NNG's (32 bits), the key of p->by_pipe */
+	struct peer *hnext;      /* chain in p->by_pipe */
+	size_t slot;             /* index in p->peers and p->pick; SIZE_MAX
+	                            once removed */
+	struct peer *kick_next;  /* list of peers a dispatch gave tasks */
+	int kick;                /* on that list */
 	mirai__tx *tx;
 	int online;              /* HELLO received */
 	int dead;
@@ -182,8 +196,12 @@ struct profile {
 	/* TLS of the listening side (mirai_daemons_opts), owned. */
 	char *tls_cert, *tls_key, *tls_ca;
 	size_t max_msg;
+	/* Peers in no order.  A peer's slot is its index here and in pick;
+	 * the choice of a peer goes round the slots from rr. */
 	peer **peers;
 	size_t npeers, cappeers, rr;
+	mirai__idmap by_pipe;    /* pipe id -> peer */
+	picktree pick;           /* each slot's load if its peer takes tasks */
 	int live_pipes;          /* pipes added and not yet removed */
 	int dispatcher;          /* tasks go to one mirai-dispatcher */
 	mirai_dispatcher *disp;  /* the dispatcher on a thread of ours */
@@ -239,6 +257,14 @@ void mirai__cl_publish(mirai *list);
 /* ---- client_direct.c -------------------------------------------------- */
 
 void mirai__cl_inflight_remove(peer *pk, mirai *m);
+/* Add pk to p's peers (pk->pipe_id set) or take it out; add returns 0 or
+ * MIRAI_ENOMEM.  Called locked. */
+int mirai__cl_peer_add(profile *p, peer *pk);
+void mirai__cl_peer_remove(profile *p, peer *pk);
+/* pk's load or whether it takes tasks may have changed: tell the choice.
+ * Called locked, wherever nqueue, ninflight, online, dead, leaving,
+ * exit_sent or budget change. */
+void mirai__cl_peer_changed(profile *p, peer *pk);
 void mirai__cl_try_send(profile *p, peer *pk);
 void mirai__cl_send_ctrl(profile *p, peer *pk, uint8_t type, uint64_t v);
 /* A client's HELLO holding slot and secret (for a dispatcher's client or
@@ -251,6 +277,18 @@ int mirai__cl_sock_open(profile *p, sock *sk, int64_t retry_min,
     int64_t retry_max, mirai_errmsg *err);
 /* Stop the heartbeat (unlocked; before the links close). */
 void mirai__cl_beat_stop(profile *p);
+
+/* ---- client_pick.c ---------------------------------------------------- */
+
+/* Room for slots 0 .. n-1 (new ones hold PICK_NONE); 0 or
+ * MIRAI_ENOMEM (k unchanged). */
+int mirai__cl_pick_reserve(picktree *k, size_t n);
+void mirai__cl_pick_set(picktree *k, size_t slot, size_t v);
+size_t mirai__cl_pick_get(const picktree *k, size_t slot);
+/* The first slot going round from start holding the least value other
+ * than PICK_NONE; SIZE_MAX when every slot holds that. */
+size_t mirai__cl_pick_first(const picktree *k, size_t start);
+void mirai__cl_pick_fini(picktree *k);
 
 /* ---- client_proc.c ---------------------------------------------------- */
 

@@ -46,6 +46,7 @@ mirai__cl_inflight_remove(peer *pk, mirai *m)
 	m->next = m->prev = NULL;
 	pk->ninflight--;
 	m->where = AT_NONE;
+	mirai__cl_peer_changed(pk->prof, pk);
 }
 
 /* ---- sending ---------------------------------------------------------- */
@@ -71,6 +72,7 @@ on_packed(void *arg, mirai__out *o)
 		return 0;
 	}
 	m->out = NULL;
+	/* From the queue to in flight: the peer's load stays. */
 	c->pk->nqueue--;
 	c->pk->qbytes -= m->bytes;
 	inflight_push(c->pk, m);
@@ -122,7 +124,7 @@ mirai__cl_try_send(profile *p, peer *pk)
 		pk->seq_sent = h.seq;
 		pk->last_tx  = mirai__now_ms();
 		if (pk->sk->poly) {
-			mirai__msg_set_pipe(msg, pk->pipe_id);
+			mirai__msg_set_pipe(msg, (uint32_t) pk->pipe_id);
 		}
 		if (!mirai__tx_send(pk->tx, msg)) {
 			pk->sending = 1;
@@ -180,6 +182,7 @@ mirai__cl_send_exit(profile *p, peer *pk, uint32_t flags)
 	mirai__u32_frame_encode(mirai__out_frame(o), MIRAI__F_EXIT, flags);
 	mirai__outq_push(&pk->queue, o);
 	pk->exit_sent = 1;
+	mirai__cl_peer_changed(p, pk);
 	mirai__cl_try_send(p, pk);
 }
 
@@ -192,31 +195,76 @@ usable(const peer *pk)
 	    (!pk->has_budget || pk->budget > 0);
 }
 
+void
+mirai__cl_peer_changed(profile *p, peer *pk)
+{
+	if (pk->slot != SIZE_MAX) {
+		mirai__cl_pick_set(&p->pick, pk->slot,
+		    usable(pk) ? pk->nqueue + pk->ninflight : PICK_NONE);
+	}
+}
+
+int
+mirai__cl_peer_add(profile *p, peer *pk)
+{
+	if (p->npeers == p->cappeers) {
+		size_t cap = p->cappeers ? 2 * p->cappeers : 8;
+		peer **v   = realloc(p->peers, cap * sizeof *v);
+		if (v == NULL) {
+			return MIRAI_ENOMEM;
+		}
+		p->peers    = v;
+		p->cappeers = cap;
+	}
+	if (mirai__cl_pick_reserve(&p->pick, p->cappeers) != 0 ||
+	    mirai__idmap_put(&p->by_pipe, pk) != 0) {
+		return MIRAI_ENOMEM;
+	}
+	pk->slot              = p->npeers;
+	p->peers[p->npeers++] = pk;
+	mirai__cl_peer_changed(p, pk);
+	return 0;
+}
+
+/* The last peer takes pk's slot. */
+void
+mirai__cl_peer_remove(profile *p, peer *pk)
+{
+	size_t last = p->npeers - 1;
+
+	if (pk->slot == SIZE_MAX) {
+		return;
+	}
+	mirai__idmap_del(&p->by_pipe, pk);
+	if (pk->slot != last) {
+		p->peers[pk->slot]       = p->peers[last];
+		p->peers[pk->slot]->slot = pk->slot;
+		mirai__cl_pick_set(&p->pick, pk->slot,
+		    mirai__cl_pick_get(&p->pick, last));
+	}
+	mirai__cl_pick_set(&p->pick, last, PICK_NONE);
+	p->npeers--;
+	pk->slot = SIZE_MAX;
+}
+
 /* The usable peer with the least unfinished work, round robin among
- * equals.  Called locked. */
+ * equals: the first such going round the peers from rr.  Called
+ * locked. */
 static peer *
 pick_peer(profile *p)
 {
-	peer *best  = NULL;
-	size_t load = SIZE_MAX, at = 0;
+	size_t at;
 
-	for (size_t k = 0; k < p->npeers; k++) {
-		size_t i = (p->rr + k) % p->npeers;
-		peer *pk = p->peers[i];
-		if (usable(pk) && pk->nqueue + pk->ninflight < load) {
-			best = pk;
-			load = pk->nqueue + pk->ninflight;
-			at   = i;
-		}
+	if (p->npeers == 0 || (at = mirai__cl_pick_first(&p->pick,
+				   p->rr % p->npeers)) == SIZE_MAX) {
+		return NULL;
 	}
-	if (best != NULL) {
-		p->rr = at + 1;
-	}
-	return best;
+	p->rr = at + 1;
+	return p->peers[at];
 }
 
 static void
-assign_to(peer *pk, mirai *m)
+assign_to(profile *p, peer *pk, mirai *m)
 {
 	m->peer  = pk;
 	m->where = AT_QUEUE;
@@ -227,15 +275,17 @@ assign_to(peer *pk, mirai *m)
 	if (pk->has_budget) {
 		pk->budget--;
 	}
+	mirai__cl_peer_changed(p, pk);
 }
 
 /* Give unassigned tasks to usable peers, and fail them when no server can
- * come any more.  Called locked. */
+ * come any more; then send what the peers given tasks can take.  Called
+ * locked. */
 void
 mirai__cl_dispatch(profile *p, mirai **list)
 {
 	mirai__out *o;
-	peer *pk;
+	peer *pk, *kicks = NULL;
 
 	while (p->dead_spawns > 0 && (o = p->unassigned.head) != NULL) {
 		mirai *m = o->owner;
@@ -253,10 +303,19 @@ mirai__cl_dispatch(profile *p, mirai **list)
 	}
 	while ((o = p->unassigned.head) != NULL && (pk = pick_peer(p)) != NULL) {
 		mirai__outq_pop(&p->unassigned);
-		assign_to(pk, o->owner);
+		assign_to(p, pk, o->owner);
+		if (!pk->kick) {
+			pk->kick      = 1;
+			pk->kick_next = kicks;
+			kicks         = pk;
+		}
 	}
-	for (size_t i = 0; i < p->npeers; i++) {
-		mirai__cl_try_send(p, p->peers[i]);
+	/* Every other peer sends on its own events (a send done, a message
+	 * from it, a control frame queued). */
+	while ((pk = kicks) != NULL) {
+		kicks    = pk->kick_next;
+		pk->kick = 0;
+		mirai__cl_try_send(p, pk);
 	}
 }
 
@@ -265,12 +324,7 @@ mirai__cl_dispatch(profile *p, mirai **list)
 static peer *
 find_peer(profile *p, uint32_t pipe_id)
 {
-	for (size_t i = 0; i < p->npeers; i++) {
-		if (p->peers[i]->pipe_id == pipe_id) {
-			return p->peers[i];
-		}
-	}
-	return NULL;
+	return mirai__idmap_get(&p->by_pipe, pipe_id);
 }
 
 /* A HELLO from pk: 0 when pk is online now, 1 when it lacks the secret of
@@ -298,6 +352,7 @@ on_hello(profile *p, peer *pk, const mirai__frame *f)
 	pk->hook       = h.hook;
 	pk->has_budget = h.max_tasks > 0;
 	pk->budget     = h.max_tasks;
+	mirai__cl_peer_changed(p, pk);
 	snprintf(pk->host, sizeof pk->host, "%.*s", (int) h.host_len, h.host);
 	snprintf(pk->binding, sizeof pk->binding, "%.*s", (int) h.binding_len,
 	    h.binding);
@@ -499,6 +554,7 @@ requeue_peer_queue(profile *p, peer *pk)
 		pk->qbytes -= ((mirai *) o->owner)->bytes;
 		mirai__outq_push_front(&p->unassigned, o);
 	}
+	mirai__cl_peer_changed(p, pk);
 }
 
 static void
@@ -551,6 +607,7 @@ peer_cut(profile *p, peer *pk, const char *what, mirai **list)
 	}
 	pk->muted   = 1;
 	pk->leaving = 1;
+	mirai__cl_peer_changed(p, pk);
 	requeue_peer_queue(p, pk);
 	while (pk->inflight_tail != NULL) {
 		mirai *m = pk->inflight_tail;
@@ -650,6 +707,7 @@ handle_msg(profile *p, mirai__msg *msg)
 				}
 				pk->muted   = 1;
 				pk->leaving = 1;
+				mirai__cl_peer_changed(p, pk);
 				mirai__cl_send_exit(p, pk, MIRAI__EXIT_REFUSED);
 			}
 			break;
@@ -678,6 +736,7 @@ handle_msg(profile *p, mirai__msg *msg)
 				    p->name, pk->host, pk->pid, why);
 			}
 			pk->leaving = 1;
+			mirai__cl_peer_changed(p, pk);
 			if (pk->kind == MIRAI__KIND_DISPATCHER) {
 				/* The dispatcher is stopping: nothing it holds
 				 * will come back. */
@@ -825,6 +884,7 @@ beat(void *arg)
 			pk->muted   = 1;
 			pk->leaving = 1;
 			pk->online  = 0;
+			mirai__cl_peer_changed(p, pk);
 			mirai__cl_send_exit(p, pk, MIRAI__EXIT_CANCEL);
 		} else if (now - pk->last_tx >= p->hb / 3 && !pk->exit_sent) {
 			mirai__cl_send_ctrl(p, pk, MIRAI__F_PING, (uint64_t) now);
@@ -855,12 +915,7 @@ peer_lost(void *arg)
 	size_t lost = 0, retried = 0;
 
 	pthread_mutex_lock(&p->mtx);
-	for (size_t i = 0; i < p->npeers; i++) {
-		if (p->peers[i] == pk) {
-			p->peers[i] = p->peers[--p->npeers];
-			break;
-		}
-	}
+	mirai__cl_peer_remove(p, pk);
 	give_back(p, pk, &list, &lost, &retried);
 	if (!p->closing && pk->online) {
 		MIRAI__LOG(lost + retried > 0 ? MIRAI_LOG_WARN : MIRAI_LOG_INFO, TAG,
@@ -880,6 +935,29 @@ peer_lost(void *arg)
 	mirai__cl_profile_unref(p);
 }
 
+/* A peer for a new pipe of sk, in p's peers; NULL when out of memory.
+ * Called locked. */
+static peer *
+peer_new(profile *p, sock *sk, uint32_t pipe)
+{
+	peer *pk = calloc(1, sizeof *pk);
+
+	if (pk == NULL) {
+		return NULL;
+	}
+	pk->prof    = p;
+	pk->sk      = sk;
+	pk->pipe_id = pipe;
+	pk->last_rx = pk->last_tx = mirai__now_ms();
+	if (mirai__tx_open(&pk->tx, sk->link, on_tx, pk) != 0 ||
+	    mirai__cl_peer_add(p, pk) != 0) {
+		mirai__tx_free(pk->tx);
+		free(pk);
+		return NULL;
+	}
+	return pk;
+}
+
 static int
 on_pipe(void *arg, int ev, uint32_t pipe)
 {
@@ -895,25 +973,10 @@ on_pipe(void *arg, int ev, uint32_t pipe)
 		p->live_pipes++;
 		if (p->closing) {
 			refuse = 1;
-		} else if ((pk = calloc(1, sizeof *pk)) == NULL ||
-		    mirai__tx_open(&pk->tx, sk->link, on_tx, pk) != 0 ||
-		    (p->npeers == p->cappeers &&
-			!(p->peers = realloc(p->peers,
-			      (p->cappeers = p->cappeers ? 2 * p->cappeers : 8) *
-				  sizeof *p->peers)))) {
+		} else if (peer_new(p, sk, pipe) == NULL) {
 			MIRAI__LOG(MIRAI_LOG_ERROR, TAG,
 			    "out of memory: refusing a server");
-			if (pk != NULL) {
-				mirai__tx_free(pk->tx);
-			}
-			free(pk);
 			refuse = 1;
-		} else {
-			pk->prof              = p;
-			pk->sk                = sk;
-			pk->pipe_id           = pipe;
-			pk->last_rx = pk->last_tx = mirai__now_ms();
-			p->peers[p->npeers++] = pk;
 		}
 	} else if (ev == MIRAI__PIPE_GONE) {
 		p->live_pipes--;
@@ -921,6 +984,7 @@ on_pipe(void *arg, int ev, uint32_t pipe)
 		pk = find_peer(p, pipe);
 		if (pk != NULL && !pk->dead) {
 			pk->dead = 1;
+			mirai__cl_peer_changed(p, pk);
 			mirai__cl_profile_ref(p);
 			if (mirai__defer(peer_lost, pk) != 0) {
 				mirai__cl_profile_unref(p);

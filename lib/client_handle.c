@@ -123,6 +123,7 @@ mirai__cl_claim(profile *p, mirai *m, int status, mirai **list)
 			mirai__outq_remove(&m->peer->queue, m->out);
 			m->peer->nqueue--;
 			m->peer->qbytes -= m->bytes;
+			mirai__cl_peer_changed(p, m->peer);
 		} else {
 			mirai__outq_remove(&p->unassigned, m->out);
 		}

@@ -39,6 +39,8 @@ profile_free(profile *p)
 		free(p->peers[i]);
 	}
 	free(p->peers);
+	mirai__idmap_fini(&p->by_pipe);
+	mirai__cl_pick_fini(&p->pick);
 	mirai__outq_clear(&p->unassigned);
 	while (p->children != NULL) {
 		child *c    = p->children;
@@ -133,6 +135,7 @@ profile_new(const char *name, int kind)
 	pthread_mutex_init(&p->mtx, NULL);
 	mirai__cond_init(&p->cv);
 	MIRAI__IDMAP_INIT(&p->tasks, mirai, id, hnext);
+	MIRAI__IDMAP_INIT(&p->by_pipe, peer, pipe_id, hnext);
 	p->kind      = kind;
 	p->max_msg   = MIRAI__DEFAULT_MAX_MSG;
 	p->max_queue = (size_t) 1 << 30;
