@@ -136,6 +136,7 @@ struct peer {
 	int gone;                /* answered GONE: it sends nothing more */
 	int muted;               /* cut off for a forged frame: ignored */
 	int hello_sent;          /* our HELLO, asked for by WHO */
+	int urgent;              /* the next message may pass a full window */
 	int sending;
 	uint32_t seq_sent, seq_acked;
 	mirai__outq queue;

@@ -108,8 +108,9 @@ mirai__cl_try_send(profile *p, peer *pk)
 	/* A monogamous socket holds a message until the pipe takes it, so
 	 * only polyamorous links need the window. */
 	while (!pk->sending && !pk->dead && pk->queue.head != NULL &&
-	    (!pk->sk->poly ||
+	    (!pk->sk->poly || pk->urgent ||
 		(uint32_t) (pk->seq_sent - pk->seq_acked) < WINDOW)) {
+		pk->urgent = 0;
 		memset(&h, 0, sizeof h);
 		c.pk  = pk;
 		c.seq = h.seq = pk->seq_sent + 1;
@@ -180,7 +181,10 @@ mirai__cl_send_exit(profile *p, peer *pk, uint32_t flags)
 		return; /* it will see the link drop instead */
 	}
 	mirai__u32_frame_encode(mirai__out_frame(o), MIRAI__F_EXIT, flags);
-	mirai__outq_push(&pk->queue, o);
+	/* First, and past a full window: a server stopped and woken must
+	 * find it before its own heartbeat gives up on us. */
+	mirai__outq_push_front(&pk->queue, o);
+	pk->urgent    = 1;
 	pk->exit_sent = 1;
 	mirai__cl_peer_changed(p, pk);
 	mirai__cl_try_send(p, pk);
