@@ -16,6 +16,17 @@
 /* Grace before closing a slot cut off by saisei(force). */
 #define CUTOFF_GRACE_MS 500
 
+/*
+ * Messages a slot on a shared listener may have unacknowledged.  There
+ * PAIR1 is polyamorous and silently drops a message when the pipe's queue
+ * (2 messages) is full, as the client's links do (see client.h): the last
+ * message the window allows asks for an acknowledgement at once, and what
+ * queues up meanwhile goes packed into the next one.  A task and a CANCEL
+ * and an EXIT sent in a burst could overflow it.  A slot's own socket is
+ * monogamous and holds messages until the pipe takes them.
+ */
+#define SLOT_WINDOW 2
+
 /* ---- sending ---------------------------------------------------------- */
 
 void
@@ -25,9 +36,24 @@ mirai__d_slot_send(mirai_dispatcher *d, dsock *ds)
 	mirai__msg *msg;
 
 	(void) d;
-	while (!ds->sending && ds->q.head != NULL) {
+	/* An EXIT goes whatever the window: a peer cut off or taken as lost
+	 * may never acknowledge again, and the EXIT is what makes it stop
+	 * (it queues up behind at most the few messages already sent). */
+	while (!ds->sending && ds->q.head != NULL &&
+	    (ds->lis == NULL || ds->ack_pipe != ds->pipe_id ||
+		(uint32_t) (ds->seq - ds->acked) < SLOT_WINDOW ||
+		ds->sl->exit_sent)) {
 		memset(&h, 0, sizeof h);
+		if (ds->ack_pipe != ds->pipe_id) {
+			/* A new pipe: nothing on it is unacknowledged. */
+			ds->ack_pipe = ds->pipe_id;
+			ds->acked    = ds->seq;
+		}
 		h.seq = ++ds->seq;
+		if (ds->lis != NULL &&
+		    (uint32_t) (h.seq - ds->acked) >= SLOT_WINDOW) {
+			h.flags |= MIRAI__M_ACKREQ;
+		}
 		if (mirai__outq_pack(&ds->q, &h, &msg, NULL, NULL) != 0) {
 			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory sending");
 			return;
@@ -364,12 +390,19 @@ mirai__d_slot_frames(mirai_dispatcher *d, dsock *ds, mirai__msg *msg)
 	const char *forged = NULL;
 	int rv;
 
+	rv = mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h);
+	if (rv == 0 && ds->ack_pipe == ds->pipe_id &&
+	    (int32_t) (h.ack - ds->acked) > 0 &&
+	    (int32_t) (h.ack - ds->seq) <= 0) {
+		/* Even from a peer cut off: the EXIT queued for it must go. */
+		ds->acked = h.ack;
+		mirai__d_slot_send(d, ds);
+	}
 	if (ds->retired || ds->muted || ds != sl->cur) {
 		return 1;
 	}
 	ds->last_rx = mirai__now_ms();
-	if (mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h) !=
-	    0) {
+	if (rv != 0) {
 		slot_cut(d, sl, "a malformed message");
 		mirai__d_dispatch(d);
 		return 1;

@@ -140,7 +140,10 @@ struct dsock {
 	uint32_t pipe_id;
 	int retired;
 	int muted;         /* its peer was cut off: nothing more is read */
-	uint32_t seq;
+	uint32_t seq;      /* of the last message sent */
+	uint32_t acked;    /* the last one the peer acknowledged, on the pipe
+	                      ack_pipe (shared listeners: see SLOT_WINDOW) */
+	uint32_t ack_pipe;
 	int64_t last_rx, last_tx; /* heartbeat: when a message came, went */
 	char secret[MIRAI__SECRET_HEX + 1]; /* "" with no_token */
 };
