@@ -250,7 +250,7 @@ mirai__cl_start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *
     mirai_errmsg *err)
 {
 	const char **argv;
-	char nbuf[6][32], path[4096];
+	char nbuf[7][32], path[4096];
 	char *joined = NULL;
 	const char *exe;
 	size_t n = 0, cap = 48 + 2 * p->sopts.nplugins;
@@ -359,6 +359,11 @@ mirai__cl_start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *
 		argv[n++] = "--retries";
 		argv[n++] = rbuf;
 	}
+	if (o->prefetch > 0) {
+		snprintf(nbuf[6], sizeof nbuf[6], "%d", o->prefetch);
+		argv[n++] = "--prefetch";
+		argv[n++] = nbuf[6];
+	}
 	argv[n] = NULL;
 	rv      = mirai__spawn(argv, NULL, -1, -1, &pid);
 	free(joined);
@@ -423,6 +428,7 @@ mirai__cl_start_dispatcher_thread(profile *p, const mirai_daemons_opts *o,
 	d.tls_ca     = p->tls_ca;
 	d.retries    = o->retries;
 	d.heartbeat_ms = o->heartbeat_ms;
+	d.prefetch   = o->prefetch;
 	if ((rv = mirai_dispatcher_create(&p->disp, &d, err)) != 0) {
 		return rv;
 	}
