@@ -136,6 +136,7 @@ static uint8_t *pattern;   /* pattern_len bytes, made once */
 static uint8_t *sendbuf;   /* the pattern, stamped for the task at hand */
 static size_t pattern_len;
 static long long bad_task = -1; /* --bad-task */
+static long long prefetch;      /* --prefetch */
 
 static uint64_t
 mix64(uint64_t x)
@@ -970,6 +971,7 @@ set_daemons(int n, int dispatcher)
 	d.profile    = cur->profile;
 	d.n          = n;
 	d.dispatcher = dispatcher;
+	d.prefetch   = dispatcher == MIRAI_DISPATCHER_OFF ? 0 : (int) prefetch;
 	if (cur->scheme != NULL) {
 		/* tls+tcp: the client's URL (no dispatcher); wss: n slots on
 		 * one port.  The bench starts the servers. */
@@ -1562,6 +1564,9 @@ main(int argc, char **argv)
 		"alternate floor and mirai R times (default 3; w3, w6: 1)"},
 	    {"tls", 0, CLI_FLAG, &tls, NULL,
 		"w1, w2, w4: also over TLS, beside plain, in the same run"},
+	    {"prefetch", 0, CLI_INT, &prefetch, "K",
+		"the dispatcher lets a server hold K tasks behind its running "
+		"one (default 0)"},
 	    {"floor-server", 0, CLI_STR, &floor_url, "URL",
 		"(internal) run a raw NNG echo server for the floor"},
 	    {"floor-ca", 0, CLI_STR, &floor_ca, "FILE",
@@ -1591,7 +1596,7 @@ main(int argc, char **argv)
 	    "w3 or w6).",
 	    opts, 0};
 	const char *w;
-	const char *dname;
+	char dname[128];
 	int first, disp, R;
 	double p50f, p99f;
 
@@ -1633,11 +1638,19 @@ main(int argc, char **argv)
 	    : getenv("MIRAI_BENCH_PROCESS") ? MIRAI_DISPATCHER_PROCESS
 					    : MIRAI_DISPATCHER_DEFAULT;
 	dispatcher = !no_dispatcher;
-	/* "dispatcher" stays a boolean; the mode is a key of its own. */
-	dname = !dispatcher ? "false,\"dispatcher_mode\":\"off\""
+	if (prefetch < 0 || prefetch > 1024 || (prefetch > 0 && !dispatcher)) {
+		fprintf(stderr, "mirai-bench: --prefetch takes 0-1024 and needs "
+				"the dispatcher\n");
+		return 2;
+	}
+	/* "dispatcher" stays a boolean; the mode and the prefetch are keys
+	 * of their own. */
+	snprintf(dname, sizeof dname, "%s,\"prefetch\":%lld",
+	    !dispatcher ? "false,\"dispatcher_mode\":\"off\""
 	    : disp == MIRAI_DISPATCHER_PROCESS
 	    ? "true,\"dispatcher_mode\":\"process\""
-	    : "true,\"dispatcher_mode\":\"thread\"";
+	    : "true,\"dispatcher_mode\":\"thread\"",
+	    prefetch);
 	if (daemons <= 0) {
 		daemons = strcmp(w, "w2") == 0 ? 1 : 2;
 	}
@@ -1674,12 +1687,13 @@ main(int argc, char **argv)
 		tls_setup(dispatcher);
 	}
 
-	printf("mirai-bench %s: %lld daemons, dispatcher %s, %lld tasks of %zu "
-	       "bytes, %d rounds, transport ipc (owner-only sockets)%s%s\n",
+	printf("mirai-bench %s: %lld daemons, dispatcher %s (prefetch %lld), %lld "
+	       "tasks of %zu bytes, %d rounds, transport ipc (owner-only "
+	       "sockets)%s%s\n",
 	    w, daemons, dispatcher ? (disp == MIRAI_DISPATCHER_PROCESS
 					     ? "process" : "thread")
 				   : "off",
-	    ntasks, size, R, tls ? " and, beside it, TLS: " : "",
+	    prefetch, ntasks, size, R, tls ? " and, beside it, TLS: " : "",
 	    tls ? legs[1].scheme : "");
 	fflush(stdout);
 

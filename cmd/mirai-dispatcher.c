@@ -28,6 +28,10 @@ static const char epilog[] =
     "--control, MIRAI_CONTROL_URL=... (for mirai status), and serves until\n"
     "SIGINT or SIGTERM.\n"
     "\n"
+    "--prefetch K (default 0) lets a server hold up to K tasks queued behind\n"
+    "the one it runs, so that short tasks never wait a round trip; a task\n"
+    "may then wait behind a long one.\n"
+    "\n"
     "Exit status: 0 the client went away or told the dispatcher to exit,\n"
     "1 error, 2 bad command line.";
 
@@ -86,7 +90,7 @@ main(int argc, char **argv)
 	const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
 	const char *heartbeat = NULL;
 	long long bind_index = 0, bind_count = 0;
-	long long n = 0, retries = 0, max_tasks = 0;
+	long long n = 0, retries = 0, max_tasks = 0, prefetch = 0;
 	int64_t idle = 0, walltime = 0;
 	size_t max_msg = 0;
 	int no_token = 0, local = 0, output = 0, print = 0, verbose = 0,
@@ -107,6 +111,8 @@ main(int argc, char **argv)
 		"slots without secrets (see below)"},
 	    {"retries", 'r', CLI_INT, &retries, "K",
 		"requeue a task whose server died, at most K times"},
+	    {"prefetch", 0, CLI_INT, &prefetch, "K",
+		"a server may hold K tasks behind its running one (0-1024)"},
 	    {"local", 'l', CLI_FLAG, &local, NULL,
 		"start a local mirai-server for every slot"},
 	    {"server", 0, CLI_STR, &server, "PATH",
@@ -192,6 +198,10 @@ main(int argc, char **argv)
 				"to 65536\n");
 		return 2;
 	}
+	if (prefetch < 0 || prefetch > 1024) {
+		fprintf(stderr, "mirai-dispatcher: --prefetch must be 0-1024\n");
+		return 2;
+	}
 	if (cli_parse_heartbeat(heartbeat, &o.heartbeat_ms) != 0) {
 		fprintf(stderr, "mirai-dispatcher: --heartbeat: '%s' is not a "
 				"TIME or off\n",
@@ -218,6 +228,7 @@ main(int argc, char **argv)
 	o.no_token           = no_token;
 	o.local              = local;
 	o.retries            = (int) retries;
+	o.prefetch           = (int) prefetch;
 	o.tls_cert           = tls_cert;
 	o.tls_key            = tls_key;
 	o.tls_ca             = tls_ca;

@@ -388,7 +388,8 @@ enum mirai_dispatcher_mode {
  * With a dispatcher (the default: a thread of the client; a
  * mirai-dispatcher process with MIRAI_DISPATCHER_PROCESS) the dispatcher
  * keeps the FIFO queue and gives a task only to a server that is online and
- * idle.  Each server slot has a URL of its own:
+ * idle (or, with prefetch, holds fewer than it may).  Each server slot has
+ * a URL of its own:
  *  - n > 0, no url: n local servers, each on a loopback port of its own.
  *  - url "ws://host:P" and n: n paths on port P, each with a random token
  *    and the slot number ("ws://host:P/<token>/3"); port 0 is resolved.
@@ -454,6 +455,14 @@ typedef struct mirai_daemons_opts {
 	 * of the dispatcher and of local servers whose server.heartbeat_ms is
 	 * 0.  0: 10 s; MIRAI_FOREVER (-1): off. */
 	int64_t heartbeat_ms;
+	/* With a dispatcher: how many tasks a server may hold queued behind
+	 * the one it runs (0-1024).  0 (the default): a task goes only to an
+	 * idle server, so a long task never holds up the ones after it.  k
+	 * suits farms of short tasks: a server finds its next task waiting
+	 * instead of idling a round trip, but a task may wait behind a long
+	 * one, and a lost server's held tasks each spend a retry (or fail
+	 * with MIRAI_ECONNRESET). */
+	int prefetch;
 } mirai_daemons_opts;
 
 #define MIRAI_DAEMONS_OPTS_INIT {.profile = NULL}
@@ -754,6 +763,9 @@ typedef struct mirai_dispatcher_opts {
 	 * setting of local servers whose server.heartbeat_ms is 0.  0: 10 s;
 	 * MIRAI_FOREVER (-1): off. */
 	int64_t heartbeat_ms;
+	/* Tasks a server may hold queued behind the one it runs (see
+	 * mirai_daemons_opts); 0: idle servers only. */
+	int prefetch;
 } mirai_dispatcher_opts;
 
 #define MIRAI_DISPATCHER_OPTS_INIT {.client_url = NULL}

@@ -366,6 +366,11 @@ mirai__cl_start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *
 		argv[n++] = "--retries";
 		argv[n++] = rbuf;
 	}
+	if (o->prefetch > 0) {
+		snprintf(nbuf[6], sizeof nbuf[6], "%d", o->prefetch);
+		argv[n++] = "--prefetch";
+		argv[n++] = nbuf[6];
+	}
 	argv[n] = NULL;
 	rv      = mirai__spawn(argv, NULL, -1, -1, &pid);
 	free(joined);
@@ -430,6 +435,7 @@ mirai__cl_start_dispatcher_thread(profile *p, const mirai_daemons_opts *o,
 	d.tls_ca     = p->tls_ca;
 	d.retries    = o->retries;
 	d.heartbeat_ms = o->heartbeat_ms;
+	d.prefetch   = o->prefetch;
 	if ((rv = mirai_dispatcher_create(&p->disp, &d, err)) != 0) {
 		return rv;
 	}

@@ -447,6 +447,10 @@ daemons_check(const mirai_daemons_opts *o, mirai_errmsg *err)
 		return mirai__fail(err, MIRAI_EINVAL,
 		    "n must not be negative and retries must be 0-255");
 	}
+	if (o->prefetch < 0 || o->prefetch > MIRAI__PREFETCH_MAX) {
+		return mirai__fail(err, MIRAI_EINVAL, "prefetch must be 0-%d",
+		    MIRAI__PREFETCH_MAX);
+	}
 	if (disp) {
 		if (o->nurls > 0 && o->url != NULL) {
 			return mirai__fail(err, MIRAI_EINVAL,

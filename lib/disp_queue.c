@@ -1,7 +1,8 @@
 /*
  * disp_queue.c: the dispatcher's tasks: the lifetime of a dtask (in and
- * out of the task table, d->tasks), the FIFO of queued tasks, the list of
- * idle slots, and dispatch(), which pairs the two.
+ * out of the task table, d->tasks), the FIFO of queued tasks, the lists
+ * of slots ready for a task (idle, and with prefetch those with room), the
+ * tasks each slot holds, and dispatch(), which pairs queue and slots.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +21,7 @@ mirai__d_dtask_free(mirai_dispatcher *d, dtask *t)
 	free(t);
 }
 
-/* ---- the FIFO and the idle list ----------------------------------------- */
+/* ---- the FIFO ----------------------------------------------------------- */
 
 void
 mirai__d_q_push(mirai_dispatcher *d, dtask *t, int front)
@@ -80,66 +81,199 @@ mirai__d_q_drop(mirai_dispatcher *d, dtask *t)
 	d->qlen--;
 }
 
+/* Queue t right behind prev, a queued task. */
 void
-mirai__d_idle_push(mirai_dispatcher *d, slot *sl)
+mirai__d_q_push_after(mirai_dispatcher *d, dtask *prev, dtask *t)
 {
-	if (sl->idle || !sl->online || sl->leaving || sl->exit_sent) {
+	t->queued  = 1;
+	t->next    = prev->next;
+	prev->next = t;
+	if (d->tail == prev) {
+		d->tail = t;
+	}
+	d->qlen++;
+}
+
+/* Queue list (linked by next, oldest first) at the head, in its order. */
+void
+mirai__d_q_push_list(mirai_dispatcher *d, dtask *list)
+{
+	dtask *last = NULL;
+
+	if (list == NULL) {
 		return;
 	}
-	sl->idle      = 1;
-	sl->idle_next = NULL;
-	if (d->idle_tail != NULL) {
-		d->idle_tail->idle_next = sl;
-	} else {
-		d->idle_head = sl;
+	for (dtask *t = list; t != NULL; t = t->next) {
+		t->queued = 1;
+		d->qlen++;
+		last = t;
 	}
-	d->idle_tail = sl;
+	last->next = d->head;
+	d->head    = list;
+	if (d->tail == NULL) {
+		d->tail = last;
+	}
+}
+
+/* ---- servers ready for a task ------------------------------------------- */
+
+uint32_t
+mirai__d_slot_cap(const mirai_dispatcher *d, const slot *sl)
+{
+	uint64_t done, left;
+
+	if (sl->max_tasks == 0) {
+		return d->cap;
+	}
+	/* The server counts the tasks it ran; each result here is one of
+	 * those, but for a task cancelled before it started, which it does
+	 * not count.  When only such results stand between the count and
+	 * the limit, one task goes: if the server is done, it bounces it. */
+	done = sl->complete;
+	left = sl->max_tasks > done ? sl->max_tasks - done : 0;
+	if (left == 0) {
+		return done - sl->unsure < sl->max_tasks ? 1 : 0;
+	}
+	return left < d->cap ? (uint32_t) left : d->cap;
+}
+
+static void
+list_append(slot_list *l, slot *sl)
+{
+	sl->ready_next = NULL;
+	sl->ready_prev = l->tail;
+	if (l->tail != NULL) {
+		l->tail->ready_next = sl;
+	} else {
+		l->head = sl;
+	}
+	l->tail = sl;
+}
+
+static void
+list_unlink(slot_list *l, slot *sl)
+{
+	if (sl->ready_prev != NULL) {
+		sl->ready_prev->ready_next = sl->ready_next;
+	} else {
+		l->head = sl->ready_next;
+	}
+	if (sl->ready_next != NULL) {
+		sl->ready_next->ready_prev = sl->ready_prev;
+	} else {
+		l->tail = sl->ready_prev;
+	}
+	sl->ready_prev = sl->ready_next = NULL;
 }
 
 void
-mirai__d_idle_remove(mirai_dispatcher *d, slot *sl)
+mirai__d_unready(mirai_dispatcher *d, slot *sl)
 {
-	slot **pp = &d->idle_head, *prev = NULL;
+	if (sl->ready == SLOT_IDLE) {
+		list_unlink(&d->idle, sl);
+	} else if (sl->ready == SLOT_ROOM) {
+		list_unlink(&d->room, sl);
+	}
+	sl->ready = 0;
+}
 
-	if (!sl->idle) {
+void
+mirai__d_ready(mirai_dispatcher *d, slot *sl)
+{
+	int want = 0;
+
+	if (sl->online && !sl->leaving && !sl->exit_sent &&
+	    sl->nheld < mirai__d_slot_cap(d, sl)) {
+		want = sl->nheld == 0 ? SLOT_IDLE : SLOT_ROOM;
+	}
+	if (want == sl->ready) {
 		return;
 	}
-	while (*pp != NULL && *pp != sl) {
-		prev = *pp;
-		pp   = &(*pp)->idle_next;
+	mirai__d_unready(d, sl);
+	if (want != 0) {
+		list_append(want == SLOT_IDLE ? &d->idle : &d->room, sl);
 	}
-	if (*pp == sl) {
-		*pp = sl->idle_next;
-		if (d->idle_tail == sl) {
-			d->idle_tail = prev;
+	sl->ready = want;
+}
+
+/* ---- the tasks a server holds ------------------------------------------- */
+
+void
+mirai__d_held_push(slot *sl, dtask *t)
+{
+	t->next = NULL;
+	if (sl->held_tail != NULL) {
+		sl->held_tail->next = t;
+	} else {
+		sl->held = t;
+	}
+	sl->held_tail = t;
+	sl->nheld++;
+}
+
+void
+mirai__d_held_take(slot *sl, dtask *prev, dtask *t)
+{
+	if (prev != NULL) {
+		prev->next = t->next;
+	} else {
+		sl->held = t->next;
+	}
+	if (sl->held_tail == t) {
+		sl->held_tail = prev;
+	}
+	t->next = NULL;
+	sl->nheld--;
+}
+
+dtask *
+mirai__d_held_take_all(slot *sl)
+{
+	dtask *list = sl->held;
+
+	sl->held = sl->held_tail = NULL;
+	sl->nheld = 0;
+	return list;
+}
+
+slot *
+mirai__d_held_by(mirai_dispatcher *d, const dtask *t)
+{
+	for (size_t i = 0; i < d->nslots; i++) {
+		for (dtask *h = d->slots[i].held; h != NULL; h = h->next) {
+			if (h == t) {
+				return &d->slots[i];
+			}
 		}
 	}
-	sl->idle      = 0;
-	sl->idle_next = NULL;
+	return NULL;
 }
 
 /* ---- dispatching ------------------------------------------------------- */
 
-/* Pair queued tasks with idle servers.  Called locked. */
+/* Pair queued tasks with servers: idle ones first, the longest idle
+ * first; then, with prefetch, those with room, in turn.  Called locked. */
 void
 mirai__d_dispatch(mirai_dispatcher *d)
 {
-	while (d->qlen > 0 && d->idle_head != NULL && !d->closing) {
-		slot *sl = d->idle_head;
-		dtask *t = mirai__d_q_pop(d);
+	while (d->qlen > 0 && !d->closing) {
+		slot *sl = d->idle.head != NULL ? d->idle.head : d->room.head;
+		dtask *t;
 
-		if (t == NULL) {
+		if (sl == NULL || (t = mirai__d_q_pop(d)) == NULL) {
 			break;
 		}
-		mirai__d_idle_remove(d, sl);
+		mirai__d_unready(d, sl);
 		if (mirai__d_send_task(d, sl, t) != 0) {
 			/* Out of memory: put both back and wait for an event. */
 			mirai__d_q_push(d, t, 1);
-			mirai__d_idle_push(d, sl);
+			mirai__d_ready(d, sl);
 			MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "out of memory dispatching");
 			return;
 		}
-		sl->busy = t;
+		mirai__d_held_push(sl, t);
 		sl->assigned++;
+		/* To the back of its list, if it has room left. */
+		mirai__d_ready(d, sl);
 	}
 }

@@ -13,11 +13,19 @@
 
 #include "dispatcher.h"
 
-/* Messages to a server on a shared listener not yet acknowledged. */
-#define SLOT_WINDOW 2
-
 /* Grace before closing a slot cut off by saisei(force). */
 #define CUTOFF_GRACE_MS 500
+
+/*
+ * Messages a slot on a shared listener may have unacknowledged.  There
+ * PAIR1 is polyamorous and silently drops a message when the pipe's queue
+ * (2 messages) is full, as the client's links do (see client.h): the last
+ * message the window allows asks for an acknowledgement at once, and what
+ * queues up meanwhile goes packed into the next one.  One task at a time
+ * never came near it; a server holding prefetched tasks does.  A slot's
+ * own socket is monogamous and holds messages until the pipe takes them.
+ */
+#define SLOT_WINDOW 2
 
 /* ---- sending ---------------------------------------------------------- */
 
@@ -28,9 +36,8 @@ mirai__d_slot_send(mirai_dispatcher *d, dsock *ds)
 	mirai__msg *msg;
 
 	(void) d;
-	/* On a shared (polyamorous) listener NNG drops a message when the
-	 * pipe's queue (2) is full: at most SLOT_WINDOW unacknowledged, the
-	 * last asking for an acknowledgement at once (see client.h). */
+	/* At most SLOT_WINDOW unacknowledged on a shared listener, but an
+	 * EXIT goes past it (see mirai__d_slot_exit()). */
 	while (!ds->sending && ds->q.head != NULL &&
 	    (ds->lis == NULL || ds->urgent ||
 		(uint32_t) (ds->seq - ds->seq_acked) < SLOT_WINDOW)) {
@@ -88,7 +95,7 @@ mirai__d_slot_exit(mirai_dispatcher *d, slot *sl, uint32_t flags)
 		return;
 	}
 	sl->exit_sent = 1;
-	mirai__d_idle_remove(d, sl);
+	mirai__d_unready(d, sl);
 	/* EXIT goes past a full window: a server stopped and woken must
 	 * find it before its own heartbeat gives up on us (what it held
 	 * went out long ago, so its queue has room). */
@@ -181,25 +188,77 @@ mirai__d_send_task(mirai_dispatcher *d, slot *sl, dtask *t)
 
 /* ---- slots: receiving ---------------------------------------------------- */
 
-/* The busy task of sl is done; forward the frame at f (a RESULT) to the
- * client, taking msg when the frame is all of it and big. */
-static void
-finish_busy(mirai_dispatcher *d, slot *sl, const mirai__frame *f,
-    mirai__msg **keep)
+/* The task with this id that sl holds (the oldest such: a task of a
+ * client that left may share its id with a newer one), and in *prev the
+ * one held before it; NULL if it holds none. */
+static dtask *
+held_find(slot *sl, uint64_t id, dtask **prev)
 {
-	dtask *t    = sl->busy;
+	*prev = NULL;
+	for (dtask *t = sl->held; t != NULL; *prev = t, t = t->next) {
+		if (t->id == id) {
+			return t;
+		}
+	}
+	return NULL;
+}
+
+/* A task its server gave back, or lost, that nobody waits for any more
+ * (its client left, or cancelled it) goes instead of back to the queue:
+ * 1 when it went.  Called locked. */
+static int
+drop_unwanted(mirai_dispatcher *d, dtask *t)
+{
+	if (!t->orphan && !t->cancel_sent) {
+		return 0;
+	}
+	if (!t->orphan) {
+		mirai__d_up_error(d, t->id, MIRAI_ECANCELED, "task cancelled");
+	}
+	mirai__d_dtask_free(d, t);
+	return 1;
+}
+
+/* Held tasks of a server that is cut off (list, oldest first): back to the
+ * head of the queue in their order, the dispatcher's own copies, but for
+ * those nobody waits for.  Called locked. */
+static void
+held_requeue(mirai_dispatcher *d, dtask *list)
+{
+	dtask *keep = NULL, **tail = &keep;
+
+	while (list != NULL) {
+		dtask *t = list;
+		list     = t->next;
+		t->next  = NULL;
+		if (!drop_unwanted(d, t)) {
+			*tail = t;
+			tail  = &t->next;
+		}
+	}
+	mirai__d_q_push_list(d, keep);
+}
+
+/* Task t, held by sl (after prev), is done; forward the frame at f (a
+ * RESULT) to the client, taking msg when the frame is all of it and big.
+ * Results come in the order the server runs its tasks, which is the order
+ * they were sent, but for one cancelled before it started: that answer
+ * comes at once. */
+static void
+finish_task(mirai_dispatcher *d, slot *sl, dtask *prev, dtask *t,
+    const mirai__frame *f, mirai__msg **keep)
+{
 	size_t flen = MIRAI__FRAME_HDR_LEN + (size_t) f->len;
 	int orphan  = t->orphan;
 	mirai__out *o;
 
-	sl->busy = NULL;
+	mirai__d_held_take(sl, prev, t);
 	sl->complete++;
+	sl->unsure += t->cancel_sent;
 	d->completed++;
 	mirai__d_dtask_free(d, t);
 	/* The server's next task first, then the result. */
-	if (!sl->leaving) {
-		mirai__d_idle_push(d, sl);
-	}
+	mirai__d_ready(d, sl);
 	mirai__d_dispatch(d);
 	if (orphan) {
 		return;
@@ -249,6 +308,9 @@ slot_hello(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
 	sl->gone     = 0;
 	sl->instance++;
 	sl->assigned = sl->complete = 0;
+	sl->max_tasks = h.max_tasks;
+	sl->unsure    = 0;
+	sl->bounced   = 0;
 	sl->pid      = (int) h.pid;
 	snprintf(sl->host, sizeof sl->host, "%.*s", (int) h.host_len, h.host);
 	snprintf(sl->binding, sizeof sl->binding, "%.*s", (int) h.binding_len,
@@ -263,26 +325,25 @@ slot_hello(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
 	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "slot %zu: server %s:%d online (%s)",
 	    sl->idx, sl->host, sl->pid, sl->url);
 	pthread_cond_broadcast(&d->cv);
-	mirai__d_idle_push(d, sl);
+	mirai__d_ready(d, sl);
 	mirai__d_dispatch(d);
 	return 0;
 }
 
 /*
  * The server of sl sent what no honest server sends: a frame that does not
- * decode, an answer for a task it was not given, a bounce that is not the
+ * decode, an answer for a task it does not hold, a bounce that is not a
  * task it holds, a frame before its HELLO, a HELLO without the slot's
- * secret.  Nothing more is read from it;
- * the task it held goes back to the head of the queue (the dispatcher's
- * own copy) and the server is told to exit.  A shared slot moves to a
- * fresh secret at once, so that the peer cannot hold it; a local slot
- * stays offline until the peer disconnects.  Called locked.
+ * secret.  Nothing more is read from it; the tasks it held go back to
+ * the head of the queue in their order (the dispatcher's own copies) and
+ * the server is told to exit.  A shared slot moves to a fresh secret at
+ * once, so that the peer cannot hold it; a local slot stays offline until
+ * the peer disconnects.  Called locked.
  */
 static void
 slot_cut(mirai_dispatcher *d, slot *sl, const char *what)
 {
 	dsock *ds = sl->cur;
-	dtask *t  = sl->busy;
 	mirai__out *o;
 
 	if (sl->online) {
@@ -295,15 +356,8 @@ slot_cut(mirai_dispatcher *d, slot *sl, const char *what)
 		    what);
 	}
 	d->forged++;
-	sl->busy = NULL;
-	if (t != NULL) {
-		if (t->orphan) {
-			mirai__d_dtask_free(d, t);
-		} else {
-			mirai__d_q_push(d, t, 1);
-		}
-	}
-	mirai__d_idle_remove(d, sl);
+	held_requeue(d, mirai__d_held_take_all(sl));
+	mirai__d_unready(d, sl);
 	sl->online = 0;
 	if (sl->shared) {
 		if ((o = mirai__d_saisei(d, 0, (uint32_t) sl->idx, 1)) != NULL) {
@@ -320,37 +374,55 @@ slot_cut(mirai_dispatcher *d, slot *sl, const char *what)
 	}
 }
 
-/* A BOUNCE: the frame sl's busy task came in, given back unstarted by a
- * leaving server.  Returns 0, or -1 when it is not exactly that task. */
+/* A BOUNCE: the frame one of sl's held tasks came in, given back
+ * unstarted by a leaving server.  A server bounces what it holds in
+ * order, so each goes back behind the one bounced before it, if that one
+ * still waits.  Returns 0, or -1 when it is not exactly a task it holds. */
 static int
 slot_bounce(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
 {
 	mirai__frame inner;
 	mirai__task_view tv;
-	dtask *t = sl->busy;
-
-	const uint8_t *mine;
+	dtask *t, *prev, *behind;
 
 	if (mirai__bounce_decode(f, &inner) != 0 ||
-	    mirai__task_decode(&inner, &tv) != 0 || t == NULL ||
-	    tv.id != t->id || MIRAI__FRAME_HDR_LEN + inner.len != t->len) {
+	    mirai__task_decode(&inner, &tv) != 0) {
 		return -1;
 	}
-	/* Byte for byte what it was given (the body; the header matched by
-	 * type and length). */
-	mine = t->big ? mirai__msg_body(mirai__d_msg_of(t)) + MIRAI__HDR_LEN +
-		MIRAI__FRAME_HDR_LEN
-		      : t->frame;
-	if (memcmp(mine, inner.body, inner.len) != 0) {
+	for (t = held_find(sl, tv.id, &prev); t != NULL; prev = t, t = t->next) {
+		/* Byte for byte what it was given (the body; the header
+		 * matched by type and length). */
+		const uint8_t *mine = t->big
+		    ? mirai__msg_body(mirai__d_msg_of(t)) + MIRAI__HDR_LEN +
+			MIRAI__FRAME_HDR_LEN
+		    : t->frame;
+		if (t->id == tv.id &&
+		    MIRAI__FRAME_HDR_LEN + inner.len == t->len &&
+		    memcmp(mine, inner.body, inner.len) == 0) {
+			break;
+		}
+	}
+	if (t == NULL) {
 		return -1;
 	}
-	sl->busy = NULL;
-	if (t->orphan) {
-		mirai__d_dtask_free(d, t);
+	/* Only a leaving server bounces: it gets nothing more, not even
+	 * before its BYE comes. */
+	sl->leaving = 1;
+	mirai__d_unready(d, sl);
+	mirai__d_held_take(sl, prev, t);
+	if (drop_unwanted(d, t)) {
+		return 0;
+	}
+	/* The dispatcher's copy goes back, not the bytes that came. */
+	behind = sl->bounced ? mirai__idmap_get(&d->tasks, sl->bounce_id)
+			     : NULL;
+	if (behind != NULL && behind->queued) {
+		mirai__d_q_push_after(d, behind, t);
 	} else {
-		/* The dispatcher's copy goes back, not the bytes that came. */
 		mirai__d_q_push(d, t, 1);
 	}
+	sl->bounced   = 1;
+	sl->bounce_id = t->id;
 	return 0;
 }
 
@@ -406,6 +478,7 @@ mirai__d_slot_frames(mirai_dispatcher *d, dsock *ds, mirai__msg *msg)
 	}
 	while (forged == NULL && (rv = mirai__msg_next(&r, &f)) == 1) {
 		mirai__result_view res;
+		dtask *t, *prev;
 		uint32_t why;
 
 		if (!sl->online && f.type != MIRAI__F_HELLO &&
@@ -424,11 +497,11 @@ mirai__d_slot_frames(mirai_dispatcher *d, dsock *ds, mirai__msg *msg)
 			break;
 		case MIRAI__F_RESULT:
 			if (mirai__result_decode(&f, &res) != 0 ||
-			    sl->busy == NULL || sl->busy->id != res.id) {
+			    (t = held_find(sl, res.id, &prev)) == NULL) {
 				forged = "a result for a task it does not hold";
 				break;
 			}
-			finish_busy(d, sl, &f, &keep);
+			finish_task(d, sl, prev, t, &f, &keep);
 			break;
 		case MIRAI__F_BOUNCE:
 			if (slot_bounce(d, sl, &f) != 0) {
@@ -443,7 +516,7 @@ mirai__d_slot_frames(mirai_dispatcher *d, dsock *ds, mirai__msg *msg)
 				    sl->idx, sl->host, sl->pid, why);
 			}
 			sl->leaving = 1;
-			mirai__d_idle_remove(d, sl);
+			mirai__d_unready(d, sl);
 			break;
 		case MIRAI__F_PING:
 		case MIRAI__F_PONG:
@@ -458,7 +531,7 @@ mirai__d_slot_frames(mirai_dispatcher *d, dsock *ds, mirai__msg *msg)
 	}
 	if (forged != NULL) {
 		slot_cut(d, sl, forged);
-	} else if (sl->leaving && sl->busy == NULL) {
+	} else if (sl->leaving && sl->held == NULL) {
 		/* Everything it had is back: let it go. */
 		mirai__d_slot_exit(d, sl, 0);
 	}
@@ -499,47 +572,64 @@ mirai__d_slot_tx(void *arg, int rv)
 /* ---- lost servers ------------------------------------------------------- */
 
 /* The server of a slot is gone (deferred from the pipe callback, which
- * must not send).  Its task is retried or reported. */
+ * must not send).  Its tasks are retried or reported. */
 typedef struct lost_job {
 	mirai_dispatcher *d;
-	dtask *t;
+	dtask *held;       /* oldest first */
 	size_t slot;
 	char who[160];
 } lost_job;
 
+/*
+ * Each task the lost server held is retried (back to the head of the
+ * line, in the order they were sent) or reported with ECONNRESET.  Only
+ * the oldest was surely running; one queued behind it may have started
+ * too (if a result was lost on the way), so all spend a retry alike: a
+ * task runs twice only where its retries allow it.
+ */
 static void
 slot_lost_job(void *arg)
 {
 	lost_job *j         = arg;
 	mirai_dispatcher *d = j->d;
-	dtask *t            = j->t;
+	dtask *retry = NULL, **tail = &retry;
+	int first = 1;
 
 	pthread_mutex_lock(&d->mtx);
-	if (t != NULL && !d->closing && !t->orphan) {
-		if (t->retries > 0) {
-			/* Back to the head of the line. */
+	while (j->held != NULL) {
+		dtask *t = j->held;
+		const char *how = first ? "mid-task" : "holding a prefetched task";
+
+		j->held = t->next;
+		t->next = NULL;
+		first   = 0;
+		if (d->closing) {
+			mirai__d_dtask_free(d, t);
+		} else if (drop_unwanted(d, t)) {
+			continue;
+		} else if (t->retries > 0) {
 			t->retries--;
 			d->retried++;
 			d->slots[j->slot].retries++;
 			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-			    "slot %zu: server %s lost mid-task; task %" PRIu64
+			    "slot %zu: server %s lost %s; task %" PRIu64
 			    " requeued (%d retries left)",
-			    j->slot, j->who, t->id, t->retries);
-			mirai__d_q_push(d, t, 1);
+			    j->slot, j->who, how, t->id, t->retries);
+			*tail = t;
+			tail  = &t->next;
 		} else {
 			char text[256];
 			snprintf(text, sizeof text,
-			    "server %s at slot %zu was lost while running the "
-			    "task",
-			    j->who, j->slot);
+			    "server %s at slot %zu was lost while %s the task",
+			    j->who, j->slot,
+			    how[0] == 'm' ? "running" : "holding (prefetched)");
 			MIRAI__LOG(MIRAI_LOG_WARN, TAG, "slot %zu: %s", j->slot,
 			    text);
 			mirai__d_up_error(d, t->id, MIRAI_ECONNRESET, text);
 			mirai__d_dtask_free(d, t);
 		}
-	} else if (t != NULL) {
-		mirai__d_dtask_free(d, t);
 	}
+	mirai__d_q_push_list(d, retry);
 	mirai__d_dispatch(d);
 	d->pending--;
 	pthread_cond_broadcast(&d->cv);
@@ -547,22 +637,21 @@ slot_lost_job(void *arg)
 	free(j);
 }
 
-/* The server of sl is lost (its pipe went, or it fell silent): its task is
- * retried or reported (deferred: this may run in a pipe callback, which
- * must not send), and the slot goes offline.  Called locked. */
+/* The server of sl is lost (its pipe went, or it fell silent): its tasks
+ * are retried or reported (deferred: this may run in a pipe callback,
+ * which must not send), and the slot goes offline.  Called locked. */
 void
 mirai__d_slot_lost(mirai_dispatcher *d, slot *sl)
 {
 	lost_job *j = calloc(1, sizeof *j);
 
-	mirai__d_idle_remove(d, sl);
+	mirai__d_unready(d, sl);
 	if (j != NULL) {
 		j->d    = d;
-		j->t    = sl->busy;
+		j->held = mirai__d_held_take_all(sl);
 		j->slot = sl->idx;
 		snprintf(j->who, sizeof j->who, "%s:%d",
 		    sl->host[0] ? sl->host : "?", sl->pid);
-		sl->busy = NULL;
 		d->pending++;
 		if (mirai__defer(slot_lost_job, j) != 0) {
 			d->pending--;
@@ -649,20 +738,26 @@ mirai__d_saisei(mirai_dispatcher *d, uint64_t req, uint32_t i, int force)
 		return mirai__d_reply_text(req, MIRAI_ENOMEM, "out of memory");
 	}
 	if (old->has_pipe) {
-		/* Cut off: the task resolves with "closed", the server is told
-		 * to exit, and its pipe closes after a grace period. */
-		if (sl->busy != NULL) {
-			dtask *t = sl->busy;
-			sl->busy = NULL;
-			mirai__d_up_error(d, t->id, MIRAI_ECLOSED,
-			    "the server's URL was regenerated by saisei(force) "
-			    "while it ran the task");
+		/* Cut off: the task it runs resolves with "closed", those
+		 * prefetched behind it go back to the head of the queue, the
+		 * server is told to exit, and its pipe closes after a grace
+		 * period. */
+		dtask *t = mirai__d_held_take_all(sl);
+		if (t != NULL) {
+			dtask *rest = t->next;
+			t->next     = NULL;
+			if (!t->orphan) {
+				mirai__d_up_error(d, t->id, MIRAI_ECLOSED,
+				    "the server's URL was regenerated by "
+				    "saisei(force) while it ran the task");
+			}
 			mirai__d_dtask_free(d, t);
+			held_requeue(d, rest);
 		}
 		mirai__d_slot_exit(d, sl, MIRAI__EXIT_CANCEL);
 		mirai__d_pipe_close_later(d, old->link, old->pipe_id, CUTOFF_GRACE_MS);
 	}
-	mirai__d_idle_remove(d, sl);
+	mirai__d_unready(d, sl);
 	old->retired  = 1;
 	sl->cur       = ds;
 	sl->online    = 0;

@@ -68,7 +68,7 @@ mirai__d_up_error(mirai_dispatcher *d, uint64_t id, int status,
 
 /* ---- receiving -------------------------------------------------------- */
 
-/* The client left or detached: its queued tasks go, its running ones
+/* The client left or detached: its queued tasks go, those servers hold
  * are cancelled and their results dropped (a next client's ids may be the
  * same).  Called locked. */
 static void
@@ -78,11 +78,14 @@ drop_client_work(mirai_dispatcher *d)
 		mirai__d_dtask_free(d, t);
 	}
 	for (size_t i = 0; i < d->nslots; i++) {
-		dtask *t = d->slots[i].busy;
-		if (t != NULL && !t->orphan) {
-			mirai__idmap_del(&d->tasks, t);
-			t->orphan = 1;
-			mirai__d_slot_ctrl(d, &d->slots[i], MIRAI__F_CANCEL, t->id, 1);
+		for (dtask *t = d->slots[i].held; t != NULL; t = t->next) {
+			if (!t->orphan) {
+				mirai__idmap_del(&d->tasks, t);
+				t->orphan      = 1;
+				t->cancel_sent = 1;
+				mirai__d_slot_ctrl(d, &d->slots[i],
+				    MIRAI__F_CANCEL, t->id, 1);
+			}
 		}
 	}
 }
@@ -145,12 +148,12 @@ up_cancel(mirai_dispatcher *d, uint64_t id)
 		/* Never runs. */
 		mirai__d_q_drop(d, t);
 	} else {
-		/* Running: at the slot that has it. */
-		for (size_t i = 0; i < d->nslots; i++) {
-			if (d->slots[i].busy == t) {
-				mirai__d_slot_ctrl(d, &d->slots[i], MIRAI__F_CANCEL, id, 1);
-				break;
-			}
+		/* Running, or prefetched: at the slot that holds it, which
+		 * answers either way. */
+		slot *sl = mirai__d_held_by(d, t);
+		if (sl != NULL) {
+			t->cancel_sent = 1;
+			mirai__d_slot_ctrl(d, sl, MIRAI__F_CANCEL, id, 1);
 		}
 	}
 }

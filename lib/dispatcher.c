@@ -27,7 +27,8 @@ status_payload(mirai_dispatcher *d, mirai__wbuf *w)
 	    .retried = d->retried, .nrows = (uint32_t) d->nslots};
 
 	for (size_t i = 0; i < d->nslots; i++) {
-		h.running += d->slots[i].busy != NULL;
+		/* Held: running, or prefetched behind the one running. */
+		h.running += d->slots[i].nheld;
 	}
 	mirai__status_head_encode(w, &h);
 	for (size_t i = 0; i < d->nslots; i++) {
@@ -155,6 +156,10 @@ dispatcher_create_impl(mirai_dispatcher **out,
 	    o->retries > 255) {
 		return mirai__fail(err, MIRAI_EINVAL, "invalid dispatcher options");
 	}
+	if (o->prefetch < 0 || o->prefetch > MIRAI__PREFETCH_MAX) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "prefetch must be 0-%d", MIRAI__PREFETCH_MAX);
+	}
 	n = o->nurls > 0 ? o->nurls : (size_t) o->n;
 	if (n == 0 || n > 100000) {
 		return mirai__fail(err, MIRAI_EINVAL,
@@ -177,6 +182,7 @@ dispatcher_create_impl(mirai_dispatcher **out,
 	d->opts.url      = NULL;
 	d->opts.server   = &d->sopts;
 	d->no_token      = o->no_token;
+	d->cap           = 1 + (uint32_t) o->prefetch;
 	d->up_slot       = MIRAI__NO_SLOT;
 	d->opts.client_url  = keep_str(d, o->client_url);
 	d->opts.listen_url  = keep_str(d, o->listen_url);
@@ -647,8 +653,10 @@ mirai_dispatcher_destroy(mirai_dispatcher *d)
 	free(d->kids);
 	mirai__d_slots_free(d);
 	for (size_t i = 0; i < d->nslots; i++) {
-		if (d->slots[i].busy != NULL) {
-			mirai__d_dtask_free(d, d->slots[i].busy);
+		for (dtask *t = mirai__d_held_take_all(&d->slots[i]), *next;
+		     t != NULL; t = next) {
+			next = t->next;
+			mirai__d_dtask_free(d, t);
 		}
 		free(d->slots[i].url);
 	}

@@ -6,8 +6,9 @@
  *
  *   dispatcher.c   life cycle and public API, local servers, the control
  *                  socket, answers to status and saisei requests
- *   disp_queue.c   the task table, dtask lifetime, the FIFO, the idle
- *                  list, dispatch
+ *   disp_queue.c   the task table, dtask lifetime, the FIFO, the lists
+ *                  of servers ready for a task, the tasks each server
+ *                  holds, dispatch
  *   disp_slots.c   sending to servers, frames from servers (cutting off
  *                  forged ones), lost servers, heartbeats, saisei
  *   disp_socks.c   where servers connect: own sockets, shared listeners
@@ -17,7 +18,10 @@
  *
  * The dispatcher sits between one client and a set of server slots, keeps
  * the FIFO queue of tasks and gives a task only to a server that is online
- * and idle.
+ * and idle.  With prefetch k (an opt-in for farms of short tasks) a server
+ * may also hold up to k tasks queued behind the one it runs, so that it
+ * never waits a round trip for its next one; idle servers still come
+ * first.  A server runs what it holds in the order it was sent.
  *
  * Links: upstream, the dispatcher dials the client like a server does and
  * introduces itself as a dispatcher; or it listens for one client at a
@@ -32,7 +36,8 @@
  *
  * Scheduling is event driven: a task arrives, a server says HELLO, or a
  * result comes back, and mirai__d_dispatch() pairs the head of the queue
- * with the server that has been idle longest.  On a result the server gets
+ * with the server that has been idle longest (then, with prefetch, with
+ * the one that has had room the longest).  On a result the server gets
  * its next task before the result is forwarded, so the server waits for
  * nothing but the round trip.  Everything runs in NNG callbacks under one
  * mutex; the caller of mirai_dispatcher_run() only waits for the end.
@@ -66,7 +71,8 @@ typedef struct dsock dsock;
  * where a small task's frame starts.
  */
 typedef struct dtask {
-	struct dtask *next;        /* FIFO while queued */
+	struct dtask *next;        /* FIFO while queued; the list of its
+	                              server's held tasks while sent */
 	struct dtask *hnext;       /* chain in d->tasks */
 	uint64_t id;
 	uint32_t len;              /* frame length */
@@ -77,6 +83,9 @@ typedef struct dtask {
 	                              mirai__d_msg_of() */
 	unsigned dropped : 1;      /* cancelled while queued: freed when
 	                              reached, so the FIFO needs one link */
+	unsigned cancel_sent : 1;  /* a CANCEL went to the server holding it:
+	                              its result may be for a task that never
+	                              started */
 	uint8_t frame[];           /* a small task's frame, without its 8-byte
 	                              frame header (rebuilt from len) */
 } dtask;
@@ -168,10 +177,20 @@ struct slot {
 	int shared;        /* on a shared listener: saisei can regenerate */
 	int free_listed;   /* in d->free_slots (no_token) */
 	int online;        /* HELLO received on the current pipe */
-	int leaving;       /* BYE received */
+	int leaving;       /* BYE received, or a bounce: it takes nothing more */
 	int exit_sent;
 	int gone;          /* GONE received: it sends nothing more */
-	dtask *busy;
+	/* The tasks sent to the server and not yet answered, oldest first
+	 * (linked by next): the one it runs, then up to prefetch more. */
+	dtask *held, *held_tail;
+	uint32_t nheld;
+	uint64_t max_tasks;  /* tasks the server will still run, from its
+	                        HELLO; 0: no limit */
+	uint64_t unsure;     /* results of this instance for tasks cancelled
+	                        while held: they may not count there */
+	uint64_t bounce_id;  /* its last bounced task, if bounced: the next
+	                        bounce goes back behind it */
+	int bounced;
 	uint64_t instance, assigned, complete, retries;
 	int pid;
 	char host[64];
@@ -179,9 +198,19 @@ struct slot {
 	uint64_t hook;     /* the server's hook fingerprint (0: none) */
 	char hook_name[64];
 	int hook_warned;   /* a task with another hook was logged */
-	slot *idle_next;
-	int idle;
+	/* Where dispatch() finds it: 0 nowhere, SLOT_IDLE in d->idle,
+	 * SLOT_ROOM in d->room. */
+	int ready;
+	slot *ready_prev, *ready_next;
 };
+
+#define SLOT_IDLE 1 /* online, holds nothing */
+#define SLOT_ROOM 2 /* online, holds fewer tasks than it may */
+
+/* Slots ready for a task, in the order they became so. */
+typedef struct slot_list {
+	slot *head, *tail;
+} slot_list;
 
 struct mirai_dispatcher {
 	mirai_dispatcher_opts opts; /* opts.server points to sopts */
@@ -235,8 +264,10 @@ struct mirai_dispatcher {
 	/* queue */
 	dtask *head, *tail;
 	size_t qlen;
-	mirai__idmap tasks;  /* id -> dtask, queued or running */
-	slot *idle_head, *idle_tail;
+	mirai__idmap tasks;  /* id -> dtask, queued or held by a server */
+	slot_list idle;      /* servers holding nothing: served first */
+	slot_list room;      /* servers with room for a prefetched task */
+	uint32_t cap;        /* tasks a server may hold: 1 + prefetch */
 	uint64_t completed, retried;
 	uint64_t forged;    /* peers cut off for frames no server sends */
 
@@ -258,10 +289,28 @@ struct mirai_dispatcher {
 void mirai__d_dtask_free(mirai_dispatcher *d, dtask *t);
 /* Queue t at the tail, or at the head (front: a retry or a bounce). */
 void mirai__d_q_push(mirai_dispatcher *d, dtask *t, int front);
+/* Queue t right behind prev, a queued task (a bounce behind the one the
+ * same server bounced before it). */
+void mirai__d_q_push_after(mirai_dispatcher *d, dtask *prev, dtask *t);
+/* Queue a list of tasks (linked by next, oldest first) at the head, in
+ * their order. */
+void mirai__d_q_push_list(mirai_dispatcher *d, dtask *list);
 dtask *mirai__d_q_pop(mirai_dispatcher *d);
 void mirai__d_q_drop(mirai_dispatcher *d, dtask *t);
-void mirai__d_idle_push(mirai_dispatcher *d, slot *sl);
-void mirai__d_idle_remove(mirai_dispatcher *d, slot *sl);
+/* The most tasks sl may hold now: 1 + prefetch, fewer when its server
+ * announced it would run fewer (0 once it ran them all). */
+uint32_t mirai__d_slot_cap(const mirai_dispatcher *d, const slot *sl);
+/* Put sl in d->idle or d->room as its tasks allow (keeping its place when
+ * it stays in the same list), or take it out of both. */
+void mirai__d_ready(mirai_dispatcher *d, slot *sl);
+void mirai__d_unready(mirai_dispatcher *d, slot *sl);
+/* sl's held tasks: add the newest; take t out (prev: the one before it,
+ * NULL for the oldest); take them all (a list, oldest first). */
+void mirai__d_held_push(slot *sl, dtask *t);
+void mirai__d_held_take(slot *sl, dtask *prev, dtask *t);
+dtask *mirai__d_held_take_all(slot *sl);
+/* The slot holding t, or NULL. */
+slot *mirai__d_held_by(mirai_dispatcher *d, const dtask *t);
 void mirai__d_dispatch(mirai_dispatcher *d);
 
 /* ---- disp_slots.c ----------------------------------------------------- */
@@ -278,7 +327,7 @@ int mirai__d_slot_frames(mirai_dispatcher *d, dsock *ds, mirai__msg *msg);
 /* Receive and send callbacks of a slot's dsock (own socket, or sender). */
 void mirai__d_slot_rx(void *arg, mirai__msg *msg);
 void mirai__d_slot_tx(void *arg, int rv);
-/* The server of sl is lost: its task retried or reported, sl offline.
+/* The server of sl is lost: its tasks retried or reported, sl offline.
  * Called locked. */
 void mirai__d_slot_lost(mirai_dispatcher *d, slot *sl);
 

@@ -438,6 +438,10 @@ void mirai__server_functions_json(mirai_server *srv, mirai__sb *sb);
 
 /* ---- dispatcher.c -------------------------------------------------- */
 
+/* The most tasks a server may hold queued behind the one it runs
+ * (mirai_daemons_opts.prefetch). */
+#define MIRAI__PREFETCH_MAX 1024
+
 /* Call fn(arg) whenever a server comes online or goes (with the
  * dispatcher's lock held: fn must only note it and wake someone). */
 void mirai__dispatcher_watch(mirai_dispatcher *d, void (*fn)(void *),

@@ -57,6 +57,12 @@ positive w1 floor_batched_tasks_per_s floor_batch_tasks ratio_floor_batched chec
 ARGS="--tasks 2000 --rounds 1 --no-dispatcher --servers 3" check w1 daemons checked
 [ "$(value daemons)" = 3 ] || fail "w1 --servers 3: $LAST"
 positive w1 floor_batched_tasks_per_s ratio_floor_batched checked
+[ "$(value prefetch)" = 0 ] || fail "w1: prefetch is not 0 by default: $LAST"
+ARGS="--tasks 2000 --rounds 1 --prefetch 2" check w1 prefetch tasks_per_s ratio_floor_idle checked
+[ "$(value prefetch)" = 2 ] || fail "w1 --prefetch 2: $LAST"
+[ "$(value checked)" = 2000 ] || fail "w1 --prefetch 2: checked $(value checked)"
+"$B/mirai-bench" w1 --prefetch 1 --no-dispatcher >/dev/null 2>"$TMPDIR/err"
+[ $? = 2 ] || fail "--prefetch without a dispatcher not refused"
 ARGS="--tasks 300" check w2 p50_us p99_us floor_p50_us ratio_p50 checked
 positive w2 checked
 ARGS="--tasks 10" check w3 makespan_s optimal_s checked

@@ -21,6 +21,8 @@ expect 0 "$B/mirai-dispatcher" --version
 expect 2 env -u MIRAI_CLIENT_URL "$B/mirai-dispatcher" -n 2
 grep -q "no client URL" "$TMPDIR/err" || fail "missing client message"
 expect 2 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 --retries 300 -n 1
+expect 2 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 --prefetch 1025 -n 1
+expect 2 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 --prefetch -1 -n 1
 expect 1 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 -n 0
 grep -q "between 1 and" "$TMPDIR/err" || fail "slot count message"
 expect 2 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 --url bogus -n 2

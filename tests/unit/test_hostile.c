@@ -10,7 +10,11 @@
  * Each time the dispatcher (or client) must refuse it, cut the peer off
  * (EXIT), and give the next peer its own copy of the task, byte for byte.
  * At the end a real mirai-server takes over and every task completes with its own
- * input echoed back (checked by content).  ASan and valgrind run this too.
+ * input echoed back (checked by content).  With prefetch the liar holds
+ * several tasks: an answer for one it holds, out of turn, is its own to
+ * give; one for a task it does not hold, or a bounce of other bytes, cuts
+ * it off and everything it held goes back.  ASan and valgrind run this
+ * too.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -273,6 +277,69 @@ liar_serve(liar *l, uint8_t **task, size_t *tlen)
 	return 0;
 }
 
+/* An empty message acknowledging the last one received, as a server
+ * sends when asked: the dispatcher sends a slot on a shared listener no
+ * more than 2 messages ahead of its acknowledgements. */
+static void
+liar_ack(liar *l)
+{
+	uint8_t buf[MIRAI__HDR_LEN];
+	mirai__msghdr h = {.nframes = 0, .seq = 1};
+
+	pthread_mutex_lock(&l->mtx);
+	h.ack = l->ack;
+	pthread_mutex_unlock(&l->mtx);
+	mirai__hdr_encode(buf, &h);
+	liar_send(l, buf, sizeof buf);
+}
+
+/*
+ * Wait (bounded) until the liar was given want TASK frames in all,
+ * acknowledging what it gets; copies them (malloc'd, header included) to
+ * tasks[] and their lengths to lens[].  Returns how many it has.
+ */
+static int
+liar_tasks(liar *l, int want, uint8_t **tasks, size_t *lens)
+{
+	int64_t deadline = mirai__now_ms() + 30000;
+	int n            = 0;
+
+	for (;;) {
+		pthread_mutex_lock(&l->mtx);
+		n = 0;
+		for (int i = 0; i < l->n && n < want; i++) {
+			mirai__reader r;
+			mirai__msghdr h;
+			mirai__frame f;
+
+			if (mirai__msg_open(&r, mirai__msg_body(l->inbox[i]),
+				mirai__msg_len(l->inbox[i]), &h) != 0) {
+				continue;
+			}
+			while (n < want && mirai__msg_next(&r, &f) == 1) {
+				if (f.type != MIRAI__F_TASK) {
+					continue;
+				}
+				free(tasks[n]);
+				lens[n]  = MIRAI__FRAME_HDR_LEN + f.len;
+				tasks[n] = malloc(lens[n]);
+				memcpy(tasks[n], f.body - MIRAI__FRAME_HDR_LEN,
+				    lens[n]);
+				n++;
+			}
+		}
+		if (n < want && mirai__now_ms() < deadline) {
+			mirai__cond_wait_until(&l->cv, &l->mtx,
+			    mirai__now_ms() + 100);
+		}
+		pthread_mutex_unlock(&l->mtx);
+		if (n == want || mirai__now_ms() >= deadline) {
+			return n;
+		}
+		liar_ack(l);
+	}
+}
+
 /* ---- the attacks ---------------------------------------------------- */
 
 /* Each gets the TASK frame the liar was given and sends its lie. */
@@ -446,6 +513,24 @@ spawn_server(const char *url)
 	return pid;
 }
 
+/* The honest server, told to exit by the reset, gets 5 s to do so. */
+static void
+reap_server(pid_t pid)
+{
+	int status;
+	int64_t deadline = mirai__now_ms() + 5000;
+
+	if (pid <= 0) {
+		return;
+	}
+	while (waitpid(pid, &status, WNOHANG) == 0 &&
+	    mirai__now_ms() < deadline) {
+		usleep(10000);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+}
+
 /*
  * direct: no dispatcher, the liar and then an honest server dial the
  * client; else a thread dispatcher with the liar at slot 1.
@@ -590,16 +675,146 @@ forged_frames(int direct)
 	}
 	mirai_status_free(st);
 	mirai_reset(profile);
-	if (pid > 0) {
-		int status;
-		int64_t deadline = mirai__now_ms() + 5000;
-		while (waitpid(pid, &status, WNOHANG) == 0 &&
-		    mirai__now_ms() < deadline) {
-			usleep(10000);
-		}
-		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
+	reap_server(pid);
+}
+
+/* The honest answer to a task: mirai.echo gives its input back. */
+static void
+echo_result(liar *l, const uint8_t *task, size_t tlen)
+{
+	mirai__task_view v;
+	mirai__result_view r = {0};
+	uint8_t *fr;
+
+	task_view(task, tlen, &v);
+	r.id   = v.id;
+	r.data = v.data;
+	r.len  = v.len;
+	fr     = malloc(mirai__result_size(r.len));
+	mirai__result_encode(fr, &r);
+	liar_frame(l, fr, mirai__result_size(r.len));
+	free(fr);
+}
+
+/*
+ * A dispatcher with prefetch 2: the liar at slot 1 is given 3 of the 5
+ * tasks (slot 0 has no server yet).  It answers the second one honestly,
+ * out of turn (as a server does for a task cancelled before it started),
+ * which is accepted, and is given the 4th; then it answers the 5th, which
+ * it was never given, and is cut off.  The next liar gets the 3 tasks the
+ * first one still held, in order, byte for byte, and bounces one of them
+ * with other bytes: cut off too.  An honest server then completes every
+ * task with its own input.
+ */
+static void
+test_forged_frames_prefetch(void **state)
+{
+	const char *profile  = "hostile-prefetch";
+	mirai_call_opts co   = {.profile = profile};
+	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
+	enum { NT = NSMALL + 1 };
+	uint8_t *held[4]     = {0};
+	size_t heldlen[4]    = {0};
+	mirai__result_view r = {.data = (const uint8_t *) "forged", .len = 6};
+	uint8_t fr[128];
+	mirai *m[NT];
+	char *in[NT];
+	size_t inlen[NT];
+	mirai__task_view v, w;
+	mirai_status *st;
+	char url0[256], url1[256];
+	liar l;
+	pid_t pid;
+
+	(void) state;
+	if (getenv("MIRAI_SERVER") == NULL) {
+		skip();
 	}
+	d.profile      = profile;
+	d.url          = "tcp://127.0.0.1:0";
+	d.n            = 2;
+	d.prefetch     = 2;
+	d.heartbeat_ms = MIRAI_FOREVER;
+	assert_int_equal(mirai_daemons(&d, NULL), 0);
+	assert_int_equal(mirai_status_get(profile, &st), 0);
+	snprintf(url0, sizeof url0, "%s", st->rows[0].url);
+	snprintf(url1, sizeof url1, "%s", st->rows[1].url);
+	mirai_status_free(st);
+	for (size_t i = 0; i < NT; i++) {
+		in[i] = payload((int) i, &inlen[i]);
+		assert_int_equal(
+		    mirai_call(&co, "mirai.echo", in[i], inlen[i], &m[i]), 0);
+	}
+
+	/* The first liar holds 3 tasks: the first 3, in order. */
+	liar_open(&l, url1);
+	assert_true(liar_serve(&l, &held[0], &heldlen[0]));
+	assert_int_equal(liar_tasks(&l, 3, held, heldlen), 3);
+	for (int k = 0; k < 3; k++) {
+		task_view(held[k], heldlen[k], &v);
+		assert_int_equal(v.id, mirai_id(m[k]));
+	}
+	/* Out of turn, but its own to give. */
+	echo_result(&l, held[1], heldlen[1]);
+	assert_int_equal(mirai_wait_for(m[1], 20000), 0);
+	/* The dispatcher gave it the 4th task in its place: an answer for
+	 * the 5th, which it does not hold, is forged. */
+	assert_int_equal(liar_tasks(&l, 4, held, heldlen), 4);
+	task_view(held[3], heldlen[3], &v);
+	assert_int_equal(v.id, mirai_id(m[3]));
+	r.id = mirai_id(m[4]);
+	mirai__result_encode(fr, &r);
+	liar_frame(&l, fr, mirai__result_size(r.len));
+	assert_true(liar_wait(&l, MIRAI__F_EXIT, NULL, NULL));
+	liar_close(&l);
+
+	/* The next liar is given what the first held, in order: its own
+	 * copies of tasks 0, 2 and 3. */
+	assert_int_equal(mirai_status_get(profile, &st), 0);
+	snprintf(url1, sizeof url1, "%s", st->rows[1].url);
+	mirai_status_free(st);
+	for (int k = 0; k < 4; k++) {
+		free(held[k]);
+		held[k] = NULL;
+	}
+	liar_open(&l, url1);
+	assert_true(liar_serve(&l, &held[0], &heldlen[0]));
+	assert_int_equal(liar_tasks(&l, 3, held, heldlen), 3);
+	task_view(held[0], heldlen[0], &v);
+	task_view(held[1], heldlen[1], &w);
+	assert_int_equal(v.id, mirai_id(m[0]));
+	assert_int_equal(w.id, mirai_id(m[2]));
+	assert_memory_equal(v.data, in[0], inlen[0]);
+	assert_memory_equal(w.data, in[2], inlen[2]);
+	task_view(held[2], heldlen[2], &v);
+	assert_int_equal(v.id, mirai_id(m[3]));
+	/* A bounce of a task it holds, not the oldest, with other bytes. */
+	attack_bounce_swap(&l, held[1], heldlen[1]);
+	assert_true(liar_wait(&l, MIRAI__F_EXIT, NULL, NULL));
+	liar_close(&l);
+
+	pid = spawn_server(url0);
+	for (size_t i = 0; i < NT; i++) {
+		const void *out;
+		size_t len;
+
+		assert_int_equal(mirai_wait_for(m[i], 20000), 0);
+		out = mirai_data(m[i], &len);
+		assert_int_equal(len, inlen[i]);
+		assert_memory_equal(out, in[i], inlen[i]);
+		mirai_free(m[i]);
+		free(in[i]);
+	}
+	for (int k = 0; k < 4; k++) {
+		free(held[k]);
+	}
+	assert_int_equal(mirai_status_get(profile, &st), 0);
+	assert_int_equal(st->error, 0);
+	assert_int_equal(st->running, 0);
+	assert_int_equal(st->rows[1].online, 0);
+	mirai_status_free(st);
+	mirai_reset(profile);
+	reap_server(pid);
 }
 
 static void
@@ -622,6 +837,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_forged_frames_dispatcher),
 		cmocka_unit_test(test_forged_frames_direct),
+		cmocka_unit_test(test_forged_frames_prefetch),
 	};
 
 	if (getenv("MIRAI_TEST_LOG") != NULL) {
