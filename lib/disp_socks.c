@@ -28,6 +28,7 @@ typedef struct pipe_job {
 	mirai_dispatcher *d;
 	mirai__link *link;
 	uint32_t pipe;
+	void (*then)(mirai_dispatcher *d, uint32_t pipe); /* locked, or NULL */
 } pipe_job;
 
 static void
@@ -39,6 +40,9 @@ pipe_close_job(void *arg)
 	/* destroy() waits for this job before it closes the link. */
 	mirai__link_pipe_close(j->link, j->pipe);
 	pthread_mutex_lock(&d->mtx);
+	if (j->then != NULL) {
+		j->then(d, j->pipe);
+	}
 	d->pending--;
 	pthread_cond_broadcast(&d->cv);
 	pthread_mutex_unlock(&d->mtx);
@@ -53,11 +57,11 @@ pipe_close_timed(void *arg)
 	}
 }
 
-/* Close pipe of link on the service thread, after grace_ms.  Called
- * locked. */
+/* Close pipe of link on the service thread, after grace_ms, then call
+ * then(d, pipe) locked (when then is not NULL).  Called locked. */
 void
-mirai__d_pipe_close_later(mirai_dispatcher *d, mirai__link *link, uint32_t pipe,
-    int64_t grace_ms)
+mirai__d_pipe_close_then(mirai_dispatcher *d, mirai__link *link, uint32_t pipe,
+    int64_t grace_ms, void (*then)(mirai_dispatcher *d, uint32_t pipe))
 {
 	pipe_job *j;
 
@@ -67,6 +71,7 @@ mirai__d_pipe_close_later(mirai_dispatcher *d, mirai__link *link, uint32_t pipe,
 	j->d    = d;
 	j->link = link;
 	j->pipe = pipe;
+	j->then = then;
 	d->pending++;
 	if (grace_ms > 0) {
 		j->timer.fn  = pipe_close_timed;
@@ -79,6 +84,13 @@ mirai__d_pipe_close_later(mirai_dispatcher *d, mirai__link *link, uint32_t pipe,
 		d->pending--;
 		free(j);
 	}
+}
+
+void
+mirai__d_pipe_close_later(mirai_dispatcher *d, mirai__link *link, uint32_t pipe,
+    int64_t grace_ms)
+{
+	mirai__d_pipe_close_then(d, link, pipe, grace_ms, NULL);
 }
 
 /* ---- dsocks ----------------------------------------------------------- */

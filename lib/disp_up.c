@@ -136,6 +136,24 @@ oom:
 	mirai__d_up_error(d, tv.id, MIRAI_ENOMEM, "dispatcher out of memory");
 }
 
+/* The client at pipe detached (EXIT): its pipe was closed a grace
+ * period after our GONE, and it is forgotten now if that pipe's GONE
+ * event has not come.  NNG 1.5.2 may never give that event for a ws pipe
+ * whose peer closed (seen about once in 20 detaches over wss): the next
+ * client would be refused for good.  Called locked. */
+static void
+detached(mirai_dispatcher *d, uint32_t pipe)
+{
+	if (d->up_connected && d->up_mute && d->up_pipe_id == pipe) {
+		d->up_connected = 0;
+		d->up_pipe_id   = 0;
+		d->up_lost      = 1;
+		mirai__outq_clear(&d->up_q);
+		MIRAI__LOG(MIRAI_LOG_INFO, TAG, "the client detached");
+		pthread_cond_broadcast(&d->cv);
+	}
+}
+
 static void
 up_cancel(mirai_dispatcher *d, uint64_t id)
 {
@@ -168,7 +186,7 @@ up_msg(mirai_dispatcher *d, mirai__msg *msg)
 	mirai__msghdr h;
 	mirai__frame f;
 	mirai__msg *keep = NULL;
-	int rv;
+	int rv, first;
 
 	rv = mirai__msg_open(&r, mirai__msg_body(msg), mirai__msg_len(msg), &h);
 	if (rv != 0) {
@@ -222,6 +240,7 @@ up_msg(mirai_dispatcher *d, mirai__msg *msg)
 			break;
 		case MIRAI__F_EXIT:
 			/* GONE first, then silence: the client may close. */
+			first = !d->up_mute;
 			if (!d->up_mute) {
 				mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN);
 				if (o != NULL) {
@@ -235,6 +254,11 @@ up_msg(mirai_dispatcher *d, mirai__msg *msg)
 				/* An attached client detaches: its work goes,
 				 * the dispatcher stays for the next one. */
 				drop_client_work(d);
+				if (first) {
+					mirai__d_pipe_close_then(d, d->up,
+					    d->up_pipe_id, REFUSE_GRACE_MS,
+					    detached);
+				}
 			} else {
 				d->exit_req   = 1;
 				d->exit_flags = f.len == 4 ? mirai__get32(f.body)
@@ -366,9 +390,13 @@ up_pipe(void *arg, int ev, uint32_t id)
 	if (ev == MIRAI__PIPE_ADD && d->listen) {
 		if (d->up_connected || d->up_pending || d->closing) {
 			/* One client at a time: refuse before NNG receives
-			 * on the pipe, which is safe. */
-			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-			    "refused a client: another one is attached");
+			 * on the pipe, which is safe.  (Quietly while the
+			 * attached one is detaching: the newcomer's dialer
+			 * tries again.) */
+			if (!d->up_mute) {
+				MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+				    "refused a client: another one is attached");
+			}
 			refuse = 1;
 		} else if (d->up_pipe_id != 0) {
 			/* A client taken as gone by the heartbeat still holds

@@ -337,6 +337,10 @@ void mirai__d_slot_lost(mirai_dispatcher *d, slot *sl);
  * locked. */
 void mirai__d_pipe_close_later(mirai_dispatcher *d, mirai__link *link,
     uint32_t pipe, int64_t grace_ms);
+/* The same, then then(d, pipe) is called locked. */
+void mirai__d_pipe_close_then(mirai_dispatcher *d, mirai__link *link,
+    uint32_t pipe, int64_t grace_ms,
+    void (*then)(mirai_dispatcher *d, uint32_t pipe));
 /* Tell the peer at pipe of link it is refused (EXIT with
  * MIRAI__EXIT_REFUSED), and close the pipe after a grace period.  Called
  * locked. */

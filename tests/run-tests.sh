@@ -87,9 +87,10 @@ if [ "$mode" = all ]; then
 	if make -s SANITIZE=address,undefined BUILD="$SAN" tests >"$BUILD/test-logs/build-san.log" 2>&1; then
 		export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 		export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+		export LSAN_OPTIONS="suppressions=$root/tests/lsan.supp:print_suppressions=0"
 		layers "$SAN" "san/"
 		fuzz_smoke "$SAN" "san/"
-		unset ASAN_OPTIONS UBSAN_OPTIONS
+		unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
 	else
 		failed+=("build-san")
 		echo "FAIL  sanitizer build (log: $BUILD/test-logs/build-san.log)"

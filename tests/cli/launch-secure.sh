@@ -46,7 +46,7 @@ unset MIRAI_TLS_CA
 "$M" --tls-ca "\$ca" status --json >"$W/status2" || exit 16
 "$M" --tls-ca "\$ca" exec 'echo by option' >"$W/exec2" || exit 17
 # The client URL without its secret: refused.
-"$M" --tls-ca "\$ca" --wait 1s --url "\${MIRAI_DISPATCHER_URL%/*/*}" exec true \
+"$M" --tls-ca "\$ca" --wait 5s --url "\${MIRAI_DISPATCHER_URL%/*/*}" exec true \
 	2>"$W/notoken" && exit 18
 exit 0
 EOF
