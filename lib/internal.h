@@ -61,6 +61,15 @@ char *mirai__strdup(const char *s);
 int mirai__sopts_copy(mirai_server_opts *dst, const mirai_server_opts *src,
     void **mem);
 void mirai__hostname(char *buf, size_t len);
+/*
+ * Write len bytes of data to the new file dir/name, mode 0600, synced to
+ * disk.  Refuses (MIRAI_EPERM) a dir not owned by this user or writable
+ * by group or others, a name with a '/' (MIRAI_EINVAL) and an existing
+ * file or link (MIRAI_EEXIST).  *path gets dir/name, malloc'd, owned by
+ * the caller.
+ */
+int mirai__write_private(const char *dir, const char *name, const void *data,
+    size_t len, char **path, mirai_errmsg *err);
 
 /* A growable string. */
 typedef struct mirai__sb {
@@ -509,12 +518,7 @@ const char *mirai__tls_ca_pem(const mirai__tls_ca *ca);
 void mirai__tls_ca_destroy(mirai__tls_ca *ca);
 /* Wipe and free a string holding a secret (a key's PEM).  s may be NULL. */
 void mirai__tls_secret_free(char *s);
-/*
- * Write pem to the new file dir/name, mode 0600, synced to disk.  Refuses
- * (MIRAI_EPERM) a dir not owned by this user or writable by group or
- * others, a name with a '/' (MIRAI_EINVAL) and an existing file or link
- * (MIRAI_EEXIST).  *path gets dir/name, malloc'd, owned by the caller.
- */
+/* mirai__write_private (util.c) with pem, a C string, as the contents. */
 int mirai__tls_write_private(const char *dir, const char *name,
     const char *pem, char **path, mirai_errmsg *err);
 
