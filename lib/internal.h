@@ -425,12 +425,13 @@ void mirai__tls_args(const char **argv, size_t *n, const char *ca,
  * task).  The child gets its own process group. */
 int mirai__spawn_server(const mirai_server_opts *o, const char *url,
     int one_shot, pid_t *pid, mirai_errmsg *err);
-/* posix_spawn argv[0] (searching PATH when it has no '/') with stdin from
- * /dev/null, signals reset, its own process group, and the KEY=VALUE
- * strings of extra_env (may be NULL) added to the environment.  fd_out and
- * fd_err (-1: inherit) become its stdout and stderr.  Returns an errno. */
+/* posix_spawn argv[0] (searching PATH when it has no '/') with signals
+ * reset, its own process group, and the KEY=VALUE strings of extra_env
+ * (may be NULL) added to the environment.  fd_in (-1: /dev/null) becomes
+ * its stdin, fd_out and fd_err (-1: inherit) its stdout and stderr.
+ * Returns an errno. */
 int mirai__spawn(const char *const *argv, const char *const *extra_env,
-    int fd_out, int fd_err, pid_t *pid);
+    int fd_in, int fd_out, int fd_err, pid_t *pid);
 
 /* ---- server*.c / builtin.c ---------------------------------------- */
 

@@ -17,7 +17,7 @@
 #define REAP_WAIT_MS 5000
 /* After REAP_WAIT_MS, srun gets a SIGTERM (it passes it to its tasks) and
  * this long before the SIGKILL. */
-#define SRUN_TERM_MS 2000
+#define STEP_TERM_MS 2000
 #define MAX_SERVERS 100000
 /* Keeps the first unit of every server (k * cpus) within an int. */
 #define MAX_CPUS_PER_SERVER 4096
@@ -562,11 +562,11 @@ mirai_launch_destroy(mirai_launch *l)
 		while (l->alive > 0 && mirai__now_ms() < deadline) {
 			mirai__cond_wait_until(&l->cv, &l->mtx, deadline);
 		}
-		if (l->alive > 0 && l->srun_pid > 0) {
+		if (l->alive > 0 && l->step_pid > 0) {
 			/* srun passes a TERM on to its tasks: the servers
 			 * stop after their task, or at once on a second. */
-			kill(l->srun_pid, SIGTERM);
-			deadline = mirai__now_ms() + SRUN_TERM_MS;
+			kill(l->step_pid, SIGTERM);
+			deadline = mirai__now_ms() + STEP_TERM_MS;
 			while (l->alive > 0 && mirai__now_ms() < deadline) {
 				mirai__cond_wait_until(&l->cv, &l->mtx,
 				    deadline);
@@ -575,8 +575,8 @@ mirai_launch_destroy(mirai_launch *l)
 		if (l->alive > 0) {
 			/* Stuck in a task past the bound: the launcher's
 			 * watchers must not outlive it. */
-			if (l->srun_pid > 0) {
-				kill(l->srun_pid, SIGKILL);
+			if (l->step_pid > 0) {
+				kill(l->step_pid, SIGKILL);
 			}
 			for (size_t i = 0; i < l->n; i++) {
 				if (l->pids[i] > 0) {

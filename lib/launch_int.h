@@ -60,7 +60,8 @@ struct mirai_launch {
 	char myhost[256];
 	int launcher;          /* MIRAI_LAUNCHER_SSH, _SRUN or _LOCAL */
 	int srun_cpus;         /* --cpus-per-task of the srun step */
-	pid_t srun_pid;        /* the srun of the servers' step, 0 if none */
+	pid_t step_pid;        /* the srun that started every agent, 0 if
+	                          none (or it ended) */
 	int srun_sock;         /* its stdin, our end; -1 if none */
 	mirai__wbuf srun_in;   /* the setup all its agents read */
 	int tls;               /* the slots are wss:// */
@@ -77,6 +78,14 @@ struct mirai_launch {
 /* ---- launch_start.c --------------------------------------------------- */
 
 void mirai__ln_changed(mirai_launch *l);
+/*
+ * A child of the launch, just started: note pid in *at (under l->mtx),
+ * count it alive and watch it, on_exit(pid, status, l) reaping it.  If it
+ * cannot be watched it is killed and reaped at once, on_exit called with
+ * status -1, and the call fails naming it by what.
+ */
+int mirai__ln_adopt(mirai_launch *l, pid_t pid, pid_t *at,
+    void (*on_exit)(pid_t, int, void *), const char *what, mirai_errmsg *err);
 /*
  * Fail servers [first, end) (of one host) with one reason, logged once:
  * a dead host with 50 slots is one line, not 50.  The caller's message

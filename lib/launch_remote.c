@@ -6,8 +6,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,14 +124,14 @@ agent_argv(const mirai_launch *l, const char *server, int bind, argvec *a)
 	}
 }
 
-/* The setup records of slots [first, end) (one host), addressed to that
- * host when node is set. */
+/* The setup records of slots [first, end) (one host), addressed to node
+ * unless it is NULL. */
 static void
-setup_urls(const mirai_launch *l, size_t first, size_t end, int node,
+setup_urls(const mirai_launch *l, size_t first, size_t end, const char *node,
     mirai__wbuf *w)
 {
-	if (node) {
-		mirai__agent_node(w, l->slots[first].host);
+	if (node != NULL) {
+		mirai__agent_node(w, node);
 	}
 	for (size_t i = first; i < end; i++) {
 		mirai__agent_url(w, l->slots[i].url, l->slots[i].unit);
@@ -151,6 +149,33 @@ setup_env(const mirai_launch *l, mirai__wbuf *w)
 		mirai__agent_ca(w, mirai__tls_ca_pem(l->ca));
 	}
 	mirai__agent_end(w);
+}
+
+/*
+ * The one setup that every agent of a srun step reads, each host's URLs
+ * addressed to it; the hosts, comma separated, into nodes unless it is
+ * NULL.  Returns how many hosts.
+ */
+static size_t
+setup_all(const mirai_launch *l, mirai__wbuf *w, mirai__sb *nodes)
+{
+	size_t nhosts = 0;
+
+	mirai__agent_begin(w);
+	for (size_t i = 0, end; i < l->n; i = end) {
+		const char *node = l->slots[i].host;
+		for (end = i + 1; end < l->n && l->slots[end].host == node;
+		     end++) {
+		}
+		setup_urls(l, i, end, node, w);
+		if (nodes != NULL) {
+			mirai__sb_printf(nodes, "%s%s", nhosts > 0 ? "," : "",
+			    node);
+		}
+		nhosts++;
+	}
+	setup_env(l, w);
+	return nhosts;
 }
 
 /*
@@ -234,7 +259,7 @@ mirai__ln_start_remote(mirai_launch *l, size_t first, size_t count,
 	}
 	/* What must not show in ps goes over stdin. */
 	mirai__agent_begin(&in);
-	setup_urls(l, first, first + count, 0, &in);
+	setup_urls(l, first, first + count, NULL, &in);
 	setup_env(l, &in);
 	if (cmd.failed || in.failed || av.failed) {
 		rv = mirai__fail(err, MIRAI_ENOMEM, "out of memory");
@@ -251,9 +276,50 @@ mirai__ln_start_remote(mirai_launch *l, size_t first, size_t count,
 	return rv;
 }
 
-/* ---- srun ------------------------------------------------------------------ */
+/* ---- one step for every agent: srun ---------------------------------------- */
 
-extern char **environ;
+static void
+on_step_exit(pid_t pid, int status, void *arg)
+{
+	mirai_launch *l = arg;
+
+	(void) pid;
+	pthread_mutex_lock(&l->mtx);
+	l->step_pid = 0;
+	if (status != -1 && WIFEXITED(status)) {
+		mirai__ln_fail_range(l, 0, l->n, "srun exited with status %d",
+		    WEXITSTATUS(status));
+	} else {
+		mirai__ln_fail_range(l, 0, l->n, "srun ended (signal %d)",
+		    status != -1 && WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+	}
+	l->alive--;
+	mirai__ln_changed(l);
+	pthread_mutex_unlock(&l->mtx);
+}
+
+/*
+ * Run argv (srun, from the PATH) as the launch's step, its
+ * stdin in_fd, or /dev/null when in_fd is -1.  In a process group of its
+ * own: a ^C at the terminal reaches the launcher, which ends the step its
+ * own way (launch.c, teardown).
+ */
+static int
+spawn_step(mirai_launch *l, char *const *argv, int in_fd, mirai_errmsg *err)
+{
+	pid_t pid;
+	int rv;
+
+	if ((rv = mirai__spawn((const char *const *) argv, NULL, in_fd, -1, -1,
+		 &pid)) != 0) {
+		return mirai__fail(err, MIRAI_ESPAWN, "cannot run %s: %s",
+		    argv[0], strerror(rv));
+	}
+	return mirai__ln_adopt(l, pid, &l->step_pid, on_step_exit, argv[0],
+	    err);
+}
+
+/* ---- srun ------------------------------------------------------------------ */
 
 /* Feeds the setup to srun's stdin, which srun copies to every agent
  * (--input=all): a thread, because srun reads it only as the step starts
@@ -279,26 +345,6 @@ srun_writer(void *arg)
 	return NULL;
 }
 
-static void
-on_srun_exit(pid_t pid, int status, void *arg)
-{
-	mirai_launch *l = arg;
-
-	(void) pid;
-	pthread_mutex_lock(&l->mtx);
-	l->srun_pid = 0;
-	if (status != -1 && WIFEXITED(status)) {
-		mirai__ln_fail_range(l, 0, l->n, "srun exited with status %d",
-		    WEXITSTATUS(status));
-	} else {
-		mirai__ln_fail_range(l, 0, l->n, "srun ended (signal %d)",
-		    status != -1 && WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-	}
-	l->alive--;
-	mirai__ln_changed(l);
-	pthread_mutex_unlock(&l->mtx);
-}
-
 /*
  * Every server through one srun job step: one task a node (the node's
  * agent, as over ssh), all reading one setup in which each node's URLs are
@@ -308,31 +354,16 @@ on_srun_exit(pid_t pid, int status, void *arg)
 int
 mirai__ln_start_srun(mirai_launch *l, mirai_errmsg *err)
 {
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t at;
-	sigset_t none, def;
 	mirai__sb nodes = {0};
 	argvec av = {0};
 	char exe[4096];
 	const char *server;
-	size_t nhosts = 0;
+	size_t nhosts;
 	int sv[2], rv;
-	pid_t pid;
 
 	server = mirai__find_tool(l->sopts.server_path, "MIRAI_SERVER",
 	    "mirai-server", exe, sizeof exe);
-	mirai__agent_begin(&l->srun_in);
-	for (size_t i = 0, end; i < l->n; i = end) {
-		for (end = i + 1; end < l->n &&
-		     l->slots[end].host == l->slots[i].host;
-		     end++) {
-		}
-		setup_urls(l, i, end, 1, &l->srun_in);
-		mirai__sb_printf(&nodes, "%s%s", nhosts > 0 ? "," : "",
-		    l->slots[i].host);
-		nhosts++;
-	}
-	setup_env(l, &l->srun_in);
+	nhosts = setup_all(l, &l->srun_in, &nodes);
 	av_add(&av, "srun");
 	/* --overlap: the step shares the job's CPUs with the client's. */
 	av_add(&av, "--overlap");
@@ -355,43 +386,14 @@ mirai__ln_start_srun(mirai_launch *l, mirai_errmsg *err)
 		return mirai__fail(err, MIRAI_ESPAWN, "socketpair: %s",
 		    strerror(errno));
 	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, sv[1], 0);
-	posix_spawnattr_init(&at);
-	sigemptyset(&none);
-	sigemptyset(&def);
-	sigaddset(&def, SIGPIPE);
-	sigaddset(&def, SIGTERM);
-	sigaddset(&def, SIGINT);
-	sigaddset(&def, SIGHUP);
-	posix_spawnattr_setsigmask(&at, &none);
-	posix_spawnattr_setsigdefault(&at, &def);
-	/* Its own process group: a ^C at the terminal reaches the launcher,
-	 * which ends the step its own way. */
-	posix_spawnattr_setpgroup(&at, 0);
-	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK |
-	    POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
-	rv = posix_spawnp(&pid, "srun", &fa, &at, av.v, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&at);
+	rv = spawn_step(l, av.v, sv[1], err);
 	av_free(&av);
 	close(sv[1]);
 	if (rv != 0) {
 		close(sv[0]);
-		return mirai__fail(err, MIRAI_ESPAWN, "cannot run srun: %s",
-		    strerror(rv));
+		return rv;
 	}
-	pthread_mutex_lock(&l->mtx);
 	l->srun_sock = sv[0];
-	l->srun_pid  = pid;
-	l->alive++;
-	pthread_mutex_unlock(&l->mtx);
-	if ((rv = mirai__watch_child(pid, on_srun_exit, l)) != 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		on_srun_exit(pid, -1, l);
-		return mirai__fail(err, rv, "cannot watch srun");
-	}
 	if (pthread_create(&l->writer, NULL, srun_writer, l) != 0) {
 		return mirai__fail(err, MIRAI_ENOMEM, "cannot start a thread");
 	}

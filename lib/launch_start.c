@@ -38,6 +38,25 @@ on_watch(void *arg)
 	pthread_mutex_unlock(&l->mtx);
 }
 
+int
+mirai__ln_adopt(mirai_launch *l, pid_t pid, pid_t *at,
+    void (*on_exit)(pid_t, int, void *), const char *what, mirai_errmsg *err)
+{
+	int rv;
+
+	pthread_mutex_lock(&l->mtx);
+	*at = pid;
+	l->alive++;
+	pthread_mutex_unlock(&l->mtx);
+	if ((rv = mirai__watch_child(pid, on_exit, l)) != 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		on_exit(pid, -1, l);
+		return mirai__fail(err, rv, "cannot watch %s", what);
+	}
+	return 0;
+}
+
 void
 mirai__ln_fail_range(mirai_launch *l, size_t first, size_t end,
     const char *fmt, ...)
@@ -284,17 +303,8 @@ start_local(mirai_launch *l, size_t i, mirai_errmsg *err)
 	if ((rv = mirai__spawn_server(&so, l->slots[i].url, 0, &pid, err)) != 0) {
 		return rv;
 	}
-	pthread_mutex_lock(&l->mtx);
-	l->pids[i] = pid;
-	l->alive++;
-	pthread_mutex_unlock(&l->mtx);
-	if ((rv = mirai__watch_child(pid, on_child_exit, l)) != 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		on_child_exit(pid, -1, l);
-		return mirai__fail(err, rv, "cannot watch a server");
-	}
-	return 0;
+	return mirai__ln_adopt(l, pid, &l->pids[i], on_child_exit, "a server",
+	    err);
 }
 
 /* Bring slot states up to date with the dispatcher; counts online and
