@@ -1100,8 +1100,8 @@ MIRAI_API void mirai_launch_destroy(mirai_launch *l);
  * a command line.  The setup is a run of length-prefixed records ending in
  * an end record, so a value may hold any bytes but NUL (newlines, text
  * that looks like a record), up to the limits below.  Under srun every
- * agent reads the same stream: URL records are addressed to a node, and
- * an agent keeps only its own.
+ * agent reads the same stream, under pbsdsh the same file: URL records
+ * are addressed to a node, and an agent keeps only its own.
  */
 #define MIRAI_AGENT_MAX_RECORD (1u << 20) /* bytes in one record */
 #define MIRAI_AGENT_MAX_TOTAL (64u << 20) /* bytes in one setup */
@@ -1130,6 +1130,18 @@ typedef struct mirai_agent_setup {
  * is for this node.
  */
 MIRAI_API int mirai_agent_read(int fd, const char *node,
+    mirai_agent_setup **out, mirai_errmsg *err);
+
+/*
+ * Read one setup, as mirai_agent_read() does, from the file at path:
+ * what mirai-launch --launcher pbs writes, where the agents have no
+ * standard input.  The file holds secrets, so, like ssh with a private
+ * key, this refuses (MIRAI_EPERM, err says why) a file that is a symbolic
+ * link, not a regular file, not owned by this process's effective user,
+ * or open to group or others in any way (mode bits 077).  MIRAI_ENOENT
+ * when it does not exist; otherwise as mirai_agent_read().
+ */
+MIRAI_API int mirai_agent_read_file(const char *path, const char *node,
     mirai_agent_setup **out, mirai_errmsg *err);
 
 /* Free a setup from mirai_agent_read.  Accepts NULL. */
