@@ -989,9 +989,11 @@ typedef struct mirai_launch_opts {
 	 * is an error. */
 	int oversubscribe;
 	/* How remote servers start: MIRAI_LAUNCHER_AUTO (0: srun inside a
-	 * Slurm job when srun is on the PATH, else ssh), _SSH, _SRUN (one
-	 * job step, one agent a node, every host through it) or _LOCAL
-	 * (every server on this machine, whatever the host names). */
+	 * Slurm job when srun is on the PATH, else ssh; never pbs), _SSH,
+	 * _SRUN (one job step, one agent a node, every host through it),
+	 * _LOCAL (every server on this machine, whatever the host names) or
+	 * _PBS (one `pbsdsh -u`, one agent a node, which reads its setup
+	 * from an owner-only file in setup_dir). */
 	int launcher;
 	/* TLS on the server slots: 0 (default) when any server is remote,
 	 * 1 always, -1 never.  On, ws:// slots become wss://: a CA and a
@@ -1005,6 +1007,12 @@ typedef struct mirai_launch_opts {
 	 * MIRAI_FOREVER (-1): off.  An attached client must speak within it:
 	 * a client pings every third of its own heartbeat when quiet. */
 	int64_t heartbeat_ms;
+	/* MIRAI_LAUNCHER_PBS: a directory every node sees under the same
+	 * path, in which the launch makes an owner-only directory (0700)
+	 * holding the agents' setup file (0600), removed once the start is
+	 * over and at the latest by mirai_launch_destroy; NULL:
+	 * $MIRAI_SETUP_DIR, else $PBS_O_WORKDIR, else $HOME. */
+	const char *setup_dir;
 } mirai_launch_opts;
 
 enum mirai_launcher {
@@ -1012,6 +1020,7 @@ enum mirai_launcher {
 	MIRAI_LAUNCHER_SSH   = 1,
 	MIRAI_LAUNCHER_SRUN  = 2,
 	MIRAI_LAUNCHER_LOCAL = 3,
+	MIRAI_LAUNCHER_PBS   = 4,
 };
 
 #define MIRAI_LAUNCH_OPTS_INIT {.hosts = NULL}

@@ -1,8 +1,10 @@
 /*
  * launch_remote.c: starting remote servers: the agent's command line
  * (`mirai-server --stdin` with the servers' options) and its setup
- * records (URLs, environment, the CA), one ssh exec a host or one srun
- * step for all, and this launch's TLS material.
+ * records (URLs, environment, the CA), one ssh exec a host, or one srun
+ * step or one pbsdsh for all (pbsdsh's agents read the setup from an
+ * owner-only file: `mirai-server --setup-file`), and this launch's TLS
+ * material.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -10,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -75,14 +78,25 @@ av_free(argvec *a)
 }
 
 /* The agent's command: `SERVER --stdin` with the servers' options; its
- * setup (URLs, environment) goes over its stdin. */
+ * setup (URLs, environment) goes over its stdin, or with setup_file set
+ * comes from that file. */
 static void
-agent_argv(const mirai_launch *l, const char *server, int bind, argvec *a)
+agent_argv(const mirai_launch *l, const char *server, int bind,
+    const char *setup_file, argvec *a)
 {
 	const mirai_server_opts *so = &l->sopts;
 
 	av_add(a, "%s", server);
-	av_add(a, "--stdin");
+	if (setup_file == NULL) {
+		av_add(a, "--stdin");
+	} else {
+		/* No stdin ties the agent to us: its servers' links do, and
+		 * a server that cannot dial must fail rather than try for
+		 * ever, so that the agent always ends. */
+		av_add(a, "--setup-file");
+		av_add(a, "%s", setup_file);
+		av_add(a, "--dial-once");
+	}
 	if (bind) {
 		av_add(a, "--bind-to");
 		av_add(a, "%s", l->o.bind_to);
@@ -152,9 +166,9 @@ setup_env(const mirai_launch *l, mirai__wbuf *w)
 }
 
 /*
- * The one setup that every agent of a srun step reads, each host's URLs
- * addressed to it; the hosts, comma separated, into nodes unless it is
- * NULL.  Returns how many hosts.
+ * The one setup that every agent of a srun step or a pbsdsh reads, each
+ * host's URLs addressed to it; the hosts, comma separated, into nodes
+ * unless it is NULL.  Returns how many hosts.
  */
 static size_t
 setup_all(const mirai_launch *l, mirai__wbuf *w, mirai__sb *nodes)
@@ -166,6 +180,12 @@ setup_all(const mirai_launch *l, mirai__wbuf *w, mirai__sb *nodes)
 		const char *node = l->slots[i].host;
 		for (end = i + 1; end < l->n && l->slots[end].host == node;
 		     end++) {
+		}
+		/* pbsdsh's agents know their node by its host name only: a
+		 * nodefile's "localhost" is this machine. */
+		if (l->launcher == MIRAI_LAUNCHER_PBS &&
+		    strcmp(node, "localhost") == 0) {
+			node = l->myhost;
 		}
 		setup_urls(l, i, end, node, w);
 		if (nodes != NULL) {
@@ -245,7 +265,7 @@ mirai__ln_start_remote(mirai_launch *l, size_t first, size_t count,
 	int rv;
 
 	agent_argv(l, so->server_path != NULL ? so->server_path : "mirai-server",
-	    sl->unit >= 0, &av);
+	    sl->unit >= 0, NULL, &av);
 	mirai__sb_printf(&cmd, "exec");
 	for (size_t i = 0; i < av.n; i++) {
 		/* Plain words stay plain; anything else is quoted. */
@@ -276,7 +296,14 @@ mirai__ln_start_remote(mirai_launch *l, size_t first, size_t count,
 	return rv;
 }
 
-/* ---- one step for every agent: srun ---------------------------------------- */
+/* ---- one step for every agent: srun or pbsdsh ------------------------------ */
+
+/* The step's tool, for messages. */
+static const char *
+step_tool(const mirai_launch *l)
+{
+	return l->launcher == MIRAI_LAUNCHER_PBS ? "pbsdsh" : "srun";
+}
 
 static void
 on_step_exit(pid_t pid, int status, void *arg)
@@ -287,10 +314,11 @@ on_step_exit(pid_t pid, int status, void *arg)
 	pthread_mutex_lock(&l->mtx);
 	l->step_pid = 0;
 	if (status != -1 && WIFEXITED(status)) {
-		mirai__ln_fail_range(l, 0, l->n, "srun exited with status %d",
-		    WEXITSTATUS(status));
+		mirai__ln_fail_range(l, 0, l->n, "%s exited with status %d",
+		    step_tool(l), WEXITSTATUS(status));
 	} else {
-		mirai__ln_fail_range(l, 0, l->n, "srun ended (signal %d)",
+		mirai__ln_fail_range(l, 0, l->n, "%s ended (signal %d)",
+		    step_tool(l),
 		    status != -1 && WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 	}
 	l->alive--;
@@ -299,7 +327,7 @@ on_step_exit(pid_t pid, int status, void *arg)
 }
 
 /*
- * Run argv (srun, from the PATH) as the launch's step, its
+ * Run argv (srun or pbsdsh, from the PATH) as the launch's step, its
  * stdin in_fd, or /dev/null when in_fd is -1.  In a process group of its
  * own: a ^C at the terminal reaches the launcher, which ends the step its
  * own way (launch.c, teardown).
@@ -374,7 +402,7 @@ mirai__ln_start_srun(mirai_launch *l, mirai_errmsg *err)
 	av_add(&av, "--ntasks-per-node=1");
 	av_add(&av, "--cpus-per-task=%d", l->srun_cpus > 0 ? l->srun_cpus : 1);
 	av_add(&av, "--nodelist=%s", nodes.buf != NULL ? nodes.buf : "");
-	agent_argv(l, server, l->slots[0].unit >= 0, &av);
+	agent_argv(l, server, l->slots[0].unit >= 0, NULL, &av);
 	if (av.failed || nodes.failed || l->srun_in.failed) {
 		av_free(&av);
 		free(nodes.buf);
@@ -399,4 +427,134 @@ mirai__ln_start_srun(mirai_launch *l, mirai_errmsg *err)
 	}
 	l->writing = 1;
 	return 0;
+}
+
+/* ---- pbsdsh ---------------------------------------------------------------- */
+
+/* Where the setup's directory goes (a directory the nodes see by the same
+ * path) and, in *which, where that came from. */
+static const char *
+setup_parent(const mirai_launch *l, const char **which)
+{
+	static const char *const vars[] = {"MIRAI_SETUP_DIR", "PBS_O_WORKDIR",
+	    "HOME"};
+	const char *v;
+
+	*which = "--setup-dir";
+	if (l->o.setup_dir != NULL && *l->o.setup_dir != '\0') {
+		return l->o.setup_dir;
+	}
+	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+		if ((v = getenv(vars[i])) != NULL && *v != '\0') {
+			*which = vars[i];
+			return v;
+		}
+	}
+	return NULL;
+}
+
+/* The setup, for every agent, in a new owner-only directory of parent:
+ * l->setup_tmpdir and l->setup_file. */
+static int
+write_setup(mirai_launch *l, mirai_errmsg *err)
+{
+	mirai__wbuf in = {0};
+	const char *parent, *which;
+	char *real, *dir;
+	int rv;
+
+	if ((parent = setup_parent(l, &which)) == NULL) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "--launcher pbs: no directory for the agents' setup: give "
+		    "--setup-dir, or set MIRAI_SETUP_DIR, PBS_O_WORKDIR or "
+		    "HOME");
+	}
+	/* The agents may start in another directory: the path they get
+	 * must be absolute. */
+	if ((real = realpath(parent, NULL)) == NULL) {
+		return mirai__fail(err, MIRAI_ENOENT,
+		    "--launcher pbs: the setup directory %s (%s): %s", parent,
+		    which, strerror(errno));
+	}
+	rv = asprintf(&dir, "%s%smirai-setup-XXXXXX", real,
+		 real[strlen(real) - 1] == '/' ? "" : "/");
+	free(real);
+	if (rv < 0) {
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	if (mkdtemp(dir) == NULL) {
+		rv = mirai__fail(err, MIRAI_EPERM,
+		    "--launcher pbs: cannot make a directory in %s (%s): %s",
+		    parent, which, strerror(errno));
+		free(dir);
+		return rv;
+	}
+	l->setup_tmpdir = dir;
+	/* mkdtemp makes it 0700, less what a umask takes away. */
+	if (chmod(dir, 0700) != 0) {
+		return mirai__fail(err, MIRAI_EPERM, "%s: %s", dir,
+		    strerror(errno));
+	}
+	setup_all(l, &in, NULL);
+	if (in.failed) {
+		free(in.p);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	rv = mirai__write_private(dir, "setup", in.p, in.len, &l->setup_file,
+	    err);
+	/* The copy in memory held the secrets too. */
+	memset(in.p, 0, in.len);
+	free(in.p);
+	return rv;
+}
+
+/*
+ * Every server through one `pbsdsh -u`: one task a node (Torque's -u: once
+ * per unique host of the job), the node's agent, started with no stdin:
+ * the setup, each node's URLs addressed to it, goes to an owner-only file
+ * on a file system the nodes share, named on the agents' command line (the
+ * path is no secret; the file is).  mirai_launch_start removes it when the
+ * start is over, destroy at the latest.  The mirai-server is found as for
+ * srun.
+ */
+int
+mirai__ln_start_pbs(mirai_launch *l, mirai_errmsg *err)
+{
+	argvec av = {0};
+	char exe[4096];
+	const char *server;
+	int rv;
+
+	server = mirai__find_tool(l->sopts.server_path, "MIRAI_SERVER",
+	    "mirai-server", exe, sizeof exe);
+	if ((rv = write_setup(l, err)) != 0) {
+		mirai__ln_setup_remove(l);
+		return rv;
+	}
+	av_add(&av, "pbsdsh");
+	av_add(&av, "-u");
+	av_add(&av, "--");
+	agent_argv(l, server, l->slots[0].unit >= 0, l->setup_file, &av);
+	rv = av.failed ? mirai__fail(err, MIRAI_ENOMEM, "out of memory")
+		       : spawn_step(l, av.v, -1, err);
+	av_free(&av);
+	if (rv != 0) {
+		mirai__ln_setup_remove(l);
+	}
+	return rv;
+}
+
+void
+mirai__ln_setup_remove(mirai_launch *l)
+{
+	if (l->setup_file != NULL) {
+		unlink(l->setup_file);
+		free(l->setup_file);
+		l->setup_file = NULL;
+	}
+	if (l->setup_tmpdir != NULL) {
+		rmdir(l->setup_tmpdir);
+		free(l->setup_tmpdir);
+		l->setup_tmpdir = NULL;
+	}
 }

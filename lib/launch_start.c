@@ -396,6 +396,9 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 	size_t need, online = 0, failed = 0, remote = 0;
 	unsigned seen;
 	int rv;
+	/* One srun step or one pbsdsh starts every agent. */
+	int step = l != NULL && (l->launcher == MIRAI_LAUNCHER_SRUN ||
+				    l->launcher == MIRAI_LAUNCHER_PBS);
 
 	if (l == NULL || l->d != NULL) {
 		return mirai__fail(err, MIRAI_ESTATE, "already started");
@@ -459,22 +462,24 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 		}
 		free(copy);
 	}
-	if (l->launcher == MIRAI_LAUNCHER_SRUN) {
+	if (step) {
 		mirai_errmsg e2 = {{0}};
 		pthread_mutex_lock(&l->mtx);
 		for (size_t k = 0; k < l->n; k++) {
 			l->slots[k].state = MIRAI_LAUNCH_STARTING;
 		}
 		pthread_mutex_unlock(&l->mtx);
-		if (mirai__ln_start_srun(l, &e2) != 0) {
+		rv = l->launcher == MIRAI_LAUNCHER_SRUN
+		    ? mirai__ln_start_srun(l, &e2)
+		    : mirai__ln_start_pbs(l, &e2);
+		if (rv != 0) {
 			pthread_mutex_lock(&l->mtx);
 			mirai__ln_fail_range(l, 0, l->n, "%s", e2.text);
 			pthread_mutex_unlock(&l->mtx);
 		}
 	}
 	/* Slots of a host are next to each other in the plan. */
-	for (size_t i = 0, end; i < l->n && l->launcher != MIRAI_LAUNCHER_SRUN;
-	     i = end) {
+	for (size_t i = 0, end; i < l->n && !step; i = end) {
 		mirai_errmsg e2 = {{0}};
 		for (end = i + 1; end < l->n && l->slots[end].host == l->slots[i].host;
 		     end++) {
@@ -529,6 +534,9 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 		}
 	}
 	pthread_mutex_unlock(&l->mtx);
+	/* Every agent has read its setup (its servers are online), or is
+	 * given up on: pbsdsh's leaves the disk now. */
+	mirai__ln_setup_remove(l);
 	if (online < need) {
 		char list[800];
 		failures(l, list, sizeof list);
