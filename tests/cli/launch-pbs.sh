@@ -9,8 +9,9 @@
 # (also after a SIGTERM, during the start and while serving), no secret
 # shows in ps, the launch's processes all end (pbsdsh gets a TERM, then a
 # KILL, when it stays), each agent keeps its own node's URLs (as root: a
-# UTS namespace a node), and mirai-server refuses a setup file that is
-# open to others, not a regular file, a link, or another user's (exit 2).
+# UTS namespace a node), scripts/pbs-example.sh runs with it, and
+# mirai-server refuses a setup file that is open to others, not a regular
+# file, a link, or another user's (exit 2).
 set -u
 B=${BUILD:-build}/bin
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -168,6 +169,16 @@ stop "$L" 15
 gone
 no_setup "$W/shared"
 no_setup "$W/work"
+rm -f "$W/record" "$W/record.path"
+
+# ---- scripts/pbs-example.sh with MIRAI_LAUNCHER=pbs ------------------
+"${JOB[@]}" timeout 60 env MIRAI_LAUNCHER=pbs MIRAI_BIN="$ROOT/$B" \
+	MIRAI_LAUNCH_ARGS="--server $S --server-url ws://127.0.0.1:0" \
+	bash "$ROOT/scripts/pbs-example.sh" >"$W/example" 2>"$W/err" ||
+	fail "pbs-example.sh: $(cat "$W/err")"
+[ "$(grep -c '^task [0-9]* ' "$W/example")" = 64 ] || fail "pbs-example.sh: $(cat "$W/example")"
+no_setup "$W/work"
+gone
 rm -f "$W/record" "$W/record.path"
 
 # ---- a SIGTERM during the start, while the setup file is there ---------
