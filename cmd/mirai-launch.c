@@ -53,8 +53,13 @@ static const char epilog[] =
     "Launchers: ssh starts each remote host's servers with one ssh exec\n"
     "(local hosts directly); srun starts them all with one job step of the\n"
     "Slurm job, one task a node (srun --overlap); local starts every server\n"
-    "here.  URLs and -x values go to the servers over stdin, never on a\n"
-    "command line.  -x VAR needs VAR set here.\n"
+    "here; pbs starts them all with one `pbsdsh -u` (Torque's: OpenPBS's\n"
+    "pbsdsh has no -u), one task a node.  URLs and -x values go to the\n"
+    "servers over stdin, never on a command line; under pbsdsh, whose tasks\n"
+    "have no stdin, in an owner-only file (0600, in a 0700 directory made\n"
+    "in --setup-dir) that is removed once the servers are online, or the\n"
+    "start is over.  pbs is never the default: it was tested only with a\n"
+    "stand-in pbsdsh, never under a real PBS.  -x VAR needs VAR set here.\n"
     "\n"
     "A TERM, INT or HUP ends COMMAND (TERM to its process group, KILL\n"
     "after 5 s), then the servers; mirai-launch then exits with 128 + the\n"
@@ -325,6 +330,7 @@ main(int argc, char **argv)
 	const char *identity = NULL, *ssh_config = NULL, *known = NULL;
 	const char *server_url = NULL, *advertise = NULL, *client_url = NULL;
 	const char *control_url = NULL, *launcher = NULL, *heartbeat = NULL;
+	const char *setup_dir = NULL;
 	long long n = 0, max_ssh = 0, ssh_port = 0, min = 0, retries = 0,
 		  max_tasks = 0, cpus = 0;
 	int64_t timeout = 0, idle = 0, walltime = 0;
@@ -351,8 +357,11 @@ main(int argc, char **argv)
 	    {"report-bindings", 0, CLI_FLAG, &report, NULL,
 		"print host, slot, unit and CPUs of every server"},
 	    {"launcher", 0, CLI_STR, &launcher, "KIND",
-		"ssh, srun or local (default: srun inside a Slurm job, "
+		"ssh, srun, local or pbs (default: srun inside a Slurm job, "
 		"else ssh)"},
+	    {"setup-dir", 0, CLI_STR, &setup_dir, "DIR",
+		"pbs: where the servers' setup file goes, a directory every "
+		"node sees (default $MIRAI_SETUP_DIR, $PBS_O_WORKDIR, $HOME)"},
 	    {"server", 0, CLI_STR, &server, "PATH",
 		"mirai-server to run (remote hosts: default from PATH)"},
 	    {"plugin", 'p', CLI_LIST, &plugins, "LIB.so",
@@ -459,9 +468,11 @@ main(int argc, char **argv)
 			lo.launcher = MIRAI_LAUNCHER_SRUN;
 		} else if (strcmp(launcher, "local") == 0) {
 			lo.launcher = MIRAI_LAUNCHER_LOCAL;
+		} else if (strcmp(launcher, "pbs") == 0) {
+			lo.launcher = MIRAI_LAUNCHER_PBS;
 		} else {
 			fprintf(stderr, "mirai-launch: --launcher %s: use ssh, "
-					"srun or local\n", launcher);
+					"srun, local or pbs\n", launcher);
 			return 2;
 		}
 	}
@@ -551,6 +562,7 @@ main(int argc, char **argv)
 	lo.retries            = (int) retries;
 	lo.cpus_per_server    = (int) cpus;
 	lo.oversubscribe      = oversub;
+	lo.setup_dir          = setup_dir;
 	rv = mirai_launch_create(&l, &lo, &err);
 	mirai_hostlist_free(hosts);
 	free(plugins.items);

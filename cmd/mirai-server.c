@@ -29,11 +29,17 @@
  * their current task.  Under srun every node's agent reads the same setup
  * and keeps the URLs addressed to its node ($SLURMD_NODENAME, else the
  * host name).
+ *
+ * --setup-file FILE: the same setup from an owner-only file, for pbsdsh,
+ * whose tasks have no stdin; the agent keeps its node's URLs (by host
+ * name) as under srun.  With no stdin to watch, the servers' own ends
+ * end the agent: they exit when their dispatcher goes.
  */
 static int
-read_stdin_setup(mirai_agent_setup **st)
+read_setup(const char *file, mirai_agent_setup **st)
 {
 	const char *node = getenv("SLURMD_NODENAME");
+	const char *what = file != NULL ? "--setup-file" : "--stdin";
 	char host[256];
 	mirai_errmsg err;
 	int rv;
@@ -45,8 +51,10 @@ read_stdin_setup(mirai_agent_setup **st)
 		host[sizeof host - 1] = '\0';
 		node = host;
 	}
-	if ((rv = mirai_agent_read(0, node, st, &err)) != 0) {
-		fprintf(stderr, "mirai-server: --stdin: %s\n", err.text);
+	rv = file != NULL ? mirai_agent_read_file(file, node, st, &err)
+			  : mirai_agent_read(0, node, st, &err);
+	if (rv != 0) {
+		fprintf(stderr, "mirai-server: %s: %s\n", what, err.text);
 		return -1;
 	}
 	for (size_t i = 0; i < (*st)->nenv; i++) {
@@ -56,8 +64,8 @@ read_stdin_setup(mirai_agent_setup **st)
 		rv       = setenv(e, eq + 1, 1);
 		*eq      = '=';
 		if (rv != 0) {
-			fprintf(stderr, "mirai-server: --stdin: cannot set "
-					"%.*s\n", (int) (eq - e), e);
+			fprintf(stderr, "mirai-server: %s: cannot set %.*s\n",
+			    what, (int) (eq - e), e);
 			return -1;
 		}
 	}
@@ -162,9 +170,9 @@ watch_stdin(void *arg)
 }
 
 /*
- * The host agent: run argv again (without --stdin) once per URL, each with
- * MIRAI_URL and its own --bind-index, and wait for them all.  Exits 0 when
- * all ended normally, else the first failure's status.
+ * The host agent: run argv again (without --stdin or --setup-file) once
+ * per URL, each with MIRAI_URL and its own --bind-index, and wait for them
+ * all.  Exits 0 when all ended normally, else the first failure's status.
  */
 static int
 run_agent(int argc, char **argv, const mirai_agent_setup *st)
@@ -185,7 +193,10 @@ run_agent(int argc, char **argv, const mirai_agent_setup *st)
 	}
 	cargv[k++] = self;
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--stdin") != 0) {
+		if (strcmp(argv[i], "--setup-file") == 0) {
+			i++; /* and its FILE */
+		} else if (strcmp(argv[i], "--stdin") != 0 &&
+		    strncmp(argv[i], "--setup-file=", 13) != 0) {
 			cargv[k++] = argv[i];
 		}
 	}
@@ -255,13 +266,18 @@ static const char epilog[] =
     "them.  Under srun it keeps the URLs for $SLURMD_NODENAME (else the\n"
     "host name).  The server then stops, after its current\n"
     "task, when its standard input reaches end of file (how mirai-launch\n"
-    "starts servers over ssh).  SIGTERM, SIGINT and SIGHUP stop it after its\n"
-    "current task too; a second signal ends it at once.\n"
+    "starts servers over ssh).  --setup-file FILE reads the same setup from\n"
+    "a file (mirai-launch --launcher pbs, under pbsdsh), keeping the URLs\n"
+    "for this host's name; it refuses, with exit status 2, a FILE that is a\n"
+    "link, not a regular file, not this user's, or open to group or others.\n"
+    "Its servers then end on their own, when their dispatcher goes.\n"
+    "SIGTERM, SIGINT and SIGHUP stop it after its current task too; a\n"
+    "second signal ends it at once.\n"
     "\n"
     "Exit status:\n"
     "  0  the connection ended, or the client told the server to exit\n"
     "  1  error: could not load a plugin, dial, or run\n"
-    "  2  bad command line\n"
+    "  2  bad command line, or a setup (--stdin, --setup-file) refused\n"
     "  3  idle time reached\n"
     "  4  wall time reached\n"
     "  5  maximum number of tasks completed";
@@ -274,6 +290,7 @@ main(int argc, char **argv)
 	int64_t idle = 0, walltime = 0;
 	long long max_tasks = 0, bind_index = 0, bind_count = 0;
 	size_t max_msg = 0;
+	const char *setup_file = NULL;
 	int output = 0, dial_once = 0, verbose = 0, quiet = 0, use_stdin = 0;
 	cli_list plugins = {0};
 	const cli_opt opts[] = {
@@ -304,6 +321,8 @@ main(int argc, char **argv)
 		"a peer silent this long is lost (default 10s; off)"},
 	    {"stdin", 0, CLI_FLAG, &use_stdin, NULL,
 		"read URL and environment from stdin; exit at its end"},
+	    {"setup-file", 0, CLI_STR, &setup_file, "FILE",
+		"read URL and environment from FILE (owner-only; pbsdsh)"},
 	    {"tls-ca", 0, CLI_STR, &tls_ca, "FILE",
 		"PEM file of the CA of the dispatcher or client (TLS: see README)"},
 	    {"tls-cert", 0, CLI_STR, &tls_cert, "FILE",
@@ -346,20 +365,25 @@ main(int argc, char **argv)
 		}
 		url = argv[first];
 	}
-	if (use_stdin) {
+	if (use_stdin && setup_file != NULL) {
+		fprintf(stderr, "mirai-server: --stdin or --setup-file, not "
+				"both\n");
+		return MIRAI_EXIT_USAGE;
+	}
+	if (use_stdin || setup_file != NULL) {
 		if (url != NULL || first < argc) {
-			fprintf(stderr, "mirai-server: --stdin takes no other "
-					"URL\n");
+			fprintf(stderr, "mirai-server: %s takes no other URL\n",
+			    use_stdin ? "--stdin" : "--setup-file");
 			return MIRAI_EXIT_USAGE;
 		}
-		if (read_stdin_setup(&st) != 0) {
+		if (read_setup(setup_file, &st) != 0) {
 			mirai_agent_setup_free(st);
 			return MIRAI_EXIT_USAGE;
 		}
 		if (st->tls_ca != NULL && tls_ca == NULL) {
 			if (write_ca(st->tls_ca) != 0) {
-				fprintf(stderr, "mirai-server: --stdin: cannot "
-						"write the launcher's CA\n");
+				fprintf(stderr, "mirai-server: cannot write the "
+						"launcher's CA\n");
 				mirai_agent_setup_free(st);
 				return MIRAI_EXIT_ERROR;
 			}
@@ -445,7 +469,8 @@ main(int argc, char **argv)
 	if (st != NULL && st->nurls > 1) {
 		/* The host's agent: no server of its own. */
 		mirai_server_destroy(srv);
-		if (pthread_create(&th, NULL, watch_stdin, NULL) == 0) {
+		if (use_stdin &&
+		    pthread_create(&th, NULL, watch_stdin, NULL) == 0) {
 			pthread_detach(th);
 		}
 		rv = run_agent(argc, argv, st);

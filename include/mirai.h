@@ -989,9 +989,11 @@ typedef struct mirai_launch_opts {
 	 * is an error. */
 	int oversubscribe;
 	/* How remote servers start: MIRAI_LAUNCHER_AUTO (0: srun inside a
-	 * Slurm job when srun is on the PATH, else ssh), _SSH, _SRUN (one
-	 * job step, one agent a node, every host through it) or _LOCAL
-	 * (every server on this machine, whatever the host names). */
+	 * Slurm job when srun is on the PATH, else ssh; never pbs), _SSH,
+	 * _SRUN (one job step, one agent a node, every host through it),
+	 * _LOCAL (every server on this machine, whatever the host names) or
+	 * _PBS (one `pbsdsh -u`, one agent a node, which reads its setup
+	 * from an owner-only file in setup_dir). */
 	int launcher;
 	/* TLS on the server slots: 0 (default) when any server is remote,
 	 * 1 always, -1 never.  On, ws:// slots become wss://: a CA and a
@@ -1005,6 +1007,12 @@ typedef struct mirai_launch_opts {
 	 * MIRAI_FOREVER (-1): off.  An attached client must speak within it:
 	 * a client pings every third of its own heartbeat when quiet. */
 	int64_t heartbeat_ms;
+	/* MIRAI_LAUNCHER_PBS: a directory every node sees under the same
+	 * path, in which the launch makes an owner-only directory (0700)
+	 * holding the agents' setup file (0600), removed once the start is
+	 * over and at the latest by mirai_launch_destroy; NULL:
+	 * $MIRAI_SETUP_DIR, else $PBS_O_WORKDIR, else $HOME. */
+	const char *setup_dir;
 } mirai_launch_opts;
 
 enum mirai_launcher {
@@ -1012,6 +1020,7 @@ enum mirai_launcher {
 	MIRAI_LAUNCHER_SSH   = 1,
 	MIRAI_LAUNCHER_SRUN  = 2,
 	MIRAI_LAUNCHER_LOCAL = 3,
+	MIRAI_LAUNCHER_PBS   = 4,
 };
 
 #define MIRAI_LAUNCH_OPTS_INIT {.hosts = NULL}
@@ -1100,8 +1109,8 @@ MIRAI_API void mirai_launch_destroy(mirai_launch *l);
  * a command line.  The setup is a run of length-prefixed records ending in
  * an end record, so a value may hold any bytes but NUL (newlines, text
  * that looks like a record), up to the limits below.  Under srun every
- * agent reads the same stream: URL records are addressed to a node, and
- * an agent keeps only its own.
+ * agent reads the same stream, under pbsdsh the same file: URL records
+ * are addressed to a node, and an agent keeps only its own.
  */
 #define MIRAI_AGENT_MAX_RECORD (1u << 20) /* bytes in one record */
 #define MIRAI_AGENT_MAX_TOTAL (64u << 20) /* bytes in one setup */
@@ -1130,6 +1139,18 @@ typedef struct mirai_agent_setup {
  * is for this node.
  */
 MIRAI_API int mirai_agent_read(int fd, const char *node,
+    mirai_agent_setup **out, mirai_errmsg *err);
+
+/*
+ * Read one setup, as mirai_agent_read() does, from the file at path:
+ * what mirai-launch --launcher pbs writes, where the agents have no
+ * standard input.  The file holds secrets, so, like ssh with a private
+ * key, this refuses (MIRAI_EPERM, err says why) a file that is a symbolic
+ * link, not a regular file, not owned by this process's effective user,
+ * or open to group or others in any way (mode bits 077).  MIRAI_ENOENT
+ * when it does not exist; otherwise as mirai_agent_read().
+ */
+MIRAI_API int mirai_agent_read_file(const char *path, const char *node,
     mirai_agent_setup **out, mirai_errmsg *err);
 
 /* Free a setup from mirai_agent_read.  Accepts NULL. */

@@ -168,7 +168,7 @@ fn_exec(mirai_task *task, void *arg)
 	argv[1] = "-c";
 	argv[2] = cmd;
 	argv[3] = NULL;
-	rv      = mirai__spawn(argv, NULL, po[1], pe[1], &pid);
+	rv      = mirai__spawn(argv, NULL, -1, po[1], pe[1], &pid);
 	free(cmd);
 	close(po[1]);
 	close(pe[1]);

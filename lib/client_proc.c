@@ -372,7 +372,7 @@ mirai__cl_start_dispatcher(profile *p, const mirai_daemons_opts *o, const char *
 		argv[n++] = nbuf[6];
 	}
 	argv[n] = NULL;
-	rv      = mirai__spawn(argv, NULL, -1, -1, &pid);
+	rv      = mirai__spawn(argv, NULL, -1, -1, -1, &pid);
 	free(joined);
 	free(argv);
 	if (rv != 0) {

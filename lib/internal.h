@@ -61,6 +61,15 @@ char *mirai__strdup(const char *s);
 int mirai__sopts_copy(mirai_server_opts *dst, const mirai_server_opts *src,
     void **mem);
 void mirai__hostname(char *buf, size_t len);
+/*
+ * Write len bytes of data to the new file dir/name, mode 0600, synced to
+ * disk.  Refuses (MIRAI_EPERM) a dir not owned by this user or writable
+ * by group or others, a name with a '/' (MIRAI_EINVAL) and an existing
+ * file or link (MIRAI_EEXIST).  *path gets dir/name, malloc'd, owned by
+ * the caller.
+ */
+int mirai__write_private(const char *dir, const char *name, const void *data,
+    size_t len, char **path, mirai_errmsg *err);
 
 /* A growable string. */
 typedef struct mirai__sb {
@@ -416,12 +425,13 @@ void mirai__tls_args(const char **argv, size_t *n, const char *ca,
  * task).  The child gets its own process group. */
 int mirai__spawn_server(const mirai_server_opts *o, const char *url,
     int one_shot, pid_t *pid, mirai_errmsg *err);
-/* posix_spawn argv[0] (searching PATH when it has no '/') with stdin from
- * /dev/null, signals reset, its own process group, and the KEY=VALUE
- * strings of extra_env (may be NULL) added to the environment.  fd_out and
- * fd_err (-1: inherit) become its stdout and stderr.  Returns an errno. */
+/* posix_spawn argv[0] (searching PATH when it has no '/') with signals
+ * reset, its own process group, and the KEY=VALUE strings of extra_env
+ * (may be NULL) added to the environment.  fd_in (-1: /dev/null) becomes
+ * its stdin, fd_out and fd_err (-1: inherit) its stdout and stderr.
+ * Returns an errno. */
 int mirai__spawn(const char *const *argv, const char *const *extra_env,
-    int fd_out, int fd_err, pid_t *pid);
+    int fd_in, int fd_out, int fd_err, pid_t *pid);
 
 /* ---- server*.c / builtin.c ---------------------------------------- */
 
@@ -509,12 +519,7 @@ const char *mirai__tls_ca_pem(const mirai__tls_ca *ca);
 void mirai__tls_ca_destroy(mirai__tls_ca *ca);
 /* Wipe and free a string holding a secret (a key's PEM).  s may be NULL. */
 void mirai__tls_secret_free(char *s);
-/*
- * Write pem to the new file dir/name, mode 0600, synced to disk.  Refuses
- * (MIRAI_EPERM) a dir not owned by this user or writable by group or
- * others, a name with a '/' (MIRAI_EINVAL) and an existing file or link
- * (MIRAI_EEXIST).  *path gets dir/name, malloc'd, owned by the caller.
- */
+/* mirai__write_private (util.c) with pem, a C string, as the contents. */
 int mirai__tls_write_private(const char *dir, const char *name,
     const char *pem, char **path, mirai_errmsg *err);
 

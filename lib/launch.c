@@ -15,9 +15,9 @@
 #include "launch_int.h"
 
 #define REAP_WAIT_MS 5000
-/* After REAP_WAIT_MS, srun gets a SIGTERM (it passes it to its tasks) and
- * this long before the SIGKILL. */
-#define SRUN_TERM_MS 2000
+/* After REAP_WAIT_MS, srun or pbsdsh gets a SIGTERM (each passes it to
+ * its tasks) and this long before the SIGKILL. */
+#define STEP_TERM_MS 2000
 #define MAX_SERVERS 100000
 /* Keeps the first unit of every server (k * cpus) within an int. */
 #define MAX_CPUS_PER_SERVER 4096
@@ -241,7 +241,7 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 		    per, bind);
 	}
 	if (o->launcher < MIRAI_LAUNCHER_AUTO ||
-	    o->launcher > MIRAI_LAUNCHER_LOCAL) {
+	    o->launcher > MIRAI_LAUNCHER_PBS) {
 		return mirai__fail(err, MIRAI_EINVAL, "unknown launcher %d",
 		    o->launcher);
 	}
@@ -323,6 +323,7 @@ launch_create_impl(mirai_launch **out, const mirai_launch_opts *o,
 	l->o.ssh_identity = keep(l, o->ssh_identity);
 	l->o.ssh_config   = keep(l, o->ssh_config);
 	l->o.known_hosts  = keep(l, o->known_hosts);
+	l->o.setup_dir    = keep(l, o->setup_dir);
 	l->o.server             = &l->sopts;
 	l->o.env                = NULL;
 	l->env     = calloc(o->nenv + 1, sizeof *l->env);
@@ -544,13 +545,15 @@ mirai_launch_destroy(mirai_launch *l)
 	if (l == NULL) {
 		return;
 	}
+	/* The agents' secrets leave the disk first, whatever happens next. */
+	mirai__ln_setup_remove(l);
 	if (l->running) {
 		/* Servers are told to exit, an attached client to let go. */
 		mirai_dispatcher_stop(l->d);
 		pthread_join(l->thr, NULL);
 	}
 	/* The ssh channels close, srun's stdin too: remote servers still
-	 * there see EOF. */
+	 * there see EOF.  (pbsdsh's agents end with their servers.) */
 	mirai__ssh_destroy(l->ssh);
 	if (l->srun_sock >= 0) {
 		shutdown(l->srun_sock, SHUT_WR);
@@ -562,11 +565,12 @@ mirai_launch_destroy(mirai_launch *l)
 		while (l->alive > 0 && mirai__now_ms() < deadline) {
 			mirai__cond_wait_until(&l->cv, &l->mtx, deadline);
 		}
-		if (l->alive > 0 && l->srun_pid > 0) {
-			/* srun passes a TERM on to its tasks: the servers
-			 * stop after their task, or at once on a second. */
-			kill(l->srun_pid, SIGTERM);
-			deadline = mirai__now_ms() + SRUN_TERM_MS;
+		if (l->alive > 0 && l->step_pid > 0) {
+			/* srun and pbsdsh pass a TERM on to their tasks: the
+			 * servers stop after their task, or at once on a
+			 * second. */
+			kill(l->step_pid, SIGTERM);
+			deadline = mirai__now_ms() + STEP_TERM_MS;
 			while (l->alive > 0 && mirai__now_ms() < deadline) {
 				mirai__cond_wait_until(&l->cv, &l->mtx,
 				    deadline);
@@ -575,8 +579,8 @@ mirai_launch_destroy(mirai_launch *l)
 		if (l->alive > 0) {
 			/* Stuck in a task past the bound: the launcher's
 			 * watchers must not outlive it. */
-			if (l->srun_pid > 0) {
-				kill(l->srun_pid, SIGKILL);
+			if (l->step_pid > 0) {
+				kill(l->step_pid, SIGKILL);
 			}
 			for (size_t i = 0; i < l->n; i++) {
 				if (l->pids[i] > 0) {

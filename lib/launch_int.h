@@ -7,8 +7,9 @@
  *                    getters and the plan's JSON, destroy
  *   launch_start.c   start: the dispatcher, local servers, events from
  *                    children and ssh, progress until enough are online
- *   launch_remote.c  remote starts: the agent's argv and setup, over ssh
- *                    or one srun step, and this launch's TLS material
+ *   launch_remote.c  remote starts: the agent's argv and setup, over ssh,
+ *                    one srun step or one pbsdsh, and this launch's TLS
+ *                    material
  *
  * Starting a dispatcher and one server per slot of a host list,
  * MPI style.  It owns the plan (which server goes where, bound to what),
@@ -22,7 +23,10 @@
  * servers (like Open MPI's orted: an exec costs the remote login shell's
  * start-up, tens to hundreds of milliseconds).  stdin then stays open; its
  * EOF (the launcher or its ssh channel gone) stops the servers: a second
- * tie besides their dispatcher links.
+ * tie besides their dispatcher links.  pbsdsh gives its tasks no stdin:
+ * there the setup goes to an owner-only file on a file system the nodes
+ * share, removed as soon as the start is over, and the dispatcher links
+ * are the only tie.
  */
 #ifndef MIRAI_LAUNCH_INT_H
 #define MIRAI_LAUNCH_INT_H
@@ -58,9 +62,10 @@ struct mirai_launch {
 	int running;
 	mirai__ssh *ssh;
 	char myhost[256];
-	int launcher;          /* MIRAI_LAUNCHER_SSH, _SRUN or _LOCAL */
+	int launcher;          /* MIRAI_LAUNCHER_SSH, _SRUN, _LOCAL or _PBS */
 	int srun_cpus;         /* --cpus-per-task of the srun step */
-	pid_t srun_pid;        /* the srun of the servers' step, 0 if none */
+	pid_t step_pid;        /* the srun or pbsdsh that started every
+	                          agent, 0 if none (or it ended) */
 	int srun_sock;         /* its stdin, our end; -1 if none */
 	mirai__wbuf srun_in;   /* the setup all its agents read */
 	int tls;               /* the slots are wss:// */
@@ -70,6 +75,8 @@ struct mirai_launch {
 	mirai__tls_ca *ca;     /* this launch's CA, once started */
 	char tls_dir[96];      /* its files (owner-only), "" if none */
 	char *tls_files[3];    /* ca.pem, cert.pem, key.pem in tls_dir */
+	char *setup_tmpdir;    /* pbs: the setup file's directory (0700) */
+	char *setup_file;      /* and the file (0600); NULL if none */
 	pthread_t writer;
 	int writing;           /* writer started */
 };
@@ -77,6 +84,14 @@ struct mirai_launch {
 /* ---- launch_start.c --------------------------------------------------- */
 
 void mirai__ln_changed(mirai_launch *l);
+/*
+ * A child of the launch, just started: note pid in *at (under l->mtx),
+ * count it alive and watch it, on_exit(pid, status, l) reaping it.  If it
+ * cannot be watched it is killed and reaped at once, on_exit called with
+ * status -1, and the call fails naming it by what.
+ */
+int mirai__ln_adopt(mirai_launch *l, pid_t pid, pid_t *at,
+    void (*on_exit)(pid_t, int, void *), const char *what, mirai_errmsg *err);
 /*
  * Fail servers [first, end) (of one host) with one reason, logged once:
  * a dead host with 50 slots is one line, not 50.  The caller's message
@@ -94,5 +109,9 @@ int mirai__ln_tls_setup(mirai_launch *l, mirai_dispatcher_opts *dopts,
 int mirai__ln_start_remote(mirai_launch *l, size_t first, size_t count,
     mirai_errmsg *err);
 int mirai__ln_start_srun(mirai_launch *l, mirai_errmsg *err);
+int mirai__ln_start_pbs(mirai_launch *l, mirai_errmsg *err);
+/* Remove the pbs agents' setup file and its directory, if any: once every
+ * agent read it, or none will. */
+void mirai__ln_setup_remove(mirai_launch *l);
 
 #endif /* MIRAI_LAUNCH_INT_H */

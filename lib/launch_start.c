@@ -38,6 +38,25 @@ on_watch(void *arg)
 	pthread_mutex_unlock(&l->mtx);
 }
 
+int
+mirai__ln_adopt(mirai_launch *l, pid_t pid, pid_t *at,
+    void (*on_exit)(pid_t, int, void *), const char *what, mirai_errmsg *err)
+{
+	int rv;
+
+	pthread_mutex_lock(&l->mtx);
+	*at = pid;
+	l->alive++;
+	pthread_mutex_unlock(&l->mtx);
+	if ((rv = mirai__watch_child(pid, on_exit, l)) != 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		on_exit(pid, -1, l);
+		return mirai__fail(err, rv, "cannot watch %s", what);
+	}
+	return 0;
+}
+
 void
 mirai__ln_fail_range(mirai_launch *l, size_t first, size_t end,
     const char *fmt, ...)
@@ -284,17 +303,8 @@ start_local(mirai_launch *l, size_t i, mirai_errmsg *err)
 	if ((rv = mirai__spawn_server(&so, l->slots[i].url, 0, &pid, err)) != 0) {
 		return rv;
 	}
-	pthread_mutex_lock(&l->mtx);
-	l->pids[i] = pid;
-	l->alive++;
-	pthread_mutex_unlock(&l->mtx);
-	if ((rv = mirai__watch_child(pid, on_child_exit, l)) != 0) {
-		kill(pid, SIGKILL);
-		waitpid(pid, NULL, 0);
-		on_child_exit(pid, -1, l);
-		return mirai__fail(err, rv, "cannot watch a server");
-	}
-	return 0;
+	return mirai__ln_adopt(l, pid, &l->pids[i], on_child_exit, "a server",
+	    err);
 }
 
 /* Bring slot states up to date with the dispatcher; counts online and
@@ -386,6 +396,9 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 	size_t need, online = 0, failed = 0, remote = 0;
 	unsigned seen;
 	int rv;
+	/* One srun step or one pbsdsh starts every agent. */
+	int step = l != NULL && (l->launcher == MIRAI_LAUNCHER_SRUN ||
+				    l->launcher == MIRAI_LAUNCHER_PBS);
 
 	if (l == NULL || l->d != NULL) {
 		return mirai__fail(err, MIRAI_ESTATE, "already started");
@@ -449,22 +462,24 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 		}
 		free(copy);
 	}
-	if (l->launcher == MIRAI_LAUNCHER_SRUN) {
+	if (step) {
 		mirai_errmsg e2 = {{0}};
 		pthread_mutex_lock(&l->mtx);
 		for (size_t k = 0; k < l->n; k++) {
 			l->slots[k].state = MIRAI_LAUNCH_STARTING;
 		}
 		pthread_mutex_unlock(&l->mtx);
-		if (mirai__ln_start_srun(l, &e2) != 0) {
+		rv = l->launcher == MIRAI_LAUNCHER_SRUN
+		    ? mirai__ln_start_srun(l, &e2)
+		    : mirai__ln_start_pbs(l, &e2);
+		if (rv != 0) {
 			pthread_mutex_lock(&l->mtx);
 			mirai__ln_fail_range(l, 0, l->n, "%s", e2.text);
 			pthread_mutex_unlock(&l->mtx);
 		}
 	}
 	/* Slots of a host are next to each other in the plan. */
-	for (size_t i = 0, end; i < l->n && l->launcher != MIRAI_LAUNCHER_SRUN;
-	     i = end) {
+	for (size_t i = 0, end; i < l->n && !step; i = end) {
 		mirai_errmsg e2 = {{0}};
 		for (end = i + 1; end < l->n && l->slots[end].host == l->slots[i].host;
 		     end++) {
@@ -519,6 +534,9 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 		}
 	}
 	pthread_mutex_unlock(&l->mtx);
+	/* Every agent has read its setup (its servers are online), or is
+	 * given up on: pbsdsh's leaves the disk now. */
+	mirai__ln_setup_remove(l);
 	if (online < need) {
 		char list[800];
 		failures(l, list, sizeof list);

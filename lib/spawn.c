@@ -54,7 +54,7 @@ make_env(const char *const *extra)
 
 int
 mirai__spawn(const char *const *argv, const char *const *extra_env,
-    int fd_out, int fd_err, pid_t *pid)
+    int fd_in, int fd_out, int fd_err, pid_t *pid)
 {
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t at;
@@ -67,7 +67,12 @@ mirai__spawn(const char *const *argv, const char *const *extra_env,
 	}
 	posix_spawn_file_actions_init(&fa);
 	posix_spawnattr_init(&at);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	if (fd_in >= 0) {
+		posix_spawn_file_actions_adddup2(&fa, fd_in, 0);
+	} else {
+		posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY,
+		    0);
+	}
 	if (fd_out >= 0) {
 		posix_spawn_file_actions_adddup2(&fa, fd_out, 1);
 	}
@@ -271,7 +276,7 @@ mirai__spawn_server(const mirai_server_opts *o, const char *url,
 	}
 	mirai__tls_args(argv, &n, o->tls_ca, o->tls_cert, o->tls_key);
 	argv[n] = NULL;
-	rv = mirai__spawn(argv, (const char *const *) env, -1, -1, pid);
+	rv = mirai__spawn(argv, (const char *const *) env, -1, -1, -1, pid);
 	free(env[0]);
 	if (rv != 0) {
 		return mirai__fail(err, MIRAI_ESPAWN, "cannot start %s: %s",

@@ -1,11 +1,14 @@
 /*
  * util.c: small helpers with no better home: clocks, condition variables on
- * the monotonic clock, host name, error mapping, a growable string.
+ * the monotonic clock, host name, error mapping, a growable string, and
+ * owner-only files (the launch's TLS material and its agents' setup).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -193,3 +196,134 @@ mirai__sopts_copy(mirai_server_opts *dst, const mirai_server_opts *src,
 	*mem = block;
 	return 0;
 }
+
+/* ---- owner-only files ---------------------------------------------------- */
+
+static int
+errno_err(int e)
+{
+	switch (e) {
+	case EEXIST:
+		return MIRAI_EEXIST;
+	case ENOENT:
+	case ENOTDIR:
+		return MIRAI_ENOENT;
+	case EACCES:
+	case EPERM:
+	case ELOOP:
+	case EROFS:
+		return MIRAI_EPERM;
+	case ENOSPC:
+	case EDQUOT:
+		return MIRAI_ENOSPC;
+	case EMFILE:
+	case ENFILE:
+		return MIRAI_ENOFILES;
+	case ENOMEM:
+		return MIRAI_ENOMEM;
+	default:
+		return MIRAI_EINTERNAL;
+	}
+}
+
+static int
+write_all(int fd, const void *data, size_t n)
+{
+	const char *p = data;
+
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return -1;
+		}
+		p += w;
+		n -= (size_t) w;
+	}
+	return 0;
+}
+
+int
+mirai__write_private(const char *dir, const char *name, const void *data,
+    size_t len, char **path, mirai_errmsg *err)
+{
+	struct stat st;
+	char *full = NULL;
+	size_t flen;
+	int dfd, fd, rv, e;
+
+	if (dir == NULL || *dir == '\0' || name == NULL ||
+	    (data == NULL && len > 0) || path == NULL) {
+		return mirai__fail(err, MIRAI_EINVAL, "no directory, name, "
+						      "contents or path");
+	}
+	if (*name == '\0' || strchr(name, '/') != NULL ||
+	    strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+		return mirai__fail(err, MIRAI_EINVAL,
+		    "'%s' is not a plain file name", name);
+	}
+	/* The checks are made on the directory as opened, and the file is
+	 * created relative to it, so the directory cannot be swapped in
+	 * between. */
+	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		e = errno;
+		return mirai__fail(err, errno_err(e), "%s: %s", dir,
+		    strerror(e));
+	}
+	if (fstat(dfd, &st) != 0) {
+		e = errno;
+		close(dfd);
+		return mirai__fail(err, errno_err(e), "%s: %s", dir,
+		    strerror(e));
+	}
+	if (st.st_uid != geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+		close(dfd);
+		return mirai__fail(err, MIRAI_EPERM,
+		    "%s: a private file needs a directory that only its "
+		    "owner can write to, owned by us (owner %ld, mode %03o)",
+		    dir, (long) st.st_uid, (unsigned) (st.st_mode & 0777));
+	}
+	flen = strlen(dir) + 1 + strlen(name) + 1;
+	if ((full = malloc(flen)) == NULL) {
+		close(dfd);
+		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+	}
+	snprintf(full, flen, "%s%s%s", dir,
+	    dir[strlen(dir) - 1] == '/' ? "" : "/", name);
+
+	fd = openat(dfd, name,
+	    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		e = errno;
+		close(dfd);
+		rv = mirai__fail(err, errno_err(e), "%s: %s", full,
+		    strerror(e));
+		free(full);
+		return rv;
+	}
+	/* A umask could have taken the owner's bits away.  close() is
+	 * checked too: some file systems report write errors only there. */
+	e = 0;
+	if (fchmod(fd, 0600) != 0 || write_all(fd, data, len) != 0 ||
+	    fsync(fd) != 0) {
+		e = errno;
+	}
+	if (close(fd) != 0 && e == 0) {
+		e = errno;
+	}
+	if (e != 0) {
+		unlinkat(dfd, name, 0);
+		close(dfd);
+		rv = mirai__fail(err, errno_err(e), "writing %s: %s", full,
+		    strerror(e));
+		free(full);
+		return rv;
+	}
+	close(dfd);
+	*path = full;
+	return 0;
+}
+

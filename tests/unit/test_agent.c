@@ -1,12 +1,15 @@
 /*
  * test_agent.c: the agent setup (lib/codec.c encodes and decodes it,
- * lib/agent.c reads it from a descriptor): what mirai-launch writes to a
- * host agent's stdin.  Values must arrive whole whatever bytes they hold
- * (long ones, newlines, text that looks like a record), the reader must
- * take exactly the setup's bytes, an agent keeps only its node's URLs,
- * and every malformed setup is an error, never a crash.
+ * lib/agent.c reads it from a descriptor or an owner-only file): what
+ * mirai-launch writes to a host agent's stdin, or to a file under pbsdsh.
+ * Values must arrive whole whatever bytes they hold (long ones, newlines,
+ * text that looks like a record), the reader must take exactly the
+ * setup's bytes, an agent keeps only its node's URLs, a setup file open
+ * to others or not the user's is refused, and every malformed setup is
+ * an error, never a crash.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -229,6 +233,104 @@ test_read_errors(void **state)
 	mirai_agent_setup_free(NULL);
 }
 
+/* ---- from a file: only an owner-only one ------------------------------ */
+
+static void
+test_read_file(void **state)
+{
+	const struct {
+		mode_t mode;
+		int rv;
+	} rows[] = {
+	    {0600, 0},
+	    {0400, 0},
+	    {0640, MIRAI_EPERM},
+	    {0604, MIRAI_EPERM},
+	    {0620, MIRAI_EPERM},
+	    {0602, MIRAI_EPERM},
+	    {0644, MIRAI_EPERM},
+	    {0601, MIRAI_EPERM},
+	};
+	const struct {
+		const char *name; /* in the directory */
+		int rv;
+		const char *why;
+	} odd[] = {
+	    {"link", MIRAI_EPERM, "symbolic link"},
+	    {"fifo", MIRAI_EPERM, "not a regular file"},
+	    {".", MIRAI_EPERM, "not a regular file"},
+	    {"absent", MIRAI_ENOENT, "No such file"},
+	};
+	const char *tmp = getenv("TMPDIR");
+	char dir[512], path[600], other[600];
+	mirai__wbuf w = {0};
+	mirai_agent_setup *s = NULL;
+	mirai_errmsg err;
+	int fd;
+
+	(void) state;
+	snprintf(dir, sizeof dir, "%s/mirai-agent-XXXXXX",
+	    tmp != NULL && *tmp != '\0' ? tmp : "/tmp");
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/setup", dir);
+	mirai__agent_begin(&w);
+	mirai__agent_node(&w, "n1");
+	mirai__agent_url(&w, "ws://a/0", 2);
+	mirai__agent_end(&w);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, w.p, w.len), (ssize_t) w.len);
+	close(fd);
+	for (size_t i = 0; i < ARRAY_LEN(rows); i++) {
+		assert_int_equal(chmod(path, rows[i].mode), 0);
+		assert_int_equal(mirai_agent_read_file(path, "n1", &s, &err),
+		    rows[i].rv);
+		if (rows[i].rv != 0) {
+			assert_non_null(strstr(err.text, path));
+			assert_non_null(strstr(err.text, "mode"));
+			continue;
+		}
+		assert_int_equal(s->nurls, 1);
+		assert_string_equal(s->urls[0], "ws://a/0");
+		assert_int_equal(s->bind_index[0], 2);
+		mirai_agent_setup_free(s);
+		s = NULL;
+	}
+	assert_int_equal(chmod(path, 0600), 0);
+	/* Another node's URLs only. */
+	assert_int_equal(mirai_agent_read_file(path, "n2", &s, &err),
+	    MIRAI_ENOENT);
+	/* A link to it, a directory, a FIFO, nothing: refused or absent. */
+	snprintf(other, sizeof other, "%s/link", dir);
+	assert_int_equal(symlink(path, other), 0);
+	snprintf(other, sizeof other, "%s/fifo", dir);
+	assert_int_equal(mkfifo(other, 0600), 0);
+	for (size_t i = 0; i < ARRAY_LEN(odd); i++) {
+		snprintf(other, sizeof other, "%s/%s", dir, odd[i].name);
+		assert_int_equal(mirai_agent_read_file(other, "n1", &s, &err),
+		    odd[i].rv);
+		assert_non_null(strstr(err.text, odd[i].why));
+		unlink(other);
+	}
+	/* Another user's file (only root can make one). */
+	if (geteuid() == 0) {
+		assert_int_equal(chown(path, 65534, (gid_t) -1), 0);
+		assert_int_equal(mirai_agent_read_file(path, "n1", &s, &err),
+		    MIRAI_EPERM);
+		assert_non_null(strstr(err.text, "owned by uid 65534"));
+	}
+	assert_null(s);
+	assert_int_equal(mirai_agent_read_file(NULL, "n1", &s, &err),
+	    MIRAI_EINVAL);
+	assert_int_equal(mirai_agent_read_file("", "n1", &s, &err),
+	    MIRAI_EINVAL);
+	assert_int_equal(mirai_agent_read_file(path, "n1", NULL, &err),
+	    MIRAI_EINVAL);
+	unlink(path);
+	rmdir(dir);
+	free(w.p);
+}
+
 /* ---- each agent keeps its node's URLs -------------------------------- */
 
 static void
@@ -399,6 +501,7 @@ main(void)
 	    cmocka_unit_test(test_many_records),
 	    cmocka_unit_test(test_read_exact),
 	    cmocka_unit_test(test_read_errors),
+	    cmocka_unit_test(test_read_file),
 	    cmocka_unit_test(test_nodes),
 	    cmocka_unit_test(test_rejects),
 	    cmocka_unit_test(test_every_cut),

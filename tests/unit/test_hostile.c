@@ -509,7 +509,7 @@ spawn_server(const char *url)
 	if (server == NULL) {
 		return -1;
 	}
-	assert_int_equal(mirai__spawn(argv, NULL, -1, -1, &pid), 0);
+	assert_int_equal(mirai__spawn(argv, NULL, -1, -1, -1, &pid), 0);
 	return pid;
 }
 

@@ -33,7 +33,7 @@ server(const char *url, const char *ca, int once)
 	    once ? "--dial-once" : NULL, NULL};
 	pid_t pid;
 
-	assert_int_equal(mirai__spawn(argv, NULL, -1, -1, &pid), 0);
+	assert_int_equal(mirai__spawn(argv, NULL, -1, -1, -1, &pid), 0);
 	return pid;
 }
 
