@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "codec.h"
+#include "list.h"
 #include "mirai.h"
 
 /* ---- log.c -------------------------------------------------------- */
@@ -283,7 +284,7 @@ void mirai__link_pipe_close(mirai__link *l, uint32_t pipe);
  * this link's callbacks), close, free.  l may be NULL. */
 void mirai__link_close(mirai__link *l);
 
-/* An extra sender on l, e.g. one per peer of a poly link; done() as
+/* An extra sender on l, e.g. one per peer of a poly entry; done() as
  * sent() above.  Free it before closing the link or after. */
 int mirai__tx_open(mirai__tx **out, mirai__link *l,
     void (*done)(void *arg, int rv), void *arg);
@@ -311,13 +312,14 @@ int mirai__request(const char *url, mirai__msg *req, mirai__msg **rep,
  * the message header.  owner is the client's mirai for a TASK frame.
  */
 typedef struct mirai__out {
-	struct mirai__out *next, *prev;
+	MIRAI__ENTRY(struct mirai__out) entry; /* in its mirai__outq */
 	void *owner;
 	mirai__msg *msg;
 	size_t len;
 	uint8_t data[];
 } mirai__out;
 
+/* A list (list.h) of frames, oldest first; zeroed, an empty one. */
 typedef struct mirai__outq {
 	mirai__out *head, *tail;
 	size_t count;
