@@ -114,30 +114,14 @@ bounce(mirai_server *srv, stask *t)
 static void
 queue_push(mirai_server *srv, stask *t)
 {
-	t->next = NULL;
-	t->prev = srv->qtail;
-	if (srv->qtail != NULL) {
-		srv->qtail->next = t;
-	} else {
-		srv->qhead = t;
-	}
-	srv->qtail = t;
+	MIRAI__LIST_PUSH_BACK(&srv->queue, t, entry);
 	srv->qlen++;
 }
 
 void
 mirai__srv_queue_remove(mirai_server *srv, stask *t)
 {
-	if (t->prev != NULL) {
-		t->prev->next = t->next;
-	} else {
-		srv->qhead = t->next;
-	}
-	if (t->next != NULL) {
-		t->next->prev = t->prev;
-	} else {
-		srv->qtail = t->prev;
-	}
+	MIRAI__LIST_REMOVE(&srv->queue, t, entry);
 	srv->qlen--;
 }
 
@@ -177,7 +161,7 @@ make_task(const mirai__task_view *v, mirai__msg **keep)
 static void
 cancel_task(mirai_server *srv, uint64_t id)
 {
-	for (stask *t = srv->qhead; t != NULL; t = t->next) {
+	for (stask *t = srv->queue.head; t != NULL; t = t->entry.next) {
 		if (t->id == id) {
 			mirai__out *o;
 			mirai__srv_queue_remove(srv, t);
@@ -414,8 +398,8 @@ mirai__srv_leave(mirai_server *srv, int why)
 	mirai__out *o;
 
 	srv->leaving = 1;
-	while (srv->qhead != NULL) {
-		stask *t = srv->qhead;
+	while (srv->queue.head != NULL) {
+		stask *t = srv->queue.head;
 		mirai__srv_queue_remove(srv, t);
 		bounce(srv, t);
 		mirai__srv_stask_free(t);
