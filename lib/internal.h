@@ -84,12 +84,12 @@ void mirai__sb_json_str(mirai__sb *sb, const char *s); /* quoted, escaped */
 typedef struct mirai__pool {
 	pthread_mutex_t mtx;
 	size_t size;            /* object size, rounded to 8 */
-	struct mirai__pblock *room; /* blocks with a free object */
+	MIRAI__LIST(struct mirai__pblock) room; /* blocks with a free object */
 	size_t blocks;          /* held, for tests */
 } mirai__pool;
 
 #define MIRAI__POOL_INIT(sz)                                                \
-	{PTHREAD_MUTEX_INITIALIZER, ((sz) + 7) & ~(size_t) 7, NULL, 0}
+	{PTHREAD_MUTEX_INITIALIZER, ((sz) + 7) & ~(size_t) 7, {NULL, NULL}, 0}
 
 void *mirai__pool_get(mirai__pool *p);         /* zeroed; NULL: no memory */
 void mirai__pool_put(mirai__pool *p, void *o); /* o may be NULL */
