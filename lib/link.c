@@ -56,6 +56,24 @@ mirai__out_free(mirai__out *o)
 	}
 }
 
+mirai__out *
+mirai__out_ctrl(uint8_t type, size_t vlen, uint64_t v)
+{
+	mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN + vlen);
+
+	if (o == NULL) {
+		return NULL;
+	}
+	if (vlen == 8) {
+		mirai__u64_frame_encode(mirai__out_frame(o), type, v);
+	} else if (vlen == 4) {
+		mirai__u32_frame_encode(mirai__out_frame(o), type, (uint32_t) v);
+	} else {
+		mirai__frame_hdr_encode(mirai__out_frame(o), type, 0);
+	}
+	return o;
+}
+
 void
 mirai__outq_push(mirai__outq *q, mirai__out *o)
 {

@@ -243,10 +243,8 @@ handle_msg(mirai_server *srv, mirai__msg *msg)
 			/* Answer at once, even while a task runs, and say
 			 * nothing after: the client may then close safely. */
 			if (!srv->mute) {
-				mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN);
+				mirai__out *o = mirai__out_ctrl(MIRAI__F_GONE, 0, 0);
 				if (o != NULL) {
-					mirai__frame_hdr_encode(mirai__out_frame(o),
-					    MIRAI__F_GONE, 0);
 					mirai__srv_queue_out(srv, o);
 				}
 				srv->mute = 1;
@@ -268,10 +266,8 @@ handle_msg(mirai_server *srv, mirai__msg *msg)
 			break;
 		case MIRAI__F_PING:
 			if (mirai__u64_frame_decode(&f, &id) == 0) {
-				mirai__out *o = mirai__out_new(MIRAI__U64_FRAME_LEN);
+				mirai__out *o = mirai__out_ctrl(MIRAI__F_PONG, 8, id);
 				if (o != NULL) {
-					mirai__u64_frame_encode(mirai__out_frame(o),
-					    MIRAI__F_PONG, id);
 					mirai__srv_queue_out(srv, o);
 				}
 			}
@@ -347,10 +343,9 @@ mirai__srv_beat(void *arg)
 			srv->mute      = 1;
 			pthread_cond_broadcast(&srv->cv);
 		} else if (now - srv->last_tx >= srv->hb / 3 && !srv->mute) {
-			mirai__out *o = mirai__out_new(MIRAI__U64_FRAME_LEN);
+			mirai__out *o = mirai__out_ctrl(MIRAI__F_PING, 8,
+			    (uint64_t) now);
 			if (o != NULL) {
-				mirai__u64_frame_encode(mirai__out_frame(o),
-				    MIRAI__F_PING, (uint64_t) now);
 				mirai__srv_queue_out(srv, o);
 			}
 		}
@@ -404,9 +399,7 @@ mirai__srv_leave(mirai_server *srv, int why)
 		bounce(srv, t);
 		mirai__srv_stask_free(t);
 	}
-	if ((o = mirai__out_new(MIRAI__U32_FRAME_LEN)) != NULL) {
-		mirai__u32_frame_encode(
-		    mirai__out_frame(o), MIRAI__F_BYE, (uint32_t) why);
+	if ((o = mirai__out_ctrl(MIRAI__F_BYE, 4, (uint32_t) why)) != NULL) {
 		mirai__srv_queue_out(srv, o);
 	}
 	while (!srv->conn_lost && !srv->exit_req &&
