@@ -137,42 +137,13 @@ mirai__d_slot_cap(const mirai_dispatcher *d, const slot *sl)
 	return left < d->cap ? (uint32_t) left : d->cap;
 }
 
-static void
-list_append(slot_list *l, slot *sl)
-{
-	sl->ready_next = NULL;
-	sl->ready_prev = l->tail;
-	if (l->tail != NULL) {
-		l->tail->ready_next = sl;
-	} else {
-		l->head = sl;
-	}
-	l->tail = sl;
-}
-
-static void
-list_unlink(slot_list *l, slot *sl)
-{
-	if (sl->ready_prev != NULL) {
-		sl->ready_prev->ready_next = sl->ready_next;
-	} else {
-		l->head = sl->ready_next;
-	}
-	if (sl->ready_next != NULL) {
-		sl->ready_next->ready_prev = sl->ready_prev;
-	} else {
-		l->tail = sl->ready_prev;
-	}
-	sl->ready_prev = sl->ready_next = NULL;
-}
-
 void
 mirai__d_unready(mirai_dispatcher *d, slot *sl)
 {
 	if (sl->ready == SLOT_IDLE) {
-		list_unlink(&d->idle, sl);
+		MIRAI__LIST_REMOVE(&d->idle, sl, ready_entry);
 	} else if (sl->ready == SLOT_ROOM) {
-		list_unlink(&d->room, sl);
+		MIRAI__LIST_REMOVE(&d->room, sl, ready_entry);
 	}
 	sl->ready = 0;
 }
@@ -190,8 +161,10 @@ mirai__d_ready(mirai_dispatcher *d, slot *sl)
 		return;
 	}
 	mirai__d_unready(d, sl);
-	if (want != 0) {
-		list_append(want == SLOT_IDLE ? &d->idle : &d->room, sl);
+	if (want == SLOT_IDLE) {
+		MIRAI__LIST_PUSH_BACK(&d->idle, sl, ready_entry);
+	} else if (want == SLOT_ROOM) {
+		MIRAI__LIST_PUSH_BACK(&d->room, sl, ready_entry);
 	}
 	sl->ready = want;
 }

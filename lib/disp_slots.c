@@ -68,17 +68,11 @@ void
 mirai__d_slot_ctrl(mirai_dispatcher *d, slot *sl, uint8_t type, uint64_t v,
     int u64)
 {
-	mirai__out *o = mirai__out_new(u64 ? MIRAI__U64_FRAME_LEN
-					   : MIRAI__FRAME_HDR_LEN);
+	mirai__out *o = mirai__out_ctrl(type, u64 ? 8 : 0, v);
 
 	if (o == NULL || sl->cur == NULL) {
 		mirai__out_free(o);
 		return;
-	}
-	if (u64) {
-		mirai__u64_frame_encode(mirai__out_frame(o), type, v);
-	} else {
-		mirai__frame_hdr_encode(mirai__out_frame(o), type, 0);
 	}
 	mirai__outq_push_front(&sl->cur->q, o);
 	mirai__d_slot_send(d, sl->cur);
@@ -100,8 +94,7 @@ mirai__d_slot_exit(mirai_dispatcher *d, slot *sl, uint32_t flags)
 	 * find it before its own heartbeat gives up on us (what it held
 	 * went out long ago, so its queue has room). */
 	sl->cur->urgent = 1;
-	if ((o = mirai__out_new(MIRAI__U32_FRAME_LEN)) != NULL) {
-		mirai__u32_frame_encode(mirai__out_frame(o), MIRAI__F_EXIT, flags);
+	if ((o = mirai__out_ctrl(MIRAI__F_EXIT, 4, flags)) != NULL) {
 		mirai__outq_push_front(&sl->cur->q, o);
 		mirai__d_slot_send(d, sl->cur);
 	}

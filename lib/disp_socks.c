@@ -270,43 +270,21 @@ slot_pipe(void *arg, int ev, uint32_t pipe)
 static void
 plist_add(mirai_dispatcher *d, dpipe *p)
 {
-	p->prev = NULL;
-	p->next = NULL;
 	if (p->ds == NULL && !p->refused) {
-		p->prev = d->pend_tail;
-		if (d->pend_tail != NULL) {
-			d->pend_tail->next = p;
-		} else {
-			d->pend_head = p;
-		}
-		d->pend_tail = p;
+		MIRAI__LIST_PUSH_BACK(&d->pend, p, entry);
 	} else {
-		p->next = d->adm_head;
-		if (p->next != NULL) {
-			p->next->prev = p;
-		}
-		d->adm_head = p;
+		MIRAI__LIST_PUSH_FRONT(&d->adm, p, entry);
 	}
 }
 
 static void
 plist_remove(mirai_dispatcher *d, dpipe *p)
 {
-	int pending = p->ds == NULL && !p->refused;
-
-	if (p->prev != NULL) {
-		p->prev->next = p->next;
-	} else if (pending) {
-		d->pend_head = p->next;
+	if (p->ds == NULL && !p->refused) {
+		MIRAI__LIST_REMOVE(&d->pend, p, entry);
 	} else {
-		d->adm_head = p->next;
+		MIRAI__LIST_REMOVE(&d->adm, p, entry);
 	}
-	if (p->next != NULL) {
-		p->next->prev = p->prev;
-	} else if (pending) {
-		d->pend_tail = p->prev;
-	}
-	p->prev = p->next = NULL;
 }
 
 /* p no longer waits for its slot. */
@@ -563,12 +541,13 @@ lis_pipe(void *arg, int ev, uint32_t pipe)
 void
 mirai__d_pipes_sweep(mirai_dispatcher *d, int64_t now)
 {
-	while (d->pend_head != NULL && now - d->pend_head->t_add > ADMIT_MS) {
-		pipe_refuse(d, d->pend_head, "no HELLO in 10 s");
+	dpipe *p, *next;
+
+	while ((p = d->pend.head) != NULL && now - p->t_add > ADMIT_MS) {
+		pipe_refuse(d, p, "no HELLO in 10 s");
 	}
 	/* Waiting for a slot whose server stays: refused sooner. */
-	for (dpipe *p = d->pend_head, *next; p != NULL; p = next) {
-		next = p->next;
+	MIRAI__LIST_EACH(p, next, &d->pend, entry) {
 		if (p->waits_for != NULL && now - p->t_add > WAIT_MS) {
 			char why[64];
 			snprintf(why, sizeof why, "slot %zu has a server",
@@ -686,18 +665,19 @@ mirai__d_slots_close(mirai_dispatcher *d)
 void
 mirai__d_slots_free(mirai_dispatcher *d)
 {
-	dpipe *lists[2] = {d->pend_head, d->adm_head};
+	dpipe_list *lists[2] = {&d->pend, &d->adm};
+	dpipe *p, *next;
 
 	for (int k = 0; k < 2; k++) {
-		for (dpipe *p = lists[k], *next; p != NULL; p = next) {
-			next = p->next;
+		MIRAI__LIST_EACH(p, next, lists[k], entry) {
 			if (p->ds != NULL && p->ds->retired) {
 				dsock_free(p->ds);
 			}
 			free(p);
 		}
 	}
-	d->pend_head = d->pend_tail = d->adm_head = NULL;
+	d->pend.head = d->pend.tail = NULL;
+	d->adm.head  = d->adm.tail  = NULL;
 	mirai__idmap_fini(&d->pipes);
 	for (size_t i = 0; i < d->nslots; i++) {
 		if (d->slots[i].cur != NULL) {

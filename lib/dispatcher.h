@@ -131,13 +131,15 @@ typedef struct dlis {
 typedef struct dpipe {
 	uint64_t id;       /* the pipe */
 	struct dpipe *hnext;
-	struct dpipe *prev, *next; /* in d's pending or admitted list */
+	MIRAI__ENTRY(struct dpipe) entry; /* in d->pend or d->adm */
 	dlis *lis;
 	dsock *ds;         /* NULL while pending */
 	dsock *waits_for;  /* pending: its slot's server is still there */
 	int64_t t_add;
 	int refused;       /* nothing more is read from it */
 } dpipe;
+
+typedef MIRAI__LIST(dpipe) dpipe_list;
 
 /*
  * One incarnation of a slot: its secret and its pipe.  A local slot has a
@@ -201,16 +203,14 @@ struct slot {
 	/* Where dispatch() finds it: 0 nowhere, SLOT_IDLE in d->idle,
 	 * SLOT_ROOM in d->room. */
 	int ready;
-	slot *ready_prev, *ready_next;
+	MIRAI__ENTRY(slot) ready_entry;
 };
 
 #define SLOT_IDLE 1 /* online, holds nothing */
 #define SLOT_ROOM 2 /* online, holds fewer tasks than it may */
 
 /* Slots ready for a task, in the order they became so. */
-typedef struct slot_list {
-	slot *head, *tail;
-} slot_list;
+typedef MIRAI__LIST(slot) slot_list;
 
 struct mirai_dispatcher {
 	mirai_dispatcher_opts opts; /* opts.server points to sopts */
@@ -226,8 +226,8 @@ struct mirai_dispatcher {
 	dlis *lis;         /* shared listeners */
 	size_t nlis;
 	mirai__idmap pipes;  /* pipe id -> dpipe, shared listeners only */
-	dpipe *pend_head, *pend_tail; /* pending pipes, oldest first */
-	dpipe *adm_head;   /* admitted pipes */
+	dpipe_list pend;   /* pending pipes, oldest first */
+	dpipe_list adm;    /* admitted (or refused) pipes */
 	size_t *free_slots; /* no_token: shared slots with no server */
 	size_t nfree;
 

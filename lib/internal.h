@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "codec.h"
+#include "list.h"
 #include "mirai.h"
 
 /* ---- log.c -------------------------------------------------------- */
@@ -92,12 +93,12 @@ void mirai__sb_json_str(mirai__sb *sb, const char *s); /* quoted, escaped */
 typedef struct mirai__pool {
 	pthread_mutex_t mtx;
 	size_t size;            /* object size, rounded to 8 */
-	struct mirai__pblock *room; /* blocks with a free object */
+	MIRAI__LIST(struct mirai__pblock) room; /* blocks with a free object */
 	size_t blocks;          /* held, for tests */
 } mirai__pool;
 
 #define MIRAI__POOL_INIT(sz)                                                \
-	{PTHREAD_MUTEX_INITIALIZER, ((sz) + 7) & ~(size_t) 7, NULL, 0}
+	{PTHREAD_MUTEX_INITIALIZER, ((sz) + 7) & ~(size_t) 7, {NULL, NULL}, 0}
 
 void *mirai__pool_get(mirai__pool *p);         /* zeroed; NULL: no memory */
 void mirai__pool_put(mirai__pool *p, void *o); /* o may be NULL */
@@ -292,7 +293,7 @@ void mirai__link_pipe_close(mirai__link *l, uint32_t pipe);
  * this link's callbacks), close, free.  l may be NULL. */
 void mirai__link_close(mirai__link *l);
 
-/* An extra sender on l, e.g. one per peer of a poly link; done() as
+/* An extra sender on l, e.g. one per peer of a poly entry; done() as
  * sent() above.  Free it before closing the link or after. */
 int mirai__tx_open(mirai__tx **out, mirai__link *l,
     void (*done)(void *arg, int rv), void *arg);
@@ -320,13 +321,14 @@ int mirai__request(const char *url, mirai__msg *req, mirai__msg **rep,
  * the message header.  owner is the client's mirai for a TASK frame.
  */
 typedef struct mirai__out {
-	struct mirai__out *next, *prev;
+	MIRAI__ENTRY(struct mirai__out) entry; /* in its mirai__outq */
 	void *owner;
 	mirai__msg *msg;
 	size_t len;
 	uint8_t data[];
 } mirai__out;
 
+/* A list (list.h) of frames, oldest first; zeroed, an empty one. */
 typedef struct mirai__outq {
 	mirai__out *head, *tail;
 	size_t count;
@@ -336,6 +338,10 @@ typedef struct mirai__outq {
 mirai__out *mirai__out_new(size_t len);
 uint8_t *mirai__out_frame(mirai__out *o);
 void mirai__out_free(mirai__out *o);
+/* A control frame ready to queue: its type alone (vlen 0: GONE), or with
+ * a 4-byte (EXIT, BYE) or 8-byte (PING, PONG) value v.  NULL: no
+ * memory. */
+mirai__out *mirai__out_ctrl(uint8_t type, size_t vlen, uint64_t v);
 void mirai__outq_push(mirai__outq *q, mirai__out *o);
 void mirai__outq_push_front(mirai__outq *q, mirai__out *o);
 mirai__out *mirai__outq_pop(mirai__outq *q);

@@ -29,10 +29,10 @@ mirai__out_new(size_t len)
 		}
 		o->msg = NULL;
 	}
-	o->next  = NULL;
-	o->prev  = NULL;
-	o->owner = NULL;
-	o->len   = len;
+	o->entry.next = NULL;
+	o->entry.prev = NULL;
+	o->owner      = NULL;
+	o->len        = len;
 	return o;
 }
 
@@ -56,48 +56,42 @@ mirai__out_free(mirai__out *o)
 	}
 }
 
+mirai__out *
+mirai__out_ctrl(uint8_t type, size_t vlen, uint64_t v)
+{
+	mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN + vlen);
+
+	if (o == NULL) {
+		return NULL;
+	}
+	if (vlen == 8) {
+		mirai__u64_frame_encode(mirai__out_frame(o), type, v);
+	} else if (vlen == 4) {
+		mirai__u32_frame_encode(mirai__out_frame(o), type, (uint32_t) v);
+	} else {
+		mirai__frame_hdr_encode(mirai__out_frame(o), type, 0);
+	}
+	return o;
+}
+
 void
 mirai__outq_push(mirai__outq *q, mirai__out *o)
 {
-	o->next = NULL;
-	o->prev = q->tail;
-	if (q->tail != NULL) {
-		q->tail->next = o;
-	} else {
-		q->head = o;
-	}
-	q->tail = o;
+	MIRAI__LIST_PUSH_BACK(q, o, entry);
 	q->count++;
 }
 
 void
 mirai__outq_push_front(mirai__outq *q, mirai__out *o)
 {
-	o->prev = NULL;
-	o->next = q->head;
-	if (q->head != NULL) {
-		q->head->prev = o;
-	} else {
-		q->tail = o;
-	}
-	q->head = o;
+	MIRAI__LIST_PUSH_FRONT(q, o, entry);
 	q->count++;
 }
 
 void
 mirai__outq_remove(mirai__outq *q, mirai__out *o)
 {
-	if (o->prev != NULL) {
-		o->prev->next = o->next;
-	} else {
-		q->head = o->next;
-	}
-	if (o->next != NULL) {
-		o->next->prev = o->prev;
-	} else {
-		q->tail = o->prev;
-	}
-	o->next = o->prev = NULL;
+	MIRAI__LIST_REMOVE(q, o, entry);
 	q->count--;
 }
 
@@ -150,7 +144,7 @@ mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, mirai__msg **msgp,
 	_Static_assert(MIRAI__PACK_CAP / MIRAI__FRAME_HDR_LEN <= 0xffff,
 	    "a full message fits the 16-bit frame count");
 	for (o = q->head; o != NULL && o->msg == NULL && n < 0xffff;
-	     o = o->next) {
+	     o = o->entry.next) {
 		if (n > 0 && total + o->len > MIRAI__PACK_CAP) {
 			break;
 		}

@@ -3,10 +3,11 @@
  *
  * A block is mapped on its own (not malloc'ed: memalign leaves gaps
  * around it) and aligned to its size, so an object finds its block by
- * masking its address; a block is resident only as far as it was used.  Each block keeps a free list of its own objects and a
- * count of those in use; blocks with a free object are on a doubly linked
- * list.  Under AddressSanitizer every object is a calloc of its own, so
- * use after free is still caught.
+ * masking its address; a block is resident only as far as it was used.
+ * Each block keeps a free list of its own objects and a count of those in
+ * use; blocks with a free object are on a list (list.h) that any of them
+ * leaves in O(1).  Under AddressSanitizer every object is a calloc of its
+ * own, so use after free is still caught.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -53,10 +54,10 @@ typedef struct pfree {
 } pfree;
 
 typedef struct mirai__pblock {
-	struct mirai__pblock *prev, *next; /* on the pool's room list */
-	pfree *free;                       /* free objects of this block */
-	size_t used;                       /* objects handed out */
-	size_t carved;                     /* objects ever carved (a bump) */
+	MIRAI__ENTRY(struct mirai__pblock) entry; /* on the pool's room list */
+	pfree *free;    /* free objects of this block */
+	size_t used;    /* objects handed out */
+	size_t carved;  /* objects ever carved (a bump) */
 	int on_room;
 } pblock;
 
@@ -100,28 +101,15 @@ per_block(const mirai__pool *p)
 static void
 room_add(mirai__pool *p, pblock *b)
 {
-	b->prev = NULL;
-	b->next = p->room;
-	if (p->room != NULL) {
-		p->room->prev = b;
-	}
-	p->room   = b;
+	MIRAI__LIST_PUSH_FRONT(&p->room, b, entry);
 	b->on_room = 1;
 }
 
 static void
 room_remove(mirai__pool *p, pblock *b)
 {
-	if (b->prev != NULL) {
-		b->prev->next = b->next;
-	} else {
-		p->room = b->next;
-	}
-	if (b->next != NULL) {
-		b->next->prev = b->prev;
-	}
-	b->prev = b->next = NULL;
-	b->on_room        = 0;
+	MIRAI__LIST_REMOVE(&p->room, b, entry);
+	b->on_room = 0;
 }
 
 void *
@@ -134,7 +122,7 @@ mirai__pool_get(mirai__pool *p)
 		return NULL;
 	}
 	pthread_mutex_lock(&p->mtx);
-	if ((b = p->room) == NULL) {
+	if ((b = p->room.head) == NULL) {
 		if ((b = block_new()) == NULL) {
 			pthread_mutex_unlock(&p->mtx);
 			return NULL;
@@ -179,7 +167,7 @@ mirai__pool_put(mirai__pool *p, void *o)
 	}
 	/* An empty block goes back, unless it is the only one with room
 	 * (a pool that goes 0, 1, 0, 1 keeps one block). */
-	if (b->used == 0 && (b->prev != NULL || b->next != NULL)) {
+	if (b->used == 0 && p->room.head != p->room.tail) {
 		room_remove(p, b);
 		p->blocks--;
 		block_free(b);
@@ -191,8 +179,8 @@ void
 mirai__pool_fini(mirai__pool *p)
 {
 	pthread_mutex_lock(&p->mtx);
-	while (p->room != NULL) {
-		pblock *b = p->room;
+	while (p->room.head != NULL) {
+		pblock *b = p->room.head;
 		room_remove(p, b);
 		p->blocks--;
 		block_free(b);

@@ -202,9 +202,9 @@ mirai_server_destroy(mirai_server *srv)
 	if (srv == NULL) {
 		return;
 	}
-	while (srv->qhead != NULL) {
-		stask *t   = srv->qhead;
-		srv->qhead = t->next;
+	while (srv->queue.head != NULL) {
+		stask *t = srv->queue.head;
+		mirai__srv_queue_remove(srv, t);
 		mirai__srv_stask_free(t);
 	}
 	mirai__outq_clear(&srv->outq);
@@ -271,7 +271,7 @@ stop_reason(mirai_server *srv, int64_t now, int64_t *deadline)
 			return MIRAI_EXIT_WALLTIME;
 		}
 	}
-	if (srv->opts.idle_ms > 0 && srv->qhead == NULL) {
+	if (srv->opts.idle_ms > 0 && srv->queue.head == NULL) {
 		int64_t di = srv->t_last + srv->opts.idle_ms;
 		if (now >= di) {
 			return MIRAI_EXIT_IDLE;
@@ -353,13 +353,13 @@ run_loop(mirai_server *srv)
 		if (why >= 0) {
 			return why;
 		}
-		if (srv->qhead == NULL) {
+		if (srv->queue.head == NULL) {
 			mirai__cond_wait_until(&srv->cv, &srv->mtx, deadline);
 			continue;
 		}
 		memset(&task, 0, sizeof task);
 		task.srv = srv;
-		task.t   = srv->qhead;
+		task.t   = srv->queue.head;
 		mirai__srv_queue_remove(srv, task.t);
 		srv->current = &task;
 		pthread_mutex_unlock(&srv->mtx);

@@ -41,7 +41,7 @@ typedef struct fn_entry {
 
 /* A task held by the server, from arrival until its result is queued. */
 typedef struct stask {
-	struct stask *next, *prev;
+	MIRAI__ENTRY(struct stask) entry; /* in the server's queue */
 	uint64_t id;
 	uint32_t timeout_ms;
 	uint32_t flags;
@@ -81,7 +81,7 @@ struct mirai_server {
 	pthread_mutex_t mtx;
 	pthread_cond_t cv;
 	mirai__link *link;
-	stask *qhead, *qtail;
+	MIRAI__LIST(stask) queue; /* tasks not started yet, oldest first */
 	size_t qlen;
 	mirai_task *current;
 	mirai__outq outq;

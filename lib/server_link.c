@@ -114,30 +114,14 @@ bounce(mirai_server *srv, stask *t)
 static void
 queue_push(mirai_server *srv, stask *t)
 {
-	t->next = NULL;
-	t->prev = srv->qtail;
-	if (srv->qtail != NULL) {
-		srv->qtail->next = t;
-	} else {
-		srv->qhead = t;
-	}
-	srv->qtail = t;
+	MIRAI__LIST_PUSH_BACK(&srv->queue, t, entry);
 	srv->qlen++;
 }
 
 void
 mirai__srv_queue_remove(mirai_server *srv, stask *t)
 {
-	if (t->prev != NULL) {
-		t->prev->next = t->next;
-	} else {
-		srv->qhead = t->next;
-	}
-	if (t->next != NULL) {
-		t->next->prev = t->prev;
-	} else {
-		srv->qtail = t->prev;
-	}
+	MIRAI__LIST_REMOVE(&srv->queue, t, entry);
 	srv->qlen--;
 }
 
@@ -177,7 +161,7 @@ make_task(const mirai__task_view *v, mirai__msg **keep)
 static void
 cancel_task(mirai_server *srv, uint64_t id)
 {
-	for (stask *t = srv->qhead; t != NULL; t = t->next) {
+	for (stask *t = srv->queue.head; t != NULL; t = t->entry.next) {
 		if (t->id == id) {
 			mirai__out *o;
 			mirai__srv_queue_remove(srv, t);
@@ -259,10 +243,8 @@ handle_msg(mirai_server *srv, mirai__msg *msg)
 			/* Answer at once, even while a task runs, and say
 			 * nothing after: the client may then close safely. */
 			if (!srv->mute) {
-				mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN);
+				mirai__out *o = mirai__out_ctrl(MIRAI__F_GONE, 0, 0);
 				if (o != NULL) {
-					mirai__frame_hdr_encode(mirai__out_frame(o),
-					    MIRAI__F_GONE, 0);
 					mirai__srv_queue_out(srv, o);
 				}
 				srv->mute = 1;
@@ -284,10 +266,8 @@ handle_msg(mirai_server *srv, mirai__msg *msg)
 			break;
 		case MIRAI__F_PING:
 			if (mirai__u64_frame_decode(&f, &id) == 0) {
-				mirai__out *o = mirai__out_new(MIRAI__U64_FRAME_LEN);
+				mirai__out *o = mirai__out_ctrl(MIRAI__F_PONG, 8, id);
 				if (o != NULL) {
-					mirai__u64_frame_encode(mirai__out_frame(o),
-					    MIRAI__F_PONG, id);
 					mirai__srv_queue_out(srv, o);
 				}
 			}
@@ -363,10 +343,9 @@ mirai__srv_beat(void *arg)
 			srv->mute      = 1;
 			pthread_cond_broadcast(&srv->cv);
 		} else if (now - srv->last_tx >= srv->hb / 3 && !srv->mute) {
-			mirai__out *o = mirai__out_new(MIRAI__U64_FRAME_LEN);
+			mirai__out *o = mirai__out_ctrl(MIRAI__F_PING, 8,
+			    (uint64_t) now);
 			if (o != NULL) {
-				mirai__u64_frame_encode(mirai__out_frame(o),
-				    MIRAI__F_PING, (uint64_t) now);
 				mirai__srv_queue_out(srv, o);
 			}
 		}
@@ -414,15 +393,13 @@ mirai__srv_leave(mirai_server *srv, int why)
 	mirai__out *o;
 
 	srv->leaving = 1;
-	while (srv->qhead != NULL) {
-		stask *t = srv->qhead;
+	while (srv->queue.head != NULL) {
+		stask *t = srv->queue.head;
 		mirai__srv_queue_remove(srv, t);
 		bounce(srv, t);
 		mirai__srv_stask_free(t);
 	}
-	if ((o = mirai__out_new(MIRAI__U32_FRAME_LEN)) != NULL) {
-		mirai__u32_frame_encode(
-		    mirai__out_frame(o), MIRAI__F_BYE, (uint32_t) why);
+	if ((o = mirai__out_ctrl(MIRAI__F_BYE, 4, (uint32_t) why)) != NULL) {
 		mirai__srv_queue_out(srv, o);
 	}
 	while (!srv->conn_lost && !srv->exit_req &&

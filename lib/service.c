@@ -17,13 +17,13 @@
 #include "internal.h"
 
 typedef struct defer {
-	struct defer *next;
+	MIRAI__ENTRY(struct defer) entry;
 	void (*fn)(void *);
 	void *arg;
 } defer;
 
 typedef struct child {
-	struct child *next;
+	MIRAI__ENTRY(struct child) entry;
 	pid_t pid;
 	int pidfd;
 	void (*fn)(pid_t, int, void *);
@@ -38,8 +38,8 @@ static struct {
 	int efd;
 	mirai__timer **heap; /* heap[1..n] */
 	size_t n, cap;
-	defer *dhead, *dtail;
-	child *children;
+	MIRAI__LIST(defer) defers; /* jobs to run, oldest first */
+	MIRAI__LIST(child) children;
 	size_t nchildren;
 	child *calling;      /* the child whose fn runs now, unlocked */
 	pthread_cond_t called; /* calling went back to NULL */
@@ -128,10 +128,9 @@ pidfd_open_(pid_t pid)
 static void
 reap(const struct pollfd *fds, size_t nfds)
 {
-	child **pp = &svc.children;
+	child *c = svc.children.head;
 
-	while (*pp != NULL) {
-		child *c     = *pp;
+	while (c != NULL) {
 		int ready    = c->pidfd < 0;
 		int status   = 0;
 		pid_t r;
@@ -140,7 +139,7 @@ reap(const struct pollfd *fds, size_t nfds)
 			ready = fds[i].fd == c->pidfd && fds[i].revents != 0;
 		}
 		if (!ready) {
-			pp = &c->next;
+			c = c->entry.next;
 			continue;
 		}
 		r = waitpid(c->pid, &status, WNOHANG);
@@ -149,10 +148,10 @@ reap(const struct pollfd *fds, size_t nfds)
 			 * SIGCHLD handler): gone, with its status unknown. */
 			status = -1;
 		} else if (r != c->pid) {
-			pp = &c->next;
+			c = c->entry.next;
 			continue;
 		}
-		*pp = c->next;
+		MIRAI__LIST_REMOVE(&svc.children, c, entry);
 		svc.nchildren--;
 		if (c->pidfd >= 0) {
 			close(c->pidfd);
@@ -166,7 +165,7 @@ reap(const struct pollfd *fds, size_t nfds)
 		svc.calling = NULL;
 		pthread_cond_broadcast(&svc.called);
 		free(c);
-		pp = &svc.children; /* the list may have changed */
+		c = svc.children.head; /* the list may have changed */
 	}
 }
 
@@ -183,12 +182,9 @@ svc_main(void *unused)
 		size_t nfds = 1;
 		int fallback = 0;
 
-		while (svc.dhead != NULL) {
-			defer *d  = svc.dhead;
-			svc.dhead = d->next;
-			if (svc.dhead == NULL) {
-				svc.dtail = NULL;
-			}
+		while (svc.defers.head != NULL) {
+			defer *d = svc.defers.head;
+			MIRAI__LIST_REMOVE(&svc.defers, d, entry);
 			pthread_mutex_unlock(&svc.mtx);
 			d->fn(d->arg);
 			free(d);
@@ -204,7 +200,7 @@ svc_main(void *unused)
 			pthread_mutex_lock(&svc.mtx);
 			now = mirai__now_ms();
 		}
-		if (svc.dhead != NULL) {
+		if (svc.defers.head != NULL) {
 			continue;
 		}
 		if (svc.n > 0) {
@@ -227,7 +223,8 @@ svc_main(void *unused)
 		}
 		fds[0].fd     = svc.efd;
 		fds[0].events = POLLIN;
-		for (child *c = svc.children; c != NULL; c = c->next) {
+		for (child *c = svc.children.head; c != NULL;
+		     c = c->entry.next) {
 			if (c->pidfd < 0 || nfds >= fcap) {
 				fallback = 1;
 				continue;
@@ -302,15 +299,14 @@ mirai__svc_stop(void)
 	pthread_mutex_lock(&svc.mtx);
 	svc.running = 0;
 	/* Work that was still waiting runs now, here. */
-	while (svc.dhead != NULL) {
-		defer *d  = svc.dhead;
-		svc.dhead = d->next;
+	while (svc.defers.head != NULL) {
+		defer *d = svc.defers.head;
+		MIRAI__LIST_REMOVE(&svc.defers, d, entry);
 		pthread_mutex_unlock(&svc.mtx);
 		d->fn(d->arg);
 		free(d);
 		pthread_mutex_lock(&svc.mtx);
 	}
-	svc.dtail = NULL;
 	while (svc.n > 0) {
 		heap_remove(svc.heap[1]);
 	}
@@ -319,9 +315,9 @@ mirai__svc_stop(void)
 	svc.cap  = 0;
 	/* Children still running are left to the system, but their owners
 	 * are told, so nothing waits on them for ever. */
-	while (svc.children != NULL) {
-		child *c     = svc.children;
-		svc.children = c->next;
+	while (svc.children.head != NULL) {
+		child *c = svc.children.head;
+		MIRAI__LIST_REMOVE(&svc.children, c, entry);
 		if (c->pidfd >= 0) {
 			close(c->pidfd);
 		}
@@ -458,16 +454,10 @@ mirai__defer(void (*fn)(void *), void *arg)
 	if ((d = malloc(sizeof *d)) == NULL) {
 		return MIRAI_ENOMEM;
 	}
-	d->next = NULL;
-	d->fn   = fn;
-	d->arg  = arg;
+	d->fn  = fn;
+	d->arg = arg;
 	pthread_mutex_lock(&svc.mtx);
-	if (svc.dtail != NULL) {
-		svc.dtail->next = d;
-	} else {
-		svc.dhead = d;
-	}
-	svc.dtail = d;
+	MIRAI__LIST_PUSH_BACK(&svc.defers, d, entry);
 	wake();
 	pthread_mutex_unlock(&svc.mtx);
 	return 0;
@@ -490,8 +480,7 @@ mirai__watch_child(pid_t pid, void (*fn)(pid_t, int, void *), void *arg)
 	c->fn    = fn;
 	c->arg   = arg;
 	pthread_mutex_lock(&svc.mtx);
-	c->next      = svc.children;
-	svc.children = c;
+	MIRAI__LIST_PUSH_FRONT(&svc.children, c, entry);
 	svc.nchildren++;
 	wake();
 	pthread_mutex_unlock(&svc.mtx);
@@ -502,7 +491,7 @@ void
 mirai__watch_cancel(pid_t pid, void (*fn)(pid_t, int, void *), void *arg)
 {
 	pthread_mutex_lock(&svc.mtx);
-	for (child *c = svc.children; c != NULL; c = c->next) {
+	for (child *c = svc.children.head; c != NULL; c = c->entry.next) {
 		if (c->pid == pid && c->fn == fn && c->arg == arg) {
 			/* Still reaped when it exits; nobody is told. */
 			c->fn = NULL;

@@ -160,15 +160,7 @@ static void
 unlink_host(mirai__ssh *s, host *h)
 {
 	table_remove(s, h);
-	if (h->prev != NULL) {
-		h->prev->next = h->next;
-	} else if (s->hosts == h) {
-		s->hosts = h->next;
-	}
-	if (h->next != NULL) {
-		h->next->prev = h->prev;
-	}
-	h->next = h->prev = NULL;
+	MIRAI__LIST_REMOVE(&s->hosts, h, entry);
 }
 
 /* Queue h for a worker, starting one when every worker is busy.  Fails
@@ -189,13 +181,7 @@ queue_host(mirai__ssh *s, host *h)
 		}
 	}
 	h->owner = OWN_QUEUE;
-	h->qnext = NULL;
-	if (s->queue_tail != NULL) {
-		s->queue_tail->qnext = h;
-	} else {
-		s->queue = h;
-	}
-	s->queue_tail = h;
+	MIRAI__LIST_PUSH_BACK(&s->queue, h, qentry);
 	s->queued++;
 	pthread_cond_signal(&s->work);
 	return 0;
@@ -232,11 +218,7 @@ host_get(mirai__ssh *s, const char *name, const char *user, int port)
 		free(h);
 		return NULL;
 	}
-	h->next = s->hosts;
-	if (s->hosts != NULL) {
-		s->hosts->prev = h;
-	}
-	s->hosts    = h;
+	MIRAI__LIST_PUSH_FRONT(&s->hosts, h, entry);
 	h->tnext    = s->table[hash & (s->nbuckets - 1)];
 	s->table[hash & (s->nbuckets - 1)] = h;
 	h->in_table = 1;
@@ -342,19 +324,19 @@ on_wake(socket_t fd, int revents, void *arg)
 static void
 adopt(mirai__ssh *s)
 {
+	host_list handed;
 	host *h, *next;
 
 	pthread_mutex_lock(&s->mtx);
-	h         = s->handed;
-	s->handed = NULL;
-	for (host *p = h; p != NULL; p = p->qnext) {
-		p->owner = OWN_KEEPER;
+	handed         = s->handed;
+	s->handed.head = s->handed.tail = NULL;
+	for (h = handed.head; h != NULL; h = h->qentry.next) {
+		h->owner = OWN_KEEPER;
 	}
 	pthread_mutex_unlock(&s->mtx);
-	for (; h != NULL; h = next) {
-		next     = h->qnext;
-		h->knext = s->kept;
-		s->kept  = h;
+	MIRAI__LIST_EACH(h, next, &handed, qentry) {
+		MIRAI__LIST_REMOVE(&handed, h, qentry);
+		MIRAI__LIST_PUSH_FRONT(&s->kept, h, kentry);
 		h->in_event = ssh_event_add_session(s->ev, h->ss) == SSH_OK;
 		if (!h->in_event) {
 			MIRAI__LOG(MIRAI_LOG_WARN, "ssh", "%s: cannot watch "
@@ -394,18 +376,16 @@ reap(mirai__ssh *s, host *h)
 static void
 keep_check(mirai__ssh *s)
 {
-	host **hp = &s->kept;
-	host *h;
+	host *h, *next;
 
-	while ((h = *hp) != NULL) {
+	MIRAI__LIST_EACH(h, next, &s->kept, kentry) {
 		mirai_errmsg em;
 
 		reap(s, h);
 		if (h->in_event && !mirai__ssh_session_dead(h->ss)) {
-			hp = &h->knext;
 			continue;
 		}
-		*hp = h->knext;
+		MIRAI__LIST_REMOVE(&s->kept, h, kentry);
 		mirai__fail(&em, MIRAI_ESSH, "%s: connection lost: %s",
 		    h->name, ssh_get_error(h->ss));
 		mirai__ssh_host_drop(s, h, MIRAI_ESSH, em.text);
@@ -414,12 +394,11 @@ keep_check(mirai__ssh *s)
 	 * I/O: it is done with the lock held so that no command slips in
 	 * between the look at pending and the hand-over. */
 	pthread_mutex_lock(&s->mtx);
-	for (hp = &s->kept; (h = *hp) != NULL;) {
+	MIRAI__LIST_EACH(h, next, &s->kept, kentry) {
 		if (h->pending == NULL) {
-			hp = &h->knext;
 			continue;
 		}
-		*hp = h->knext;
+		MIRAI__LIST_REMOVE(&s->kept, h, kentry);
 		ssh_event_remove_session(s->ev, h->ss);
 		h->in_event = 0;
 		if (queue_host(s, h) != 0) {
@@ -459,8 +438,8 @@ free_module(mirai__ssh *s)
 {
 	host *h;
 
-	while ((h = s->hosts) != NULL) {
-		s->hosts = h->next;
+	while ((h = s->hosts.head) != NULL) {
+		MIRAI__LIST_REMOVE(&s->hosts, h, entry);
 		host_free(s, h);
 	}
 	free(s->table);

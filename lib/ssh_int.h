@@ -43,6 +43,7 @@ enum owner {
 typedef struct cmd cmd;
 typedef struct host host;
 typedef struct conf conf; /* ssh_config.c's */
+typedef MIRAI__LIST(host) host_list;
 
 struct cmd {
 	cmd *next;
@@ -63,13 +64,12 @@ struct cmd {
 };
 
 struct host {
-	host *next;      /* in s->hosts */
-	host *prev;
+	MIRAI__ENTRY(host) entry;  /* in s->hosts */
 	host *tnext;     /* in its s->table bucket, while it takes commands */
 	uint32_t hash;   /* of name, user and port */
 	int in_table;    /* 0 once it refused a channel, or is gone */
-	host *qnext;     /* in the worker queue or the handed list */
-	host *knext;     /* in the keeper's list */
+	MIRAI__ENTRY(host) qentry; /* in s->queue or s->handed */
+	MIRAI__ENTRY(host) kentry; /* in s->kept */
 	char *name;      /* as the caller wrote it: messages name it */
 	char *user;      /* NULL: from the ssh config, else the local user */
 	int port;        /* 0: from the ssh config, else 22 */
@@ -99,20 +99,20 @@ struct mirai__ssh {
 	char *known_hosts;
 	conf *conf;     /* read once by create; read-only after */
 	/* Under mtx. */
-	host *hosts;    /* every host, also the full ones */
+	host_list hosts; /* every host, also the full ones */
 	host **table;   /* hosts that take commands, by hash; NULL: none yet */
 	size_t nbuckets;
 	size_t ntable;
-	host *queue, *queue_tail;
+	host_list queue; /* for a worker */
 	size_t queued;
-	host *handed;
+	host_list handed; /* by the workers, for the keeper */
 	pthread_t *workers;
 	int nworkers;
 	int nidle;
 	/* Threads and their wake-ups. */
 	pthread_t keeper;
 	ssh_event ev;   /* the keeper's */
-	host *kept;     /* the keeper's */
+	host_list kept; /* the keeper's */
 	int wake_fd;    /* wakes the keeper; drained by it */
 	int stop_fd;    /* written once by destroy, never drained */
 	atomic_int stopping;

@@ -241,8 +241,7 @@ serve(mirai__ssh *s, host *h)
 		h->pending = h->pending_tail = NULL;
 		if (take == NULL) {
 			h->owner = OWN_HANDED;
-			h->qnext  = s->handed;
-			s->handed = h;
+			MIRAI__LIST_PUSH_FRONT(&s->handed, h, qentry);
 			pthread_mutex_unlock(&s->mtx);
 			mirai__ssh_poke(s->wake_fd);
 			return;
@@ -302,7 +301,7 @@ mirai__ssh_worker_main(void *arg)
 	for (;;) {
 		host *h;
 
-		while (!atomic_load(&s->stopping) && s->queue == NULL) {
+		while (!atomic_load(&s->stopping) && s->queue.head == NULL) {
 			s->nidle++;
 			pthread_cond_wait(&s->work, &s->mtx);
 			s->nidle--;
@@ -310,11 +309,8 @@ mirai__ssh_worker_main(void *arg)
 		if (atomic_load(&s->stopping)) {
 			break;
 		}
-		h        = s->queue;
-		s->queue = h->qnext;
-		if (s->queue == NULL) {
-			s->queue_tail = NULL;
-		}
+		h = s->queue.head;
+		MIRAI__LIST_REMOVE(&s->queue, h, qentry);
 		s->queued--;
 		h->owner = OWN_WORKER;
 		pthread_mutex_unlock(&s->mtx);

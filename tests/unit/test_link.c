@@ -122,9 +122,9 @@ check_queue(const mirai__outq *q, const mirai__out *const *want, size_t n)
 	size_t k;
 
 	assert_int_equal(q->count, n);
-	for (k = 0; k < n; k++, o = o->next) {
+	for (k = 0; k < n; k++, o = o->entry.next) {
 		assert_ptr_equal(o, want[k]);
-		assert_ptr_equal(o->prev, k == 0 ? NULL : want[k - 1]);
+		assert_ptr_equal(o->entry.prev, k == 0 ? NULL : want[k - 1]);
 	}
 	assert_null(o);
 	assert_ptr_equal(q->tail, n == 0 ? NULL : want[n - 1]);
@@ -147,8 +147,8 @@ test_out_new(void **state)
 
 		assert_non_null(o);
 		assert_int_equal(o->len, sizes[i]);
-		assert_null(o->next);
-		assert_null(o->prev);
+		assert_null(o->entry.next);
+		assert_null(o->entry.prev);
 		assert_null(o->owner);
 		p = mirai__out_frame(o);
 		assert_non_null(p);
@@ -226,8 +226,8 @@ test_outq_ops(void **state)
 				break;
 			case 'R':
 				mirai__outq_remove(&q, outs[k]);
-				assert_null(outs[k]->next);
-				assert_null(outs[k]->prev);
+				assert_null(outs[k]->entry.next);
+				assert_null(outs[k]->entry.prev);
 				break;
 			default:
 				o = mirai__outq_pop(&q);
@@ -236,8 +236,8 @@ test_outq_ops(void **state)
 					    rows[i].name);
 				}
 				if (o != NULL) {
-					assert_null(o->next);
-					assert_null(o->prev);
+					assert_null(o->entry.next);
+					assert_null(o->entry.prev);
 				}
 				break;
 			}
@@ -291,8 +291,8 @@ on_each(void *ctx, mirai__out *o)
 	/* Each frame once, in queue order, out of the queue already. */
 	assert_ptr_equal(o->owner, (void *) (uintptr_t) (s->next + 1));
 	assert_int_equal(o->len, s->sizes[s->next]);
-	assert_null(o->next);
-	assert_null(o->prev);
+	assert_null(o->entry.next);
+	assert_null(o->entry.prev);
 	s->next++;
 	s->calls++;
 	if (s->keep && o->msg == NULL && s->calls <= 8) {

@@ -103,7 +103,7 @@ test_get_put(void **state)
 	mirai__pool_put(&pool, NULL);
 	mirai__pool_fini(&pool);
 	assert_int_equal(pool.blocks, 0);
-	assert_null(pool.room);
+	assert_null(pool.room.head);
 	free(o);
 }
 
