@@ -52,11 +52,11 @@ exit 0
 EOF
 chmod 700 "$W/client.sh"
 "$B/mirai-launch" --host localhost:2 --server "$S" -x "$TAG" \
-	--client-url wss://127.0.0.1:0 --control-url tls+tcp://127.0.0.1:0 \
+	--client-url tls+tcp://127.0.0.1:0 --control-url tls+tcp://127.0.0.1:0 \
 	-- "$W/client.sh" >"$W/out" 2>"$W/err"
 rc=$?
 [ $rc = 0 ] || fail "TLS client command exited $rc: $(cat "$W/err")"
-grep -Eq '^MIRAI_DISPATCHER_URL=wss://127\.0\.0\.1:[0-9]+/[0-9a-f]{32}/0$' "$W/env" ||
+grep -Eq '^MIRAI_DISPATCHER_URL=tls\+tcp://127\.0\.0\.1:[0-9]+/[0-9a-f]{32}/0$' "$W/env" ||
 	fail "client URL without a secret: $(cat "$W/env")"
 grep -Eq '^MIRAI_CONTROL_URL=tls\+tcp://127\.0\.0\.1:[0-9]+/[0-9a-f]{32}/0$' "$W/env" ||
 	fail "control URL without a secret: $(cat "$W/env")"
