@@ -72,6 +72,7 @@ typedef struct sock {
 	mirai__link *link;
 	int poly;
 	int admits;      /* a server's HELLO must hold the profile's secret */
+	int mem;         /* in memory: the dispatcher thread's link */
 	char *url;
 	/* Dialing a dispatcher's client URL (attach): asked (WHO), we say
 	 * HELLO with the secret the URL ends in (see mirai__url_cred), if

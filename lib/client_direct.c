@@ -1021,6 +1021,7 @@ mirai__cl_sock_open(profile *p, sock *sk, int64_t retry_min, int64_t retry_max,
 		 * its certificate. */
 		.tls = {.cert_file = p->tls_cert, .key_file = p->tls_key,
 		    .ca_file = p->tls_ca},
+		.mem = sk->mem,
 	};
 
 	if (p->hb > 0 && !p->beat_on &&

@@ -433,9 +433,13 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 			}
 		}
 	}
+	/* A dispatcher thread receives the task on this thread once we
+	 * unlock (see mirai__link_hold). */
+	mirai__link_hold();
 	pthread_mutex_lock(&p->mtx);
 	if (p->closing || (rv = mirai__idmap_put(&p->tasks, m)) != 0) {
 		pthread_mutex_unlock(&p->mtx);
+		mirai__link_flush();
 		rv = rv != 0 ? rv : MIRAI_ECLOSED;
 		goto unreserve;
 	}
@@ -454,6 +458,7 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	behind = p->dispatcher && m->peer != NULL &&
 	    m->peer->qbytes > PACE_BYTES;
 	pthread_mutex_unlock(&p->mtx);
+	mirai__link_flush();
 	mirai__cl_publish(list);
 	*out = m;
 	if (p->kind == KIND_ONESHOT && !spawn) {

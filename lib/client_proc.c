@@ -413,8 +413,8 @@ dispatcher_thread(void *arg)
 }
 
 /* Start the dispatcher engine on a thread of this process, linked to the
- * profile over inproc url: the same code as mirai-dispatcher, without the
- * process hop (about half the latency of a round trip through it). */
+ * profile in memory at url (mem://): the same code as mirai-dispatcher,
+ * without the process hop and without a socket between them. */
 int
 mirai__cl_start_dispatcher_thread(profile *p, const mirai_daemons_opts *o,
     const char *url, mirai_errmsg *err)

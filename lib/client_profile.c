@@ -178,6 +178,7 @@ profile_listen(profile *p, const char *url, int poly, int admits, sock **out,
 	sk->prof   = p;
 	sk->poly   = poly;
 	sk->admits = admits;
+	sk->mem    = mirai__url_is_mem(url);
 	if ((rv = mirai__cl_sock_open(p, sk, 0, 0, err)) != 0) {
 		free(sk);
 		return rv;
@@ -636,20 +637,20 @@ daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 	}
 	p->max_queue  = o->max_queue > 0 ? o->max_queue : (size_t) 1 << 30;
 	if (disp || o->url != NULL) {
-		/* One link: the dispatcher's (in memory for a thread, loopback
-		 * for a process), or the user's URL. */
-		static atomic_uint inproc_seq;
-		char inproc[128];
+		/* One link: the dispatcher's (in memory for a thread, an ipc
+		 * socket for a process), or the user's URL. */
+		static atomic_uint mem_seq;
+		char local[128];
 		sock *sk;
 		const char *lurl = o->url;
 		rv               = 0;
 		if (disp && o->dispatcher == MIRAI_DISPATCHER_PROCESS) {
-			rv   = mirai__local_url(inproc, sizeof inproc, err);
-			lurl = inproc;
+			rv   = mirai__local_url(local, sizeof local, err);
+			lurl = local;
 		} else if (disp) {
-			snprintf(inproc, sizeof inproc, "inproc://mirai-dispatcher-%ld-%u",
-			    (long) getpid(), atomic_fetch_add(&inproc_seq, 1));
-			lurl = inproc;
+			snprintf(local, sizeof local, "mem://mirai-dispatcher-%u",
+			    atomic_fetch_add(&mem_seq, 1));
+			lurl = local;
 		}
 		/* Servers dialing the user's URL present the profile's
 		 * secret, the end of the URL they are given. */

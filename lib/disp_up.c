@@ -534,7 +534,7 @@ mirai__d_send_hello(mirai_dispatcher *d)
 }
 
 int
-mirai__d_open_up(mirai_dispatcher *d, mirai_errmsg *err)
+mirai__d_open_up(mirai_dispatcher *d, const char *url, mirai_errmsg *err)
 {
 	mirai__link_cfg cfg = {
 		.max_msg = d->opts.server->max_msg,
@@ -545,6 +545,8 @@ mirai__d_open_up(mirai_dispatcher *d, mirai_errmsg *err)
 		.sent = up_tx,
 		.arg  = d,
 		.tls  = D_TLS(d),
+		/* A client in this process (our thread is its dispatcher). */
+		.mem  = mirai__url_is_mem(url),
 	};
 
 	return mirai__link_open(&d->up, &cfg, err);

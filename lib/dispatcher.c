@@ -399,7 +399,7 @@ with_secret(mirai_dispatcher *d, char **url, char *secret, mirai_errmsg *err)
 	char *s;
 
 	if (d->no_token || strncmp(*url, "ipc://", 6) == 0 ||
-	    strncmp(*url, "inproc://", 9) == 0) {
+	    strncmp(*url, "inproc://", 9) == 0 || mirai__url_is_mem(*url)) {
 		return 0;
 	}
 	mirai__secret_new(secret);
@@ -424,7 +424,7 @@ dispatcher_listen_impl(mirai_dispatcher *d, mirai_errmsg *err)
 		return 0;
 	}
 	if (d->opts.listen_url != NULL) {
-		if ((rv = mirai__d_open_up(d, err)) != 0) {
+		if ((rv = mirai__d_open_up(d, d->opts.listen_url, err)) != 0) {
 			return rv;
 		}
 		d->listen = 1;
@@ -542,7 +542,7 @@ dispatcher_run_impl(mirai_dispatcher *d, mirai_errmsg *err)
 	if (!d->listen) {
 		char base[1024];
 
-		if ((rv = mirai__d_open_up(d, err)) != 0) {
+		if ((rv = mirai__d_open_up(d, d->opts.client_url, err)) != 0) {
 			return rv;
 		}
 		/* A client listening on a URL it gave out wants its secret

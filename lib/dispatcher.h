@@ -385,8 +385,10 @@ void mirai__d_up_error(mirai_dispatcher *d, uint64_t id, int status,
 void mirai__d_send_hello(mirai_dispatcher *d);
 /* Heartbeat of the client link.  Called locked. */
 void mirai__d_up_beat(mirai_dispatcher *d, int64_t now);
-/* Open the upstream link (d->up); nothing listens or dials yet. */
-int mirai__d_open_up(mirai_dispatcher *d, mirai_errmsg *err);
+/* Open the upstream link (d->up) for url (in memory for a mem:// URL);
+ * nothing listens or dials yet. */
+int mirai__d_open_up(mirai_dispatcher *d, const char *url,
+    mirai_errmsg *err);
 /* Whether a HELLO frame f names slot 0 and secret (a client's HELLO at
  * an attach or control URL).  Counts and logs (bounded) a refusal. */
 int mirai__d_client_ok(mirai_dispatcher *d, const mirai__frame *f,

@@ -259,6 +259,11 @@ typedef struct mirai__link_cfg {
 	/* For tls+tcp:// and wss:// URLs (copied pointers: the strings must
 	 * outlive the link's listens and dials). */
 	mirai__tls tls;
+	/* In memory, within this process (memlink.c): the link listens on
+	 * or dials a mem:// URL, and has no NNG socket; one peer only.  Its
+	 * sends are always taken at once (sent() never runs), its callbacks
+	 * run unlocked, and a dial runs the pipe callbacks of both ends. */
+	int mem;
 } mirai__link_cfg;
 
 /* Open a link (nothing listens, dials or receives yet).  cfg is copied. */
@@ -304,6 +309,33 @@ void mirai__tx_free(mirai__tx *t);  /* waits for its callback; NULL ok */
  * back into *rep, close.  err says which step failed. */
 int mirai__request(const char *url, mirai__msg *req, mirai__msg **rep,
     int64_t timeout_ms, mirai_errmsg *err);
+
+/* ---- memlink.c: in-memory links (behind the mirai__link calls) -------- */
+
+/* Whether url names an in-memory link (mem://NAME). */
+int mirai__url_is_mem(const char *url);
+
+/*
+ * What a thread sends on in-memory links is received on that same thread
+ * once it holds no lock: it brackets such work with hold and flush, and
+ * the receives run in the flush (call it holding no lock).  Brackets nest;
+ * the outermost flush delivers.  A message sent outside any bracket is
+ * received on the service thread.
+ */
+void mirai__link_hold(void);
+void mirai__link_flush(void);
+
+/* For transport.c: one end of an in-memory link, and the mirai__link
+ * calls on it (cfg copied; pipe() and recv() as in mirai__link_cfg). */
+typedef struct mirai__mem mirai__mem;
+int mirai__mem_open(mirai__mem **out, const mirai__link_cfg *cfg);
+int mirai__mem_listen(mirai__mem *e, const char *url, char **dial,
+    mirai_errmsg *err);
+int mirai__mem_dial(mirai__mem *e, const char *url, mirai_errmsg *err);
+void mirai__mem_start(mirai__mem *e);
+void mirai__mem_send(mirai__mem *e, mirai__msg *m); /* m consumed */
+void mirai__mem_pipe_close(mirai__mem *e, uint32_t pipe);
+void mirai__mem_close(mirai__mem *e); /* e may be NULL */
 
 /* ---- link.c: queues of outgoing frames, packed into messages --------- */
 

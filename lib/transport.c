@@ -3,7 +3,10 @@
  * one peer or many), their receive loops, the senders, pipe events, the
  * checks every URL goes through before it is used, the URL peers should
  * dial to reach a listener, a blocking request/reply for control queries,
- * and the mapping of NNG's error numbers onto the library's.
+ * and the mapping of NNG's error numbers onto the library's.  A link
+ * opened in memory (cfg.mem: the client and its dispatcher thread) has no
+ * socket: its calls go to memlink.c, so that their owners have one code
+ * path for both kinds.
  *
  * The rules of NNG 1.5.2 that the rest of the library must not have to
  * know are written here once:
@@ -36,6 +39,7 @@
 #include "internal.h"
 
 struct mirai__link {
+	mirai__mem *mem; /* an in-memory link (memlink.c): no socket */
 	nng_socket s;
 	nng_aio *rx;
 	mirai__tx *tx;  /* the link's own sender (NULL without cfg.sent) */
@@ -43,6 +47,7 @@ struct mirai__link {
 };
 
 struct mirai__tx {
+	mirai__mem *mem; /* on an in-memory link: sends go there */
 	nng_socket s;
 	nng_aio *aio;
 	void (*done)(void *arg, int rv);
@@ -137,7 +142,9 @@ mirai__msg_chop(mirai__msg *m, size_t n)
 uint32_t
 mirai__msg_pipe(const mirai__msg *m)
 {
-	return nng_pipe_id(nng_msg_get_pipe((const nng_msg *) m));
+	/* The id itself: nng_pipe_id() gives -1 for the ids of in-memory
+	 * links, which have the top bit set (NNG's own stay below). */
+	return nng_msg_get_pipe((const nng_msg *) m).id;
 }
 
 void
@@ -616,14 +623,19 @@ link_rx(void *arg)
 	mirai__link *l = arg;
 	int rv         = nng_aio_result(l->rx);
 
+	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+		return;
+	}
+	/* No lock is held here: what the callee sends on in-memory links is
+	 * received on this thread, without a hop. */
+	mirai__link_hold();
 	if (rv == 0) {
 		nng_msg *m = nng_aio_get_msg(l->rx);
 		nng_aio_set_msg(l->rx, NULL);
 		l->cfg.recv(l->cfg.arg, MMSG(m));
-	} else if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
-		return;
 	}
 	nng_recv_aio(l->s, l->rx);
+	mirai__link_flush();
 }
 
 static void
@@ -652,6 +664,19 @@ mirai__link_open(mirai__link **out, const mirai__link_cfg *cfg,
 		return mirai__fail(err, MIRAI_ENOMEM, "out of memory");
 	}
 	l->cfg = *cfg;
+	if (cfg->mem) {
+		if (cfg->poly || mirai__mem_open(&l->mem, cfg) != 0 ||
+		    (cfg->sent != NULL &&
+			mirai__tx_open(&l->tx, l, cfg->sent, cfg->arg) != 0)) {
+			rv = cfg->poly ? MIRAI_ENOTSUP : MIRAI_ENOMEM;
+			mirai__mem_close(l->mem);
+			free(l);
+			return mirai__fail(err, rv, "cannot open an in-memory link: %s",
+			    mirai_strerror(rv));
+		}
+		*out = l;
+		return 0;
+	}
 	rv = cfg->poly ? nng_pair1_open_poly(&l->s) : nng_pair1_open(&l->s);
 	if (rv != 0) {
 		free(l);
@@ -711,6 +736,9 @@ mirai__link_listen(mirai__link *l, const char *url, char **dial,
 	nng_listener lst;
 	int rv;
 
+	if (l->mem != NULL) {
+		return mirai__mem_listen(l->mem, url, dial, err);
+	}
 	if ((rv = mirai__url_check(url, 1, &l->cfg.tls, err)) != 0) {
 		return rv;
 	}
@@ -763,6 +791,9 @@ mirai__link_dial(mirai__link *l, const char *url, int wait, mirai_errmsg *err)
 	nng_dialer d;
 	int rv;
 
+	if (l->mem != NULL) {
+		return mirai__mem_dial(l->mem, url, err);
+	}
 	if ((rv = mirai__url_check(url, 0, &l->cfg.tls, err)) != 0) {
 		return rv;
 	}
@@ -798,7 +829,9 @@ mirai__link_dial(mirai__link *l, const char *url, int wait, mirai_errmsg *err)
 void
 mirai__link_start(mirai__link *l)
 {
-	if (l->rx != NULL) {
+	if (l->mem != NULL) {
+		mirai__mem_start(l->mem);
+	} else if (l->rx != NULL) {
 		nng_recv_aio(l->s, l->rx);
 	}
 }
@@ -812,7 +845,13 @@ mirai__link_send(mirai__link *l, mirai__msg *m)
 int
 mirai__link_try_send(mirai__link *l, mirai__msg *m)
 {
-	int rv = nng_sendmsg(l->s, NMSG(m), NNG_FLAG_NONBLOCK);
+	int rv;
+
+	if (l->mem != NULL) {
+		mirai__mem_send(l->mem, m);
+		return 0;
+	}
+	rv = nng_sendmsg(l->s, NMSG(m), NNG_FLAG_NONBLOCK);
 
 	if (rv != 0) {
 		nng_msg_free(NMSG(m));
@@ -824,6 +863,12 @@ void
 mirai__link_close(mirai__link *l)
 {
 	if (l == NULL) {
+		return;
+	}
+	if (l->mem != NULL) {
+		mirai__mem_close(l->mem);
+		mirai__tx_free(l->tx);
+		free(l);
 		return;
 	}
 	nng_aio_stop(l->rx);
@@ -848,7 +893,9 @@ tx_done(void *arg)
 		nng_msg_free(nng_aio_get_msg(t->aio));
 		nng_aio_set_msg(t->aio, NULL);
 	}
+	mirai__link_hold();
 	t->done(t->arg, mirai__transport_err(rv));
+	mirai__link_flush();
 }
 
 int
@@ -859,6 +906,11 @@ mirai__tx_open(mirai__tx **out, mirai__link *l,
 
 	if (t == NULL) {
 		return MIRAI_ENOMEM;
+	}
+	if (l->mem != NULL) {
+		t->mem = l->mem;
+		*out   = t;
+		return 0;
 	}
 	if (nng_aio_alloc(&t->aio, tx_done, t) != 0) {
 		free(t);
@@ -874,6 +926,11 @@ mirai__tx_open(mirai__tx **out, mirai__link *l,
 int
 mirai__tx_send(mirai__tx *t, mirai__msg *m)
 {
+	if (t->mem != NULL) {
+		/* The other end's inbox takes it at once. */
+		mirai__mem_send(t->mem, m);
+		return 1;
+	}
 	/* Taken at once: no completion callback, so no thread hop. */
 	if (nng_sendmsg(t->s, NMSG(m), NNG_FLAG_NONBLOCK) == 0) {
 		return 1;
@@ -941,7 +998,10 @@ mirai__link_pipe_close(mirai__link *l, uint32_t pipe)
 {
 	nng_pipe p = NNG_PIPE_INITIALIZER;
 
-	(void) l;
+	if (l->mem != NULL) {
+		mirai__mem_pipe_close(l->mem, pipe);
+		return;
+	}
 	p.id = pipe;
 	nng_pipe_close(p);
 }

@@ -1,13 +1,20 @@
 /*
  * test_transport.c: unit tests of lib/transport.c, the only user of NNG:
  * URL checks (table-driven), a link pair on loopback exchanging messages
- * through both senders, a refused peer, and a request/reply.
+ * through both senders, a refused peer, and a request/reply.  And of the
+ * in-memory links behind the same calls (lib/memlink.c): pipe events, a
+ * message sent before dialing, order, GONE when one end closes, receives
+ * on the sending thread inside a hold/flush bracket and on the service
+ * thread outside one, two ends answering each other under their own locks
+ * from two threads (the client and dispatcher case: no deadlock), a
+ * refused dialer, and the errors.
  */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -77,11 +84,16 @@ test_url_check(void **state)
 typedef struct end {
 	pthread_mutex_t mtx;
 	pthread_cond_t cv;
-	mirai__msg *got[8];
+	mirai__msg *got[64];
 	int ngot;
 	int adds, ups, gones;
 	int refuse;
 	int sent, sent_rv;
+	int n;             /* messages received, kept or not */
+	pthread_t thread;  /* that ran the last receive */
+	uint32_t pipe;     /* of the last message or ADD */
+	mirai__link *link; /* open_end()'s */
+	int answers;       /* answer this many messages, under our lock */
 } end;
 
 static void
@@ -102,12 +114,30 @@ end_fini(end *e)
 	pthread_mutex_destroy(&e->mtx);
 }
 
+static mirai__msg *
+text_msg(const char *s)
+{
+	mirai__msg *m;
+
+	assert_int_equal(mirai__msg_alloc(&m, strlen(s)), 0);
+	memcpy(mirai__msg_body(m), s, strlen(s));
+	return m;
+}
+
 static void
 on_recv(void *arg, mirai__msg *m)
 {
 	end *e = arg;
 
 	pthread_mutex_lock(&e->mtx);
+	e->n++;
+	e->thread = pthread_self();
+	e->pipe   = mirai__msg_pipe(m);
+	if (e->answers > 0) {
+		/* As the client and the dispatcher send: under our lock. */
+		e->answers--;
+		mirai__link_send(e->link, text_msg("re"));
+	}
 	if (e->ngot < (int) ARRAY_LEN(e->got)) {
 		e->got[e->ngot++] = m;
 		m                 = NULL;
@@ -123,11 +153,11 @@ on_pipe(void *arg, int ev, uint32_t pipe)
 	end *e = arg;
 	int refuse = 0;
 
-	(void) pipe;
 	pthread_mutex_lock(&e->mtx);
 	if (ev == MIRAI__PIPE_ADD) {
 		e->adds++;
-		refuse = e->refuse;
+		e->pipe = pipe;
+		refuse  = e->refuse;
 	} else if (ev == MIRAI__PIPE_UP) {
 		e->ups++;
 	} else if (ev == MIRAI__PIPE_GONE) {
@@ -164,21 +194,14 @@ wait_for(end *e, const int *v, int want)
 	assert_true(*v >= want);
 }
 
-static mirai__msg *
-text_msg(const char *s)
-{
-	mirai__msg *m;
-
-	assert_int_equal(mirai__msg_alloc(&m, strlen(s)), 0);
-	memcpy(mirai__msg_body(m), s, strlen(s));
-	return m;
-}
+enum { POLY = 1, MEM = 2 };
 
 static void
-open_end(end *e, mirai__link **l, int poly)
+open_end(end *e, mirai__link **l, int flags)
 {
 	mirai__link_cfg cfg = {
-		.poly   = poly,
+		.poly   = (flags & POLY) != 0,
+		.mem    = (flags & MEM) != 0,
 		.events = (1u << MIRAI__PIPE_ADD) | (1u << MIRAI__PIPE_UP) |
 		    (1u << MIRAI__PIPE_GONE),
 		.reconnect_min_ms = 10,
@@ -190,6 +213,7 @@ open_end(end *e, mirai__link **l, int poly)
 	};
 
 	assert_int_equal(mirai__link_open(l, &cfg, NULL), 0);
+	e->link = *l;
 }
 
 static void
@@ -427,6 +451,219 @@ test_tls(void **state)
 	mirai__tls_ca_destroy(other);
 }
 
+/* ---- in-memory links ------------------------------------------------- */
+
+/* a listens on name, b dials it; b sent "early" before dialing. */
+static void
+mem_pair(end *a, end *b, const char *name)
+{
+	mirai__link *la, *lb;
+	char *dial = NULL;
+
+	end_init(a);
+	end_init(b);
+	open_end(a, &la, MEM);
+	open_end(b, &lb, MEM);
+	assert_int_equal(mirai__link_listen(la, name, &dial, NULL), 0);
+	assert_string_equal(dial, name);
+	free(dial);
+	mirai__link_start(la);
+	mirai__link_start(lb);
+	/* Taken at once, always: sent() never runs. */
+	assert_int_equal(mirai__link_send(lb, text_msg("early")), 1);
+	assert_int_equal(mirai__link_dial(lb, name, 1, NULL), 0);
+	/* The dial ran both ends' pipe events and delivered what was sent
+	 * before, on this thread. */
+	assert_int_equal(a->adds + a->ups + b->adds + b->ups, 4);
+	assert_int_equal(a->ngot, 1);
+	assert_memory_equal(mirai__msg_body(a->got[0]), "early", 5);
+	assert_int_equal(a->pipe, b->pipe);
+}
+
+static void
+mem_done(end *a, end *b)
+{
+	assert_int_equal(a->sent + b->sent, 0);
+	end_fini(a);
+	end_fini(b);
+}
+
+static void
+test_mem_pair(void **state)
+{
+	end a, b;
+	char want[16];
+
+	mem_pair(&a, &b, "mem://test-pair");
+	/* In order, both ways. */
+	for (int i = 0; i < 40; i++) {
+		snprintf(want, sizeof want, "m%d", i);
+		mirai__link_send(b.link, text_msg(want));
+		mirai__link_send(a.link, text_msg(want));
+	}
+	wait_for(&a, &a.ngot, 41);
+	wait_for(&b, &b.ngot, 40);
+	for (int i = 0; i < 40; i++) {
+		snprintf(want, sizeof want, "m%d", i);
+		assert_int_equal(mirai__msg_len(b.got[i]), strlen(want));
+		assert_memory_equal(mirai__msg_body(b.got[i]), want, strlen(want));
+		assert_memory_equal(mirai__msg_body(a.got[i + 1]), want,
+		    strlen(want));
+	}
+	assert_int_equal(a.pipe, mirai__msg_pipe(b.got[0]));
+	/* One end closes: the other sees its pipe go (the closing one does
+	 * not: its callbacks are stopped), and what it sends then is
+	 * dropped. */
+	mirai__link_close(a.link);
+	assert_int_equal(b.gones, 1);
+	mirai__link_send(b.link, text_msg("lost"));
+	mirai__link_close(b.link);
+	assert_int_equal(a.gones, 0);
+	mem_done(&a, &b);
+}
+
+static void
+test_mem_bracket(void **state)
+{
+	end a, b;
+
+	mem_pair(&a, &b, "mem://test-bracket");
+	/* Inside a bracket the receive waits for the outer flush, and runs
+	 * on this thread. */
+	mirai__link_hold();
+	mirai__link_hold();
+	mirai__link_send(b.link, text_msg("one"));
+	mirai__link_flush();
+	assert_int_equal(a.ngot, 1);
+	mirai__link_flush();
+	assert_int_equal(a.ngot, 2);
+	assert_true(pthread_equal(a.thread, pthread_self()));
+	/* Outside one, on the service thread. */
+	mirai__link_send(b.link, text_msg("two"));
+	wait_for(&a, &a.ngot, 3);
+	assert_false(pthread_equal(a.thread, pthread_self()));
+	mirai__link_close(b.link);
+	assert_int_equal(a.gones, 1);
+	mirai__link_close(a.link);
+	mem_done(&a, &b);
+}
+
+/* Sends n messages on e's link holding e's lock, each in a bracket, as a
+ * client submits. */
+typedef struct kick {
+	end *e;
+	int n;
+} kick;
+
+static void *
+kicker(void *arg)
+{
+	kick *k = arg;
+
+	for (int i = 0; i < k->n; i++) {
+		mirai__link_hold();
+		pthread_mutex_lock(&k->e->mtx);
+		mirai__link_send(k->e->link, text_msg("go"));
+		pthread_mutex_unlock(&k->e->mtx);
+		mirai__link_flush();
+	}
+	return NULL;
+}
+
+static void
+test_mem_lock_order(void **state)
+{
+	enum { N = 2000 };
+	end a, b;
+	kick ka, kb;
+	pthread_t ta, tb;
+
+	mem_pair(&a, &b, "mem://test-locks");
+	/* Each end answers the first N messages under its own lock while a
+	 * thread sends holding the other's: a receive run inside a send
+	 * would deadlock. */
+	a.answers = N;
+	b.answers = N;
+	ka.e      = &a;
+	ka.n      = N;
+	kb.e      = &b;
+	kb.n      = N;
+	assert_int_equal(pthread_create(&ta, NULL, kicker, &ka), 0);
+	assert_int_equal(pthread_create(&tb, NULL, kicker, &kb), 0);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	/* a: "early", N kicks, N answers; b: N kicks, N answers. */
+	wait_for(&a, &a.n, 1 + 2 * N);
+	wait_for(&b, &b.n, 2 * N);
+	mirai__link_close(a.link);
+	mirai__link_close(b.link);
+	mem_done(&a, &b);
+}
+
+static void
+test_mem_refused(void **state)
+{
+	end a, b;
+	mirai__link *la, *lb;
+	mirai_errmsg err;
+
+	end_init(&a);
+	end_init(&b);
+	open_end(&a, &la, MEM);
+	open_end(&b, &lb, MEM);
+	a.refuse = 1;
+	assert_int_equal(mirai__link_listen(la, "mem://test-refuse", NULL, NULL),
+	    0);
+	mirai__link_start(la);
+	assert_int_equal(mirai__link_dial(lb, "mem://test-refuse", 1, &err),
+	    MIRAI_ECONNREFUSED);
+	/* As NNG: no UP, and both sides see the refused pipe go. */
+	assert_int_equal(a.adds, 1);
+	assert_int_equal(a.ups + b.ups, 0);
+	assert_int_equal(a.gones + b.gones, 2);
+	mirai__link_close(lb);
+	mirai__link_close(la);
+	mem_done(&a, &b);
+}
+
+static void
+test_mem_errors(void **state)
+{
+	mirai__link_cfg poly = {.mem = 1, .poly = 1};
+	mirai__link *la, *lb, *l;
+	mirai_errmsg err;
+	end a, b;
+
+	end_init(&a);
+	end_init(&b);
+	open_end(&a, &la, MEM);
+	open_end(&b, &lb, MEM);
+	assert_int_equal(mirai__link_dial(lb, "mem://nobody", 1, &err),
+	    MIRAI_ECONNREFUSED);
+	assert_non_null(strstr(err.text, "mem://nobody"));
+	assert_int_equal(mirai__link_listen(la, "tcp://127.0.0.1:0", NULL, &err),
+	    MIRAI_EADDRINVAL);
+	assert_int_equal(mirai__link_listen(la, "mem://", NULL, &err),
+	    MIRAI_EADDRINVAL);
+	assert_int_equal(mirai__link_listen(la, "mem://twice", NULL, NULL), 0);
+	assert_int_equal(mirai__link_listen(lb, "mem://twice", NULL, &err),
+	    MIRAI_EADDRINUSE);
+	/* An NNG link does not take a mem:// URL, nor a mem link poly. */
+	assert_int_equal(mirai__url_check("mem://x", 1, NULL, NULL),
+	    MIRAI_EADDRINVAL);
+	assert_int_equal(mirai__link_open(&l, &poly, &err), MIRAI_ENOTSUP);
+	assert_true(mirai__url_is_mem("mem://x"));
+	assert_false(mirai__url_is_mem("inproc://x"));
+	assert_false(mirai__url_is_mem(NULL));
+	mirai__link_close(la);
+	mirai__link_close(lb);
+	/* Closed, its name is free again. */
+	open_end(&a, &la, MEM);
+	assert_int_equal(mirai__link_listen(la, "mem://twice", NULL, NULL), 0);
+	mirai__link_close(la);
+	mem_done(&a, &b);
+}
+
 static void
 test_errors(void **state)
 {
@@ -458,6 +695,11 @@ main(void)
 		cmocka_unit_test(test_link_pair),
 		cmocka_unit_test(test_request),
 		cmocka_unit_test(test_tls),
+		cmocka_unit_test(test_mem_pair),
+		cmocka_unit_test(test_mem_bracket),
+		cmocka_unit_test(test_mem_lock_order),
+		cmocka_unit_test(test_mem_refused),
+		cmocka_unit_test(test_mem_errors),
 		cmocka_unit_test(test_errors),
 	};
 
