@@ -46,7 +46,7 @@ no_setup() {  # no setup directory left in $1
 		fail "setup left in $1: $(ls -la "$1"/mirai-setup-*)"
 }
 
-mkdir -p "$W/bin" "$W/work" "$W/shared"
+mkdir -p "$W/bin" "$W/jobdir" "$W/shared"
 # ---- the stand-in ------------------------------------------------------
 cat >"$W/bin/pbsdsh" <<'EOF'
 #!/usr/bin/env bash
@@ -108,7 +108,7 @@ printf 'localhost\nlocalhost\nlocalhost\nlocalhost\n' >"$W/nodefile"
 JOB=(env -u SLURM_JOB_ID -u SLURM_JOB_NODELIST -u SLURM_NODELIST
 	-u MIRAI_SETUP_DIR PATH="$W/bin:$PATH" "$TAG"
 	PBS_JOBID=42.pbs PBS_ENVIRONMENT=PBS_BATCH PBS_NODEFILE="$W/nodefile"
-	PBS_O_WORKDIR="$W/work" PBSDSH_RECORD="$W/record")
+	PBS_O_WORKDIR="$W/jobdir" PBSDSH_RECORD="$W/record")
 LAUNCH=("$B/mirai-launch" --launcher pbs --server "$S" --server-url ws://127.0.0.1:0)
 uid=$(id -u)
 
@@ -139,15 +139,15 @@ rc=$?
 [ "$(cat "$W/record")" = "$(printf '600 %s regular file\n700 %s directory' "$uid" "$uid")" ] ||
 	fail "setup file and directory: $(cat "$W/record")"
 case "$(cat "$W/record.path")" in
-"$W/work/mirai-setup-"??????/setup) ;;
+"$W/jobdir/mirai-setup-"??????/setup) ;;
 *) fail "setup file not in PBS_O_WORKDIR: $(cat "$W/record.path")" ;;
 esac
-no_setup "$W/work"
+no_setup "$W/jobdir"
 # No slot's secret on any command line (the setup file's path is none).
 tokens=$(grep -Eo '/[0-9a-f]{32}/' "$W/status" | tr -d /)
 [ "$(echo "$tokens" | wc -w)" = 4 ] || fail "tokens in the status: $(cat "$W/status")"
 for t in $tokens; do grep -q "$t" "$W/ps" && fail "a secret in ps: $(grep "$t" "$W/ps")"; done
-grep -q -- "--setup-file $W/work/mirai-setup-" "$W/ps" || fail "no agent in ps: $(cat "$W/ps")"
+grep -q -- "--setup-file $W/jobdir/mirai-setup-" "$W/ps" || fail "no agent in ps: $(cat "$W/ps")"
 gone
 rm -f "$W/record" "$W/record.path"
 
@@ -168,7 +168,7 @@ stop "$L" 15
 [ $rc = 0 ] || fail "serving, TERM: exit $rc: $(cat "$W/err")"
 gone
 no_setup "$W/shared"
-no_setup "$W/work"
+no_setup "$W/jobdir"
 rm -f "$W/record" "$W/record.path"
 
 # ---- scripts/pbs-example.sh with MIRAI_LAUNCHER=pbs ------------------
@@ -177,7 +177,7 @@ rm -f "$W/record" "$W/record.path"
 	bash "$ROOT/scripts/pbs-example.sh" >"$W/example" 2>"$W/err" ||
 	fail "pbs-example.sh: $(cat "$W/err")"
 [ "$(grep -c '^task [0-9]* ' "$W/example")" = 64 ] || fail "pbs-example.sh: $(cat "$W/example")"
-no_setup "$W/work"
+no_setup "$W/jobdir"
 gone
 rm -f "$W/record" "$W/record.path"
 
@@ -204,7 +204,7 @@ done
 "${JOB[@]}" env PATH=/usr/bin:/bin "${LAUNCH[@]}" -q -- true 2>"$W/err"
 [ $? = 1 ] || fail "no pbsdsh: exit"
 grep -q "cannot run pbsdsh" "$W/err" || fail "no pbsdsh: $(cat "$W/err")"
-no_setup "$W/work"
+no_setup "$W/jobdir"
 "${JOB[@]}" "${LAUNCH[@]}" -q --setup-dir "$W/absent" -- true 2>"$W/err"
 [ $? = 1 ] || fail "an absent --setup-dir: exit"
 grep -q "$W/absent" "$W/err" || fail "an absent --setup-dir: $(cat "$W/err")"
@@ -225,7 +225,7 @@ EOF
 	[ "$(grep -o '"host":"pbsnode1"' "$W/status" | wc -l)" = 2 ] &&
 		[ "$(grep -o '"host":"pbsnode2"' "$W/status" | wc -l)" = 2 ] ||
 		fail "two servers a node: $(cat "$W/status")"
-	no_setup "$W/work"
+	no_setup "$W/jobdir"
 	gone
 else
 	echo "part skipped: two nodes need root and unshare --uts"
@@ -255,7 +255,7 @@ done
 chmod 600 "$W/setup"
 ln -s "$W/setup" "$W/link"
 refused "a link" "$W/link"
-refused "a directory" "$W/work"
+refused "a directory" "$W/jobdir"
 mkfifo "$W/fifo"
 refused "a FIFO" "$W/fifo"
 grep -q "not a regular file" "$W/err" || fail "a FIFO: $(cat "$W/err")"
