@@ -102,7 +102,11 @@ listening() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 logged() { grep -q "$1" "$dir/sshd.log"; }
 
 # Remote commands get the usual PATH (sshd's own lacks the sbin folders);
-# binaries given by absolute path run whatever it holds.
+# binaries given by absolute path run whatever it holds.  SHLVL=1 keeps
+# bash from reading the user's ~/.bashrc, which it does for a command run
+# by sshd: a developer's startup files (pyenv, conda...) would otherwise
+# take part in every test, and some run slow or block under 20 parallel
+# logins.
 path=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin
 addrs=${SSHD_ADDRS:-127.0.0.1 127.0.0.2 127.0.0.3}
 started=""
@@ -132,7 +136,7 @@ for try in $(seq 20); do
 		MaxStartups 64
 		MaxAuthTries 30
 		LogLevel VERBOSE
-		SetEnv PATH=$path
+		SetEnv PATH=$path SHLVL=1
 	EOF
 	: >"$dir/sshd.log"
 	# -D keeps it from forking, so $! is sshd itself; -E sends its log

@@ -1519,5 +1519,8 @@ main(void)
 		    atoi(getenv("MIRAI_TEST_LOG")));
 	}
 	mirai__cond_init(&rec.cv);
+	if (getenv("MIRAI_TEST_FILTER") != NULL) {
+		cmocka_set_test_filter(getenv("MIRAI_TEST_FILTER"));
+	}
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
