@@ -142,7 +142,7 @@ size_t mirai__idmap_count(const mirai__idmap *m);
  * and may be used again. */
 void mirai__idmap_fini(mirai__idmap *m);
 
-/* ---- transport.c: the only user of NNG ------------------------------ */
+/* ---- transport.c, transport_url.c: the only users of NNG ----------- */
 
 /* A message of the transport (an NNG message under a name of ours). */
 typedef struct mirai__msg mirai__msg;

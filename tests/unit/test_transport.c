@@ -1,13 +1,13 @@
 /*
- * test_transport.c: unit tests of lib/transport.c, the only user of NNG:
- * URL checks (table-driven), a link pair on loopback exchanging messages
- * through both senders, a refused peer, and a request/reply.  And of the
- * in-memory links behind the same calls (lib/memlink.c): pipe events, a
- * message sent before dialing, order, GONE when one end closes, receives
- * on the sending thread inside a hold/flush bracket and on the service
- * thread outside one, two ends answering each other under their own locks
- * from two threads (the client and dispatcher case: no deadlock), a
- * refused dialer, and the errors.
+ * test_transport.c: unit tests of lib/transport.c and lib/transport_url.c,
+ * the only users of NNG: URL checks (table-driven), a link pair on loopback
+ * exchanging messages through both senders, a refused peer, and a
+ * request/reply.  And of the in-memory links behind the same calls
+ * (lib/memlink.c): pipe events, a message sent before dialing, order, GONE
+ * when one end closes, receives on the sending thread inside a hold/flush
+ * bracket and on the service thread outside one, two ends answering each
+ * other under their own locks from two threads (the client and dispatcher
+ * case: no deadlock), a refused dialer, and the errors.
  */
 #include <pthread.h>
 #include <setjmp.h>
