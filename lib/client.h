@@ -5,7 +5,8 @@
  *
  *   client_profile.c  the registry, profile lifetime, daemons/attach/reset
  *   client_handle.c   mirai handles: table, claim/publish, submit, waits
- *   client_direct.c   peers: send windows, dispatch, frames, pipes
+ *   client_direct.c   peers: queues, send windows, dispatch
+ *   client_peer.c     peers: frames from them, heartbeat, pipes
  *   client_pick.c     the least-loaded choice of a peer, in O(log n)
  *   client_proc.c     local servers and the dispatcher process or thread
  *   client_status.c   status and its JSON, control requests, saisei
@@ -263,6 +264,9 @@ void mirai__cl_inflight_remove(peer *pk, mirai *m);
  * MIRAI_ENOMEM.  Called locked. */
 int mirai__cl_peer_add(profile *p, peer *pk);
 void mirai__cl_peer_remove(profile *p, peer *pk);
+/* A new peer for a pipe of sk, added to p's peers; NULL when out of
+ * memory.  Called locked. */
+peer *mirai__cl_peer_new(profile *p, sock *sk, uint32_t pipe);
 /* pk's load or whether it takes tasks may have changed: tell the choice.
  * Called locked, wherever nqueue, ninflight, online, dead, leaving,
  * exit_sent or budget change. */
@@ -274,6 +278,9 @@ void mirai__cl_send_ctrl(profile *p, peer *pk, uint8_t type, uint64_t v);
 mirai__out *mirai__cl_hello(uint32_t slot, const char *secret);
 void mirai__cl_send_exit(profile *p, peer *pk, uint32_t flags);
 void mirai__cl_dispatch(profile *p, mirai **list);
+
+/* ---- client_peer.c ---------------------------------------------------- */
+
 peer *mirai__cl_dispatcher_peer(profile *p);
 int mirai__cl_sock_open(profile *p, sock *sk, int64_t retry_min,
     int64_t retry_max, mirai_errmsg *err);
