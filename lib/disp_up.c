@@ -242,10 +242,8 @@ up_msg(mirai_dispatcher *d, mirai__msg *msg)
 			/* GONE first, then silence: the client may close. */
 			first = !d->up_mute;
 			if (!d->up_mute) {
-				mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN);
+				mirai__out *o = mirai__out_ctrl(MIRAI__F_GONE, 0, 0);
 				if (o != NULL) {
-					mirai__frame_hdr_encode(mirai__out_frame(o),
-					    MIRAI__F_GONE, 0);
 					mirai__d_up_queue(d, o);
 				}
 				d->up_mute = 1;
@@ -279,10 +277,8 @@ up_msg(mirai_dispatcher *d, mirai__msg *msg)
 			break;
 		case MIRAI__F_PING:
 			if (mirai__u64_frame_decode(&f, &id) == 0) {
-				mirai__out *o = mirai__out_new(MIRAI__U64_FRAME_LEN);
+				mirai__out *o = mirai__out_ctrl(MIRAI__F_PONG, 8, id);
 				if (o != NULL) {
-					mirai__u64_frame_encode(mirai__out_frame(o),
-					    MIRAI__F_PONG, id);
 					mirai__d_up_queue(d, o);
 				}
 			}
@@ -410,7 +406,7 @@ up_pipe(void *arg, int ev, uint32_t id)
 			 * nothing on a pipe that may be refused, as a second
 			 * one is while another is attached; NNG 1.5.2 would
 			 * keep the message of such a pipe.) */
-			mirai__out *o = mirai__out_new(MIRAI__FRAME_HDR_LEN);
+			mirai__out *o  = mirai__out_ctrl(MIRAI__F_WHO, 0, 0);
 			d->up_pending  = 1;
 			d->up_refusing = 0;
 			d->up_pipe_id  = id;
@@ -419,8 +415,6 @@ up_pipe(void *arg, int ev, uint32_t id)
 			d->up_mute     = 0;
 			mirai__outq_clear(&d->up_q);
 			if (o != NULL) {
-				mirai__frame_hdr_encode(mirai__out_frame(o),
-				    MIRAI__F_WHO, 0);
 				mirai__outq_push(&d->up_q, o);
 			}
 			d->pending++;
@@ -502,10 +496,8 @@ mirai__d_up_beat(mirai_dispatcher *d, int64_t now)
 		}
 		pthread_cond_broadcast(&d->cv);
 	} else if (now - d->up_last_tx >= d->hb / 3) {
-		mirai__out *o = mirai__out_new(MIRAI__U64_FRAME_LEN);
+		mirai__out *o = mirai__out_ctrl(MIRAI__F_PING, 8, (uint64_t) now);
 		if (o != NULL) {
-			mirai__u64_frame_encode(mirai__out_frame(o), MIRAI__F_PING,
-			    (uint64_t) now);
 			mirai__d_up_queue(d, o);
 		}
 	}

@@ -576,9 +576,8 @@ dispatcher_run_impl(mirai_dispatcher *d, mirai_errmsg *err)
 	if (d->listen && d->up_connected) {
 		/* Stopped under an attached client: ask it to let go, and
 		 * close only once it did (or after a bound). */
-		mirai__out *o = mirai__out_new(MIRAI__U32_FRAME_LEN);
+		mirai__out *o = mirai__out_ctrl(MIRAI__F_BYE, 4, 0);
 		if (o != NULL) {
-			mirai__u32_frame_encode(mirai__out_frame(o), MIRAI__F_BYE, 0);
 			mirai__d_up_queue(d, o);
 		}
 		deadline = mirai__now_ms() + EXIT_WAIT_MS;

@@ -370,8 +370,8 @@ typedef struct mirai__outq {
 mirai__out *mirai__out_new(size_t len);
 uint8_t *mirai__out_frame(mirai__out *o);
 void mirai__out_free(mirai__out *o);
-/* A control frame ready to queue: its type alone (vlen 0: GONE), or with
- * a 4-byte (EXIT, BYE) or 8-byte (PING, PONG) value v.  NULL: no
+/* A control frame ready to queue: its type alone (vlen 0: GONE, WHO), or
+ * with a 4-byte (EXIT, BYE) or 8-byte (PING, PONG) value v.  NULL: no
  * memory. */
 mirai__out *mirai__out_ctrl(uint8_t type, size_t vlen, uint64_t v);
 void mirai__outq_push(mirai__outq *q, mirai__out *o);
