@@ -156,10 +156,9 @@ mirai__cl_send_ctrl(profile *p, peer *pk, uint8_t type, uint64_t v)
 {
 	mirai__out *o;
 
-	if (pk->exit_sent || (o = mirai__out_new(MIRAI__U64_FRAME_LEN)) == NULL) {
+	if (pk->exit_sent || (o = mirai__out_ctrl(type, 8, v)) == NULL) {
 		return;
 	}
-	mirai__u64_frame_encode(mirai__out_frame(o), type, v);
 	/* Control frames overtake queued tasks. */
 	mirai__outq_push_front(&pk->queue, o);
 	mirai__cl_try_send(p, pk);
@@ -175,10 +174,9 @@ mirai__cl_send_exit(profile *p, peer *pk, uint32_t flags)
 	if (pk->exit_sent || pk->dead) {
 		return;
 	}
-	if ((o = mirai__out_new(MIRAI__U32_FRAME_LEN)) == NULL) {
+	if ((o = mirai__out_ctrl(MIRAI__F_EXIT, 4, flags)) == NULL) {
 		return; /* it will see the link drop instead */
 	}
-	mirai__u32_frame_encode(mirai__out_frame(o), MIRAI__F_EXIT, flags);
 	/* First, and past a full window: a server stopped and woken must
 	 * find it before its own heartbeat gives up on us. */
 	mirai__outq_push_front(&pk->queue, o);
