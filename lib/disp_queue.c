@@ -182,6 +182,7 @@ mirai__d_held_push(slot *sl, dtask *t)
 	}
 	sl->held_tail = t;
 	sl->nheld++;
+	t->held_at = (unsigned) sl->idx + 1;
 }
 
 void
@@ -195,7 +196,8 @@ mirai__d_held_take(slot *sl, dtask *prev, dtask *t)
 	if (sl->held_tail == t) {
 		sl->held_tail = prev;
 	}
-	t->next = NULL;
+	t->next    = NULL;
+	t->held_at = 0;
 	sl->nheld--;
 }
 
@@ -204,6 +206,10 @@ mirai__d_held_take_all(slot *sl)
 {
 	dtask *list = sl->held;
 
+	/* At most 1 + prefetch of them. */
+	for (dtask *t = list; t != NULL; t = t->next) {
+		t->held_at = 0;
+	}
 	sl->held = sl->held_tail = NULL;
 	sl->nheld = 0;
 	return list;
@@ -212,14 +218,7 @@ mirai__d_held_take_all(slot *sl)
 slot *
 mirai__d_held_by(mirai_dispatcher *d, const dtask *t)
 {
-	for (size_t i = 0; i < d->nslots; i++) {
-		for (dtask *h = d->slots[i].held; h != NULL; h = h->next) {
-			if (h == t) {
-				return &d->slots[i];
-			}
-		}
-	}
-	return NULL;
+	return t->held_at != 0 ? &d->slots[t->held_at - 1] : NULL;
 }
 
 /* ---- dispatching ------------------------------------------------------- */

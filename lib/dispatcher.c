@@ -161,9 +161,10 @@ dispatcher_create_impl(mirai_dispatcher **out,
 		    "prefetch must be 0-%d", MIRAI__PREFETCH_MAX);
 	}
 	n = o->nurls > 0 ? o->nurls : (size_t) o->n;
-	if (n == 0 || n > 100000) {
+	if (n == 0 || n > D_MAX_SLOTS) {
 		return mirai__fail(err, MIRAI_EINVAL,
-		    "a dispatcher needs between 1 and 100000 server slots");
+		    "a dispatcher needs between 1 and %d server slots",
+		    D_MAX_SLOTS);
 	}
 	if (o->nurls > 0 && o->url != NULL) {
 		return mirai__fail(err, MIRAI_EINVAL, "give a base URL or a list "

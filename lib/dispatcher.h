@@ -86,6 +86,10 @@ typedef struct dtask {
 	unsigned cancel_sent : 1;  /* a CANCEL went to the server holding it:
 	                              its result may be for a task that never
 	                              started */
+	unsigned held_at : 19;     /* 1 + the index of the slot holding it
+	                              (sent, not answered); 0: none.  With
+	                              the flags it fills the 3 bytes after
+	                              retries: DTASK_HDR is 32 */
 	uint8_t frame[];           /* a small task's frame, without its 8-byte
 	                              frame header (rebuilt from len) */
 } dtask;
@@ -93,6 +97,10 @@ typedef struct dtask {
 /* A task is allocated to the end of its frame, not to sizeof(dtask): a
  * million queued tasks are a million of these. */
 #define DTASK_HDR offsetof(dtask, frame)
+
+/* The most slots a dispatcher has: held_at must number them all. */
+#define D_MAX_SLOTS 100000
+_Static_assert(D_MAX_SLOTS < (1u << 19), "dtask.held_at is too narrow");
 
 /* The message of a big task (NULL once handed on), kept unaligned where a
  * small task's frame would be. */
@@ -305,11 +313,12 @@ uint32_t mirai__d_slot_cap(const mirai_dispatcher *d, const slot *sl);
 void mirai__d_ready(mirai_dispatcher *d, slot *sl);
 void mirai__d_unready(mirai_dispatcher *d, slot *sl);
 /* sl's held tasks: add the newest; take t out (prev: the one before it,
- * NULL for the oldest); take them all (a list, oldest first). */
+ * NULL for the oldest); take them all (a list, oldest first).  A task
+ * knows the slot holding it (held_at) from push to take. */
 void mirai__d_held_push(slot *sl, dtask *t);
 void mirai__d_held_take(slot *sl, dtask *prev, dtask *t);
 dtask *mirai__d_held_take_all(slot *sl);
-/* The slot holding t, or NULL. */
+/* The slot holding t, or NULL; O(1). */
 slot *mirai__d_held_by(mirai_dispatcher *d, const dtask *t);
 void mirai__d_dispatch(mirai_dispatcher *d);
 
