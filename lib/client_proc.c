@@ -439,6 +439,7 @@ mirai__cl_start_dispatcher_thread(profile *p, const mirai_daemons_opts *o,
 	if ((rv = mirai_dispatcher_create(&p->disp, &d, err)) != 0) {
 		return rv;
 	}
+	mirai__dispatcher_in_memory(p->disp);
 	if (pthread_create(&p->disp_thread, NULL, dispatcher_thread, p) != 0) {
 		mirai_dispatcher_destroy(p->disp);
 		p->disp = NULL;

@@ -159,11 +159,12 @@ profile_url(const profile *p, const char *url)
 	return mirai__strdup(buf);
 }
 
-/* Open a socket listening on url and add it to p; *out (may be NULL) gets
- * it.  Called unlocked, before the socket can matter to anyone else. */
+/* Open a socket listening on url (in memory with mem: the link to a
+ * dispatcher thread) and add it to p; *out (may be NULL) gets it.  Called
+ * unlocked, before the socket can matter to anyone else. */
 static int
-profile_listen(profile *p, const char *url, int poly, int admits, sock **out,
-    mirai_errmsg *err)
+profile_listen(profile *p, const char *url, int mem, int poly, int admits,
+    sock **out, mirai_errmsg *err)
 {
 	sock **socks, *sk;
 	int rv;
@@ -178,7 +179,7 @@ profile_listen(profile *p, const char *url, int poly, int admits, sock **out,
 	sk->prof   = p;
 	sk->poly   = poly;
 	sk->admits = admits;
-	sk->mem    = mirai__url_is_mem(url);
+	sk->mem    = mem;
 	if ((rv = mirai__cl_sock_open(p, sk, 0, 0, err)) != 0) {
 		free(sk);
 		return rv;
@@ -327,7 +328,7 @@ mirai__cl_profile_for_call(const char *name, profile **out)
 			}
 			char local[128];
 			if ((rv = mirai__local_url(local, sizeof local, &err)) != 0 ||
-			    (rv = profile_listen(p, local, 1, 0, NULL, &err)) != 0) {
+			    (rv = profile_listen(p, local, 0, 1, 0, NULL, &err)) != 0) {
 				MIRAI__LOG(MIRAI_LOG_ERROR, TAG, "%s", err.text);
 				mirai__cl_profile_unref(p);
 				pthread_mutex_unlock(&mirai__cl_reg_mtx);
@@ -643,6 +644,7 @@ daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 		char local[128];
 		sock *sk;
 		const char *lurl = o->url;
+		int mem          = 0;
 		rv               = 0;
 		if (disp && o->dispatcher == MIRAI_DISPATCHER_PROCESS) {
 			rv   = mirai__local_url(local, sizeof local, err);
@@ -651,6 +653,7 @@ daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 			snprintf(local, sizeof local, "mem://mirai-dispatcher-%u",
 			    atomic_fetch_add(&mem_seq, 1));
 			lurl = local;
+			mem  = 1;
 		}
 		/* Servers dialing the user's URL present the profile's
 		 * secret, the end of the URL they are given. */
@@ -658,8 +661,8 @@ daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 			mirai__secret_new(p->secret);
 		}
 		if (rv != 0 ||
-		    (rv = profile_listen(p, lurl, !disp, !disp && !o->no_token,
-			 &sk, err)) != 0 ||
+		    (rv = profile_listen(p, lurl, mem, !disp,
+			 !disp && !o->no_token, &sk, err)) != 0 ||
 		    (!disp && (p->url = profile_url(p, sk->url)) == NULL)) {
 			pthread_mutex_unlock(&mirai__cl_reg_mtx);
 			profile_close(p);
@@ -670,7 +673,7 @@ daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 		for (int i = 0; i < o->n; i++) {
 			char local[128];
 			if ((rv = mirai__local_url(local, sizeof local, err)) != 0 ||
-			    (rv = profile_listen(p, local, 0, 0, NULL, err)) != 0) {
+			    (rv = profile_listen(p, local, 0, 0, 0, NULL, err)) != 0) {
 				pthread_mutex_unlock(&mirai__cl_reg_mtx);
 				profile_close(p);
 				mirai__cl_profile_unref(p);

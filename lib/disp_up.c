@@ -526,7 +526,7 @@ mirai__d_send_hello(mirai_dispatcher *d)
 }
 
 int
-mirai__d_open_up(mirai_dispatcher *d, const char *url, mirai_errmsg *err)
+mirai__d_open_up(mirai_dispatcher *d, int mem, mirai_errmsg *err)
 {
 	mirai__link_cfg cfg = {
 		.max_msg = d->opts.server->max_msg,
@@ -538,7 +538,7 @@ mirai__d_open_up(mirai_dispatcher *d, const char *url, mirai_errmsg *err)
 		.arg  = d,
 		.tls  = D_TLS(d),
 		/* A client in this process (our thread is its dispatcher). */
-		.mem  = mirai__url_is_mem(url),
+		.mem  = mem,
 	};
 
 	return mirai__link_open(&d->up, &cfg, err);

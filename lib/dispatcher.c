@@ -400,7 +400,7 @@ with_secret(mirai_dispatcher *d, char **url, char *secret, mirai_errmsg *err)
 	char *s;
 
 	if (d->no_token || strncmp(*url, "ipc://", 6) == 0 ||
-	    strncmp(*url, "inproc://", 9) == 0 || mirai__url_is_mem(*url)) {
+	    strncmp(*url, "inproc://", 9) == 0) {
 		return 0;
 	}
 	mirai__secret_new(secret);
@@ -425,7 +425,7 @@ dispatcher_listen_impl(mirai_dispatcher *d, mirai_errmsg *err)
 		return 0;
 	}
 	if (d->opts.listen_url != NULL) {
-		if ((rv = mirai__d_open_up(d, d->opts.listen_url, err)) != 0) {
+		if ((rv = mirai__d_open_up(d, 0, err)) != 0) {
 			return rv;
 		}
 		d->listen = 1;
@@ -486,6 +486,12 @@ mirai__dispatcher_watch(mirai_dispatcher *d, void (*fn)(void *), void *arg)
 }
 
 void
+mirai__dispatcher_in_memory(mirai_dispatcher *d)
+{
+	d->up_mem = 1;
+}
+
+void
 mirai__dispatcher_slot(mirai_dispatcher *d, size_t i, int *online, int *pid,
     char *host, size_t hlen, char *binding, size_t blen)
 {
@@ -543,7 +549,7 @@ dispatcher_run_impl(mirai_dispatcher *d, mirai_errmsg *err)
 	if (!d->listen) {
 		char base[1024];
 
-		if ((rv = mirai__d_open_up(d, d->opts.client_url, err)) != 0) {
+		if ((rv = mirai__d_open_up(d, d->up_mem, err)) != 0) {
 			return rv;
 		}
 		/* A client listening on a URL it gave out wants its secret

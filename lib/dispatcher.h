@@ -245,6 +245,8 @@ struct mirai_dispatcher {
 	uint32_t up_pipe_id;
 	char *client_url;  /* resolved listen URL */
 	uint32_t up_slot;  /* from the client URL we dial, for our HELLO */
+	int up_mem;        /* that URL is in memory: see
+	                      mirai__dispatcher_in_memory() */
 	char up_secret[MIRAI__SECRET_HEX + 1];
 	/* Listening beyond this machine: what a client's HELLO (attach) and
 	 * every control request must hold; "" for ipc and with no_token. */
@@ -394,10 +396,9 @@ void mirai__d_up_error(mirai_dispatcher *d, uint64_t id, int status,
 void mirai__d_send_hello(mirai_dispatcher *d);
 /* Heartbeat of the client link.  Called locked. */
 void mirai__d_up_beat(mirai_dispatcher *d, int64_t now);
-/* Open the upstream link (d->up) for url (in memory for a mem:// URL);
- * nothing listens or dials yet. */
-int mirai__d_open_up(mirai_dispatcher *d, const char *url,
-    mirai_errmsg *err);
+/* Open the upstream link (d->up), in memory when mem is set (see
+ * mirai__dispatcher_in_memory()); nothing listens or dials yet. */
+int mirai__d_open_up(mirai_dispatcher *d, int mem, mirai_errmsg *err);
 /* Whether a HELLO frame f names slot 0 and secret (a client's HELLO at
  * an attach or control URL).  Counts and logs (bounded) a refusal. */
 int mirai__d_client_ok(mirai_dispatcher *d, const mirai__frame *f,

@@ -177,9 +177,10 @@ typedef struct mirai__tls {
 } mirai__tls;
 
 /*
- * Check url before anything listens on or dials it: a known scheme, a
- * host to dial, a port written out and in range (0 only when listening),
- * and for a TLS scheme the material tls (may be NULL) must hold.  Returns
+ * Check url before anything listens on or dials it: a known scheme (not
+ * mem://, which only in-memory links take), a host to dial, a port written
+ * out and in range (0 only when listening), and for a TLS scheme the
+ * material tls (may be NULL) must hold.  Returns
  * 0 or MIRAI_EADDRINVAL / MIRAI_ENOTSUP with err naming the URL and the
  * problem.
  */
@@ -497,6 +498,10 @@ void mirai__dispatcher_watch(mirai_dispatcher *d, void (*fn)(void *),
 /* What slot i knows of its server. */
 void mirai__dispatcher_slot(mirai_dispatcher *d, size_t i, int *online,
     int *pid, char *host, size_t hlen, char *binding, size_t blen);
+/* d runs on a thread of its client's process: it dials its client URL
+ * (mem://) in memory.  Set before mirai_dispatcher_run(); otherwise a
+ * mem:// URL is refused as any other dispatcher's would be. */
+void mirai__dispatcher_in_memory(mirai_dispatcher *d);
 
 /* ---- topo.c: the only file calling hwloc --------------------------- */
 

@@ -62,6 +62,14 @@ mirai__url_check(const char *url, int listening, const mirai__tls *tls,
 		return mirai__fail(err, MIRAI_EADDRINVAL,
 		    "%s: not a URL (scheme://address)", url);
 	}
+	if (mirai__url_is_mem(url)) {
+		/* Only a profile and its dispatcher thread link so, and they
+		 * open in-memory links, which do not come here. */
+		return mirai__fail(err, MIRAI_EADDRINVAL,
+		    "%s: mem:// is internal (a profile's link to its dispatcher "
+		    "thread); use tcp, ws, ipc or inproc",
+		    url);
+	}
 	if (nng_url_parse(&u, url) != 0) {
 		return mirai__fail(err, MIRAI_EADDRINVAL, "%s: malformed URL",
 		    url);

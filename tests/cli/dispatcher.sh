@@ -27,6 +27,10 @@ expect 1 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 -n 0
 grep -q "between 1 and" "$TMPDIR/err" || fail "slot count message"
 expect 2 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 --url bogus -n 2
 grep -q "bogus" "$TMPDIR/err" || fail "bad URL message"
+# mem:// is the library's own link to a dispatcher thread.
+expect 2 "$B/mirai-dispatcher" --listen mem://x -n 1
+grep -q "mem://x: mem:// is internal" "$TMPDIR/err" || fail "mem:// message"
+[ "$(wc -l <"$TMPDIR/err")" = 1 ] || fail "mem:// message: $(cat "$TMPDIR/err")"
 # Nobody listens on port 1: it prints its URLs, then fails to dial.
 expect 1 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 \
     --url ws://127.0.0.1:0 -n 3 --print-urls

@@ -53,6 +53,8 @@ test_url_check(void **state)
 		{"ipc:///tmp/mirai-test.sock", 0, 0, NULL},
 		{"inproc://x", 1, 0, NULL},
 		{"udp://127.0.0.1:5", 0, MIRAI_EADDRINVAL, "unknown scheme"},
+		{"mem://x", 1, MIRAI_EADDRINVAL, "internal"},
+		{"mem://mirai-dispatcher-0", 0, MIRAI_EADDRINVAL, "internal"},
 		{"127.0.0.1:5555", 0, MIRAI_EADDRINVAL, "not a URL"},
 		{"", 0, MIRAI_EADDRINVAL, "no URL"},
 		{"wss://host:443/x", 0, MIRAI_ENOTSUP, "CA"},
@@ -664,6 +666,40 @@ test_mem_errors(void **state)
 	mem_done(&a, &b);
 }
 
+/* Only a profile and its dispatcher thread link in memory: a mem:// URL
+ * given to the public API is refused as a URL no transport takes. */
+static void
+test_mem_public(void **state)
+{
+	mirai_dispatcher_opts dopts = MIRAI_DISPATCHER_OPTS_INIT;
+	mirai_daemons_opts o        = MIRAI_DAEMONS_OPTS_INIT;
+	mirai_errmsg err            = {{0}};
+	mirai_dispatcher *d;
+
+	dopts.listen_url = "mem://mirai-dispatcher-0";
+	dopts.n          = 1;
+	assert_int_equal(mirai_dispatcher_create(&d, &dopts, &err), 0);
+	assert_int_equal(mirai_dispatcher_listen(d, &err), MIRAI_EADDRINVAL);
+	assert_non_null(strstr(err.text, "internal"));
+	mirai_dispatcher_destroy(d);
+	/* The client's own listener, and a dispatcher thread's for its
+	 * servers. */
+	o.profile    = "mem-url";
+	o.url        = "mem://x";
+	o.dispatcher = MIRAI_DISPATCHER_OFF;
+	assert_int_equal(mirai_daemons(&o, &err), MIRAI_EADDRINVAL);
+	assert_non_null(strstr(err.text, "internal"));
+	o.dispatcher = MIRAI_DISPATCHER_THREAD;
+	o.n          = 2;
+	assert_int_equal(mirai_daemons(&o, &err), MIRAI_EADDRINVAL);
+	assert_non_null(strstr(err.text, "internal"));
+	assert_int_equal(mirai_attach("mem-url", "mem://mirai-dispatcher-0",
+			     1000, &err),
+	    MIRAI_EADDRINVAL);
+	assert_non_null(strstr(err.text, "internal"));
+	mirai_reset("mem-url");
+}
+
 static void
 test_errors(void **state)
 {
@@ -700,6 +736,7 @@ main(void)
 		cmocka_unit_test(test_mem_lock_order),
 		cmocka_unit_test(test_mem_refused),
 		cmocka_unit_test(test_mem_errors),
+		cmocka_unit_test(test_mem_public),
 		cmocka_unit_test(test_errors),
 	};
 
