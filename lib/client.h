@@ -100,8 +100,9 @@ struct mirai {
 	profile *prof;
 	peer *peer;              /* queued at or in flight to */
 	struct mirai *hnext;     /* chain in the profile's tasks */
-	struct mirai *prev, *next; /* in flight list of its peer; next also
-	                              links a list of claimed mirais */
+	MIRAI__ENTRY(struct mirai) entry; /* in its peer's in-flight list;
+	                              entry.next also links a list of
+	                              claimed mirais */
 	/* Never both at once: the encoded TASK frame while queued, then
 	 * what holds the result (own says which). */
 	union {
@@ -142,7 +143,7 @@ struct peer {
 	int sending;
 	uint32_t seq_sent, seq_acked;
 	mirai__outq queue;
-	mirai *inflight_head, *inflight_tail;
+	MIRAI__LIST(mirai) inflight;
 	size_t nqueue, ninflight;
 	size_t qbytes;           /* bytes of the frames in queue */
 	int has_budget;
@@ -165,7 +166,7 @@ typedef struct child {
 
 /* A control request to the dispatcher, waiting for its reply. */
 typedef struct creq {
-	struct creq *next;
+	MIRAI__ENTRY(struct creq) entry; /* in p->reqs */
 	uint64_t id;
 	int done;
 	int status;
@@ -215,7 +216,7 @@ struct profile {
 	size_t queued_bytes;     /* bytes of submitted, unresolved tasks */
 	int room_waiters;        /* threads waiting for queued_bytes to drop */
 	uint64_t next_req;
-	creq *reqs;
+	MIRAI__LIST(creq) reqs;
 	mirai__outq unassigned;
 	mirai__idmap tasks;      /* task table: id -> mirai */
 	uint64_t next_id;

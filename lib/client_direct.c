@@ -16,14 +16,7 @@
 static void
 inflight_push(peer *pk, mirai *m)
 {
-	m->next = NULL;
-	m->prev = pk->inflight_tail;
-	if (pk->inflight_tail != NULL) {
-		pk->inflight_tail->next = m;
-	} else {
-		pk->inflight_head = m;
-	}
-	pk->inflight_tail = m;
+	MIRAI__LIST_PUSH_BACK(&pk->inflight, m, entry);
 	pk->ninflight++;
 	m->where = AT_INFLIGHT;
 }
@@ -31,17 +24,7 @@ inflight_push(peer *pk, mirai *m)
 void
 mirai__cl_inflight_remove(peer *pk, mirai *m)
 {
-	if (m->prev != NULL) {
-		m->prev->next = m->next;
-	} else {
-		pk->inflight_head = m->next;
-	}
-	if (m->next != NULL) {
-		m->next->prev = m->prev;
-	} else {
-		pk->inflight_tail = m->prev;
-	}
-	m->next = m->prev = NULL;
+	MIRAI__LIST_REMOVE(&pk->inflight, m, entry);
 	pk->ninflight--;
 	m->where = AT_NONE;
 	mirai__cl_peer_changed(pk->prof, pk);

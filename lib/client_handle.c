@@ -148,9 +148,9 @@ mirai__cl_claim(profile *p, mirai *m, int status, mirai **list)
 		/* The timer's reference; the runtime's keeps m alive. */
 		atomic_fetch_sub(&m->refs, 1);
 	}
-	m->status = status;
-	m->next   = *list;
-	*list     = m;
+	m->status     = status;
+	m->entry.next = *list;
+	*list         = m;
 }
 
 void
@@ -221,14 +221,14 @@ mirai__cl_publish(mirai *list)
 	mirai *rev = NULL;
 
 	while (list != NULL) {
-		mirai *n   = list->next;
-		list->next = rev;
-		rev        = list;
-		list       = n;
+		mirai *n         = list->entry.next;
+		list->entry.next = rev;
+		rev              = list;
+		list             = n;
 	}
 	while (rev != NULL) {
-		mirai *n = rev->next;
-		rev->next = NULL;
+		mirai *n        = rev->entry.next;
+		rev->entry.next = NULL;
 		publish_one(rev);
 		rev = n;
 	}

@@ -215,7 +215,7 @@ on_reply(profile *p, const mirai__frame *f)
 	if (mirai__rep_decode(f, &rep) != 0) {
 		return;
 	}
-	for (creq *r = p->reqs; r != NULL; r = r->next) {
+	for (creq *r = p->reqs.head; r != NULL; r = r->entry.next) {
 		if (r->id == rep.req && !r->done) {
 			r->status = (int) rep.status;
 			r->len    = rep.len;
@@ -265,8 +265,8 @@ dispatcher_leaving(profile *p, peer *pk, mirai **list)
 			mirai__out_free(o);
 		}
 	}
-	while (pk->inflight_head != NULL) {
-		mirai *m = pk->inflight_head;
+	while (pk->inflight.head != NULL) {
+		mirai *m = pk->inflight.head;
 		mirai__cl_claim(p, m, MIRAI_ECLOSED, list);
 		mirai__cl_set_errtext(m, "the dispatcher is shutting down");
 	}
@@ -303,8 +303,8 @@ peer_cut(profile *p, peer *pk, const char *what, mirai **list)
 	pk->leaving = 1;
 	mirai__cl_peer_changed(p, pk);
 	requeue_peer_queue(p, pk);
-	while (pk->inflight_tail != NULL) {
-		mirai *m = pk->inflight_tail;
+	while (pk->inflight.tail != NULL) {
+		mirai *m = pk->inflight.tail;
 		if (m->out != NULL) {
 			requeue_inflight(p, pk, m);
 		} else {
@@ -518,8 +518,8 @@ give_back(profile *p, peer *pk, mirai **list, size_t *lost, size_t *retried)
 	requeue_peer_queue(p, pk);
 	/* From the tail, so that retried tasks keep their order at the head
 	 * of the line. */
-	while (pk->inflight_tail != NULL) {
-		mirai *m = pk->inflight_tail;
+	while (pk->inflight.tail != NULL) {
+		mirai *m = pk->inflight.tail;
 		if (retry(p, m)) {
 			requeue_inflight(p, pk, m);
 			(*retried)++;
@@ -533,7 +533,7 @@ give_back(profile *p, peer *pk, mirai **list, size_t *lost, size_t *retried)
 		(*lost)++;
 	}
 	if (pk->kind == MIRAI__KIND_DISPATCHER) {
-		for (creq *r = p->reqs; r != NULL; r = r->next) {
+		for (creq *r = p->reqs.head; r != NULL; r = r->entry.next) {
 			if (!r->done) {
 				r->done   = 1;
 				r->status = MIRAI_ECONNRESET;

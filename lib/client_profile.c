@@ -234,8 +234,8 @@ profile_close(profile *p)
 				mirai__out_free(o);
 			}
 		}
-		while (pk->inflight_head != NULL) {
-			mirai__cl_claim(p, pk->inflight_head, MIRAI_ECLOSED, &list);
+		while (pk->inflight.head != NULL) {
+			mirai__cl_claim(p, pk->inflight.head, MIRAI_ECLOSED, &list);
 		}
 		/* Nobody waits for their results: stop the work too.  A peer
 		 * not yet online got no task and sees its link close instead:

@@ -40,19 +40,13 @@ request(profile *p, uint32_t op, uint32_t a, uint32_t b, creq *r,
 	}
 	r->id = q.req = ++p->next_req;
 	mirai__req_encode(mirai__out_frame(o), &q);
-	r->next = p->reqs;
-	p->reqs = r;
+	MIRAI__LIST_PUSH_FRONT(&p->reqs, r, entry);
 	mirai__outq_push_front(&pk->queue, o);
 	mirai__cl_try_send(p, pk);
 	while (!r->done && mirai__now_ms() < deadline) {
 		mirai__cond_wait_until(&p->cv, &p->mtx, deadline);
 	}
-	for (creq **pp = &p->reqs; *pp != NULL; pp = &(*pp)->next) {
-		if (*pp == r) {
-			*pp = r->next;
-			break;
-		}
-	}
+	MIRAI__LIST_REMOVE(&p->reqs, r, entry);
 	rv = r->done ? r->status : MIRAI_ETIMEDOUT;
 	pthread_mutex_unlock(&p->mtx);
 	return rv;
