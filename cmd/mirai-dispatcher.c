@@ -282,5 +282,6 @@ main(int argc, char **argv)
 	}
 	mirai_dispatcher_destroy(d);
 	free(urls_copy);
-	return rv != 0 ? 1 : 0;
+	/* A --client URL is checked when it is dialled, here. */
+	return rv == 0 ? 0 : bad_url(rv) ? 2 : 1;
 }

@@ -31,6 +31,10 @@ grep -q "bogus" "$TMPDIR/err" || fail "bad URL message"
 expect 2 "$B/mirai-dispatcher" --listen mem://x -n 1
 grep -q "mem://x: mem:// is internal" "$TMPDIR/err" || fail "mem:// message"
 [ "$(wc -l <"$TMPDIR/err")" = 1 ] || fail "mem:// message: $(cat "$TMPDIR/err")"
+expect 2 "$B/mirai-dispatcher" --client mem://x -n 1
+grep -q "mem://x: mem:// is internal" "$TMPDIR/err" || fail "--client mem:// message"
+expect 2 "$B/mirai-dispatcher" --client tcp://127.0.0.1:99999 -n 1
+grep -q "port must be 1 to 65535" "$TMPDIR/err" || fail "--client port message"
 # Nobody listens on port 1: it prints its URLs, then fails to dial.
 expect 1 "$B/mirai-dispatcher" --client tcp://127.0.0.1:1 \
     --url ws://127.0.0.1:0 -n 3 --print-urls
