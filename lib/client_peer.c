@@ -27,18 +27,17 @@ static int
 on_hello(profile *p, peer *pk, const mirai__frame *f)
 {
 	mirai__hello_view h;
+	char who[96];
+	int rv;
 
-	if (mirai__hello_decode(f, &h) != 0 || h.proto != MIRAI__PROTO) {
-		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-		    "profile '%s': a peer sent a bad HELLO (another version of "
-		    "mirai?); telling it to exit",
-		    p->name);
-		mirai__cl_send_exit(p, pk, 0);
-		return -1;
-	}
-	if (pk->sk->admits && (h.slot != 0 || !mirai__secret_eq(p->secret,
-						     h.secret, h.secret_len))) {
-		return 1;
+	snprintf(who, sizeof who, "profile '%s'", p->name);
+	rv = mirai__hello_admit(f, &h, pk->sk->admits ? p->secret : NULL, 0, TAG,
+	    who);
+	if (rv != 0) {
+		if (rv < 0) {
+			mirai__cl_send_exit(p, pk, 0);
+		}
+		return rv;
 	}
 	pk->online     = 1;
 	pk->kind       = (int) h.kind;

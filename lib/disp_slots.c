@@ -282,19 +282,17 @@ static int
 slot_hello(mirai_dispatcher *d, slot *sl, const mirai__frame *f)
 {
 	mirai__hello_view h;
+	char who[64];
+	int rv;
 
-	if (mirai__hello_decode(f, &h) != 0 || h.proto != MIRAI__PROTO) {
-		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
-		    "slot %zu: a peer sent a bad HELLO (another version of "
-		    "mirai?); telling it to exit",
-		    sl->idx);
-		mirai__d_slot_exit(d, sl, 0);
-		return -1;
-	}
-	if (!d->no_token && (h.slot != sl->idx ||
-				!mirai__secret_eq(sl->cur->secret, h.secret,
-				    h.secret_len))) {
-		return 1;
+	snprintf(who, sizeof who, "slot %zu", sl->idx);
+	rv = mirai__hello_admit(f, &h, d->no_token ? NULL : sl->cur->secret,
+	    (uint32_t) sl->idx, TAG, who);
+	if (rv != 0) {
+		if (rv < 0) {
+			mirai__d_slot_exit(d, sl, 0);
+		}
+		return rv;
 	}
 	sl->online   = 1;
 	sl->leaving  = 0;

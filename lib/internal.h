@@ -375,6 +375,13 @@ void mirai__out_free(mirai__out *o);
  * with a 4-byte (EXIT, BYE) or 8-byte (PING, PONG) value v.  NULL: no
  * memory. */
 mirai__out *mirai__out_ctrl(uint8_t type, size_t vlen, uint64_t v);
+/* A HELLO frame f, decoded into *h: 0 when it speaks our protocol and,
+ * with secret non-NULL, names slot and holds secret (a peer let in); 1
+ * when it speaks our protocol without them; -1, logged as a warning by
+ * tag of who (e.g. "slot 3"), when it does not decode or speaks another one: the
+ * caller tells the peer to exit. */
+int mirai__hello_admit(const mirai__frame *f, mirai__hello_view *h,
+    const char *secret, uint32_t slot, const char *tag, const char *who);
 void mirai__outq_push(mirai__outq *q, mirai__out *o);
 void mirai__outq_push_front(mirai__outq *q, mirai__out *o);
 mirai__out *mirai__outq_pop(mirai__outq *q);

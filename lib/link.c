@@ -169,3 +169,20 @@ mirai__outq_pack(mirai__outq *q, mirai__msghdr *h, mirai__msg **msgp,
 	*msgp = msg;
 	return 0;
 }
+
+int
+mirai__hello_admit(const mirai__frame *f, mirai__hello_view *h,
+    const char *secret, uint32_t slot, const char *tag, const char *who)
+{
+	if (mirai__hello_decode(f, h) != 0 || h->proto != MIRAI__PROTO) {
+		MIRAI__LOG(MIRAI_LOG_WARN, tag, "%s: a peer sent a bad HELLO "
+		    "(another version of mirai?); telling it to exit", who);
+		return -1;
+	}
+	if (secret != NULL && (h->slot != slot ||
+				  !mirai__secret_eq(secret, h->secret,
+				      h->secret_len))) {
+		return 1;
+	}
+	return 0;
+}
