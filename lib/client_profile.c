@@ -279,6 +279,17 @@ profile_close(profile *p)
 	pthread_mutex_unlock(&p->mtx);
 }
 
+/* A profile whose set-up failed with rv, its name claimed under the
+ * registry lock: let the name go, close and drop p.  Returns rv. */
+static int
+setup_failed(profile *p, int rv)
+{
+	pthread_mutex_unlock(&mirai__cl_reg_mtx);
+	profile_close(p);
+	mirai__cl_profile_unref(p);
+	return rv;
+}
+
 pname *
 mirai__cl_pname_find(const char *name)
 {
@@ -542,10 +553,7 @@ attach(const char *name, const mirai_daemons_opts *o, mirai_errmsg *err)
 	p->hb         = mirai__heartbeat_ms(o->heartbeat_ms);
 	p->max_queue  = o->max_queue > 0 ? o->max_queue : (size_t) 1 << 30;
 	if ((rv = profile_dial(p, url, err)) != 0) {
-		pthread_mutex_unlock(&mirai__cl_reg_mtx);
-		profile_close(p);
-		mirai__cl_profile_unref(p);
-		return rv;
+		return setup_failed(p, rv);
 	}
 	n->set = p;
 	pthread_mutex_unlock(&mirai__cl_reg_mtx);
@@ -664,20 +672,18 @@ daemons(const mirai_daemons_opts *o, mirai_errmsg *err)
 		    (rv = profile_listen(p, lurl, mem, !disp,
 			 !disp && !o->no_token, &sk, err)) != 0 ||
 		    (!disp && (p->url = profile_url(p, sk->url)) == NULL)) {
-			pthread_mutex_unlock(&mirai__cl_reg_mtx);
-			profile_close(p);
-			mirai__cl_profile_unref(p);
-			return rv != 0 ? rv : mirai__fail(err, MIRAI_ENOMEM, "out of memory");
+			if (rv == 0) {
+				rv = mirai__fail(err, MIRAI_ENOMEM,
+				    "out of memory");
+			}
+			return setup_failed(p, rv);
 		}
 	} else {
 		for (int i = 0; i < o->n; i++) {
 			char local[128];
 			if ((rv = mirai__local_url(local, sizeof local, err)) != 0 ||
 			    (rv = profile_listen(p, local, 0, 0, 0, NULL, err)) != 0) {
-				pthread_mutex_unlock(&mirai__cl_reg_mtx);
-				profile_close(p);
-				mirai__cl_profile_unref(p);
-				return rv;
+				return setup_failed(p, rv);
 			}
 		}
 	}
