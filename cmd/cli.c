@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mirai.h>
 
@@ -348,4 +349,13 @@ cli_parse_heartbeat(const char *s, int64_t *out)
 		return -1;
 	}
 	return 0;
+}
+
+double
+cli_now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
 }

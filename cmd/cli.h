@@ -61,5 +61,7 @@ int64_t cli_parse_ms(const char *s);
 /* A --heartbeat value: a TIME, or "off" (MIRAI_FOREVER); NULL: 0 (the
  * default).  Returns 0, or -1 when s is neither. */
 int cli_parse_heartbeat(const char *s, int64_t *out);
+/* Seconds on the monotonic clock, for progress lines and timings. */
+double cli_now_s(void);
 
 #endif /* MIRAI_CLI_H */

@@ -291,20 +291,11 @@ typedef struct progress {
 	size_t last_online;
 } progress;
 
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
-}
-
 static void
 on_progress(void *arg, size_t online, size_t failed, size_t total)
 {
 	progress *p = arg;
-	double t    = now();
+	double t    = cli_now_s();
 
 	if (p->tty) {
 		fprintf(stderr, "\rmirai-launch: servers online %zu/%zu%s (%.1f s)   ",
@@ -595,7 +586,7 @@ main(int argc, char **argv)
 		pthread_detach(sigthr);
 	}
 	prog.tty = isatty(2) && !quiet;
-	prog.t0  = now();
+	prog.t0  = cli_now_s();
 	if ((rv = mirai_launch_start(l, quiet ? NULL : on_progress, &prog,
 		 &err)) != 0) {
 		fprintf(stderr, "mirai-launch: %s\n", err.text);

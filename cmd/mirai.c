@@ -320,22 +320,13 @@ struct farm {
 	size_t line_cap;
 };
 
-static double
-mono_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double) ts.tv_sec + (double) ts.tv_nsec * 1e-9;
-}
-
 /* Completion callback, on a library thread: only queue the job. */
 static void
 on_done(mirai *m, void *arg)
 {
 	job *j  = arg;
 	farm *f = j->f;
-	double t = mono_s();
+	double t = cli_now_s();
 
 	(void) m;
 	pthread_mutex_lock(&f->mtx);
@@ -388,7 +379,7 @@ farm_clear_progress(farm *f)
 static void
 farm_progress(farm *f, int force)
 {
-	double now = mono_s(), el = now - f->t0, rate;
+	double now = cli_now_s(), el = now - f->t0, rate;
 	char eta[32] = "";
 
 	if (!f->progress || (!force && now - f->last_progress < 0.1)) {
@@ -562,7 +553,7 @@ farm_submit(farm *f)
 	co.timeout_ms = f->o.timeout_ms;
 	co.done       = on_done;
 	co.done_arg   = j;
-	j->t_sub      = mono_s();
+	j->t_sub      = cli_now_s();
 	if (f->running < f->slots) {
 		farm_started(f, j, j->t_sub);
 	} else {
@@ -715,7 +706,7 @@ farm_run(farm *f)
 	pthread_mutex_init(&f->mtx, NULL);
 	pthread_cond_init(&f->cv, NULL);
 	clock_gettime(CLOCK_REALTIME, &rt);
-	f->t0     = mono_s();
+	f->t0     = cli_now_s();
 	f->epoch0 = (double) rt.tv_sec + (double) rt.tv_nsec * 1e-9 - f->t0;
 	if (f->log != NULL) {
 		fprintf(f->log, "Seq\tHost\tSlot\tStarttime\tJobRuntime\tExitval"
