@@ -88,6 +88,7 @@ static pthread_mutex_t sig_mtx = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t sig_cv   = PTHREAD_COND_INITIALIZER;
 static int got_signal;
 static pid_t child; /* also its process group */
+static mirai_launch *starting; /* while mirai_launch_start runs */
 
 static void *
 signal_thread(void *arg)
@@ -100,6 +101,8 @@ signal_thread(void *arg)
 		if (got_signal == 0) {
 			got_signal = sig;
 		}
+		/* A start waits for servers up to --timeout: give up now. */
+		mirai_launch_cancel(starting);
 		if (child > 0) {
 			struct timespec until;
 			pid_t was = child;
@@ -587,8 +590,23 @@ main(int argc, char **argv)
 	}
 	prog.tty = isatty(2) && !quiet;
 	prog.t0  = cli_now_s();
-	if ((rv = mirai_launch_start(l, quiet ? NULL : on_progress, &prog,
-		 &err)) != 0) {
+	pthread_mutex_lock(&sig_mtx);
+	starting = got_signal == 0 ? l : NULL;
+	pthread_mutex_unlock(&sig_mtx);
+	rv = starting != NULL ? mirai_launch_start(l, quiet ? NULL : on_progress,
+				    &prog, &err)
+			      : MIRAI_ECANCELED;
+	pthread_mutex_lock(&sig_mtx);
+	starting = NULL;
+	code     = got_signal;
+	pthread_mutex_unlock(&sig_mtx);
+	if (rv != 0 && code != 0) {
+		/* A signal during the start: torn down, no error of ours. */
+		mirai_launch_destroy(l);
+		return 128 + code;
+	}
+	code = 0;
+	if (rv != 0) {
 		fprintf(stderr, "mirai-launch: %s\n", err.text);
 		mirai_launch_destroy(l);
 		/* A URL that can never work is a usage error. */

@@ -1095,6 +1095,12 @@ MIRAI_API const char *mirai_launch_control_url(const mirai_launch *l);
  * no TLS or before mirai_launch_start.  Removed by mirai_launch_destroy. */
 MIRAI_API const char *mirai_launch_tls_ca(const mirai_launch *l);
 
+/* Make a mirai_launch_start running on another thread give up at once:
+ * it returns MIRAI_ECANCELED, and mirai_launch_destroy then tears down
+ * what it started (e.g. on a signal during a long start).  Thread-safe;
+ * not async-signal-safe.  Accepts NULL. */
+MIRAI_API void mirai_launch_cancel(mirai_launch *l);
+
 /* Tear down: every server and the dispatcher are told to exit, ssh
  * channels close, local servers are reaped; then free.  Accepts NULL. */
 MIRAI_API void mirai_launch_destroy(mirai_launch *l);

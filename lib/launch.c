@@ -538,6 +538,18 @@ mirai_launch_tls_ca(const mirai_launch *l)
 }
 
 void
+mirai_launch_cancel(mirai_launch *l)
+{
+	if (l == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&l->mtx);
+	l->cancelled = 1;
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mtx);
+}
+
+void
 mirai_launch_destroy(mirai_launch *l)
 {
 	int64_t deadline;

@@ -60,6 +60,7 @@ struct mirai_launch {
 	mirai_dispatcher *d;
 	pthread_t thr;
 	int running;
+	int cancelled;         /* mirai_launch_cancel: the start gives up */
 	mirai__ssh *ssh;
 	char myhost[256];
 	int launcher;          /* MIRAI_LAUNCHER_SSH, _SRUN, _LOCAL or _PBS */

@@ -521,11 +521,17 @@ launch_start_impl(mirai_launch *l, mirai_launch_progress_fn progress,
 				pthread_mutex_lock(&l->mtx);
 			}
 		}
-		if (online + failed >= l->n ||
+		if (online + failed >= l->n || l->cancelled ||
 		    (deadline >= 0 && mirai__now_ms() >= deadline)) {
 			break;
 		}
 		mirai__cond_wait_until(&l->cv, &l->mtx, deadline);
+	}
+	if (l->cancelled) {
+		pthread_mutex_unlock(&l->mtx);
+		mirai__ln_setup_remove(l);
+		return mirai__fail(err, MIRAI_ECANCELED, "start cancelled with "
+		    "%zu of %zu servers online", online, l->n);
 	}
 	for (size_t i = 0; i < l->n; i++) {
 		if (l->slots[i].state == MIRAI_LAUNCH_STARTING) {

@@ -52,10 +52,24 @@ rec() { printf 'U\x15\0\0\0\xff\xff\xff\xff%s' "$url"; }
 rc=$?
 [ $rc = 0 ] || [ $rc = 7 ] || fail "agent with SIGCHLD ignored: exit $rc"
 
+gone() { for _ in $(seq 50); do pgrep -f "$1" >/dev/null || return 0; sleep 0.1; done; return 1; }
+# A signal during the start ends it at once (not after --timeout, 60 s):
+# the servers never come online here, and a TERM after a second tears
+# down what was started, exit 128 + 15.
+printf '#!/bin/sh\nexec sleep 30.202\n' >"$W/mute-server"
+chmod 700 "$W/mute-server"
+t0=$(date +%s)
+"$B/mirai-launch" --host localhost:2 --server "$W/mute-server" -q -- true &
+L=$!
+sleep 1
+kill -TERM "$L"; wait "$L"; rc=$?; L=
+[ $rc = 143 ] || fail "TERM during the start: exit $rc"
+[ $(($(date +%s) - t0)) -lt 15 ] || fail "TERM during the start took $(($(date +%s) - t0)) s"
+gone "sleep 30.202" || fail "servers left after a TERM during the start"
+
 # The client command ends with the launcher: a TERM ends it (a KILL after
 # 5 s when it ignores the TERM), exit 128 + 15; after a kill -9 of the
 # launcher it gets a TERM from the kernel.
-gone() { for _ in $(seq 50); do pgrep -f "$1" >/dev/null || return 0; sleep 0.1; done; return 1; }
 "$B/mirai-launch" --host localhost:1 --server "$S" -q -- sleep 30.101 &
 L=$!
 for _ in $(seq 100); do pgrep -f '^sleep 30.101' >/dev/null && break; sleep 0.1; done
