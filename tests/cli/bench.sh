@@ -6,6 +6,9 @@
 # must carry the TLS figures under the same keys and the plain ones of the
 # same run under plain_*, all positive, every result checked.
 set -u
+# A directory of this test's own, also when run alone without TMPDIR.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/cli.XXXXXX") || exit 1
+trap 'rm -rf "$TMPDIR"' EXIT
 B=${BUILD:-build}/bin
 fail() { echo "FAIL: $*"; exit 1; }
 

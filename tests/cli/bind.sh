@@ -2,6 +2,9 @@
 # mirai-server --bind-to / --bind-index: bad values are usage errors; a good
 # one binds the whole server, its NNG threads included, before it dials.
 set -u
+# A directory of this test's own, also when run alone without TMPDIR.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/cli.XXXXXX") || exit 1
+trap 'rm -rf "$TMPDIR"' EXIT
 B=${BUILD:-build}/bin
 fail() { echo "FAIL: $*"; exit 1; }
 expect() {  # CODE COMMAND...: run, check the exit code
@@ -75,7 +78,7 @@ fi
 "$B/mirai-server" -v --bind-to core --bind-index 1000000 tcp://127.0.0.1:1 \
     >/dev/null 2>"$TMPDIR/err" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null' EXIT
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$TMPDIR"' EXIT
 for _ in $(seq 100); do
 	n=$(ls "/proc/$pid/task" 2>/dev/null | wc -l)
 	[ "$n" -gt 1 ] && [ -n "$(bound_cpus)" ] && break
@@ -100,5 +103,5 @@ for t in /proc/$pid/task/*; do
 done
 kill $pid
 wait $pid 2>/dev/null
-trap - EXIT
+trap 'rm -rf "$TMPDIR"' EXIT
 echo ok

@@ -2,6 +2,9 @@
 # mirai-dispatcher's command line: help, version, bad input, and a run by
 # hand that prints its slot URLs.
 set -u
+# A directory of this test's own, also when run alone without TMPDIR.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/cli.XXXXXX") || exit 1
+trap 'rm -rf "$TMPDIR"' EXIT
 B=${BUILD:-build}/bin
 fail() { echo "FAIL: $*"; exit 1; }
 expect() {
@@ -52,7 +55,7 @@ grep -q "bind-count must be from 1" "$TMPDIR/err" || fail "bad --bind-count mess
 "$B/mirai-dispatcher" --listen tcp://127.0.0.1:0 --control tcp://127.0.0.1:0 \
     --local -n 2 --bind-to core --bind-count 2 >"$TMPDIR/d.out" 2>"$TMPDIR/d.err" &
 D=$!
-trap 'kill -9 $D 2>/dev/null; wait $D 2>/dev/null' EXIT
+trap 'kill -9 $D 2>/dev/null; wait $D 2>/dev/null; rm -rf "$TMPDIR"' EXIT
 C=
 for _ in $(seq 100); do
 	C=$(sed -n 's/^MIRAI_CONTROL_URL=//p' "$TMPDIR/d.out")
@@ -70,6 +73,6 @@ if [ "$(nproc)" -ge 2 ]; then
 fi
 kill -TERM "$D"
 wait "$D"; rc=$?
-trap - EXIT
+trap 'rm -rf "$TMPDIR"' EXIT
 [ $rc = 0 ] || fail "SIGTERM: exit $rc"
 echo ok

@@ -5,6 +5,9 @@
 # mirai.pc), custom LIBDIR and INCDIR.  ldconfig never runs here: no
 # install goes to a directory the dynamic linker searches without DESTDIR.
 set -u
+# A directory of this test's own, also when run alone without TMPDIR.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/cli.XXXXXX") || exit 1
+trap 'rm -rf "$TMPDIR"' EXIT
 B=${BUILD:-build}
 T=$TMPDIR/install
 fail() { echo "FAIL: $*"; exit 1; }

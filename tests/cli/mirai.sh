@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The mirai command against a dispatcher started by hand.
 set -u
+# A directory of this test's own, also when run alone without TMPDIR.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/cli.XXXXXX") || exit 1
+trap 'rm -rf "$TMPDIR"' EXIT
 B=${BUILD:-build}/bin
 fail() { echo "FAIL: $*"; [ -n "${D:-}" ] && kill "$D" 2>/dev/null; exit 1; }
 

@@ -4,9 +4,11 @@
 # with pkg-config and loaded by a mirai-server started by hand; and
 # sum_server, a server program of its own, dialing the same slot.
 set -u
+# A directory of this test's own, also when run alone without TMPDIR.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/cli.XXXXXX") || exit 1
 B=${BUILD:-build}
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait; }
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait; rm -rf "$TMPDIR"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 

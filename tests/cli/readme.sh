@@ -5,6 +5,9 @@
 # says (pkg-config, here against the build tree's mirai-uninstalled.pc) and
 # run against real local servers.
 set -u
+# A directory of this test's own, also when run alone without TMPDIR.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/cli.XXXXXX") || exit 1
+trap 'rm -rf "$TMPDIR"' EXIT
 B=${BUILD:-build}
 fail() { echo "FAIL: $*"; exit 1; }
 command -v pkg-config >/dev/null || { echo "SKIP: no pkg-config"; exit 77; }

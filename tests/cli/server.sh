@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # mirai-server's command line: help, version, exit codes of bad input.
 set -u
+# A directory of this test's own, also when run alone without TMPDIR.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/cli.XXXXXX") || exit 1
+trap 'rm -rf "$TMPDIR"' EXIT
 B=${BUILD:-build}/bin
 fail() { echo "FAIL: $*"; exit 1; }
 expect() {  # CODE COMMAND...: run, check the exit code
