@@ -44,6 +44,16 @@ on_child_exit(pid_t pid, int status, void *arg)
 		}
 	}
 	p->alive--;
+	/* A server that left by one of its own rules (its one task done, told
+	 * to exit, idle or wall time) had connected, even when its HELLO is
+	 * still on its way here: a child's end can be seen before the frames
+	 * it sent (seen as a one-shot call failing with ESPAWN under load). */
+	if (!hello && status != -1 && WIFEXITED(status) &&
+	    (WEXITSTATUS(status) == MIRAI_EXIT_CLOSED ||
+		WEXITSTATUS(status) >= MIRAI_EXIT_IDLE) &&
+	    WEXITSTATUS(status) <= MIRAI_EXIT_MAXTASKS) {
+		hello = 1;
+	}
 	if (!p->closing && !hello && p->kind == KIND_ONESHOT) {
 		/* Its task may not be queued yet: mirai__cl_dispatch() fails one task
 		 * for each server that died unconnected, whichever comes

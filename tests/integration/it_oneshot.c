@@ -26,13 +26,6 @@ test_fresh_process_per_task(void **state)
 	(void) state;
 	for (int i = 0; i < 3; i++) {
 		pids[i] = h_server_pid("solo");
-		if (pids[i] <= 0) {
-			/* Open flake (about 1 run in 20 here, never under a
-			 * debugger): a first one-shot call can fail; its reason
-			 * is in the log above.  One more try still needs a
-			 * fresh process that answers. */
-			pids[i] = h_server_pid("solo");
-		}
 		assert_true(pids[i] > 0);
 		/* A one-shot server is gone once its task is done. */
 		assert_true(h_gone(pids[i], 5000));
