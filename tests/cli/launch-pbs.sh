@@ -182,10 +182,11 @@ gone
 rm -f "$W/record" "$W/record.path"
 
 # ---- a SIGTERM during the start, while the setup file is there ---------
-# pbsdsh holds its tasks back: nothing comes online, the start times out,
-# the teardown TERMs pbsdsh (5 s); a deaf pbsdsh gets a KILL 2 s later.
+# pbsdsh holds its tasks back: nothing comes online; the TERM ends the
+# start at once (within its 60 s), the teardown TERMs pbsdsh (5 s), a deaf
+# pbsdsh gets a KILL 2 s later, and the launcher exits 128 + 15.
 for deaf in 0 1; do
-	"${JOB[@]}" env PBSDSH_HOLD="$W/never" PBSDSH_DEAF=$deaf "${LAUNCH[@]}" -q --timeout 2s \
+	"${JOB[@]}" env PBSDSH_HOLD="$W/never" PBSDSH_DEAF=$deaf "${LAUNCH[@]}" -q \
 		-- true >/dev/null 2>"$W/err" &
 	L=$!
 	for _ in $(seq 100); do [ -s "$W/record" ] && break; sleep 0.1; done
@@ -193,7 +194,7 @@ for deaf in 0 1; do
 	f=$(cat "$W/record.path")
 	[ "$(stat -c %a "$f")" = 600 ] || fail "the setup file during the start: $(ls -la "$f")"
 	stop "$L" 20
-	[ $rc = 1 ] || fail "deaf=$deaf: TERM during the start: exit $rc: $(cat "$W/err")"
+	[ $rc = 143 ] || fail "deaf=$deaf: TERM during the start: exit $rc: $(cat "$W/err")"
 	[ -e "$f" ] && fail "deaf=$deaf: the setup file outlived the launch"
 	[ -e "$(dirname "$f")" ] && fail "deaf=$deaf: the setup directory outlived the launch"
 	gone

@@ -117,8 +117,9 @@ online_now(int with_disp, int *rowon)
  * online; returns how many did.  Seen once, not all at once: a server
  * with a 150 ms idle limit (counted from its start) may leave as soon as
  * it is up when starting is slow (sanitizers), so with a dispatcher a
- * slot's instance count tells, and without one an idle server that exited
- * with MIRAI_EXIT_IDLE counts (reaped here: reaped[i] holds its status).
+ * slot's instance count tells; and under heavy load it may not even get
+ * connected in 150 ms: an idle server that exited with MIRAI_EXIT_IDLE
+ * counts in every mode (reaped here: reaped[i] holds its status).
  */
 static int
 wait_online(int with_disp, const uint64_t *inst0, const int *idle, int ms)
@@ -142,7 +143,7 @@ wait_online(int with_disp, const uint64_t *inst0, const int *idle, int ms)
 		}
 		for (size_t i = 0; i < SLOTS; i++) {
 			int status;
-			if (!with_disp && !seen[i] && idle[i] && !reaped[i] &&
+			if (!seen[i] && idle[i] && !reaped[i] &&
 			    waitpid(live[i], &status, WNOHANG) == live[i]) {
 				reaped[i] = 1;
 				seen[i]   = WIFEXITED(status) &&
