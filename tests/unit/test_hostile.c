@@ -45,6 +45,7 @@ typedef struct liar {
 	mirai__msg *inbox[64];
 	int n;
 	int up, gone;
+	int sending;  /* a message not yet taken by the link's sender */
 	uint32_t ack; /* last message seq received, acknowledged as servers do */
 	uint32_t slot; /* slot and secret from the URL, for the HELLO */
 	char secret[MIRAI__SECRET_HEX + 1];
@@ -90,8 +91,13 @@ liar_pipe(void *arg, int ev, uint32_t pipe)
 static void
 liar_sent(void *arg, int rv)
 {
-	(void) arg;
+	liar *l = arg;
+
 	(void) rv;
+	pthread_mutex_lock(&l->mtx);
+	l->sending = 0;
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mtx);
 }
 
 static void
@@ -134,9 +140,24 @@ liar_send(liar *l, const void *p, size_t len)
 {
 	mirai__msg *m;
 
+	int64_t deadline = mirai__now_ms() + 10000;
+
 	assert_int_equal(mirai__msg_alloc(&m, len), 0);
 	memcpy(mirai__msg_body(m), p, len);
-	mirai__link_send(l->link, m);
+	/* The link's sender takes one message at a time: wait (bounded) for
+	 * the one before, which a busy socket may still hold. */
+	pthread_mutex_lock(&l->mtx);
+	while (l->sending && mirai__cond_wait_until(&l->cv, &l->mtx,
+				 deadline) == 0) {
+	}
+	assert_false(l->sending);
+	l->sending = 1;
+	pthread_mutex_unlock(&l->mtx);
+	if (mirai__link_send(l->link, m)) {
+		pthread_mutex_lock(&l->mtx);
+		l->sending = 0;
+		pthread_mutex_unlock(&l->mtx);
+	}
 }
 
 /* Send one frame (already encoded, header included) in a message. */
