@@ -95,10 +95,16 @@ typedef struct mirai__pool {
 	size_t size;            /* object size, rounded to 8 */
 	MIRAI__LIST(struct mirai__pblock) room; /* blocks with a free object */
 	size_t blocks;          /* held, for tests */
+	size_t empty;           /* held with no object in use */
 } mirai__pool;
 
+/* Emptied blocks a pool keeps for reuse (16 MiB of 64 KiB blocks); beyond
+ * them, an emptied block is unmapped.  Mapping a block again costs a page
+ * fault a page, and unmapping one interrupts every CPU. */
+#define MIRAI__POOL_SPARE 256
+
 #define MIRAI__POOL_INIT(sz)                                                \
-	{PTHREAD_MUTEX_INITIALIZER, ((sz) + 7) & ~(size_t) 7, {NULL, NULL}, 0}
+	{PTHREAD_MUTEX_INITIALIZER, ((sz) + 7) & ~(size_t) 7, {NULL, NULL}, 0, 0}
 
 void *mirai__pool_get(mirai__pool *p);         /* zeroed; NULL: no memory */
 void mirai__pool_put(mirai__pool *p, void *o); /* o may be NULL */

@@ -6,7 +6,8 @@
  * masking its address; a block is resident only as far as it was used.
  * Each block keeps a free list of its own objects and a count of those in
  * use; blocks with a free object are on a list (list.h) that any of them
- * leaves in O(1).  Under AddressSanitizer every object is a calloc of its
+ * leaves in O(1).  Emptied blocks are kept for reuse up to
+ * MIRAI__POOL_SPARE, then unmapped.  Under AddressSanitizer every object is a calloc of its
  * own, so use after free is still caught.
  */
 #include <stdint.h>
@@ -129,6 +130,8 @@ mirai__pool_get(mirai__pool *p)
 		}
 		room_add(p, b);
 		p->blocks++;
+	} else if (b->used == 0) {
+		p->empty--; /* a kept block in use again */
 	}
 	if (b->free != NULL) {
 		o       = b->free;
@@ -165,12 +168,17 @@ mirai__pool_put(mirai__pool *p, void *o)
 	if (!b->on_room) {
 		room_add(p, b);
 	}
-	/* An empty block goes back, unless it is the only one with room
-	 * (a pool that goes 0, 1, 0, 1 keeps one block). */
-	if (b->used == 0 && p->room.head != p->room.tail) {
-		room_remove(p, b);
-		p->blocks--;
-		block_free(b);
+	/* An emptied block is kept for reuse, up to MIRAI__POOL_SPARE of
+	 * them; beyond, it goes back.  Kept ones are at the head of the room
+	 * list, so they are used again first. */
+	if (b->used == 0) {
+		if (p->empty < MIRAI__POOL_SPARE) {
+			p->empty++;
+		} else {
+			room_remove(p, b);
+			p->blocks--;
+			block_free(b);
+		}
 	}
 	pthread_mutex_unlock(&p->mtx);
 }
@@ -185,6 +193,7 @@ mirai__pool_fini(mirai__pool *p)
 		p->blocks--;
 		block_free(b);
 	}
+	p->empty = 0;
 	pthread_mutex_unlock(&p->mtx);
 }
 

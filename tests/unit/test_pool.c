@@ -98,8 +98,10 @@ test_get_put(void **state)
 		assert_true(intact(o[i], OBJ, (uint32_t) i));
 		mirai__pool_put(&pool, o[i]);
 	}
-	/* All back: one block stays for the next get. */
-	assert_int_equal(pool.blocks, PLAIN ? 0 : 1);
+	/* All back: the blocks stay for the next gets (fewer than
+	 * MIRAI__POOL_SPARE). */
+	assert_int_equal(pool.blocks, PLAIN ? 0 : peak);
+	assert_int_equal(pool.empty, PLAIN ? 0 : peak);
 	mirai__pool_put(&pool, NULL);
 	mirai__pool_fini(&pool);
 	assert_int_equal(pool.blocks, 0);
@@ -108,12 +110,15 @@ test_get_put(void **state)
 }
 
 /* A pool that goes empty, one, empty keeps one block, not a new one each
- * time; emptied blocks beyond it are given back. */
+ * time; emptied blocks are kept up to MIRAI__POOL_SPARE and used again
+ * before any new one, and those beyond are given back. */
 static void
 test_blocks_given_back(void **state)
 {
+	/* More objects than the kept blocks hold (about 630 a block). */
+	enum { M = (MIRAI__POOL_SPARE + 40) * 640 };
 	static mirai__pool pool = MIRAI__POOL_INIT(OBJ);
-	uint8_t **o             = calloc(N, sizeof *o);
+	uint8_t **o             = calloc(M, sizeof *o);
 
 	(void) state;
 	assert_non_null(o);
@@ -123,18 +128,32 @@ test_blocks_given_back(void **state)
 		mirai__pool_put(&pool, x);
 		assert_int_equal(pool.blocks, PLAIN ? 0 : 1);
 	}
-	for (int i = 0; i < N; i++) {
+	for (int i = 0; i < M; i++) {
 		assert_non_null(o[i] = mirai__pool_get(&pool));
 	}
-	/* First in, first out, as tasks mostly finish. */
-	for (int i = 0; i < N; i++) {
-		mirai__pool_put(&pool, o[i]);
-		if (!PLAIN && i == N / 2) {
-			assert_in_range(pool.blocks, N / 2 / 640, N / 2 / 500 + 2);
-		}
+	if (!PLAIN) {
+		assert_true(pool.blocks > MIRAI__POOL_SPARE);
+		assert_int_equal(pool.empty, 0);
 	}
-	assert_int_equal(pool.blocks, PLAIN ? 0 : 1);
+	/* First in, first out, as tasks mostly finish. */
+	for (int i = 0; i < M; i++) {
+		mirai__pool_put(&pool, o[i]);
+	}
+	assert_int_equal(pool.blocks, PLAIN ? 0 : MIRAI__POOL_SPARE);
+	assert_int_equal(pool.empty, PLAIN ? 0 : MIRAI__POOL_SPARE);
+	/* Taken again: from the kept blocks, zeroed, no new one. */
+	for (int i = 0; i < M / 2; i++) {
+		assert_non_null(o[i] = mirai__pool_get(&pool));
+		assert_true(zeroed(o[i], OBJ));
+	}
+	assert_int_equal(pool.blocks, PLAIN ? 0 : MIRAI__POOL_SPARE);
+	for (int i = 0; i < M / 2; i++) {
+		mirai__pool_put(&pool, o[i]);
+	}
+	assert_int_equal(pool.empty, PLAIN ? 0 : MIRAI__POOL_SPARE);
 	mirai__pool_fini(&pool);
+	assert_int_equal(pool.blocks, 0);
+	assert_int_equal(pool.empty, 0);
 	free(o);
 }
 
