@@ -598,14 +598,14 @@ main(int argc, char **argv)
 			      : MIRAI_ECANCELED;
 	pthread_mutex_lock(&sig_mtx);
 	starting = NULL;
-	code     = got_signal;
-	pthread_mutex_unlock(&sig_mtx);
-	if (rv != 0 && code != 0) {
+	if (rv != 0 && got_signal != 0) {
 		/* A signal during the start: torn down, no error of ours. */
+		int sig = got_signal;
+		pthread_mutex_unlock(&sig_mtx);
 		mirai_launch_destroy(l);
-		return 128 + code;
+		return 128 + sig;
 	}
-	code = 0;
+	pthread_mutex_unlock(&sig_mtx);
 	if (rv != 0) {
 		fprintf(stderr, "mirai-launch: %s\n", err.text);
 		mirai_launch_destroy(l);

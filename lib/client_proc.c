@@ -48,12 +48,7 @@ on_child_exit(pid_t pid, int status, void *arg)
 	 * to exit, idle or wall time) had connected, even when its HELLO is
 	 * still on its way here: a child's end can be seen before the frames
 	 * it sent (seen as a one-shot call failing with ESPAWN under load). */
-	if (!hello && status != -1 && WIFEXITED(status) &&
-	    (WEXITSTATUS(status) == MIRAI_EXIT_CLOSED ||
-		WEXITSTATUS(status) >= MIRAI_EXIT_IDLE) &&
-	    WEXITSTATUS(status) <= MIRAI_EXIT_MAXTASKS) {
-		hello = 1;
-	}
+	hello |= mirai__server_left_by_rule(status);
 	if (!p->closing && !hello && p->kind == KIND_ONESHOT) {
 		/* Its task may not be queued yet: mirai__cl_dispatch() fails one task
 		 * for each server that died unconnected, whichever comes
@@ -79,8 +74,7 @@ on_child_exit(pid_t pid, int status, void *arg)
 			    (int) pid, how);
 			MIRAI__LOG(MIRAI_LOG_WARN, TAG, "profile '%s': %s",
 			    p->name, p->last_failure);
-		} else if (status != -1 && (!WIFEXITED(status) ||
-		    (WEXITSTATUS(status) != 0 && WEXITSTATUS(status) < 3))) {
+		} else if (status != -1 && !mirai__server_left_by_rule(status)) {
 			MIRAI__LOG(MIRAI_LOG_WARN, TAG,
 			    "profile '%s': local server pid %d ended with %s",
 			    p->name, (int) pid, how);

@@ -98,9 +98,7 @@ on_child_exit(pid_t pid, int status, void *arg)
 
 	pthread_mutex_lock(&d->mtx);
 	d->alive--;
-	if (!d->closing && status != -1 &&
-	    !(WIFEXITED(status) && (WEXITSTATUS(status) == 0 ||
-				       WEXITSTATUS(status) >= 3))) {
+	if (!d->closing && status != -1 && !mirai__server_left_by_rule(status)) {
 		snprintf(d->last_failure, sizeof d->last_failure,
 		    "local server pid %d ended with %s %d", (int) pid,
 		    WIFEXITED(status) ? "exit code" : "signal",

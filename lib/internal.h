@@ -477,6 +477,10 @@ void mirai__tls_args(const char **argv, size_t *n, const char *ca,
  * task).  The child gets its own process group. */
 int mirai__spawn_server(const mirai_server_opts *o, const char *url,
     int one_shot, pid_t *pid, mirai_errmsg *err);
+/* Whether a server's wait status says it ended by one of its own rules
+ * (told to exit, idle, wall time, task limit: exit 0, 3, 4 or 5), which
+ * also means it had connected; -1 (unknown) is not. */
+int mirai__server_left_by_rule(int status);
 /* posix_spawn argv[0] (searching PATH when it has no '/') with signals
  * reset, its own process group, and the KEY=VALUE strings of extra_env
  * (may be NULL) added to the environment.  fd_in (-1: /dev/null) becomes

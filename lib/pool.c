@@ -7,8 +7,8 @@
  * Each block keeps a free list of its own objects and a count of those in
  * use; blocks with a free object are on a list (list.h) that any of them
  * leaves in O(1).  Emptied blocks are kept for reuse up to
- * MIRAI__POOL_SPARE, then unmapped.  Under AddressSanitizer every object is a calloc of its
- * own, so use after free is still caught.
+ * MIRAI__POOL_SPARE, then unmapped.  Under AddressSanitizer every object
+ * is a calloc of its own, so use after free is still caught.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -168,9 +168,8 @@ mirai__pool_put(mirai__pool *p, void *o)
 	if (!b->on_room) {
 		room_add(p, b);
 	}
-	/* An emptied block is kept for reuse, up to MIRAI__POOL_SPARE of
-	 * them; beyond, it goes back.  Kept ones are at the head of the room
-	 * list, so they are used again first. */
+	/* An emptied block stays on the room list for reuse, up to
+	 * MIRAI__POOL_SPARE of them; beyond, it goes back. */
 	if (b->used == 0) {
 		if (p->empty < MIRAI__POOL_SPARE) {
 			p->empty++;

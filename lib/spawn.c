@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -283,4 +284,17 @@ mirai__spawn_server(const mirai_server_opts *o, const char *url,
 		    exe, strerror(rv));
 	}
 	return 0;
+}
+
+int
+mirai__server_left_by_rule(int status)
+{
+	int code;
+
+	if (status == -1 || !WIFEXITED(status)) {
+		return 0;
+	}
+	code = WEXITSTATUS(status);
+	return code == MIRAI_EXIT_CLOSED ||
+	    (code >= MIRAI_EXIT_IDLE && code <= MIRAI_EXIT_MAXTASKS);
 }
