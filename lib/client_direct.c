@@ -11,6 +11,18 @@
 
 #define WINDOW 2
 
+/*
+ * A server with this many tasks in flight gets the tasks given to it
+ * after them with its next message to us (a result, a bounce, a ping), as
+ * one batch, rather than in a message per call: it has work until then,
+ * and every message costs both sides a send, a receive and thread
+ * wake-ups.  Measured (w1 without a dispatcher, 2 servers): the CPU time
+ * per task of client and servers alike halved, with any value from 2 to
+ * 64.  A dispatcher is never held back: it needs every task at once to
+ * give it to whichever server is idle.
+ */
+#define HOLD_INFLIGHT 8
+
 /* ---- in-flight lists ---------------------------------------------------- */
 
 static void
@@ -284,6 +296,14 @@ assign_to(profile *p, peer *pk, mirai *m)
 	mirai__cl_peer_changed(p, pk);
 }
 
+/* Whether pk's new tasks wait for its next message (HOLD_INFLIGHT). */
+static int
+held_back(const peer *pk)
+{
+	return pk->kind == MIRAI__KIND_SERVER &&
+	    pk->ninflight >= HOLD_INFLIGHT && pk->qbytes < MIRAI__PACK_CAP;
+}
+
 /* Give unassigned tasks to usable peers, and fail them when no server can
  * come any more; then send what the peers given tasks can take.  Called
  * locked. */
@@ -310,7 +330,7 @@ mirai__cl_dispatch(profile *p, mirai **list)
 	while ((o = p->unassigned.head) != NULL && (pk = pick_peer(p)) != NULL) {
 		mirai__outq_pop(&p->unassigned);
 		assign_to(p, pk, o->owner);
-		if (!pk->kick) {
+		if (!pk->kick && !held_back(pk)) {
 			pk->kick      = 1;
 			pk->kick_next = kicks;
 			kicks         = pk;

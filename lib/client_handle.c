@@ -339,7 +339,7 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	mirai_errmsg err;
 	size_t size;
 	profile *p;
-	int rv, retries, behind, spawn = 0;
+	int rv, retries, behind, spawn = 0, reserved = 0;
 	int64_t timeout;
 
 	if (opts == NULL) {
@@ -382,17 +382,10 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 		rv = MIRAI_EMSGSIZE;
 		goto fail;
 	}
-	/* Room first: nothing is started for a task that cannot be taken. */
-	pthread_mutex_lock(&p->mtx);
-	rv = reserve(p, size, nowait || in_callback > 0);
-	pthread_mutex_unlock(&p->mtx);
-	if (rv != 0) {
-		goto fail;
-	}
 	if ((m = mirai__pool_get(&handles)) == NULL ||
 	    (m->out = mirai__out_new(size)) == NULL) {
 		rv = MIRAI_ENOMEM;
-		goto unreserve;
+		goto discard;
 	}
 	/* Ids are unique across profiles, which makes logs unambiguous. */
 	t.id = m->id = atomic_fetch_add(&next_id, 1);
@@ -404,7 +397,7 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	if (opts->done != NULL || timeout > 0) {
 		if (extra(m) == NULL) {
 			rv = MIRAI_ENOMEM;
-			goto unreserve;
+			goto discard;
 		}
 		m->x->done      = opts->done;
 		m->x->done_arg  = opts->done_arg;
@@ -415,11 +408,17 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 	atomic_init(&m->state, 0);
 
 	if (p->kind == KIND_ONESHOT) {
-		/* A server for this task when there is room; else it waits
-		 * for one that ends (mirai__cl_oneshot_more).  A server that
-		 * cannot start at all fails the call. */
+		/* Room first: no server is started for a task that cannot be
+		 * taken.  Then a server for this task when there is room; else
+		 * it waits for one that ends (mirai__cl_oneshot_more).  A
+		 * server that cannot start at all fails the call. */
 		pthread_mutex_lock(&p->mtx);
-		spawn = p->alive + p->spawning < p->oneshot_max;
+		if ((rv = reserve(p, size, nowait || in_callback > 0)) != 0) {
+			pthread_mutex_unlock(&p->mtx);
+			goto discard;
+		}
+		reserved = 1;
+		spawn    = p->alive + p->spawning < p->oneshot_max;
 		p->spawning += spawn;
 		pthread_mutex_unlock(&p->mtx);
 		if (spawn) {
@@ -434,9 +433,16 @@ submit(const mirai_call_opts *opts, const char *fn, const void *data,
 		}
 	}
 	/* A dispatcher thread receives the task on this thread once we
-	 * unlock (see mirai__link_hold). */
+	 * unlock (see mirai__link_hold).  Room and queue under one lock:
+	 * most calls take it once. */
 	mirai__link_hold();
 	pthread_mutex_lock(&p->mtx);
+	if (!reserved &&
+	    (rv = reserve(p, size, nowait || in_callback > 0)) != 0) {
+		pthread_mutex_unlock(&p->mtx);
+		mirai__link_flush();
+		goto discard;
+	}
 	if (p->closing || (rv = mirai__idmap_put(&p->tasks, m)) != 0) {
 		pthread_mutex_unlock(&p->mtx);
 		mirai__link_flush();
@@ -478,6 +484,7 @@ unreserve:
 		pthread_cond_broadcast(&p->cv);
 	}
 	pthread_mutex_unlock(&p->mtx);
+discard:
 	if (m != NULL) {
 		mirai__out_free(m->out);
 		free(m->x);
