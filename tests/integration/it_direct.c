@@ -25,13 +25,14 @@ setup(void **state)
 
 /* Listen on a fresh loopback port for profile; url gets the real URL. */
 static void
-listen_on(const char *profile)
+listen_hb(const char *profile, int64_t heartbeat_ms)
 {
 	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
 	mirai_errmsg err     = {{0}};
 	mirai_status *st;
 
-	d.profile    = profile;
+	d.profile      = profile;
+	d.heartbeat_ms = heartbeat_ms;
 	d.url        = "tcp://127.0.0.1:0";
 	d.dispatcher = OFF;
 	assert_int_equal(mirai_daemons(&d, &err), 0);
@@ -42,6 +43,12 @@ listen_on(const char *profile)
 	/* Port 0 was resolved. */
 	assert_non_null(strstr(url, "tcp://127.0.0.1:"));
 	assert_null(strstr(url, ":0"));
+}
+
+static void
+listen_on(const char *profile)
+{
+	listen_hb(profile, 0);
 }
 
 static void
@@ -92,6 +99,57 @@ test_servers_come_and_go(void **state)
 	assert_true(h_wait_exit(c, 5000, &status));
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), MIRAI_EXIT_CLOSED);
+}
+
+/*
+ * A server with 8 tasks in flight gets later ones with its next message
+ * back.  With heartbeats off on both sides nothing else comes from it, so
+ * a task held back must go out with a result, or with the CANCEL frames
+ * of cancelled tasks ahead of it, and never be stuck.
+ */
+static void
+test_held_tasks_go_out(void **state)
+{
+	enum { N = 12, AHEAD = 8 };
+	const char *quiet[] = {"--heartbeat", "off", NULL};
+	mirai *ms[N], *q;
+	int64_t t0;
+	pid_t s;
+
+	(void) state;
+	listen_hb(NULL, MIRAI_FOREVER);
+	s = h_spawn_server(url, quiet);
+	assert_int_equal(h_wait_connections(NULL, 1, 5000), 1);
+	/* 8 go out at once, the rest with the first result (100 ms). */
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(mirai_call(NULL, "mirai.sleep", "100", 3, &ms[i]), 0);
+	}
+	assert_int_equal(mirai_wait_all(ms, N, 10000), 0);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(mirai_error(ms[i]), 0);
+		mirai_free(ms[i]);
+	}
+	/* 8 long ones in flight and one held behind them: cancelling the 8
+	 * sends it, and it is done long before the 8 would have been. */
+	for (int i = 0; i < AHEAD; i++) {
+		assert_int_equal(mirai_call(NULL, "mirai.sleep", "3000", 4, &ms[i]), 0);
+	}
+	assert_int_equal(mirai_call(NULL, "mirai.echo", "held", 4, &q), 0);
+	assert_int_equal(mirai_wait_for(q, 300), MIRAI_EPENDING);
+	t0 = h_now_ms();
+	for (int i = 0; i < AHEAD; i++) {
+		assert_int_equal(mirai_cancel(ms[i]), 0);
+	}
+	assert_int_equal(mirai_wait_for(q, 2500), 0);
+	assert_true(h_now_ms() - t0 < 2500);
+	assert_memory_equal(mirai_data(q, NULL), "held", 4);
+	mirai_free(q);
+	for (int i = 0; i < AHEAD; i++) {
+		assert_int_equal(mirai_error(ms[i]), MIRAI_ECANCELED);
+		mirai_free(ms[i]);
+	}
+	mirai_reset(NULL);
+	assert_true(h_wait_exit(s, 5000, NULL));
 }
 
 static void
@@ -280,6 +338,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_servers_come_and_go, reset_all),
+	    cmocka_unit_test_teardown(test_held_tasks_go_out, reset_all),
 	    cmocka_unit_test_teardown(test_max_tasks_requeues, reset_all),
 	    cmocka_unit_test_teardown(test_exit_codes, reset_all),
 	    cmocka_unit_test_teardown(test_dial_once_fails, reset_all),
