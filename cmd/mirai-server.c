@@ -292,6 +292,7 @@ main(int argc, char **argv)
 	size_t max_msg = 0;
 	const char *setup_file = NULL;
 	int output = 0, dial_once = 0, verbose = 0, quiet = 0, use_stdin = 0;
+	int bind_planned = 0;
 	cli_list plugins = {0};
 	const cli_opt opts[] = {
 	    {"url", 'u', CLI_STR, &url, "URL",
@@ -317,6 +318,9 @@ main(int argc, char **argv)
 		"bind to unit K (from 0); past the last, wrap round"},
 	    {"bind-count", 0, CLI_INT, &bind_count, "N",
 		"bind to N units from K on (default 1)"},
+	    {"bind-planned", 0, CLI_FLAG, &bind_planned, NULL,
+		"(internal) K comes from a placement: only the first server "
+		"past the last unit warns of the wrap"},
 	    {"heartbeat", 0, CLI_STR, &heartbeat, "TIME",
 		"a peer silent this long is lost (default 10s; off)"},
 	    {"stdin", 0, CLI_FLAG, &use_stdin, NULL,
@@ -452,6 +456,7 @@ main(int argc, char **argv)
 	so.bind_to     = bind_to;
 	so.bind_index  = (int) bind_index;
 	so.bind_count  = (int) bind_count;
+	so.bind_planned = bind_planned;
 	so.plugins     = plugins.items;
 	so.nplugins    = plugins.n;
 	so.tls_ca      = tls_ca;

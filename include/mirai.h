@@ -247,6 +247,12 @@ typedef struct mirai_server_opts {
 	/* How many units from bind_index on the server binds to (each past
 	 * the last wrapping round); 0: 1. */
 	int bind_count;
+	/* Set where servers are placed one unit after another (the library's
+	 * local servers, mirai-launch): a wrap round is then the plan, and
+	 * only the first server past the last unit warns of it (its range
+	 * holds the unit numbered as many as there are units); the others
+	 * note it at info level.  0: every server past the last unit warns. */
+	int bind_planned;
 	/* TLS (see the README): PEM file of the CA that signs the
 	 * dispatcher's or the client's certificate; required to dial
 	 * tls+tcp:// or wss://.  Local servers get the path, never the

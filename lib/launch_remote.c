@@ -100,6 +100,7 @@ agent_argv(const mirai_launch *l, const char *server, int bind,
 	if (bind) {
 		av_add(a, "--bind-to");
 		av_add(a, "%s", l->o.bind_to);
+		av_add(a, "--bind-planned");
 		if (l->o.cpus_per_server > 1) {
 			av_add(a, "--bind-count");
 			av_add(a, "%d", l->o.cpus_per_server);

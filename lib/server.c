@@ -404,7 +404,8 @@ bind_cpus(mirai_server *srv, mirai_errmsg *err)
 {
 	const char *kind = srv->opts.bind_to;
 	int n = srv->opts.bind_count > 0 ? srv->opts.bind_count : 1;
-	int wrapped = 0, count;
+	int wrapped = 0, count, level;
+	const char *later;
 
 	if (kind == NULL || strcmp(kind, "none") == 0) {
 		mirai__topo_binding(srv->binding, sizeof srv->binding);
@@ -416,19 +417,26 @@ bind_cpus(mirai_server *srv, mirai_errmsg *err)
 		srv->binding, sizeof srv->binding, &wrapped, err) != 0) {
 		return MIRAI_ETOPO;
 	}
+	/* Placed by a plan, one warning a host: the first server past the
+	 * last unit gives it. */
+	level = !srv->opts.bind_planned || srv->opts.bind_index <= count
+	    ? MIRAI_LOG_WARN
+	    : MIRAI_LOG_INFO;
+	later = srv->opts.bind_planned ? "; so do the servers placed after it"
+				       : "";
 	if (wrapped && n == 1) {
-		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		MIRAI__LOG(level, TAG,
 		    "bind index %d is past the last of %d usable %s units: "
-		    "wrapped round to %s, shared with other servers",
-		    srv->opts.bind_index, count, kind, srv->binding);
+		    "wrapped round to %s, shared with other servers%s",
+		    srv->opts.bind_index, count, kind, srv->binding, later);
 	} else if (wrapped) {
-		MIRAI__LOG(MIRAI_LOG_WARN, TAG,
+		MIRAI__LOG(level, TAG,
 		    "bind indexes %d to %lld go past the last of %d usable "
 		    "%s units: wrapped round to %s, shared with other "
-		    "servers",
+		    "servers%s",
 		    srv->opts.bind_index,
 		    (long long) srv->opts.bind_index + n - 1, count, kind,
-		    srv->binding);
+		    srv->binding, later);
 	}
 	MIRAI__LOG(MIRAI_LOG_INFO, TAG, "bound to %s", srv->binding);
 	return 0;

@@ -104,4 +104,28 @@ done
 kill $pid
 wait $pid 2>/dev/null
 trap 'rm -rf "$TMPDIR"' EXIT
+
+# Placed one unit after another (--bind-planned: mirai-launch and the
+# library's local servers), only the first server past the last unit
+# warns of the wrap; the others note it at -v.
+expect 1 "$B/mirai-server" --bind-planned --bind-to core --bind-index "$cores" \
+    --dial-once tcp://127.0.0.1:1
+grep -q "bind index $cores is past the last of $cores usable core units.*; so do the servers placed after it" \
+    "$TMPDIR/err" || fail "no warning from the first wrap: $(cat "$TMPDIR/err")"
+expect 1 "$B/mirai-server" --bind-planned --bind-to core \
+    --bind-index $((cores + 1)) --dial-once tcp://127.0.0.1:1
+grep -q "wrapped round" "$TMPDIR/err" &&
+    fail "a planned server after the first warned: $(cat "$TMPDIR/err")"
+expect 1 "$B/mirai-server" -v --bind-planned --bind-to core \
+    --bind-index $((cores + 1)) --dial-once tcp://127.0.0.1:1
+grep -q "info: .*bind index $((cores + 1)) is past the last" "$TMPDIR/err" ||
+    fail "no note at -v: $(cat "$TMPDIR/err")"
+
+# An oversubscribed launch on this host: one warning, however many
+# servers share cores.
+n=$((cores + 3))
+MIRAI_SERVER=$B/mirai-server expect 0 timeout 60 "$B/mirai-launch" \
+    --host "localhost:1" -n "$n" --oversubscribe -- true
+[ "$(grep -c "wrapped round" "$TMPDIR/err")" = 1 ] ||
+    fail "$n servers on $cores cores: $(cat "$TMPDIR/err")"
 echo ok

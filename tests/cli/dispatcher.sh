@@ -65,7 +65,7 @@ for _ in $(seq 100); do
 done
 [ "$(grep -o '"online":1' "$TMPDIR/st" | wc -l)" = 2 ] ||
 	fail "2 local servers online: $(cat "$TMPDIR/d.err")"
-[ "$(pgrep -P "$D" -f -- '--bind-to core --bind-index [0-9]* --bind-count 2$' | wc -l)" = 2 ] ||
+[ "$(pgrep -P "$D" -f -- '--bind-to core --bind-index [0-9]* --bind-planned --bind-count 2$' | wc -l)" = 2 ] ||
 	fail "local servers without --bind-count 2: $(pgrep -a -P "$D")"
 # The first one binds to units 0 and 1 (two of them wherever there are).
 if [ "$(nproc)" -ge 2 ]; then
