@@ -190,7 +190,6 @@ mirai__cl_start_local(profile *p, const char *url, int k, int one_shot,
 	int rv;
 
 	so.bind_index += k * (so.bind_count > 1 ? so.bind_count : 1);
-	so.bind_planned = 1;
 	if ((rv = mirai__spawn_server(&so, url, one_shot, &pid, err)) != 0) {
 		return rv;
 	}

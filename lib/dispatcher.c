@@ -249,7 +249,6 @@ dispatcher_create_impl(mirai_dispatcher **out,
 			 * before it. */
 			so.bind_index += (int) i *
 			    (so.bind_count > 1 ? so.bind_count : 1);
-			so.bind_planned = 1;
 			if ((rv = mirai__spawn_server(&so, d->slots[i].url, 0, &pid,
 				 err)) != 0) {
 				mirai_dispatcher_destroy(d);

@@ -474,7 +474,8 @@ int mirai__can_exec(const char *prog);
 void mirai__tls_args(const char **argv, size_t *n, const char *ca,
     const char *cert, const char *key);
 /* Start a mirai-server dialing url with the options o (one_shot: a single
- * task).  The child gets its own process group. */
+ * task).  The child gets its own process group.  A binding is passed as
+ * planned (--bind-planned): callers place servers unit after unit. */
 int mirai__spawn_server(const mirai_server_opts *o, const char *url,
     int one_shot, pid_t *pid, mirai_errmsg *err);
 /* Whether a server's wait status says it ended by one of its own rules

@@ -299,7 +299,6 @@ start_local(mirai_launch *l, size_t i, mirai_errmsg *err)
 		so.bind_to    = l->o.bind_to;
 		so.bind_index = l->slots[i].unit;
 		so.bind_count = l->o.cpus_per_server;
-		so.bind_planned = 1;
 	}
 	if ((rv = mirai__spawn_server(&so, l->slots[i].url, 0, &pid, err)) != 0) {
 		return rv;

@@ -265,9 +265,8 @@ mirai__spawn_server(const mirai_server_opts *o, const char *url,
 		argv[n++] = o->bind_to;
 		argv[n++] = "--bind-index";
 		argv[n++] = nums[4];
-		if (o->bind_planned) {
-			argv[n++] = "--bind-planned";
-		}
+		/* Every caller places its servers one unit after another. */
+		argv[n++] = "--bind-planned";
 		if (o->bind_count > 1) {
 			snprintf(nums[5], sizeof nums[5], "%d", o->bind_count);
 			argv[n++] = "--bind-count";
