@@ -158,7 +158,7 @@ struct peer {
 };
 
 typedef struct child {
-	struct child *next;
+	MIRAI__ENTRY(struct child) entry; /* in p->children */
 	pid_t pid;
 	int hello;
 	int dispatcher;          /* the profile's mirai-dispatcher */
@@ -222,7 +222,7 @@ struct profile {
 	uint64_t next_id;
 	uint64_t completed;
 	uint64_t retried;         /* direct mode: tasks requeued after their server was lost */
-	child *children;
+	MIRAI__LIST(child) children; /* local child processes */
 	int alive;               /* local child processes not yet reaped */
 	char last_failure[600];  /* why the last local server failed to start */
 	int dead_spawns;         /* one-shot servers that died unconnected and
@@ -238,7 +238,7 @@ struct profile {
 /* Registry entry of a profile name: its daemons (if set) and its one-shot
  * profile (created on first use). */
 typedef struct pname {
-	struct pname *next;
+	MIRAI__ENTRY(struct pname) entry; /* in the registry */
 	char *name;
 	profile *set;
 	profile *oneshot;

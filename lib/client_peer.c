@@ -49,7 +49,7 @@ on_hello(profile *p, peer *pk, const mirai__frame *f)
 	snprintf(pk->host, sizeof pk->host, "%.*s", (int) h.host_len, h.host);
 	snprintf(pk->binding, sizeof pk->binding, "%.*s", (int) h.binding_len,
 	    h.binding);
-	for (child *c = p->children; c != NULL; c = c->next) {
+	for (child *c = p->children.head; c != NULL; c = c->entry.next) {
 		if (c->pid == pk->pid) {
 			c->hello = 1;
 		}

@@ -33,12 +33,11 @@ on_child_exit(pid_t pid, int status, void *arg)
 		snprintf(how, sizeof how, "status %d", status);
 	}
 	pthread_mutex_lock(&p->mtx);
-	for (child **cp = &p->children; *cp != NULL; cp = &(*cp)->next) {
-		if ((*cp)->pid == pid) {
-			child *c   = *cp;
-			hello      = c->hello;
-			is_disp    = c->dispatcher;
-			*cp        = c->next;
+	for (child *c = p->children.head; c != NULL; c = c->entry.next) {
+		if (c->pid == pid) {
+			hello   = c->hello;
+			is_disp = c->dispatcher;
+			MIRAI__LIST_REMOVE(&p->children, c, entry);
 			free(c);
 			break;
 		}
@@ -112,8 +111,7 @@ watch(profile *p, pid_t pid, int is_dispatcher, mirai_errmsg *err)
 	c->pid        = pid;
 	c->dispatcher = is_dispatcher;
 	pthread_mutex_lock(&p->mtx);
-	c->next     = p->children;
-	p->children = c;
+	MIRAI__LIST_PUSH_FRONT(&p->children, c, entry);
 	p->alive++;
 	pthread_mutex_unlock(&p->mtx);
 	mirai__cl_profile_ref(p);
@@ -135,7 +133,7 @@ oneshot_waiting(profile *p)
 {
 	size_t starting = (size_t) p->spawning;
 
-	for (child *c = p->children; c != NULL; c = c->next) {
+	for (child *c = p->children.head; c != NULL; c = c->entry.next) {
 		starting += !c->hello;
 	}
 	return p->unassigned.count > starting ? p->unassigned.count - starting
@@ -207,7 +205,7 @@ mirai__cl_wait_local(profile *p, mirai_errmsg *err)
 	pthread_mutex_lock(&p->mtx);
 	for (;;) {
 		waiting = 0;
-		for (child *c = p->children; c != NULL; c = c->next) {
+		for (child *c = p->children.head; c != NULL; c = c->entry.next) {
 			waiting += !c->hello;
 		}
 		if (waiting == 0 || mirai__now_ms() >= deadline) {

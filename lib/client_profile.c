@@ -20,7 +20,7 @@
 #define ATTACH_WAIT_MS 30000
 
 pthread_mutex_t mirai__cl_reg_mtx = PTHREAD_MUTEX_INITIALIZER;
-static pname *reg_head;
+static MIRAI__LIST(pname) reg; /* every name used */
 
 /* ---- reference counts -------------------------------------------------- */
 
@@ -42,9 +42,9 @@ profile_free(profile *p)
 	mirai__idmap_fini(&p->by_pipe);
 	mirai__cl_pick_fini(&p->pick);
 	mirai__outq_clear(&p->unassigned);
-	while (p->children != NULL) {
-		child *c    = p->children;
-		p->children = c->next;
+	while (p->children.head != NULL) {
+		child *c = p->children.head;
+		MIRAI__LIST_REMOVE(&p->children, c, entry);
 		free(c);
 	}
 	free(p->sopts_mem);
@@ -293,7 +293,7 @@ setup_failed(profile *p, int rv)
 pname *
 mirai__cl_pname_find(const char *name)
 {
-	for (pname *n = reg_head; n != NULL; n = n->next) {
+	for (pname *n = reg.head; n != NULL; n = n->entry.next) {
 		if (strcmp(n->name, name) == 0) {
 			return n;
 		}
@@ -311,8 +311,7 @@ pname_get(const char *name)
 			free(n);
 			return NULL;
 		}
-		n->next  = reg_head;
-		reg_head = n;
+		MIRAI__LIST_PUSH_FRONT(&reg, n, entry);
 	}
 	return n;
 }
@@ -748,11 +747,11 @@ mirai_shutdown(void)
 	pname *n;
 
 	pthread_mutex_lock(&mirai__cl_reg_mtx);
-	n        = reg_head;
-	reg_head = NULL;
+	n        = reg.head;
+	reg.head = reg.tail = NULL;
 	pthread_mutex_unlock(&mirai__cl_reg_mtx);
 	while (n != NULL) {
-		pname *next = n->next;
+		pname *next = n->entry.next;
 		if (n->set != NULL) {
 			profile_close(n->set);
 			mirai__cl_profile_unref(n->set);
