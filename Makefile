@@ -3,6 +3,7 @@
 #   make                    build the library, tools and examples in build/
 #   make check              every test layer (unit, integration, CLI, fuzz
 #                           smoke, sanitizers, valgrind)
+#   make fuzz               every fuzz target for FUZZ_SECONDS (default 60)
 #   make bench              the mirai-bench workloads w1-w4
 #   make install PREFIX=/usr/local DESTDIR=   (also LIBDIR, INCDIR, ...)
 #   make uninstall          with the same variables as the install
@@ -177,8 +178,8 @@ $(BUILD)/tests/%.so: tests/plugins/%.c $(SO)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS_ALL) -fPIC -fvisibility=hidden -shared -o $@ $< -L$(BUILD)/lib -lmirai $(RPATH)
 
-# Fuzz targets: built with the standalone driver here; `make fuzz` uses
-# libFuzzer when clang is there.
+# Fuzz targets: built with the standalone driver here (make check runs
+# each for a few seconds); `make fuzz` uses libFuzzer when clang is there.
 $(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o \
     $(BUILD)/obj/tests/fuzz/driver.o $(LIB_OBJ)
 	@mkdir -p $(@D)
@@ -192,6 +193,12 @@ soak: tests
 
 check: tests
 	BUILD=$(BUILD) tests/run-tests.sh all
+
+# make fuzz FUZZ_SECONDS=N: every fuzz target for N s (default 60) under
+# ASan+UBSan in build-fuzz/, coverage guided with clang's libFuzzer (else
+# the standalone driver); see scripts/fuzz.
+fuzz:
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) scripts/fuzz
 
 # The quick layers only (unit, integration, CLI, fuzz smoke).
 check-fast: tests
