@@ -1,7 +1,10 @@
 /*
  * soak: tasks through 4 servers while a chaos loop works on them, for
  * SECONDS (argv[1], default 20).  A thread dispatcher holds 4 ws slots
- * with a 1 s heartbeat and 5 retries; the servers are started here so the
+ * with a 1 s heartbeat and 5 retries; with --direct (argv[2]) there is no
+ * dispatcher, and the 4 servers dial the client's own tcp listener (its
+ * scheduler, in-flight tracking and retries are then the ones under
+ * test).  The servers are started here so the
  * chaos can kill -9 one and start it again, SIGSTOP one past the heartbeat
  * (it is taken as lost, and told to exit when woken), or stop one
  * gracefully (SIGTERM).  The submitter keeps WINDOW echo tasks in flight,
@@ -283,6 +286,7 @@ int
 main(int argc, char **argv)
 {
 	int seconds = argc > 1 ? atoi(argv[1]) : 20;
+	int direct  = argc > 2 && strcmp(argv[2], "--direct") == 0;
 	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
 	mirai_errmsg err     = {{0}};
 	mirai *in[WINDOW]    = {NULL};
@@ -302,8 +306,9 @@ main(int argc, char **argv)
 	uint64_t retried = 0;
 	int rv = 0;
 
-	if (seconds <= 0 || seconds > 86400) {
-		fprintf(stderr, "soak: SECONDS must be 1 to 86400\n");
+	if (seconds <= 0 || seconds > 86400 || (argc > 2 && !direct) ||
+	    argc > 3) {
+		fprintf(stderr, "usage: soak [SECONDS (1-86400)] [--direct]\n");
 		return 2;
 	}
 	/* First: the namespace is the process's, threads or not. */
@@ -314,20 +319,26 @@ main(int argc, char **argv)
 	cutting = rv == 0;
 	rv      = 0;
 	h_init();
-	d.url          = "ws://127.0.0.1:0";
+	d.url          = direct ? "tcp://127.0.0.1:0" : "ws://127.0.0.1:0";
 	d.n            = NSERVERS;
 	d.heartbeat_ms = HB_MS;
 	d.retries      = 5;
+	if (direct) {
+		d.dispatcher = MIRAI_DISPATCHER_OFF;
+		d.n          = 0; /* the servers dial in themselves */
+	}
 	if (mirai_daemons(&d, &err) != 0) {
 		fprintf(stderr, "soak: daemons: %s\n", err.text);
 		return 1;
 	}
-	if (mirai_status_get(NULL, &st) != 0 || st->nrows != NSERVERS) {
+	if (mirai_status_get(NULL, &st) != 0 ||
+	    (direct ? st->url[0] == '\0' : st->nrows != NSERVERS)) {
 		fprintf(stderr, "soak: no slots\n");
 		return 1;
 	}
 	for (int i = 0; i < NSERVERS; i++) {
-		snprintf(urls[i], sizeof urls[i], "%s", st->rows[i].url);
+		snprintf(urls[i], sizeof urls[i], "%s",
+		    direct ? st->url : st->rows[i].url);
 		pids[i] = start(i);
 	}
 	mirai_status_free(st);
@@ -427,10 +438,11 @@ main(int argc, char **argv)
 		retried = st->retried;
 		mirai_status_free(st);
 	}
-	printf("soak: %d s, chaos %lu kill -9, %lu stopped past the "
+	printf("soak: %d s, %s, chaos %lu kill -9, %lu stopped past the "
 	       "heartbeat, %lu SIGTERM; submitted %lu, ok %lu, retried %llu, "
 	       "failed",
-	    seconds, kills, stops, terms, next, ok, (unsigned long long) retried);
+	    seconds, direct ? "no dispatcher" : "thread dispatcher", kills,
+	    stops, terms, next, ok, (unsigned long long) retried);
 	int any = 0;
 	for (int e = 1; e < 128; e++) {
 		if (failed[e] > 0) {
