@@ -185,14 +185,14 @@ $(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o \
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(DEP_LIBS)
 
-# make soak SECONDS=N: the chaos soak alone, N s with the thread
-# dispatcher, then N s without a dispatcher (make check runs 15 s each).
+# make soak SECONDS=N: the chaos soak alone, N s in each mode: the thread
+# dispatcher, no dispatcher, the dispatcher process (make check runs the
+# first two for 15 s each).
 SECONDS ?= 60
 soak: tests
-	MIRAI_SERVER=$(BUILD)/bin/mirai-server MIRAI_TEST_BUILD=$(BUILD) \
-	    $(BUILD)/tests/soak $(SECONDS)
-	MIRAI_SERVER=$(BUILD)/bin/mirai-server MIRAI_TEST_BUILD=$(BUILD) \
-	    $(BUILD)/tests/soak $(SECONDS) --direct
+	for mode in "" --direct --process; do \
+	    MIRAI_SERVER=$(BUILD)/bin/mirai-server MIRAI_TEST_BUILD=$(BUILD) \
+	    $(BUILD)/tests/soak $(SECONDS) $$mode || exit 1; done
 
 check: tests
 	BUILD=$(BUILD) tests/run-tests.sh all

@@ -1,7 +1,8 @@
 /*
  * soak: tasks through 4 servers while a chaos loop works on them, for
  * SECONDS (argv[1], default 20).  A thread dispatcher holds 4 ws slots
- * with a 1 s heartbeat and 5 retries; with --direct (argv[2]) there is no
+ * with a 1 s heartbeat and 5 retries; with --process (argv[2]) it is a
+ * mirai-dispatcher process instead; with --direct there is no
  * dispatcher, and the 4 servers dial the client's own tcp listener (its
  * scheduler, in-flight tracking and retries are then the ones under
  * test).  The servers are started here so the
@@ -287,6 +288,7 @@ main(int argc, char **argv)
 {
 	int seconds = argc > 1 ? atoi(argv[1]) : 20;
 	int direct  = argc > 2 && strcmp(argv[2], "--direct") == 0;
+	int process = argc > 2 && strcmp(argv[2], "--process") == 0;
 	mirai_daemons_opts d = MIRAI_DAEMONS_OPTS_INIT;
 	mirai_errmsg err     = {{0}};
 	mirai *in[WINDOW]    = {NULL};
@@ -306,9 +308,10 @@ main(int argc, char **argv)
 	uint64_t retried = 0;
 	int rv = 0;
 
-	if (seconds <= 0 || seconds > 86400 || (argc > 2 && !direct) ||
-	    argc > 3) {
-		fprintf(stderr, "usage: soak [SECONDS (1-86400)] [--direct]\n");
+	if (seconds <= 0 || seconds > 86400 || (argc > 2 && !direct &&
+	    !process) || argc > 3) {
+		fprintf(stderr, "usage: soak [SECONDS (1-86400)] "
+				"[--direct | --process]\n");
 		return 2;
 	}
 	/* First: the namespace is the process's, threads or not. */
@@ -323,7 +326,9 @@ main(int argc, char **argv)
 	d.n            = NSERVERS;
 	d.heartbeat_ms = HB_MS;
 	d.retries      = 5;
-	if (direct) {
+	if (process) {
+		d.dispatcher = MIRAI_DISPATCHER_PROCESS;
+	} else if (direct) {
 		d.dispatcher = MIRAI_DISPATCHER_OFF;
 		d.n          = 0; /* the servers dial in themselves */
 	}
@@ -441,7 +446,11 @@ main(int argc, char **argv)
 	printf("soak: %d s, %s, chaos %lu kill -9, %lu stopped past the "
 	       "heartbeat, %lu SIGTERM; submitted %lu, ok %lu, retried %llu, "
 	       "failed",
-	    seconds, direct ? "no dispatcher" : "thread dispatcher", kills,
+	    seconds,
+	    direct    ? "no dispatcher"
+	    : process ? "dispatcher process"
+		      : "thread dispatcher",
+	    kills,
 	    stops, terms, next, ok, (unsigned long long) retried);
 	int any = 0;
 	for (int e = 1; e < 128; e++) {
