@@ -187,7 +187,7 @@ $(BUILD)/tests/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o \
 
 # make soak SECONDS=N: the chaos soak alone, N s in each mode: the thread
 # dispatcher, no dispatcher, the dispatcher process (make check runs the
-# first two for 15 s each).
+# first for 20 s).
 SECONDS ?= 60
 soak: tests
 	for mode in "" --direct --process; do \

@@ -28,7 +28,9 @@
  * thread) after warm-up and at the end.  It fails on a lost or duplicated
  * task, a wrong result, cuts that no task crossed, or RSS growth beyond
  * RSS_BOUND_KB.  Every loop is bounded; every server it started is killed
- * at the end, and the namespace goes with the last of its processes.
+ * at the end, and the namespace goes with the last of its processes.  A
+ * watchdog fails a soak that hangs (a call that never returns), naming
+ * the step it hung in, and kills the servers.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -227,6 +229,32 @@ netns_enter(char *why, size_t len)
 	return loopback(1, why, len) == 0 ? 0 : -2;
 }
 
+/* Where the main thread is, for the watchdog; and when it must be done. */
+static const char *volatile stage = "start";
+static atomic_llong deadline_ms;
+
+/* A soak that hangs names where, and fails, rather than running into the
+ * test runner's time limit with nothing said. */
+static void *
+watchdog(void *arg)
+{
+	(void) arg;
+	for (;;) {
+		usleep(200000);
+		if (h_now_ms() > atomic_load(&deadline_ms)) {
+			fprintf(stderr, "soak: FAIL: hung in %s\n", stage);
+			fflush(stdout);
+			for (int i = 0; i < NSERVERS; i++) {
+				if (pids[i] > 0) {
+					kill(pids[i], SIGKILL);
+				}
+			}
+			_exit(1);
+		}
+	}
+	return NULL;
+}
+
 /* Sleep ms in bounded steps, returning early once *stop is set. */
 static void
 nap(int ms, atomic_int *stop)
@@ -304,7 +332,7 @@ main(int argc, char **argv)
 	long rss0 = 0, rss1;
 	int64_t t_end, warm;
 	mirai_status *st;
-	pthread_t th;
+	pthread_t th, wd;
 	uint64_t retried = 0;
 	int rv = 0;
 
@@ -347,6 +375,12 @@ main(int argc, char **argv)
 		pids[i] = start(i);
 	}
 	mirai_status_free(st);
+	/* The drain's own bound is 120 s past the end; teardown a few
+	 * seconds more. */
+	atomic_store(&deadline_ms, h_now_ms() + (int64_t) seconds * 1000 + 150000);
+	pthread_create(&wd, NULL, watchdog, NULL);
+	pthread_detach(wd);
+	stage = "the submit loop";
 	pthread_create(&th, NULL, chaos, (void *) (uintptr_t) getpid());
 	if (cutting && pthread_create(&cut_th, NULL, cutter, NULL) != 0) {
 		snprintf(netns_why, sizeof netns_why, "no thread for the cuts");
@@ -432,13 +466,16 @@ main(int argc, char **argv)
 		mirai_free(in[w]);
 		in[w] = NULL;
 	}
+	stage      = "joining the chaos thread";
 	stop_chaos = 1;
 	pthread_join(th, NULL);
 	if (cutting && !atomic_load(&stop_cuts)) {
+		stage = "joining the cutter";
 		atomic_store(&stop_cuts, 1);
 		pthread_join(cut_th, NULL);
 	}
-	rss1 = rss_kb();
+	rss1  = rss_kb();
+	stage = "mirai_status_get";
 	if (mirai_status_get(NULL, &st) == 0) {
 		retried = st->retried;
 		mirai_status_free(st);
@@ -469,6 +506,9 @@ main(int argc, char **argv)
 		printf("network cuts skipped: %s; ", netns_why);
 	}
 	printf("client RSS %ld KB -> %ld KB\n", rss0, rss1);
+	/* Out now: a hang in the teardown below must not take the line
+	 * with it (stdout is a file under the test runner). */
+	fflush(stdout);
 	if (lost > 0 || wrong > 0) {
 		fprintf(stderr, "soak: FAIL: lost or duplicated tasks\n");
 		rv = 1;
@@ -491,7 +531,10 @@ main(int argc, char **argv)
 		    rss1 - rss0, RSS_BOUND_KB);
 		rv = 1;
 	}
+	stage = "mirai_reset";
+	atomic_store(&deadline_ms, h_now_ms() + 30000);
 	mirai_reset(NULL);
+	stage = "stopping the servers";
 	/* Our servers only (their pids are still ours to reap: no reuse). */
 	for (int i = 0; i < NSERVERS; i++) {
 		if (pids[i] > 0) {
@@ -502,6 +545,7 @@ main(int argc, char **argv)
 			}
 		}
 	}
+	stage = "mirai_shutdown";
 	mirai_shutdown();
 	return rv;
 }
