@@ -61,7 +61,7 @@
 static char urls[NSERVERS][512];
 static pid_t pids[NSERVERS];
 static pthread_mutex_t mtx = PTHREAD_MUTEX_INITIALIZER;
-static volatile int stop_chaos;
+static atomic_int stop_chaos;
 static unsigned long kills, stops, terms;
 /* Cuts begun (odd while one lasts: begun, then ended), short and long. */
 static atomic_uint cut_seq;
@@ -110,10 +110,11 @@ chaos(void *arg)
 {
 	unsigned seed = (unsigned) (uintptr_t) arg;
 
-	while (!stop_chaos) {
+	while (!atomic_load(&stop_chaos)) {
 		/* 1 to 3 s between actions, in bounded sleeps. */
 		int wait = 1000 + (int) (rand_r(&seed) % 2000);
-		for (int t = 0; t < wait / 50 && !stop_chaos; t++) {
+		for (int t = 0; t < wait / 50 && !atomic_load(&stop_chaos);
+		     t++) {
 			usleep(50000);
 			pthread_mutex_lock(&mtx);
 			for (int i = 0; i < NSERVERS; i++) {
@@ -121,7 +122,7 @@ chaos(void *arg)
 			}
 			pthread_mutex_unlock(&mtx);
 		}
-		if (stop_chaos) {
+		if (atomic_load(&stop_chaos)) {
 			break;
 		}
 		int i = (int) (rand_r(&seed) % NSERVERS);
@@ -467,7 +468,7 @@ main(int argc, char **argv)
 		in[w] = NULL;
 	}
 	stage      = "joining the chaos thread";
-	stop_chaos = 1;
+	atomic_store(&stop_chaos, 1);
 	pthread_join(th, NULL);
 	if (cutting && !atomic_load(&stop_cuts)) {
 		stage = "joining the cutter";
@@ -521,9 +522,10 @@ main(int argc, char **argv)
 				"cut\n");
 		rv = 1;
 	}
-#ifdef __SANITIZE_ADDRESS__
-	/* ASan keeps freed memory in quarantine (256 MB by default): RSS
-	 * says nothing about leaks there, LeakSanitizer does. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	/* ASan keeps freed memory in quarantine (256 MB by default), TSan
+	 * grows its shadow and history: RSS says nothing about leaks there,
+	 * LeakSanitizer does. */
 	rss0 = 0;
 #endif
 	if (rss0 > 0 && rss1 - rss0 > RSS_BOUND_KB) {
