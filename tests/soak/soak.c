@@ -231,7 +231,7 @@ netns_enter(char *why, size_t len)
 }
 
 /* Where the main thread is, for the watchdog; and when it must be done. */
-static const char *volatile stage = "start";
+static _Atomic(const char *) stage = "start";
 static atomic_llong deadline_ms;
 
 /* A soak that hangs names where, and fails, rather than running into the
@@ -243,7 +243,8 @@ watchdog(void *arg)
 	for (;;) {
 		usleep(200000);
 		if (h_now_ms() > atomic_load(&deadline_ms)) {
-			fprintf(stderr, "soak: FAIL: hung in %s\n", stage);
+			fprintf(stderr, "soak: FAIL: hung in %s\n",
+			    atomic_load(&stage));
 			fflush(stdout);
 			for (int i = 0; i < NSERVERS; i++) {
 				if (pids[i] > 0) {
@@ -352,14 +353,13 @@ main(int argc, char **argv)
 	rv      = 0;
 	h_init();
 	d.url          = direct ? "tcp://127.0.0.1:0" : "ws://127.0.0.1:0";
-	d.n            = NSERVERS;
+	d.n            = direct ? 0 : NSERVERS; /* direct: they dial in */
 	d.heartbeat_ms = HB_MS;
 	d.retries      = 5;
 	if (process) {
 		d.dispatcher = MIRAI_DISPATCHER_PROCESS;
 	} else if (direct) {
 		d.dispatcher = MIRAI_DISPATCHER_OFF;
-		d.n          = 0; /* the servers dial in themselves */
 	}
 	if (mirai_daemons(&d, &err) != 0) {
 		fprintf(stderr, "soak: daemons: %s\n", err.text);
@@ -381,7 +381,7 @@ main(int argc, char **argv)
 	atomic_store(&deadline_ms, h_now_ms() + (int64_t) seconds * 1000 + 150000);
 	pthread_create(&wd, NULL, watchdog, NULL);
 	pthread_detach(wd);
-	stage = "the submit loop";
+	atomic_store(&stage, "the submit loop");
 	pthread_create(&th, NULL, chaos, (void *) (uintptr_t) getpid());
 	if (cutting && pthread_create(&cut_th, NULL, cutter, NULL) != 0) {
 		snprintf(netns_why, sizeof netns_why, "no thread for the cuts");
@@ -467,16 +467,16 @@ main(int argc, char **argv)
 		mirai_free(in[w]);
 		in[w] = NULL;
 	}
-	stage      = "joining the chaos thread";
+	atomic_store(&stage, "joining the chaos thread");
 	atomic_store(&stop_chaos, 1);
 	pthread_join(th, NULL);
 	if (cutting && !atomic_load(&stop_cuts)) {
-		stage = "joining the cutter";
+		atomic_store(&stage, "joining the cutter");
 		atomic_store(&stop_cuts, 1);
 		pthread_join(cut_th, NULL);
 	}
 	rss1  = rss_kb();
-	stage = "mirai_status_get";
+	atomic_store(&stage, "mirai_status_get");
 	if (mirai_status_get(NULL, &st) == 0) {
 		retried = st->retried;
 		mirai_status_free(st);
@@ -533,10 +533,10 @@ main(int argc, char **argv)
 		    rss1 - rss0, RSS_BOUND_KB);
 		rv = 1;
 	}
-	stage = "mirai_reset";
+	atomic_store(&stage, "mirai_reset");
 	atomic_store(&deadline_ms, h_now_ms() + 30000);
 	mirai_reset(NULL);
-	stage = "stopping the servers";
+	atomic_store(&stage, "stopping the servers");
 	/* Our servers only (their pids are still ours to reap: no reuse). */
 	for (int i = 0; i < NSERVERS; i++) {
 		if (pids[i] > 0) {
@@ -547,7 +547,7 @@ main(int argc, char **argv)
 			}
 		}
 	}
-	stage = "mirai_shutdown";
+	atomic_store(&stage, "mirai_shutdown");
 	mirai_shutdown();
 	return rv;
 }
